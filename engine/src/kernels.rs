@@ -1,0 +1,70 @@
+//! The registry of WGSL kernel families. Every shader enters the engine here, through
+//! `include_str!`, so tests, benches and the runtime compile exactly the same text.
+
+/// One WGSL file = one kernel family (see each file's header for its entry points and bindings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Shader {
+    Activation,
+    Arith,
+    Attack,
+    BatchNorm,
+    ChannelScale,
+    Conv2d,
+    CrossEntropy,
+    Index,
+    Optim,
+    Pool,
+    Reduce,
+    Softmax,
+}
+
+impl Shader {
+    pub const ALL: [Shader; 12] = [
+        Shader::Activation,
+        Shader::Arith,
+        Shader::Attack,
+        Shader::BatchNorm,
+        Shader::ChannelScale,
+        Shader::Conv2d,
+        Shader::CrossEntropy,
+        Shader::Index,
+        Shader::Optim,
+        Shader::Pool,
+        Shader::Reduce,
+        Shader::Softmax,
+    ];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Shader::Activation => "activation.wgsl",
+            Shader::Arith => "arith.wgsl",
+            Shader::Attack => "attack.wgsl",
+            Shader::BatchNorm => "batchnorm.wgsl",
+            Shader::ChannelScale => "channel_scale.wgsl",
+            Shader::Conv2d => "conv2d.wgsl",
+            Shader::CrossEntropy => "cross_entropy.wgsl",
+            Shader::Index => "index.wgsl",
+            Shader::Optim => "optim.wgsl",
+            Shader::Pool => "pool.wgsl",
+            Shader::Reduce => "reduce.wgsl",
+            Shader::Softmax => "softmax.wgsl",
+        }
+    }
+
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::Activation => include_str!("../../shaders/activation.wgsl"),
+            Shader::Arith => include_str!("../../shaders/arith.wgsl"),
+            Shader::Attack => include_str!("../../shaders/attack.wgsl"),
+            Shader::BatchNorm => include_str!("../../shaders/batchnorm.wgsl"),
+            Shader::ChannelScale => include_str!("../../shaders/channel_scale.wgsl"),
+            Shader::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
+            Shader::CrossEntropy => include_str!("../../shaders/cross_entropy.wgsl"),
+            Shader::Index => include_str!("../../shaders/index.wgsl"),
+            Shader::Optim => include_str!("../../shaders/optim.wgsl"),
+            Shader::Pool => include_str!("../../shaders/pool.wgsl"),
+            Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
+            Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! 2-D convolution as implicit GEMM (`shaders/conv2d.wgsl`): forward, backward-data and
+//! backward-weight (split-K, folded by `reduce::sum_rows`).
+//!
+//! Shapes: x (N, CI, H, W), w (CO, CI, ks, ks) -> y (N, CO, OH, OW),
+//! OH = (H + 2 pad - ks) / stride + 1. Square kernels, no bias, no dilation, one group.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::autodiff::Op;
+use crate::error::{shape_err, Result};
+use crate::gpu::Gpu;
+use crate::kernels::Shader;
+use crate::ops::reduce;
+use crate::tensor::Tensor;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Debug)]
+pub struct Params {
+    pub n: u32,
+    pub ci: u32,
+    pub h: u32,
+    pub w: u32,
+    pub co: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub ks: u32,
+    pub stride: u32,
+    pub pad: u32,
+    pub gm: u32,
+    pub gn: u32,
+    pub gk: u32,
+    pub k_split: u32,
+    pub _p: [u32; 2],
+}
+
+/// Output tile of one workgroup (rows x cols) and the depth slice; mirrors BM/BN/BK in WGSL.
+const TILE_M: u32 = 64;
+const TILE_N: u32 = 64;
+const TILE_K: u32 = 16;
+
+/// Geometry of one convolution, checked once.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: u32,
+    ci: u32,
+    h: u32,
+    w: u32,
+    co: u32,
+    oh: u32,
+    ow: u32,
+    ks: u32,
+    stride: u32,
+    pad: u32,
+}
+
+impl Geom {
+    fn new(x: &[usize], w: &[usize], stride: u32, pad: u32) -> Result<Geom> {
+        if x.len() != 4 || w.len() != 4 || w[2] != w[3] || x[1] != w[1] || stride == 0 {
+            return Err(shape_err("conv2d", format!("x {x:?}, w {w:?}, stride {stride}: need x (N,C,H,W), w (CO,C,k,k)")));
+        }
+        let (h, wd, ks) = (x[2] as u32, x[3] as u32, w[2] as u32);
+        if h + 2 * pad < ks || wd + 2 * pad < ks {
+            return Err(shape_err("conv2d", format!("kernel {ks} larger than padded input {h}x{wd}")));
+        }
+        Ok(Geom {
+            n: x[0] as u32,
+            ci: x[1] as u32,
+            h,
+            w: wd,
+            co: w[0] as u32,
+            oh: (h + 2 * pad - ks) / stride + 1,
+            ow: (wd + 2 * pad - ks) / stride + 1,
+            ks,
+            stride,
+            pad,
+        })
+    }
+
+    fn params(&self, gm: u32, gn: u32, gk: u32, k_split: u32) -> Params {
+        Params {
+            n: self.n,
+            ci: self.ci,
+            h: self.h,
+            w: self.w,
+            co: self.co,
+            oh: self.oh,
+            ow: self.ow,
+            ks: self.ks,
+            stride: self.stride,
+            pad: self.pad,
+            gm,
+            gn,
+            gk,
+            k_split,
+            _p: [0; 2],
+        }
+    }
+}
+
+fn grid(gm: u32, gn: u32, splits: u32) -> [u32; 3] {
+    [gm.div_ceil(TILE_M), gn.div_ceil(TILE_N), splits]
+}
+
+/// Convolution forward. Records `Op::Conv2d` when `x` or `w` requires grad.
+pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: u32, pad: u32) -> Result<Tensor> {
+    let g = Geom::new(x.shape(), w.shape(), stride, pad)?;
+    let y = Tensor::empty(gpu, &[g.n as usize, g.co as usize, g.oh as usize, g.ow as usize])?;
+    let (gm, gn, gk) = (g.n * g.oh * g.ow, g.co, g.ci * g.ks * g.ks);
+    gpu.dispatch(Shader::Conv2d, "conv2d_fwd", &[], &[x.buffer(), w.buffer(), y.buffer()], &g.params(gm, gn, gk, gk), grid(gm, gn, 1));
+    Ok(Tensor::from_op(gpu, y, &[x, w], || Op::Conv2d { x: x.clone(), w: w.clone(), stride, pad }))
+}
+
+/// Gradient w.r.t. the input: `dx[n,ci,iy,ix] = sum_{co,ky,kx} g[n,co,oy,ox] w[co,ci,ky,kx]`
+/// over the output pixels (oy, ox) whose window covers (iy, ix) at tap (ky, kx).
+pub fn conv2d_backward_data(gpu: &Gpu, x_shape: &[usize], w: &Tensor, stride: u32, pad: u32, g: &Tensor) -> Result<Tensor> {
+    let geo = Geom::new(x_shape, w.shape(), stride, pad)?;
+    let dx = Tensor::empty(gpu, x_shape)?;
+    let (gm, gn, gk) = (geo.n * geo.h * geo.w, geo.ci, geo.co * geo.ks * geo.ks);
+    gpu.dispatch(Shader::Conv2d, "conv2d_bwd_data", &[], &[g.buffer(), w.buffer(), dx.buffer()], &geo.params(gm, gn, gk, gk), grid(gm, gn, 1));
+    Ok(dx)
+}
+
+/// How many depth slices the weight gradient's long reduction (batch x space) is cut into so
+/// that enough workgroups run: aim for about 256 of them, each with at least 256 depth.
+fn weight_splits(tiles: u32, gk: u32) -> u32 {
+    let by_occupancy = 256u32.div_ceil(tiles.max(1));
+    let by_depth = (gk / 256).max(1);
+    by_occupancy.min(by_depth).clamp(1, 128)
+}
+
+/// Gradient w.r.t. the weights: `dw[co,ci,ky,kx] = sum_{n,oy,ox} g[n,co,oy,ox] x[n,ci,iy,ix]`.
+pub fn conv2d_backward_weight(gpu: &Gpu, x: &Tensor, w_shape: &[usize], stride: u32, pad: u32, g: &Tensor) -> Result<Tensor> {
+    let geo = Geom::new(x.shape(), w_shape, stride, pad)?;
+    let (gm, gn, gk) = (geo.co, geo.ci * geo.ks * geo.ks, geo.n * geo.oh * geo.ow);
+    let tiles = gm.div_ceil(TILE_M) * gn.div_ceil(TILE_N);
+    let splits = weight_splits(tiles, gk);
+    // Round each split's depth to whole K slices so no slice straddles two workgroups.
+    let k_split = gk.div_ceil(splits).div_ceil(TILE_K) * TILE_K;
+    let splits = gk.div_ceil(k_split);
+    let dw = Tensor::empty(gpu, w_shape)?;
+    let params = geo.params(gm, gn, gk, k_split);
+    if splits == 1 {
+        gpu.dispatch(Shader::Conv2d, "conv2d_bwd_weight", &[], &[g.buffer(), x.buffer(), dw.buffer()], &params, grid(gm, gn, 1));
+    } else {
+        let partial = Tensor::empty(gpu, &[splits as usize, (gm * gn) as usize])?;
+        gpu.dispatch(Shader::Conv2d, "conv2d_bwd_weight", &[], &[g.buffer(), x.buffer(), partial.buffer()], &params, grid(gm, gn, splits));
+        reduce::sum_rows_into(gpu, &partial, &dw)?;
+    }
+    Ok(dw)
+}
+
+/// Backward of `conv2d`: gradients for the inputs that require them, and only those.
+pub fn conv2d_backward(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: u32, pad: u32, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let dx = if x.requires_grad() { Some(conv2d_backward_data(gpu, x.shape(), w, stride, pad, g)?) } else { None };
+    let dw = if w.requires_grad() { Some(conv2d_backward_weight(gpu, x, w.shape(), stride, pad, g)?) } else { None };
+    Ok(vec![dx, dw])
+}

@@ -1,0 +1,43 @@
+//! Mean softmax cross-entropy (`shaders/cross_entropy.wgsl`), as `F.cross_entropy` with the
+//! default mean reduction. logits (N, K) f32, labels (N,) u32 -> loss (1,).
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::autodiff::Op;
+use crate::error::{shape_err, Result};
+use crate::gpu::Gpu;
+use crate::kernels::Shader;
+use crate::tensor::{DType, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct Params {
+    pub rows: u32,
+    pub cols: u32,
+    pub _p: [u32; 2],
+}
+
+/// `mean_r (logsumexp(logits[r]) - logits[r, labels[r]])`. Labels must be < K (not checked on
+/// the GPU: callers validate labels when they load them).
+pub fn cross_entropy(gpu: &Gpu, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let s = logits.shape();
+    if s.len() != 2 || labels.shape() != [s[0]] || labels.dtype() != DType::U32 {
+        return Err(shape_err("cross_entropy", format!("logits {s:?}, labels {:?} ({:?})", labels.shape(), labels.dtype())));
+    }
+    let p = Params { rows: s[0] as u32, cols: s[1] as u32, _p: [0; 2] };
+    let probs = Tensor::empty(gpu, s)?;
+    let loss = Tensor::empty(gpu, &[1])?;
+    let bufs = [logits.buffer(), labels.buffer(), probs.buffer(), loss.buffer()];
+    gpu.dispatch(Shader::CrossEntropy, "cross_entropy_fwd", &[], &bufs, &p, [1, 1, 1]);
+    Ok(Tensor::from_op(gpu, loss, &[logits], || Op::CrossEntropy { logits: logits.clone(), labels: labels.clone(), probs }))
+}
+
+/// `dlogits = g (softmax(logits) - onehot(labels)) / N`, from the saved probabilities.
+pub fn cross_entropy_backward(gpu: &Gpu, probs: &Tensor, labels: &Tensor, g: &Tensor) -> Result<Tensor> {
+    let s = probs.shape();
+    let p = Params { rows: s[0] as u32, cols: s[1] as u32, _p: [0; 2] };
+    let d = Tensor::empty(gpu, s)?;
+    let bufs = [probs.buffer(), labels.buffer(), g.buffer(), d.buffer()];
+    gpu.dispatch(Shader::CrossEntropy, "cross_entropy_bwd", &[], &bufs, &p, [(p.rows * p.cols).div_ceil(256), 1, 1]);
+    Ok(d)
+}

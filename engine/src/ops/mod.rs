@@ -1,0 +1,37 @@
+//! One module per kernel family. Each holds its `#[repr(C)]` parameter struct (mirroring the
+//! WGSL `Params` of its shader), the forward wrapper(s) and, right below, the backward.
+
+pub mod activation;
+pub mod arith;
+pub mod attack;
+pub mod batchnorm;
+pub mod channel_scale;
+pub mod conv2d;
+pub mod cross_entropy;
+pub mod index;
+pub mod linear;
+pub mod optim;
+pub mod pool;
+pub mod reduce;
+pub mod softmax;
+
+use crate::kernels::Shader;
+
+/// Byte size of each family's parameter struct; a naga test checks the WGSL side agrees.
+pub fn param_sizes() -> Vec<(Shader, usize)> {
+    use std::mem::size_of;
+    vec![
+        (Shader::Activation, size_of::<activation::Params>()),
+        (Shader::Arith, size_of::<arith::Params>()),
+        (Shader::Attack, size_of::<attack::Params>()),
+        (Shader::BatchNorm, size_of::<batchnorm::Params>()),
+        (Shader::ChannelScale, size_of::<channel_scale::Params>()),
+        (Shader::Conv2d, size_of::<conv2d::Params>()),
+        (Shader::CrossEntropy, size_of::<cross_entropy::Params>()),
+        (Shader::Index, size_of::<index::Params>()),
+        (Shader::Optim, size_of::<optim::Params>()),
+        (Shader::Pool, size_of::<pool::Params>()),
+        (Shader::Reduce, size_of::<reduce::Params>()),
+        (Shader::Softmax, size_of::<softmax::Params>()),
+    ]
+}

@@ -1,0 +1,57 @@
+//! Average pooling with window = stride = k, no padding (`shaders/pool.wgsl`), as
+//! `F.avg_pool2d(x, k)`; global average pooling is `k = H = W` (see [`global_avg_pool`]).
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::autodiff::Op;
+use crate::error::{shape_err, Result};
+use crate::gpu::{grid_1d, Gpu, WG_1D};
+use crate::kernels::Shader;
+use crate::tensor::Tensor;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub struct Params {
+    pub n: u32,
+    pub h: u32,
+    pub w: u32,
+    pub k: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub _p: [u32; 2],
+}
+
+fn params(x_shape: &[usize], k: u32, n: usize) -> Params {
+    let (h, w) = (x_shape[2] as u32, x_shape[3] as u32);
+    Params { n: n as u32, h, w, k, oh: h / k, ow: w / k, _p: [0; 2] }
+}
+
+/// (N, C, H, W) -> (N, C, H / k, W / k), each output the mean of its k x k window.
+pub fn avg_pool2d(gpu: &Gpu, x: &Tensor, k: u32) -> Result<Tensor> {
+    let s = x.shape();
+    if s.len() != 4 || k == 0 || s[2] < k as usize || s[3] < k as usize {
+        return Err(shape_err("avg_pool2d", format!("x {s:?}, window {k}")));
+    }
+    let out_shape = [s[0], s[1], s[2] / k as usize, s[3] / k as usize];
+    let y = Tensor::empty(gpu, &out_shape)?;
+    let n = y.numel();
+    gpu.dispatch(Shader::Pool, "avg_pool2d_fwd", &[], &[x.buffer(), y.buffer()], &params(s, k, n), grid_1d(n as u64, WG_1D));
+    Ok(Tensor::from_op(gpu, y, &[x], || Op::AvgPool { x: x.clone(), k }))
+}
+
+/// Each input pixel gets its window's gradient / (k k); pixels no window covers get 0.
+pub fn avg_pool2d_backward(gpu: &Gpu, x_shape: &[usize], k: u32, g: &Tensor) -> Result<Tensor> {
+    let dx = Tensor::empty(gpu, x_shape)?;
+    let n = dx.numel();
+    gpu.dispatch(Shader::Pool, "avg_pool2d_bwd", &[], &[g.buffer(), dx.buffer()], &params(x_shape, k, n), grid_1d(n as u64, WG_1D));
+    Ok(dx)
+}
+
+/// Global average pooling (N, C, H, W) -> (N, C): the spatial mean (H must equal W).
+pub fn global_avg_pool(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+    let s = x.shape().to_vec();
+    if s.len() != 4 || s[2] != s[3] {
+        return Err(shape_err("global_avg_pool", format!("x {s:?} must be (N, C, H, H)")));
+    }
+    avg_pool2d(gpu, x, s[2] as u32)?.reshape(gpu, &[s[0], s[1]])
+}

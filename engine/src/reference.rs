@@ -1,0 +1,237 @@
+//! Naive float64 CPU references of every op, forward and backward. They are the oracle the GPU
+//! kernels are tested against; nothing on a hot path uses them.
+//!
+//! Layouts match the GPU's: NCHW row-major, weights (CO, CI, k, k), matrices row-major.
+
+/// Output size of a convolution along one axis.
+pub fn conv_out(size: usize, k: usize, stride: usize, pad: usize) -> usize {
+    (size + 2 * pad - k) / stride + 1
+}
+
+/// Iterates every (n, co, oy, ox, ci, ky, kx) with its x index (None if in the padding).
+fn conv_taps(xs: [usize; 4], ws: [usize; 4], stride: usize, pad: usize, mut f: impl FnMut(usize, Option<usize>, usize)) {
+    let [n, ci, h, w] = xs;
+    let [co, _, k, _] = ws;
+    let (oh, ow) = (conv_out(h, k, stride, pad), conv_out(w, k, stride, pad));
+    for b in 0..n {
+        for o in 0..co {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let yi = ((b * co + o) * oh + oy) * ow + ox;
+                    for c in 0..ci {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * stride + ky) as isize - pad as isize;
+                                let ix = (ox * stride + kx) as isize - pad as isize;
+                                let wi = ((o * ci + c) * k + ky) * k + kx;
+                                let xi = (iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w)
+                                    .then(|| ((b * ci + c) * h + iy as usize) * w + ix as usize);
+                                f(yi, xi, wi);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn conv2d(x: &[f64], xs: [usize; 4], w: &[f64], ws: [usize; 4], stride: usize, pad: usize) -> Vec<f64> {
+    let (oh, ow) = (conv_out(xs[2], ws[2], stride, pad), conv_out(xs[3], ws[3], stride, pad));
+    let mut y = vec![0.0; xs[0] * ws[0] * oh * ow];
+    conv_taps(xs, ws, stride, pad, |yi, xi, wi| {
+        if let Some(xi) = xi {
+            y[yi] += x[xi] * w[wi];
+        }
+    });
+    y
+}
+
+/// (dx, dw) of `sum(conv2d(x, w) * g)`.
+pub fn conv2d_backward(x: &[f64], xs: [usize; 4], w: &[f64], ws: [usize; 4], stride: usize, pad: usize, g: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let mut dx = vec![0.0; x.len()];
+    let mut dw = vec![0.0; w.len()];
+    conv_taps(xs, ws, stride, pad, |yi, xi, wi| {
+        if let Some(xi) = xi {
+            dx[xi] += g[yi] * w[wi];
+            dw[wi] += g[yi] * x[xi];
+        }
+    });
+    (dx, dw)
+}
+
+/// Per-channel (mean, biased var) of an NCHW array.
+pub fn channel_stats(x: &[f64], xs: [usize; 4]) -> (Vec<f64>, Vec<f64>) {
+    let [n, c, h, w] = xs;
+    let m = (n * h * w) as f64;
+    let mut mean = vec![0.0; c];
+    let mut var = vec![0.0; c];
+    for (i, v) in x.iter().enumerate() {
+        mean[(i / (h * w)) % c] += v / m;
+    }
+    for (i, v) in x.iter().enumerate() {
+        let ch = (i / (h * w)) % c;
+        var[ch] += (v - mean[ch]).powi(2) / m;
+    }
+    (mean, var)
+}
+
+/// Batch norm with the given per-channel mean and variance: y = (x - mean) / sqrt(var + eps) gamma + beta.
+pub fn batchnorm(x: &[f64], xs: [usize; 4], mean: &[f64], var: &[f64], gamma: &[f64], beta: &[f64], eps: f64) -> Vec<f64> {
+    let [_, c, h, w] = xs;
+    x.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let ch = (i / (h * w)) % c;
+            (v - mean[ch]) / (var[ch] + eps).sqrt() * gamma[ch] + beta[ch]
+        })
+        .collect()
+}
+
+/// (dx, dgamma, dbeta) of `sum(batchnorm(x) * g)`. In train mode mean and var are the batch's
+/// (functions of x); in eval mode they are constants.
+pub fn batchnorm_backward(x: &[f64], xs: [usize; 4], mean: &[f64], var: &[f64], gamma: &[f64], eps: f64, train: bool, g: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let [n, c, h, w] = xs;
+    let m = (n * h * w) as f64;
+    let ch = |i: usize| (i / (h * w)) % c;
+    let mut dgamma = vec![0.0; c];
+    let mut dbeta = vec![0.0; c];
+    for i in 0..x.len() {
+        let k = ch(i);
+        let xhat = (x[i] - mean[k]) / (var[k] + eps).sqrt();
+        dgamma[k] += g[i] * xhat;
+        dbeta[k] += g[i];
+    }
+    let dx = (0..x.len())
+        .map(|i| {
+            let k = ch(i);
+            let rstd = 1.0 / (var[k] + eps).sqrt();
+            if train {
+                let xhat = (x[i] - mean[k]) * rstd;
+                gamma[k] * rstd * (g[i] - dbeta[k] / m - xhat * dgamma[k] / m)
+            } else {
+                gamma[k] * rstd * g[i]
+            }
+        })
+        .collect();
+    (dx, dgamma, dbeta)
+}
+
+pub fn relu(x: &[f64]) -> Vec<f64> {
+    x.iter().map(|v| v.max(0.0)).collect()
+}
+
+pub fn sigmoid(x: &[f64]) -> Vec<f64> {
+    x.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect()
+}
+
+/// PyTorch's Softplus(beta, threshold 20).
+pub fn softplus(x: &[f64], beta: f64) -> Vec<f64> {
+    x.iter().map(|v| if beta * v > 20.0 { *v } else { (1.0 + (beta * v).exp()).ln() / beta }).collect()
+}
+
+/// Derivative of softplus: sigmoid(beta x) (1 above the threshold).
+pub fn softplus_grad(x: &[f64], beta: f64) -> Vec<f64> {
+    x.iter().map(|v| if beta * v > 20.0 { 1.0 } else { 1.0 / (1.0 + (-beta * v).exp()) }).collect()
+}
+
+pub fn softmax_rows(x: &[f64], cols: usize) -> Vec<f64> {
+    x.chunks(cols)
+        .flat_map(|r| {
+            let mx = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = r.iter().map(|v| (v - mx).exp()).sum();
+            r.iter().map(move |v| (v - mx).exp() / s)
+        })
+        .collect()
+}
+
+/// Mean cross-entropy of logits (rows, cols) against labels, and its gradient w.r.t. logits.
+pub fn cross_entropy(logits: &[f64], cols: usize, labels: &[u32]) -> (f64, Vec<f64>) {
+    let p = softmax_rows(logits, cols);
+    let n = labels.len() as f64;
+    let loss = labels.iter().enumerate().map(|(r, &l)| -p[r * cols + l as usize].ln()).sum::<f64>() / n;
+    let mut d = p;
+    for (r, &l) in labels.iter().enumerate() {
+        d[r * cols + l as usize] -= 1.0;
+    }
+    d.iter_mut().for_each(|v| *v /= n);
+    (loss, d)
+}
+
+pub fn channel_scale(z: &[f64], m: &[f64], hw: usize) -> Vec<f64> {
+    z.iter().enumerate().map(|(i, v)| v * m[i / hw]).collect()
+}
+
+pub fn avg_pool2d(x: &[f64], xs: [usize; 4], k: usize) -> Vec<f64> {
+    let [n, c, h, w] = xs;
+    let (oh, ow) = (h / k, w / k);
+    let mut y = vec![0.0; n * c * oh * ow];
+    for p in 0..n * c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut s = 0.0;
+                for dy in 0..k {
+                    for dx in 0..k {
+                        s += x[p * h * w + (oy * k + dy) * w + ox * k + dx];
+                    }
+                }
+                y[(p * oh + oy) * ow + ox] = s / (k * k) as f64;
+            }
+        }
+    }
+    y
+}
+
+/// y = x w^T + b for x (n, i), w (o, i).
+pub fn linear(x: &[f64], w: &[f64], b: Option<&[f64]>, n: usize, i: usize, o: usize) -> Vec<f64> {
+    let mut y = vec![0.0; n * o];
+    for r in 0..n {
+        for c in 0..o {
+            y[r * o + c] = (0..i).map(|k| x[r * i + k] * w[c * i + k]).sum::<f64>() + b.map_or(0.0, |b| b[c]);
+        }
+    }
+    y
+}
+
+pub fn gather_rows(table: &[f64], cols: usize, idx: &[u32]) -> Vec<f64> {
+    idx.iter().flat_map(|&r| table[r as usize * cols..(r as usize + 1) * cols].iter().cloned()).collect()
+}
+
+/// (first, second) largest index per row; ties to the lower index.
+pub fn top2(x: &[f64], cols: usize) -> (Vec<u32>, Vec<u32>) {
+    x.chunks(cols)
+        .map(|r| {
+            let mut i1 = 0;
+            for j in 1..cols {
+                if r[j] > r[i1] {
+                    i1 = j;
+                }
+            }
+            let mut i2 = if i1 == 0 { 1 } else { 0 };
+            for j in 0..cols {
+                if j != i1 && r[j] > r[i2] {
+                    i2 = j;
+                }
+            }
+            (i1 as u32, i2 as u32)
+        })
+        .unzip()
+}
+
+/// One PyTorch SGD step in place: g += wd p; v = mu v + g; p -= lr v.
+pub fn sgd_step(p: &mut [f64], v: &mut [f64], g: &[f64], lr: f64, mu: f64, wd: f64) {
+    for i in 0..p.len() {
+        let d = g[i] + wd * p[i];
+        v[i] = mu * v[i] + d;
+        p[i] -= lr * v[i];
+    }
+}
+
+/// One PGD step in place on delta: delta = clamp(delta + step sign(g), -eps, eps), then the [0, 1] box.
+pub fn pgd_step(x: &[f64], g: &[f64], delta: &mut [f64], eps: f64, step: f64) {
+    for i in 0..x.len() {
+        let s = if g[i] > 0.0 { 1.0 } else if g[i] < 0.0 { -1.0 } else { 0.0 };
+        let d = (delta[i] + step * s).clamp(-eps, eps);
+        delta[i] = (x[i] + d).clamp(0.0, 1.0) - x[i];
+    }
+}

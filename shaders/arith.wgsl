@@ -1,0 +1,66 @@
+// arith.wgsl: element-wise arithmetic on flat f32 arrays.
+//
+// Entry points (workgroup 256, 1-D grid split over x/y; index = gid.x + gid.y * nwg.x * 256):
+//   fill      out[i] = alpha                         bindings: 0 out (overwritten)
+//   add       out[i] = a[i] + b[i]                   bindings: 0 a, 1 b, 2 out (overwritten)
+//   scale     out[i] = alpha * a[i]                  bindings: 0 a, 1 out (overwritten)
+//   clamp_values out[i] = clamp(a[i], alpha, beta)    bindings: 0 a, 1 out (overwritten)
+//   add_row_bias out[i] = a[i] + b[i % cols]          bindings: 0 a, 1 b, 2 out (overwritten)
+// Every entry guards the tail (i >= n).
+
+struct Params {
+    n: u32,
+    alpha: f32,
+    beta: f32,
+    cols: u32,     // add_row_bias: length of a row
+}
+var<immediate> p: Params;
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<storage, read_write> fill_out: array<f32>;
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out2: array<f32>;
+
+@group(0) @binding(1) var<storage, read_write> out1: array<f32>;
+
+fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+@compute @workgroup_size(256)
+fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    fill_out[i] = p.alpha;
+}
+
+@compute @workgroup_size(256)
+fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out2[i] = a[i] + b[i];
+}
+
+@compute @workgroup_size(256)
+fn scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out1[i] = p.alpha * a[i];
+}
+
+@compute @workgroup_size(256)
+fn clamp_values(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out1[i] = clamp(a[i], p.alpha, p.beta);
+}
+
+@compute @workgroup_size(256)
+fn add_row_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out2[i] = a[i] + b[i % p.cols];
+}

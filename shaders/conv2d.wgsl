@@ -1,0 +1,232 @@
+// conv2d.wgsl: 2-D convolution (square kernel ks, stride, zero padding, no bias, groups 1) as
+// implicit GEMM: the im2col matrix is never built; tiles of it are gathered straight from NCHW.
+//
+// Layouts: x, dx: (N, CI, H, W); w, dw: (CO, CI, ks, ks); y, g: (N, CO, OH, OW).
+// One GEMM engine, three index maps (MODE is a compile-time argument, folded after inlining):
+//   conv2d_fwd         y  = A (M x K) * B (K x N):  M = N*OH*OW pixels, N = CO, K = CI*ks*ks
+//                      A[m, k] = x patch value, B[k, co] = w[co, k].
+//                      bindings: 0 x, 1 w, 2 y (overwritten)
+//   conv2d_bwd_data    dx = A * B:  M = N*H*W input pixels, N = CI, K = CO*ks*ks
+//                      A[m, k] = g at the output pixel that tap k maps input pixel m to (0 if none)
+//                      B[k, ci] = w[co, ci, ky, kx].  bindings: 0 g, 1 w, 2 dx (overwritten)
+//   conv2d_bwd_weight  dw = A * B:  M = CO, N = CI*ks*ks, K = N*OH*OW (batch and space)
+//                      A[co, k] = g[n, co, oy, ox], B[k, j] = x patch value.
+//                      Split-K: workgroup z handles K range [z*k_split, (z+1)*k_split) and writes
+//                      its partial product to dst[z, co, j]; reduce.wgsl sums the splits (with one
+//                      split it is dw itself).  bindings: 0 g, 1 x, 2 partials (overwritten)
+// Tiling: a 64x64 output tile per workgroup of 256 threads, K in slices of 16 staged in workgroup
+// memory; each thread accumulates a 4x4 register block at rows tx + 16 i, cols ty + 16 j, so
+// consecutive threads touch consecutive pixels (coalesced NCHW stores). Grid: (ceil(M/64),
+// ceil(N/64), splits). Tails in M, N and K are guarded by zero-filled loads and skipped stores.
+
+struct Params {
+    n: u32,
+    ci: u32,
+    h: u32,
+    w: u32,
+    co: u32,
+    oh: u32,
+    ow: u32,
+    ks: u32,
+    stride: u32,
+    pad: u32,
+    gm: u32,       // GEMM rows
+    gn: u32,       // GEMM cols
+    gk: u32,       // GEMM depth
+    k_split: u32,  // depth handled by one workgroup along z
+    _p0: u32,
+    _p1: u32,
+}
+var<immediate> p: Params;
+
+const FWD: u32 = 0u;
+const BWD_DATA: u32 = 1u;
+const BWD_WEIGHT: u32 = 2u;
+
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 16u;
+
+@group(0) @binding(0) var<storage, read> src_a: array<f32>;
+@group(0) @binding(1) var<storage, read> src_b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+
+var<workgroup> tile_a: array<f32, 1024>; // [BK][BM]
+var<workgroup> tile_b: array<f32, 1024>; // [BK][BN]
+
+// Value of the input image x (from src_b if `from_b`, else src_a) at (n, c, iy, ix), 0 outside.
+fn x_at(from_b: bool, n: u32, c: u32, iy: i32, ix: i32) -> f32 {
+    if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) {
+        return 0.0;
+    }
+    let i = ((n * p.ci + c) * p.h + u32(iy)) * p.w + u32(ix);
+    if (from_b) {
+        return src_b[i];
+    }
+    return src_a[i];
+}
+
+fn load_a(mode: u32, m: u32, k: u32) -> f32 {
+    let kk = p.ks * p.ks;
+    switch mode {
+        case FWD: {
+            let ohw = p.oh * p.ow;
+            let n = m / ohw;
+            let r = m - n * ohw;
+            let oy = r / p.ow;
+            let ox = r - oy * p.ow;
+            let c = k / kk;
+            let t = k - c * kk;
+            let ky = t / p.ks;
+            let kx = t - ky * p.ks;
+            return x_at(false, n, c, i32(oy * p.stride + ky) - i32(p.pad), i32(ox * p.stride + kx) - i32(p.pad));
+        }
+        case BWD_DATA: {
+            let hw = p.h * p.w;
+            let n = m / hw;
+            let r = m - n * hw;
+            let iy = r / p.w;
+            let ix = r - iy * p.w;
+            let co = k / kk;
+            let t = k - co * kk;
+            let ky = t / p.ks;
+            let kx = t - ky * p.ks;
+            let ty = i32(iy + p.pad) - i32(ky);
+            let tx = i32(ix + p.pad) - i32(kx);
+            if (ty < 0 || tx < 0) { return 0.0; }
+            let oy = u32(ty) / p.stride;
+            let ox = u32(tx) / p.stride;
+            if (oy * p.stride != u32(ty) || ox * p.stride != u32(tx) || oy >= p.oh || ox >= p.ow) {
+                return 0.0;
+            }
+            return src_a[((n * p.co + co) * p.oh + oy) * p.ow + ox];
+        }
+        default: { // BWD_WEIGHT: A[co, k], k = (n, oy, ox)
+            let ohw = p.oh * p.ow;
+            let n = k / ohw;
+            let r = k - n * ohw;
+            return src_a[(n * p.co + m) * ohw + r];
+        }
+    }
+}
+
+fn load_b(mode: u32, k: u32, j: u32) -> f32 {
+    let kk = p.ks * p.ks;
+    switch mode {
+        case FWD: {
+            return src_b[j * p.gk + k];
+        }
+        case BWD_DATA: {
+            let co = k / kk;
+            let t = k - co * kk;
+            return src_b[(co * p.ci + j) * kk + t];
+        }
+        default: { // BWD_WEIGHT: B[k, j], k = (n, oy, ox), j = (ci, ky, kx)
+            let ohw = p.oh * p.ow;
+            let n = k / ohw;
+            let r = k - n * ohw;
+            let oy = r / p.ow;
+            let ox = r - oy * p.ow;
+            let c = j / kk;
+            let t = j - c * kk;
+            let ky = t / p.ks;
+            let kx = t - ky * p.ks;
+            return x_at(true, n, c, i32(oy * p.stride + ky) - i32(p.pad), i32(ox * p.stride + kx) - i32(p.pad));
+        }
+    }
+}
+
+fn store(mode: u32, split: u32, m: u32, j: u32, v: f32) {
+    switch mode {
+        case FWD: {
+            let ohw = p.oh * p.ow;
+            let n = m / ohw;
+            let r = m - n * ohw;
+            dst[(n * p.co + j) * ohw + r] = v;
+        }
+        case BWD_DATA: {
+            let hw = p.h * p.w;
+            let n = m / hw;
+            let r = m - n * hw;
+            dst[(n * p.ci + j) * hw + r] = v;
+        }
+        default: {
+            dst[(split * p.gm + m) * p.gn + j] = v;
+        }
+    }
+}
+
+fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    let m0 = wid.x * BM;
+    let n0 = wid.y * BN;
+    let k_begin = wid.z * p.k_split;
+    let k_end = min(p.gk, k_begin + p.k_split);
+    var acc: array<array<f32, 4>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            acc[i][j] = 0.0;
+        }
+    }
+    for (var k0 = k_begin; k0 < k_end; k0 += BK) {
+        for (var r = 0u; r < 4u; r++) {
+            let e = lid + 256u * r;
+            let ml = e % BM;
+            let kl = e / BM;
+            let m = m0 + ml;
+            let k = k0 + kl;
+            var va = 0.0;
+            if (m < p.gm && k < k_end) {
+                va = load_a(mode, m, k);
+            }
+            tile_a[kl * BM + ml] = va;
+            let nl = e % BN;
+            let j = n0 + nl;
+            var vb = 0.0;
+            if (j < p.gn && k < k_end) {
+                vb = load_b(mode, k, j);
+            }
+            tile_b[kl * BN + nl] = vb;
+        }
+        workgroupBarrier();
+        for (var kl = 0u; kl < BK; kl++) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                a[i] = tile_a[kl * BM + tx + 16u * i];
+                b[i] = tile_b[kl * BN + ty + 16u * i];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i][j] += a[i] * b[j];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let m = m0 + tx + 16u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + ty + 16u * j;
+            if (m < p.gm && n < p.gn) {
+                store(mode, wid.z, m, n, acc[i][j]);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn conv2d_fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    gemm(FWD, wid, lid);
+}
+
+@compute @workgroup_size(256)
+fn conv2d_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    gemm(BWD_DATA, wid, lid);
+}
+
+@compute @workgroup_size(256)
+fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    gemm(BWD_WEIGHT, wid, lid);
+}

@@ -1,0 +1,69 @@
+// cross_entropy.wgsl: mean softmax cross-entropy of logits (N, K) against labels (N,) u32.
+//
+// Entry points:
+//   cross_entropy_fwd  one workgroup of 256 threads. Each thread takes rows r, r+256, ...:
+//                      probs[r,:] = softmax(logits[r,:]), loss_r = logsumexp - logits[r, label];
+//                      the workgroup sums loss_r in shared memory; loss[0] = sum / N.
+//                      0 logits, 1 labels, 2 probs (overwritten), 3 loss (overwritten, 1 value)
+//   cross_entropy_bwd  dlogits[r,j] = g[0] * (probs[r,j] - [j == label_r]) / N
+//                      workgroup 256, 1-D grid over N*K; 0 probs, 1 labels, 2 g, 3 dlogits
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    _p0: u32,
+    _p1: u32,
+}
+var<immediate> p: Params;
+
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> labels: array<u32>;
+@group(0) @binding(2) var<storage, read_write> probs: array<f32>;
+@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
+
+@group(0) @binding(0) var<storage, read> saved_probs: array<f32>;
+@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
+
+var<workgroup> partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn cross_entropy_fwd(@builtin(local_invocation_index) t: u32) {
+    var acc = 0.0;
+    for (var r = t; r < p.rows; r += 256u) {
+        let base = r * p.cols;
+        var mx = logits[base];
+        for (var j = 1u; j < p.cols; j++) {
+            mx = max(mx, logits[base + j]);
+        }
+        var sum = 0.0;
+        for (var j = 0u; j < p.cols; j++) {
+            sum += exp(logits[base + j] - mx);
+        }
+        for (var j = 0u; j < p.cols; j++) {
+            probs[base + j] = exp(logits[base + j] - mx) / sum;
+        }
+        acc += mx + log(sum) - logits[base + labels[r]];
+    }
+    partial[t] = acc;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            partial[t] += partial[t + s];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        loss[0] = partial[0] / f32(p.rows);
+    }
+}
+
+@compute @workgroup_size(256)
+fn cross_entropy_bwd(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= p.rows * p.cols) { return; }
+    let r = i / p.cols;
+    let j = i % p.cols;
+    let onehot = select(0.0, 1.0, labels[r] == j);
+    dlogits[i] = grad[0] * (saved_probs[i] - onehot) / f32(p.rows);
+}

@@ -1,0 +1,20 @@
+//! Every engine op on the real WGSL kernels (lavapipe in CI): forward and backward against the
+//! float64 CPU reference in `engine::reference`, at odd sizes that do not fill a tile, plus a
+//! finite-difference check of the GPU op itself.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod activation;
+mod arith;
+mod attack;
+mod batchnorm;
+mod channel_scale;
+mod conv2d;
+mod cross_entropy;
+mod index;
+mod linear;
+mod optim;
+mod pool;
+mod runtime;
+mod softmax;
