@@ -5,6 +5,9 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum EngineError {
+    #[error("no GPU adapter matches `{wanted}` (available: {available}); see `cifs-wgpu info`")]
+    AdapterNotFound { wanted: String, available: String },
+
     #[error(
         "no GPU adapter found{0}. Install a GPU driver with Vulkan, Metal or DX12 support, or on a \
          CPU-only Linux machine install Mesa's lavapipe (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`)"

@@ -17,6 +17,8 @@ use crate::kernels::Shader;
 
 /// Environment variable that picks the adapter: an index from `cifs-wgpu info`, a device type
 /// (`discrete`, `integrated`, `cpu`, `virtual`) or a case-insensitive part of the adapter name.
+pub use wgpu::Features;
+
 pub const ADAPTER_ENV: &str = "CIFS_WGPU_ADAPTER";
 
 /// Workgroup size of every 1-D element-wise kernel; mirrored by `WG` in the WGSL files.
@@ -192,10 +194,7 @@ fn choose(adapters: Vec<wgpu::Adapter>, preference: Option<&str>) -> Result<wgpu
     };
     match pos {
         Some(i) => Ok(adapters.into_iter().nth(i).unwrap()),
-        None => Err(EngineError::NoAdapter(format!(
-            " matching `{pref}` (available: {})",
-            names.join(", ")
-        ))),
+        None => Err(EngineError::AdapterNotFound { wanted: pref.to_string(), available: names.join(", ") }),
     }
 }
 

@@ -11,6 +11,8 @@ pub mod tol {
     pub const FWD: f64 = 1e-5;
     /// GPU f32 vs CPU f64 reference: gradients (longer reductions).
     pub const BWD: f64 = 1e-4;
+    /// Whole blocks (several convolutions and batch norms chained) in f32 vs float64.
+    pub const COMPOSITE: f64 = 1e-3;
     /// Central finite differences of an f32 GPU function vs its analytic gradient.
     pub const FD: f64 = 2e-2;
     /// Step for the central differences (f32 forward: large enough that rounding noise,

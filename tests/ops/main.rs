@@ -9,6 +9,7 @@ mod activation;
 mod arith;
 mod attack;
 mod batchnorm;
+mod composite;
 mod channel_scale;
 mod conv2d;
 mod cross_entropy;
