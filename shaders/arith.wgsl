@@ -5,6 +5,7 @@
 //   add       out[i] = a[i] + b[i]                   bindings: 0 a, 1 b, 2 out (overwritten)
 //   scale     out[i] = alpha * a[i]                  bindings: 0 a, 1 out (overwritten)
 //   clamp_values out[i] = clamp(a[i], alpha, beta)    bindings: 0 a, 1 out (overwritten)
+//   mul          out[i] = a[i] * b[i]                 bindings: 0 a, 1 b, 2 out (overwritten)
 //   add_row_bias out[i] = a[i] + b[i % cols]          bindings: 0 a, 1 b, 2 out (overwritten)
 // Every entry guards the tail (i >= n).
 
@@ -63,4 +64,11 @@ fn add_row_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     out2[i] = a[i] + b[i % p.cols];
+}
+
+@compute @workgroup_size(256)
+fn mul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    out2[i] = a[i] * b[i];
 }

@@ -24,10 +24,12 @@ pub enum Op {
     /// Backward reads the forward output (the tape hands it over), so only the input is kept.
     Relu { x: Tensor },
     Add { a: Tensor, b: Tensor },
+    Mul { a: Tensor, b: Tensor },
     Scale { x: Tensor, alpha: f32 },
     ChannelScale { z: Tensor, m: Tensor },
     AvgPool { x: Tensor, k: u32 },
     Linear { x: Tensor, w: Tensor, b: Option<Tensor> },
+    MatMul { a: Tensor, b: Tensor },
     Softplus { x: Tensor, beta: f32 },
     Sigmoid { x: Tensor },
     /// Softmax over the last dimension.
@@ -49,10 +51,12 @@ impl Op {
             Op::BatchNorm { .. } => "batchnorm2d",
             Op::Relu { .. } => "relu",
             Op::Add { .. } => "add",
+            Op::Mul { .. } => "mul",
             Op::Scale { .. } => "scale",
             Op::ChannelScale { .. } => "channel_scale",
             Op::AvgPool { .. } => "avg_pool2d",
             Op::Linear { .. } => "linear",
+            Op::MatMul { .. } => "matmul",
             Op::Softplus { .. } => "softplus",
             Op::Sigmoid { .. } => "sigmoid",
             Op::Softmax { .. } => "softmax",
@@ -73,7 +77,7 @@ impl Op {
             | Op::Softmax { x } => vec![x],
             Op::Conv2d { x, w, .. } => vec![x, w],
             Op::BatchNorm { x, gamma, beta, .. } => vec![x, gamma, beta],
-            Op::Add { a, b } => vec![a, b],
+            Op::Add { a, b } | Op::Mul { a, b } | Op::MatMul { a, b } => vec![a, b],
             Op::ChannelScale { z, m } => vec![z, m],
             Op::Linear { x, w, b } => {
                 let mut v = vec![x, w];
@@ -96,6 +100,8 @@ impl Op {
             }
             Op::Relu { .. } => Ok(vec![Some(ops::activation::relu_backward(gpu, out, g)?)]),
             Op::Add { a, b } => Ok(vec![a.requires_grad().then(|| g.clone()), b.requires_grad().then(|| g.clone())]),
+            Op::Mul { a, b } => ops::arith::mul_backward(gpu, a, b, g),
+            Op::MatMul { a, b } => ops::linear::matmul_backward(gpu, a, b, g),
             Op::Scale { alpha, .. } => Ok(vec![Some(ops::arith::scale(gpu, g, *alpha)?)]),
             Op::ChannelScale { z, m } => ops::channel_scale::channel_scale_backward(gpu, z, m, g),
             Op::AvgPool { x, k } => Ok(vec![Some(ops::pool::avg_pool2d_backward(gpu, x.shape(), *k, g)?)]),

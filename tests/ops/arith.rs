@@ -52,3 +52,15 @@ fn no_grad_records_nothing_and_stop_gradient_cuts() {
     assert!(!d.requires_grad());
     assert!(autodiff::backward(&gpu, &d.reshape(&gpu, &[2]).unwrap()).is_err());
 }
+
+#[test]
+fn mul_matches_reference_and_finite_differences() {
+    let gpu = gpu();
+    let mut r = rng(34);
+    let a = r.uniform_vec(301, -2.0, 2.0);
+    let b = r.uniform_vec(301, -2.0, 2.0);
+    let p = engine::ops::arith::mul(&gpu, &Tensor::from_f32(&gpu, &[301], &a).unwrap(), &Tensor::from_f32(&gpu, &[301], &b).unwrap()).unwrap();
+    assert_close("mul", &p.to_vec(&gpu).unwrap(), &a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).collect::<Vec<_>>(), tol::FWD);
+    let inputs = vec![(vec![2, 5], r.uniform_vec(10, -1.0, 1.0)), (vec![2, 5], r.uniform_vec(10, -1.0, 1.0))];
+    grad_check(&gpu, 35, &inputs, 8, |g, t| engine::ops::arith::mul(g, &t[0], &t[1]));
+}

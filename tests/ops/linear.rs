@@ -33,3 +33,17 @@ fn linear_finite_differences() {
     let inputs = vec![(vec![3, 6], r.uniform_vec(18, -1.0, 1.0)), (vec![4, 6], r.uniform_vec(24, -0.5, 0.5)), (vec![4], r.uniform_vec(4, -0.5, 0.5))];
     grad_check(&gpu, 63, &inputs, 10, |g, t| linear(g, &t[0], &t[1], Some(&t[2])));
 }
+
+#[test]
+fn matmul_matches_reference_and_finite_differences() {
+    let gpu = gpu();
+    let mut r = rng(64);
+    let (n, m, k) = (5, 130, 67);
+    let a = r.uniform_vec(n * m, -1.0, 1.0);
+    let b = r.uniform_vec(m * k, -1.0, 1.0);
+    let y = engine::ops::linear::matmul(&gpu, &Tensor::from_f32(&gpu, &[n, m], &a).unwrap(), &Tensor::from_f32(&gpu, &[m, k], &b).unwrap()).unwrap();
+    let want: Vec<f64> = (0..n * k).map(|e| (0..m).map(|j| a[e / k * m + j] as f64 * b[j * k + e % k] as f64).sum()).collect();
+    assert_close("matmul", &y.to_vec(&gpu).unwrap(), &want, tol::FWD);
+    let inputs = vec![(vec![3, 4], r.uniform_vec(12, -1.0, 1.0)), (vec![4, 5], r.uniform_vec(20, -1.0, 1.0))];
+    grad_check(&gpu, 65, &inputs, 8, |g, t| engine::ops::linear::matmul(g, &t[0], &t[1]));
+}

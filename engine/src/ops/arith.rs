@@ -38,6 +38,29 @@ pub fn add(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_op(gpu, out, &[a, b], || Op::Add { a: a.clone(), b: b.clone() }))
 }
 
+/// `a * b` element-wise (same shapes). Backward: `g * b` and `g * a`.
+pub fn mul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let out = mul_raw(gpu, a, b)?;
+    Ok(Tensor::from_op(gpu, out, &[a, b], || Op::Mul { a: a.clone(), b: b.clone() }))
+}
+
+fn mul_raw(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.shape() != b.shape() {
+        return Err(shape_err("mul", format!("{:?} * {:?}", a.shape(), b.shape())));
+    }
+    let out = Tensor::empty(gpu, a.shape())?;
+    let n = a.numel();
+    gpu.dispatch(Shader::Arith, "mul", &[], &[a.buffer(), b.buffer(), out.buffer()], &params(n, 0.0, 0.0, 0), grid_1d(n as u64, WG_1D));
+    Ok(out)
+}
+
+/// Gradients of `a * b`: `(g * b, g * a)`, each only if needed.
+pub fn mul_backward(gpu: &Gpu, a: &Tensor, b: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let da = if a.requires_grad() { Some(mul_raw(gpu, g, b)?) } else { None };
+    let db = if b.requires_grad() { Some(mul_raw(gpu, g, a)?) } else { None };
+    Ok(vec![da, db])
+}
+
 /// `alpha * x`. Backward: `alpha * g` (see `Op::Scale`).
 pub fn scale(gpu: &Gpu, x: &Tensor, alpha: f32) -> Result<Tensor> {
     let out = Tensor::empty(gpu, x.shape())?;

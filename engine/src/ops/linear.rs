@@ -1,4 +1,4 @@
-//! Dense layer `y = x w^T + b`. A dense layer is a 1x1 convolution of 1x1 images, so it runs on
+//! Dense layer `y = x w^T + b`, and the plain product `a b`. A dense layer is a 1x1 convolution of 1x1 images, so it runs on
 //! the implicit-GEMM kernels of `conv2d` (one tuned GEMM engine, no second one to keep correct);
 //! the bias is a row broadcast in `arith`, its gradient a column sum in `reduce`.
 //!
@@ -55,6 +55,19 @@ pub fn matmul_tn(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let dw = conv2d::conv2d_backward_weight(gpu, &as_image(gpu, b)?, &[m, k, 1, 1], 1, 0, &as_image(gpu, a)?)?;
     dw.reshape(gpu, &[m, k])
+}
+
+/// `a b` for a (N, M) and b (M, K), recorded: gradients `g b^T` and `a^T g`.
+pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let y = matmul_nn(gpu, a, b)?;
+    Ok(Tensor::from_op(gpu, y, &[a, b], || Op::MatMul { a: a.clone(), b: b.clone() }))
+}
+
+/// Backward of [`matmul`].
+pub fn matmul_backward(gpu: &Gpu, a: &Tensor, b: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let da = if a.requires_grad() { Some(matmul_nt(gpu, g, b)?) } else { None };
+    let db = if b.requires_grad() { Some(matmul_tn(gpu, a, g)?) } else { None };
+    Ok(vec![da, db])
 }
 
 /// dx = g w, dw = g^T x, db = column sums of g; each only if its input requires grad.
