@@ -1,1 +1,15 @@
+//! `cifs`: the science of the project on top of the engine. ResNet-18 and ResNet18-CIFS, the
+//! joint loss, attacks, training step and checkpoints. It builds everything from engine ops and
+//! knows nothing about buffers or pipelines.
 
+pub mod attack;
+pub mod error;
+pub mod layers;
+pub mod loss;
+pub mod optim;
+pub mod probe;
+pub mod resnet;
+pub mod state;
+
+pub use error::{CifsError, Result};
+pub use resnet::{Arch, Mode, ModelConfig, Output, ResNet18};

@@ -1,0 +1,114 @@
+//! Parameterised layers in PyTorch's naming and initialisation: conv (no bias), batch norm with
+//! running statistics, linear with bias. Each parameter is a leaf with a frozen twin that shares
+//! its storage: train-mode forwards use the leaf (gradients flow into it), attacks and evaluation
+//! use the twin (no weight gradient is ever computed for them).
+
+use std::cell::Cell;
+
+use datasets::Rng;
+use engine::ops::batchnorm::{batchnorm2d, RunningStats};
+use engine::ops::{conv2d, linear};
+use engine::{Gpu, Tensor};
+
+use crate::error::Result;
+
+/// A trainable tensor under its PyTorch state-dict name.
+pub struct Param {
+    pub name: String,
+    leaf: Tensor,
+    frozen: Tensor,
+}
+
+impl Param {
+    pub fn new(gpu: &Gpu, name: String, shape: &[usize], data: &[f32]) -> Result<Param> {
+        let frozen = Tensor::from_f32(gpu, shape, data)?;
+        let leaf = frozen.requiring_grad(gpu);
+        Ok(Param { name, leaf, frozen })
+    }
+
+    /// U(-bound, bound), PyTorch's default for conv and linear weights and biases.
+    pub fn uniform(gpu: &Gpu, name: String, shape: &[usize], bound: f64, rng: &mut Rng) -> Result<Param> {
+        let n = shape.iter().product();
+        Param::new(gpu, name, shape, &rng.uniform_vec(n, -bound, bound))
+    }
+
+    /// The tensor a forward should use: the leaf if gradients must reach this parameter.
+    pub fn get(&self, grad: bool) -> &Tensor {
+        if grad { &self.leaf } else { &self.frozen }
+    }
+
+    /// The leaf: the key of this parameter's gradient in `Gradients`.
+    pub fn leaf(&self) -> &Tensor {
+        &self.leaf
+    }
+}
+
+pub struct Conv {
+    pub weight: Param,
+    pub stride: u32,
+    pub pad: u32,
+}
+
+impl Conv {
+    pub fn new(gpu: &Gpu, name: &str, cin: usize, cout: usize, k: usize, stride: u32, rng: &mut Rng) -> Result<Conv> {
+        let bound = 1.0 / ((cin * k * k) as f64).sqrt();
+        let weight = Param::uniform(gpu, format!("{name}.weight"), &[cout, cin, k, k], bound, rng)?;
+        Ok(Conv { weight, stride, pad: (k as u32 - 1) / 2 })
+    }
+
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, grad: bool) -> Result<Tensor> {
+        Ok(conv2d::conv2d(gpu, x, self.weight.get(grad), self.stride, self.pad)?)
+    }
+}
+
+pub struct BatchNorm {
+    pub weight: Param,
+    pub bias: Param,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    /// PyTorch's `num_batches_tracked`, kept so checkpoints round-trip.
+    pub num_batches_tracked: Cell<i64>,
+    pub name: String,
+}
+
+impl BatchNorm {
+    pub fn new(gpu: &Gpu, name: &str, c: usize) -> Result<BatchNorm> {
+        Ok(BatchNorm {
+            weight: Param::new(gpu, format!("{name}.weight"), &[c], &vec![1.0; c])?,
+            bias: Param::new(gpu, format!("{name}.bias"), &[c], &vec![0.0; c])?,
+            running_mean: Tensor::from_f32(gpu, &[c], &vec![0.0; c])?,
+            running_var: Tensor::from_f32(gpu, &[c], &vec![1.0; c])?,
+            num_batches_tracked: Cell::new(0),
+            name: name.to_string(),
+        })
+    }
+
+    /// Train mode: batch statistics, running stats move, gradients reach gamma and beta.
+    /// Eval mode: running statistics, parameters frozen.
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            self.num_batches_tracked.set(self.num_batches_tracked.get() + 1);
+        }
+        let running = RunningStats { mean: &self.running_mean, var: &self.running_var };
+        Ok(batchnorm2d(gpu, x, self.weight.get(train), self.bias.get(train), running, train)?)
+    }
+}
+
+pub struct Linear {
+    pub weight: Param,
+    pub bias: Param,
+}
+
+impl Linear {
+    pub fn new(gpu: &Gpu, name: &str, cin: usize, cout: usize, rng: &mut Rng) -> Result<Linear> {
+        let bound = 1.0 / (cin as f64).sqrt();
+        Ok(Linear {
+            weight: Param::uniform(gpu, format!("{name}.weight"), &[cout, cin], bound, rng)?,
+            bias: Param::uniform(gpu, format!("{name}.bias"), &[cout], bound, rng)?,
+        })
+    }
+
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, grad: bool) -> Result<Tensor> {
+        Ok(linear::linear(gpu, x, self.weight.get(grad), Some(self.bias.get(grad)))?)
+    }
+}

@@ -1,0 +1,22 @@
+//! Losses (DESIGN §5). Joint loss of ResNet18-CIFS:
+//! `L = 3 / (beta + 1) * (CE(final) + beta / K * sum_k CE(p_k))`, K probes; plain ResNet: CE(final).
+
+use engine::ops::{arith, cross_entropy::cross_entropy};
+use engine::{Gpu, Tensor};
+
+use crate::error::Result;
+use crate::resnet::Output;
+
+pub fn joint_loss(gpu: &Gpu, out: &Output, labels: &Tensor, beta: f32) -> Result<Tensor> {
+    let ce = cross_entropy(gpu, &out.logits, labels)?;
+    if out.probes.is_empty() {
+        return Ok(ce);
+    }
+    let mut probe_sum = cross_entropy(gpu, &out.probes[0], labels)?;
+    for p in &out.probes[1..] {
+        probe_sum = arith::add(gpu, &probe_sum, &cross_entropy(gpu, p, labels)?)?;
+    }
+    let k = out.probes.len() as f32;
+    let total = arith::add(gpu, &ce, &arith::scale(gpu, &probe_sum, beta / k)?)?;
+    Ok(arith::scale(gpu, &total, 3.0 / (beta + 1.0))?)
+}

@@ -1,0 +1,30 @@
+//! SGD with momentum and weight decay over a model's parameters (PyTorch semantics, DESIGN §5).
+
+use engine::{Gpu, Gradients, Tensor};
+
+use crate::error::{CifsError, Result};
+use crate::resnet::ResNet18;
+
+pub struct Sgd {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// One momentum buffer per parameter, in `ResNet18::params` order; zero before the first step.
+    pub velocity: Vec<Tensor>,
+}
+
+impl Sgd {
+    pub fn new(gpu: &Gpu, model: &ResNet18, lr: f32, momentum: f32, weight_decay: f32) -> Result<Sgd> {
+        let velocity = model.params().iter().map(|p| Tensor::zeros(gpu, p.leaf().shape())).collect::<engine::Result<_>>()?;
+        Ok(Sgd { lr, momentum, weight_decay, velocity })
+    }
+
+    /// Updates every parameter in place from `grads` (all must be present).
+    pub fn step(&self, gpu: &Gpu, model: &ResNet18, grads: &Gradients) -> Result<()> {
+        for (p, v) in model.params().into_iter().zip(&self.velocity) {
+            let g = grads.get(p.leaf()).ok_or_else(|| CifsError::Invalid(format!("no gradient for {}", p.name)))?;
+            engine::ops::optim::sgd_step(gpu, p.leaf(), v, g, self.lr, self.momentum, self.weight_decay)?;
+        }
+        Ok(())
+    }
+}

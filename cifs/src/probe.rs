@@ -1,0 +1,99 @@
+//! The CIFS block's probe and channel mask (DESIGN §4).
+//!
+//! Given a block output z (N, C, H, W):
+//!   g = GAP(z);  p = probe(g)  (linear: g W^T + b; nonlinear: softplus_5(g W1^T + b1) W2^T + b2)
+//!   pair (a, b): train mode (label, 2nd-largest p), eval mode (top-1, top-2 of p)
+//!   r = d(p_a + p_b)/dg in closed form, with g held constant (stop-gradient):
+//!       linear     r[n, c] = W[a, c] + W[b, c]
+//!       nonlinear  r[n, c] = sum_j (W2[a, j] + W2[b, j]) sigmoid(5 u[n, j]) W1[j, c]
+//!   m = softmax_c(r);  output z * m (broadcast over H, W); the probe logits p are returned too.
+//! Built from recorded ops, this gives exactly the reference's gradient flow: into z through the
+//! product (m constant in z) and through p; into the probe weights through m (second-order terms:
+//! sigmoid's derivative appears via the sigmoid op) and through p; never from m into z.
+
+use datasets::Rng;
+use engine::ops::{activation, arith, index, linear, pool, softmax, channel_scale};
+use engine::{Gpu, Tensor};
+
+use crate::error::{CifsError, Result};
+use crate::layers::Linear;
+
+/// Beta of the nonlinear probe's softplus.
+pub const SOFTPLUS_BETA: f32 = 5.0;
+/// Hidden width of the nonlinear probe.
+pub const PROBE_HIDDEN: usize = 128;
+
+/// How the class pair (a, b) of each sample is chosen.
+#[derive(Clone, Copy)]
+pub enum PairRule<'a> {
+    /// a = the true label, b = the 2nd-largest probe logit (may equal the label).
+    Train(&'a Tensor),
+    /// a = top-1, b = top-2 probe logit (also while attacking).
+    Eval,
+}
+
+pub enum Probe {
+    /// State-dict names `<block>.Probe.Probe.1.{weight,bias}`.
+    Linear { fc: Linear },
+    /// `<block>.Probe.Probe.0.fc.*` (C -> 128, then softplus) and `<block>.Probe.Probe.1.*` (128 -> K).
+    Nonlinear { hidden: Linear, out: Linear },
+}
+
+impl Probe {
+    pub fn linear(gpu: &Gpu, block: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
+        Ok(Probe::Linear { fc: Linear::new(gpu, &format!("{block}.Probe.Probe.1"), c, classes, rng)? })
+    }
+
+    pub fn nonlinear(gpu: &Gpu, block: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
+        Ok(Probe::Nonlinear {
+            hidden: Linear::new(gpu, &format!("{block}.Probe.Probe.0.fc"), c, PROBE_HIDDEN, rng)?,
+            out: Linear::new(gpu, &format!("{block}.Probe.Probe.1"), PROBE_HIDDEN, classes, rng)?,
+        })
+    }
+
+    pub fn linears(&self) -> Vec<&Linear> {
+        match self {
+            Probe::Linear { fc } => vec![fc],
+            Probe::Nonlinear { hidden, out } => vec![hidden, out],
+        }
+    }
+
+    /// Masks the block output `z` (N, C, H, W); returns (z * m, probe logits (N, K)).
+    /// `grad`: whether gradients must reach the probe's parameters (train mode).
+    pub fn apply(&self, gpu: &Gpu, z: &Tensor, rule: PairRule, grad: bool) -> Result<(Tensor, Tensor)> {
+        let g = pool::global_avg_pool(gpu, z)?;
+        let logits = match self {
+            Probe::Linear { fc } => fc.forward(gpu, &g, grad)?,
+            Probe::Nonlinear { hidden, out } => {
+                let s = activation::softplus(gpu, &hidden.forward(gpu, &g, grad)?, SOFTPLUS_BETA)?;
+                out.forward(gpu, &s, grad)?
+            }
+        };
+        let (a, b) = match rule {
+            PairRule::Train(labels) => {
+                if labels.shape() != [z.shape()[0]] {
+                    return Err(CifsError::Invalid(format!("labels {:?} for a batch of {}", labels.shape(), z.shape()[0])));
+                }
+                (labels.clone(), index::top2(gpu, &logits)?.1)
+            }
+            PairRule::Eval => index::top2(gpu, &logits)?,
+        };
+        let r = self.relevance(gpu, &g.detach(gpu), &a, &b, grad)?;
+        let m = softmax::softmax(gpu, &r)?;
+        Ok((channel_scale::channel_scale(gpu, z, &m)?, logits))
+    }
+
+    /// The closed-form relevance r (N, C) of the class pair, from the stop-gradient features `g`.
+    fn relevance(&self, gpu: &Gpu, g: &Tensor, a: &Tensor, b: &Tensor, grad: bool) -> Result<Tensor> {
+        let pair_rows = |w: &Tensor| -> Result<Tensor> { Ok(arith::add(gpu, &index::gather_rows(gpu, w, a)?, &index::gather_rows(gpu, w, b)?)?) };
+        match self {
+            Probe::Linear { fc } => pair_rows(fc.weight.get(grad)),
+            Probe::Nonlinear { hidden, out } => {
+                let u = hidden.forward(gpu, g, grad)?;
+                let slope = activation::sigmoid(gpu, &arith::scale(gpu, &u, SOFTPLUS_BETA)?)?;
+                let q = arith::mul(gpu, &pair_rows(out.weight.get(grad))?, &slope)?;
+                Ok(linear::matmul(gpu, &q, hidden.weight.get(grad))?)
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! ResNet-18 (CIFAR variant) and ResNet18-CIFS (DESIGN §3), with PyTorch state-dict names.
+//!
+//! stem conv3x3(3->w) BN ReLU; layer1..4 of two BasicBlocks each (w, 2w, 4w, 8w channels,
+//! strides 1, 2, 2, 2); avg_pool2d(4); linear(8w -> classes). In ResNet18-CIFS the two blocks of
+//! layer4 mask their output with a probe: block 0 nonlinear, block 1 linear.
+
+use datasets::Rng;
+use engine::ops::{activation::relu, arith::add, pool};
+use engine::{Gpu, Tensor};
+
+use crate::error::{CifsError, Result};
+use crate::layers::{BatchNorm, Conv, Linear, Param};
+use crate::probe::{PairRule, Probe};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    ResNet18,
+    ResNet18Cifs,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::ResNet18 => "resnet18",
+            Arch::ResNet18Cifs => "resnet18-cifs",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// Channels of layer1 (64 in the paper).
+    pub width: usize,
+    pub classes: usize,
+}
+
+/// Train: batch statistics, label pair rule, gradients into the parameters.
+/// Eval: running statistics, top-1/top-2 pair rule, parameters frozen (attacks, evaluation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+pub struct Output {
+    /// (N, classes)
+    pub logits: Tensor,
+    /// One (N, classes) tensor per CIFS probe, in block order.
+    pub probes: Vec<Tensor>,
+}
+
+pub struct BasicBlock {
+    pub conv1: Conv,
+    pub bn1: BatchNorm,
+    pub conv2: Conv,
+    pub bn2: BatchNorm,
+    pub shortcut: Option<(Conv, BatchNorm)>,
+    pub probe: Option<Probe>,
+}
+
+impl BasicBlock {
+    fn new(gpu: &Gpu, name: &str, cin: usize, cout: usize, stride: u32, rng: &mut Rng) -> Result<BasicBlock> {
+        let shortcut = if stride != 1 || cin != cout {
+            Some((Conv::new(gpu, &format!("{name}.shortcut.0"), cin, cout, 1, stride, rng)?, BatchNorm::new(gpu, &format!("{name}.shortcut.1"), cout)?))
+        } else {
+            None
+        };
+        Ok(BasicBlock {
+            conv1: Conv::new(gpu, &format!("{name}.conv1"), cin, cout, 3, stride, rng)?,
+            bn1: BatchNorm::new(gpu, &format!("{name}.bn1"), cout)?,
+            conv2: Conv::new(gpu, &format!("{name}.conv2"), cout, cout, 3, 1, rng)?,
+            bn2: BatchNorm::new(gpu, &format!("{name}.bn2"), cout)?,
+            shortcut,
+            probe: None,
+        })
+    }
+
+    /// ReLU(BN(conv(ReLU(BN(conv(x))))) + shortcut(x)), then the CIFS mask if this block has a
+    /// probe (its logits are returned).
+    fn forward(&self, gpu: &Gpu, x: &Tensor, rule: PairRule, train: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let h = relu(gpu, &self.bn1.forward(gpu, &self.conv1.forward(gpu, x, train)?, train)?)?;
+        let h = self.bn2.forward(gpu, &self.conv2.forward(gpu, &h, train)?, train)?;
+        let short = match &self.shortcut {
+            Some((conv, bn)) => bn.forward(gpu, &conv.forward(gpu, x, train)?, train)?,
+            None => x.clone(),
+        };
+        let z = relu(gpu, &add(gpu, &h, &short)?)?;
+        match &self.probe {
+            Some(p) => {
+                let (z, logits) = p.apply(gpu, &z, rule, train)?;
+                Ok((z, Some(logits)))
+            }
+            None => Ok((z, None)),
+        }
+    }
+
+    fn batchnorms(&self) -> Vec<&BatchNorm> {
+        let mut v = vec![&self.bn1, &self.bn2];
+        v.extend(self.shortcut.as_ref().map(|(_, bn)| bn));
+        v
+    }
+
+    fn params(&self) -> Vec<&Param> {
+        let mut v = vec![&self.conv1.weight, &self.bn1.weight, &self.bn1.bias, &self.conv2.weight, &self.bn2.weight, &self.bn2.bias];
+        if let Some((conv, bn)) = &self.shortcut {
+            v.extend([&conv.weight, &bn.weight, &bn.bias]);
+        }
+        if let Some(p) = &self.probe {
+            for l in p.linears() {
+                v.extend([&l.weight, &l.bias]);
+            }
+        }
+        v
+    }
+}
+
+pub struct ResNet18 {
+    pub config: ModelConfig,
+    pub conv1: Conv,
+    pub bn1: BatchNorm,
+    /// layer1.0, layer1.1, ..., layer4.1
+    pub blocks: Vec<BasicBlock>,
+    pub linear: Linear,
+}
+
+impl ResNet18 {
+    /// A freshly initialised model (PyTorch default initialisation, drawn from `rng`).
+    pub fn new(gpu: &Gpu, config: ModelConfig, rng: &mut Rng) -> Result<ResNet18> {
+        if config.width == 0 || config.classes < 2 {
+            return Err(CifsError::Invalid(format!("width {} and {} classes: need width >= 1 and at least 2 classes", config.width, config.classes)));
+        }
+        let w = config.width;
+        let conv1 = Conv::new(gpu, "conv1", 3, w, 3, 1, rng)?;
+        let bn1 = BatchNorm::new(gpu, "bn1", w)?;
+        let mut blocks = Vec::new();
+        let mut cin = w;
+        for (l, (mult, stride)) in [(1, 1), (2, 2), (4, 2), (8, 2)].into_iter().enumerate() {
+            let cout = w * mult;
+            for i in 0..2 {
+                let name = format!("layer{}.{i}", l + 1);
+                let mut block = BasicBlock::new(gpu, &name, cin, cout, if i == 0 { stride } else { 1 }, rng)?;
+                if config.arch == Arch::ResNet18Cifs && l == 3 {
+                    block.probe = Some(if i == 0 {
+                        Probe::nonlinear(gpu, &name, cout, config.classes, rng)?
+                    } else {
+                        Probe::linear(gpu, &name, cout, config.classes, rng)?
+                    });
+                }
+                blocks.push(block);
+                cin = cout;
+            }
+        }
+        let linear = Linear::new(gpu, "linear", 8 * w, config.classes, rng)?;
+        Ok(ResNet18 { config, conv1, bn1, blocks, linear })
+    }
+
+    /// Forward pass on images x (N, 3, H, W) in [0, 1]. Train mode needs the labels (N,) u32.
+    pub fn forward(&self, gpu: &Gpu, x: &Tensor, labels: Option<&Tensor>, mode: Mode) -> Result<Output> {
+        if x.shape().len() != 4 || x.shape()[1] != 3 || x.shape()[2] < 32 || x.shape()[3] < 32 {
+            return Err(CifsError::Invalid(format!("input {:?}: expected (N, 3, 32, 32) images", x.shape())));
+        }
+        let train = mode == Mode::Train;
+        let rule = match (mode, labels) {
+            (Mode::Train, Some(l)) => PairRule::Train(l),
+            (Mode::Train, None) => return Err(CifsError::Invalid("a train-mode forward needs the labels".into())),
+            (Mode::Eval, _) => PairRule::Eval,
+        };
+        let mut h = relu(gpu, &self.bn1.forward(gpu, &self.conv1.forward(gpu, x, train)?, train)?)?;
+        let mut probes = Vec::new();
+        for block in &self.blocks {
+            let (out, p) = block.forward(gpu, &h, rule, train)?;
+            h = out;
+            probes.extend(p);
+        }
+        let pooled = pool::avg_pool2d(gpu, &h, 4)?;
+        let n = pooled.shape()[0];
+        let feat = pooled.numel() / n;
+        let logits = self.linear.forward(gpu, &pooled.reshape(gpu, &[n, feat])?, train)?;
+        Ok(Output { logits, probes })
+    }
+
+    /// Every trainable parameter, in state-dict order.
+    pub fn params(&self) -> Vec<&Param> {
+        let mut v = vec![&self.conv1.weight, &self.bn1.weight, &self.bn1.bias];
+        for b in &self.blocks {
+            v.extend(b.params());
+        }
+        v.extend([&self.linear.weight, &self.linear.bias]);
+        v
+    }
+
+    /// Every batch-norm layer (their running statistics are model state too).
+    pub fn batchnorms(&self) -> Vec<&BatchNorm> {
+        let mut v = vec![&self.bn1];
+        for b in &self.blocks {
+            v.extend(b.batchnorms());
+        }
+        v
+    }
+}

@@ -1,0 +1,79 @@
+//! Model weights in and out as safetensors under PyTorch state-dict names (`conv1.weight`,
+//! `layer4.0.Probe.Probe.0.fc.weight`, `bn1.running_var`, `bn1.num_batches_tracked`, ...), so a
+//! model trained by the reference code loads here and ours loads there.
+
+use std::collections::HashMap;
+
+use engine::{Gpu, Tensor};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{CifsError, Result};
+use crate::resnet::ResNet18;
+
+fn err(path: &str, reason: impl Into<String>) -> CifsError {
+    CifsError::Checkpoint { path: path.to_string(), reason: reason.into() }
+}
+
+/// Reads one tensor as f32 (stored as F32 or F64) with its shape.
+pub fn read_f32(st: &SafeTensors, key: &str, path: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+    let t = st.tensor(key).map_err(|_| err(path, format!("missing tensor `{key}`")))?;
+    let data = t.data();
+    let v: Vec<f32> = match t.dtype() {
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+        Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+        other => return Err(err(path, format!("tensor `{key}` has dtype {other:?}, expected F32 or F64"))),
+    };
+    Ok((t.shape().to_vec(), v))
+}
+
+/// Reads an integer tensor (I64 or I32) as i64 values.
+pub fn read_i64(st: &SafeTensors, key: &str, path: &str) -> Result<Vec<i64>> {
+    let t = st.tensor(key).map_err(|_| err(path, format!("missing tensor `{key}`")))?;
+    match t.dtype() {
+        Dtype::I64 => Ok(t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()),
+        Dtype::I32 => Ok(t.data().chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect()),
+        other => Err(err(path, format!("tensor `{key}` has dtype {other:?}, expected an integer type"))),
+    }
+}
+
+fn load_into(st: &SafeTensors, key: &str, path: &str, gpu: &Gpu, dst: &Tensor) -> Result<()> {
+    let (shape, v) = read_f32(st, key, path)?;
+    if shape != dst.shape() {
+        return Err(err(path, format!("`{key}` has shape {shape:?}, this model needs {:?} (another model or width?)", dst.shape())));
+    }
+    dst.write_f32(gpu, &v)?;
+    Ok(())
+}
+
+/// Loads every parameter and BN buffer of `model` from `bytes` (safetensors), reading each name
+/// with `prefix` in front. Fails, naming the tensor, if one is missing or of another shape.
+pub fn load_state_dict(gpu: &Gpu, model: &ResNet18, bytes: &[u8], prefix: &str, path: &str) -> Result<()> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
+    for p in model.params() {
+        load_into(&st, &format!("{prefix}{}", p.name), path, gpu, p.leaf())?;
+    }
+    for bn in model.batchnorms() {
+        load_into(&st, &format!("{prefix}{}.running_mean", bn.name), path, gpu, &bn.running_mean)?;
+        load_into(&st, &format!("{prefix}{}.running_var", bn.name), path, gpu, &bn.running_var)?;
+        let key = format!("{prefix}{}.num_batches_tracked", bn.name);
+        if st.names().iter().any(|n| **n == key) {
+            bn.num_batches_tracked.set(*read_i64(&st, &key, path)?.first().unwrap_or(&0));
+        }
+    }
+    Ok(())
+}
+
+/// The model's state as (name, shape, f32 values) plus the BN batch counters, read back from the GPU.
+pub fn state_dict(gpu: &Gpu, model: &ResNet18) -> Result<(Vec<(String, Vec<usize>, Vec<f32>)>, HashMap<String, i64>)> {
+    let mut floats = Vec::new();
+    for p in model.params() {
+        floats.push((p.name.clone(), p.leaf().shape().to_vec(), p.leaf().to_vec(gpu)?));
+    }
+    let mut counters = HashMap::new();
+    for bn in model.batchnorms() {
+        floats.push((format!("{}.running_mean", bn.name), bn.running_mean.shape().to_vec(), bn.running_mean.to_vec(gpu)?));
+        floats.push((format!("{}.running_var", bn.name), bn.running_var.shape().to_vec(), bn.running_var.to_vec(gpu)?));
+        counters.insert(format!("{}.num_batches_tracked", bn.name), bn.num_batches_tracked.get());
+    }
+    Ok((floats, counters))
+}
