@@ -12,7 +12,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use cifs::attack::{Pgd, Start};
+use cifs::attack::{AttackLoss, Pgd, Start};
 use cifs::loss::joint_loss;
 use cifs::optim::Sgd;
 use cifs::state::{load_state_dict, read_f32, read_i64};
@@ -101,7 +101,7 @@ fn run_fixture(gpu: &Gpu, fx: &Fixture, bytes: &[u8], failures: &mut Vec<String>
 
     // PGD from the given start.
     let delta0 = fx.tensor(gpu, "input.pgd_delta0");
-    let pgd = Pgd { eps: fx.meta_f32("eps"), step: fx.meta_f32("step"), steps: fx.meta["pgd_steps"].parse().unwrap(), beta };
+    let pgd = Pgd { eps: fx.meta_f32("eps"), step: fx.meta_f32("step"), steps: fx.meta["pgd_steps"].parse().unwrap(), loss: AttackLoss::Joint { beta } };
     let adv = pgd.attack(gpu, &model, &x, &y, Start::Given(&delta0)).unwrap().to_vec(gpu).unwrap();
     let want = fx.f64("pgd.x_adv");
     let flipped = adv.iter().zip(&want).filter(|(a, w)| (**a as f64 - **w).abs() > 1e-5).count() as f64 / want.len() as f64;

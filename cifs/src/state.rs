@@ -77,3 +77,36 @@ pub fn state_dict(gpu: &Gpu, model: &ResNet18) -> Result<(Vec<(String, Vec<usize
     }
     Ok((floats, counters))
 }
+
+/// Serialises the model's state dict (f32 tensors, i64 BN counters) plus `metadata` as safetensors.
+pub fn to_safetensors(gpu: &Gpu, model: &ResNet18, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+    use safetensors::tensor::TensorView;
+    let (floats, counters) = state_dict(gpu, model)?;
+    let float_bytes: Vec<(String, Vec<usize>, Vec<u8>)> = floats.into_iter().map(|(n, s, v)| (n, s, bytemuck_f32(&v))).collect();
+    let count_bytes: Vec<(String, Vec<u8>)> = counters.into_iter().map(|(n, c)| (n, c.to_le_bytes().to_vec())).collect();
+    let mut views = Vec::new();
+    for (n, s, b) in &float_bytes {
+        views.push((n.clone(), TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| CifsError::Invalid(e.to_string()))?));
+    }
+    for (n, b) in &count_bytes {
+        views.push((n.clone(), TensorView::new(Dtype::I64, vec![], b).map_err(|e| CifsError::Invalid(e.to_string()))?));
+    }
+    safetensors::serialize(views, Some(metadata)).map_err(|e| CifsError::Invalid(e.to_string()))
+}
+
+fn bytemuck_f32(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename, so a kill at
+/// any moment leaves either the old file or the new one, never half of one.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}

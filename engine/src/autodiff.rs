@@ -36,6 +36,7 @@ pub enum Op {
     Softmax { x: Tensor },
     GatherRows { table: Tensor, idx: Tensor },
     CrossEntropy { logits: Tensor, labels: Tensor, probs: Tensor },
+    MarginLoss { logits: Tensor, labels: Tensor, confidence: f32 },
 }
 
 impl Op {
@@ -62,6 +63,7 @@ impl Op {
             Op::Softmax { .. } => "softmax",
             Op::GatherRows { .. } => "gather_rows",
             Op::CrossEntropy { .. } => "cross_entropy",
+            Op::MarginLoss { .. } => "margin_loss",
         }
     }
 
@@ -85,7 +87,7 @@ impl Op {
                 v
             }
             Op::GatherRows { table, .. } => vec![table],
-            Op::CrossEntropy { logits, .. } => vec![logits],
+            Op::CrossEntropy { logits, .. } | Op::MarginLoss { logits, .. } => vec![logits],
         }
     }
 
@@ -112,6 +114,9 @@ impl Op {
             Op::GatherRows { table, idx } => Ok(vec![Some(ops::index::gather_rows_backward(gpu, table.shape(), idx, g)?)]),
             Op::CrossEntropy { labels, probs, .. } => {
                 Ok(vec![Some(ops::cross_entropy::cross_entropy_backward(gpu, probs, labels, g)?)])
+            }
+            Op::MarginLoss { logits, labels, confidence } => {
+                Ok(vec![Some(ops::margin_loss::margin_loss_backward(gpu, logits, labels, *confidence, g)?)])
             }
         }
     }

@@ -12,6 +12,7 @@ pub enum Shader {
     Conv2d,
     CrossEntropy,
     Index,
+    MarginLoss,
     Optim,
     Pool,
     Reduce,
@@ -19,7 +20,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 12] = [
+    pub const ALL: [Shader; 13] = [
         Shader::Activation,
         Shader::Arith,
         Shader::Attack,
@@ -28,6 +29,7 @@ impl Shader {
         Shader::Conv2d,
         Shader::CrossEntropy,
         Shader::Index,
+        Shader::MarginLoss,
         Shader::Optim,
         Shader::Pool,
         Shader::Reduce,
@@ -44,6 +46,7 @@ impl Shader {
             Shader::Conv2d => "conv2d.wgsl",
             Shader::CrossEntropy => "cross_entropy.wgsl",
             Shader::Index => "index.wgsl",
+            Shader::MarginLoss => "margin_loss.wgsl",
             Shader::Optim => "optim.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Reduce => "reduce.wgsl",
@@ -61,6 +64,7 @@ impl Shader {
             Shader::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
             Shader::CrossEntropy => include_str!("../../shaders/cross_entropy.wgsl"),
             Shader::Index => include_str!("../../shaders/index.wgsl"),
+            Shader::MarginLoss => include_str!("../../shaders/margin_loss.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
             Shader::Pool => include_str!("../../shaders/pool.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),

@@ -235,3 +235,26 @@ pub fn pgd_step(x: &[f64], g: &[f64], delta: &mut [f64], eps: f64, step: f64) {
         delta[i] = (x[i] + d).clamp(0.0, 1.0) - x[i];
     }
 }
+
+/// CW margin loss summed over rows, and its gradient w.r.t. the logits.
+pub fn margin_loss(logits: &[f64], cols: usize, labels: &[u32], confidence: f64) -> (f64, Vec<f64>) {
+    let mut loss = 0.0;
+    let mut d = vec![0.0; logits.len()];
+    for (r, &y) in labels.iter().enumerate() {
+        let row = &logits[r * cols..(r + 1) * cols];
+        let y = y as usize;
+        let mut o = if y == 0 { 1 } else { 0 };
+        for j in 0..cols {
+            if j != y && row[j] > row[o] {
+                o = j;
+            }
+        }
+        let m = row[y] - row[o] + confidence;
+        if m > 0.0 {
+            loss -= m;
+            d[r * cols + y] = -1.0;
+            d[r * cols + o] = 1.0;
+        }
+    }
+    (loss, d)
+}

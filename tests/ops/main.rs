@@ -15,6 +15,7 @@ mod conv2d;
 mod cross_entropy;
 mod index;
 mod linear;
+mod margin_loss;
 mod optim;
 mod pool;
 mod runtime;

@@ -10,6 +10,7 @@ pub mod conv2d;
 pub mod cross_entropy;
 pub mod index;
 pub mod linear;
+pub mod margin_loss;
 pub mod optim;
 pub mod pool;
 pub mod reduce;
@@ -29,6 +30,7 @@ pub fn param_sizes() -> Vec<(Shader, usize)> {
         (Shader::Conv2d, size_of::<conv2d::Params>()),
         (Shader::CrossEntropy, size_of::<cross_entropy::Params>()),
         (Shader::Index, size_of::<index::Params>()),
+        (Shader::MarginLoss, size_of::<margin_loss::Params>()),
         (Shader::Optim, size_of::<optim::Params>()),
         (Shader::Pool, size_of::<pool::Params>()),
         (Shader::Reduce, size_of::<reduce::Params>()),

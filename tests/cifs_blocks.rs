@@ -1,0 +1,176 @@
+//! The CIFS block and the joint loss on their own (finite differences of the GPU functions),
+//! checkpoints in and out, and the attacks' contracts (eps ball, [0, 1] box, loss ascent).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+
+use cifs::attack::{cw_inf, fgsm, AttackLoss, Pgd, Start};
+use cifs::loss::joint_loss;
+use cifs::probe::{PairRule, Probe};
+use cifs::state::{load_state_dict, to_safetensors};
+use cifs::{Arch, Mode, ModelConfig, Output, ResNet18};
+use common::*;
+use engine::{autodiff, Gpu, Tensor};
+
+/// Finite differences of `sum(masked * R1) + sum(probe_logits * R2)` w.r.t. z and every probe
+/// parameter, against our backward. A step of 1e-2 never changes which class pair a sample uses
+/// at these seeds (the pair is a discrete choice, not differentiable).
+///
+/// The reference's gradient holds the mask constant w.r.t. z (the relevance reads a detached copy
+/// of the features). So the numeric derivative in z is taken of exactly that function: the mask
+/// of the unperturbed z times the perturbed z, plus the probe logits of the perturbed z. With the
+/// linear probe the mask does not depend on z at all; with the nonlinear one it does, and the
+/// full function's derivative would (rightly) disagree with the reference's gradient.
+fn probe_fd(nonlinear: bool, train: bool, seed: u64) {
+    let gpu = gpu();
+    let mut r = rng(seed);
+    let (n, c, classes) = (3, 6, 4);
+    let probe = if nonlinear { Probe::nonlinear(&gpu, "b", c, classes, &mut r) } else { Probe::linear(&gpu, "b", c, classes, &mut r) }.unwrap();
+    // Bounded away from 0 so the unperturbed mask can be read back as out / z.
+    let z = r.uniform_vec(n * c * 4, 0.5, 2.0);
+    let labels = Tensor::from_u32(&gpu, &[n], &[0, 3, 1]).unwrap();
+    let rule = if train { PairRule::Train(&labels) } else { PairRule::Eval };
+    let w_out = r.uniform_vec(n * c * 4, -1.0, 1.0);
+    let w_logit = r.uniform_vec(n * classes, -1.0, 1.0);
+    let objective = |gpu: &Gpu, zt: &Tensor| -> (f64, Output) {
+        let (out, logits) = probe.apply(gpu, zt, rule, true).unwrap();
+        let a: f64 = out.to_vec(gpu).unwrap().iter().zip(&w_out).map(|(x, w)| *x as f64 * *w as f64).sum();
+        let b: f64 = logits.to_vec(gpu).unwrap().iter().zip(&w_logit).map(|(x, w)| *x as f64 * *w as f64).sum();
+        (a + b, Output { logits: out, probes: vec![logits] })
+    };
+    let zt = Tensor::leaf(&gpu, &[n, c, 2, 2], &z).unwrap();
+    let (_, parts) = objective(&gpu, &zt);
+    // Seed both outputs at once: backward of sum(out * R1) + sum(logits * R2).
+    let g1 = autodiff::backward_with(&gpu, &parts.logits, Tensor::from_f32(&gpu, parts.logits.shape(), &w_out).unwrap()).unwrap();
+    let g2 = autodiff::backward_with(&gpu, &parts.probes[0], Tensor::from_f32(&gpu, parts.probes[0].shape(), &w_logit).unwrap()).unwrap();
+    let total = |t: &Tensor| -> Vec<f32> {
+        let a = g1.get(t).map(|g| g.to_vec(&gpu).unwrap());
+        let b = g2.get(t).map(|g| g.to_vec(&gpu).unwrap());
+        match (a, b) {
+            (Some(a), Some(b)) => a.iter().zip(&b).map(|(x, y)| x + y).collect(),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => panic!("no gradient"),
+        }
+    };
+    let out0 = parts.logits.to_vec(&gpu).unwrap();
+    let mask0: Vec<f64> = out0.iter().zip(&z).map(|(o, z)| *o as f64 / *z as f64).collect();
+    let objective_z = |zt: &Tensor| -> f64 {
+        let zv = zt.to_vec(&gpu).unwrap();
+        let (_, logits) = probe.apply(&gpu, zt, rule, true).unwrap();
+        let a: f64 = zv.iter().zip(&mask0).zip(&w_out).map(|((z, m), w)| *z as f64 * m * *w as f64).sum();
+        let b: f64 = logits.to_vec(&gpu).unwrap().iter().zip(&w_logit).map(|(x, w)| *x as f64 * *w as f64).sum();
+        a + b
+    };
+    let h = tol::FD_STEP as f32;
+    let mut targets: Vec<(String, Tensor, Vec<f32>)> = vec![("z".into(), zt.clone(), z.clone())];
+    for l in probe.linears() {
+        for p in [&l.weight, &l.bias] {
+            targets.push((p.name.clone(), p.leaf().clone(), p.leaf().to_vec(&gpu).unwrap()));
+        }
+    }
+    for (name, t, data) in targets {
+        let analytic = total(&t);
+        let (mut got, mut want) = (vec![], vec![]);
+        for _ in 0..8 {
+            let j = r.below(data.len() as u64) as usize;
+            let mut d = data.clone();
+            d[j] = data[j] + h;
+            t.write_f32(&gpu, &d).unwrap();
+            let eval = || gpu.no_grad(|| if name == "z" { objective_z(&zt) } else { objective(&gpu, &zt).0 });
+            let plus = eval();
+            d[j] = data[j] - h;
+            t.write_f32(&gpu, &d).unwrap();
+            let minus = eval();
+            t.write_f32(&gpu, &data).unwrap();
+            got.push(analytic[j]);
+            want.push((plus - minus) / ((data[j] + h) as f64 - (data[j] - h) as f64));
+        }
+        assert_close(&format!("CIFS block ({}, {}) d/d{name}", if nonlinear { "nonlinear" } else { "linear" }, if train { "train" } else { "eval" }), &got, &want, tol::FD);
+    }
+}
+
+#[test]
+fn cifs_linear_probe_block_finite_differences() {
+    probe_fd(false, true, 201);
+    probe_fd(false, false, 202);
+}
+
+#[test]
+fn cifs_nonlinear_probe_block_finite_differences() {
+    probe_fd(true, true, 203);
+    probe_fd(true, false, 204);
+}
+
+#[test]
+fn joint_loss_matches_formula_and_finite_differences() {
+    let gpu = gpu();
+    let mut r = rng(211);
+    let labels_v = [2u32, 0, 1];
+    let labels = Tensor::from_u32(&gpu, &[3], &labels_v).unwrap();
+    let vals: Vec<Vec<f32>> = (0..3).map(|_| r.uniform_vec(12, -2.0, 2.0)).collect();
+    let ts: Vec<Tensor> = vals.iter().map(|v| Tensor::from_f32(&gpu, &[3, 4], v).unwrap()).collect();
+    let loss = joint_loss(&gpu, &Output { logits: ts[0].clone(), probes: vec![ts[1].clone(), ts[2].clone()] }, &labels, 2.0).unwrap();
+    let ce = |v: &[f32]| engine::reference::cross_entropy(&to_f64(v), 4, &labels_v).0;
+    // 3/(beta+1) * (CE + beta/K * sum CE_k), beta 2, K 2.
+    let want = (ce(&vals[0]) + (ce(&vals[1]) + ce(&vals[2]))) * 3.0 / 3.0;
+    assert_close("joint loss", &loss.to_vec(&gpu).unwrap(), &[want], tol::FWD);
+    let inputs: Vec<(Vec<usize>, Vec<f32>)> = vals.iter().map(|v| (vec![3, 4], v.clone())).collect();
+    grad_check(&gpu, 212, &inputs, 8, |g, t| joint_loss(g, &Output { logits: t[0].clone(), probes: vec![t[1].clone(), t[2].clone()] }, &labels, 0.5).map_err(|e| engine::EngineError::Backward(e.to_string())));
+}
+
+fn small_model(gpu: &Gpu, arch: Arch, width: usize, seed: u64) -> ResNet18 {
+    ResNet18::new(gpu, ModelConfig { arch, width, classes: 10 }, &mut datasets::Rng::new(seed)).unwrap()
+}
+
+#[test]
+fn checkpoint_round_trips_and_rejects_another_width() {
+    let gpu = gpu();
+    let a = small_model(&gpu, Arch::ResNet18Cifs, 4, 1);
+    let bytes = to_safetensors(&gpu, &a, HashMap::from([("arch".to_string(), "resnet18-cifs".to_string())])).unwrap();
+    let b = small_model(&gpu, Arch::ResNet18Cifs, 4, 2);
+    load_state_dict(&gpu, &b, &bytes, "", "a.safetensors").unwrap();
+    let x = Tensor::from_f32(&gpu, &[2, 3, 32, 32], &rng(3).uniform_vec(6144, 0.0, 1.0)).unwrap();
+    let la = a.forward(&gpu, &x, None, Mode::Eval).unwrap().logits.to_vec(&gpu).unwrap();
+    let lb = b.forward(&gpu, &x, None, Mode::Eval).unwrap().logits.to_vec(&gpu).unwrap();
+    assert_eq!(la, lb);
+    let other = small_model(&gpu, Arch::ResNet18Cifs, 8, 1);
+    let msg = load_state_dict(&gpu, &other, &bytes, "", "a.safetensors").unwrap_err().to_string();
+    assert!(msg.contains("a.safetensors") && msg.contains("shape"), "{msg}");
+    let plain = small_model(&gpu, Arch::ResNet18, 4, 1);
+    let bytes_plain = to_safetensors(&gpu, &plain, HashMap::new()).unwrap();
+    let msg = load_state_dict(&gpu, &a, &bytes_plain, "", "p.safetensors").unwrap_err().to_string();
+    assert!(msg.contains("missing tensor") && msg.contains("Probe"), "{msg}");
+    let msg = load_state_dict(&gpu, &a, b"not a checkpoint", "", "junk.bin").unwrap_err().to_string();
+    assert!(msg.contains("junk.bin"), "{msg}");
+}
+
+#[test]
+fn attacks_stay_in_the_box_and_raise_their_loss() {
+    let gpu = gpu();
+    let model = small_model(&gpu, Arch::ResNet18Cifs, 4, 5);
+    let mut r = rng(6);
+    let xv = r.uniform_vec(4 * 3072, 0.0, 1.0);
+    let x = Tensor::from_f32(&gpu, &[4, 3, 32, 32], &xv).unwrap();
+    let y = Tensor::from_u32(&gpu, &[4], &[1, 2, 3, 4]).unwrap();
+    let eps = 8.0 / 255.0;
+    let joint = |img: &Tensor| gpu.no_grad(|| joint_loss(&gpu, &model.forward(&gpu, img, None, Mode::Eval).unwrap(), &y, 2.0).unwrap().to_vec(&gpu).unwrap()[0]);
+    let margin = |img: &Tensor| gpu.no_grad(|| engine::ops::margin_loss::margin_loss(&gpu, &model.forward(&gpu, img, None, Mode::Eval).unwrap().logits, &y, 50.0).unwrap().to_vec(&gpu).unwrap()[0]);
+    let mut start_rng = rng(7);
+    let pgd = Pgd { eps, step: 2.0 / 255.0, steps: 5, loss: AttackLoss::Joint { beta: 2.0 } };
+    let advs = [
+        ("pgd", pgd.attack(&gpu, &model, &x, &y, Start::Random(&mut start_rng)).unwrap()),
+        ("fgsm", fgsm(&gpu, &model, &x, &y, eps, 2.0).unwrap()),
+        ("cw", cw_inf(&gpu, &model, &x, &y, eps, 0.1 * eps, 5, 50.0).unwrap()),
+    ];
+    for (name, adv) in &advs {
+        let v = adv.to_vec(&gpu).unwrap();
+        for (i, (a, x0)) in v.iter().zip(&xv).enumerate() {
+            assert!((0.0..=1.0).contains(a) && (a - x0).abs() <= eps + 1e-6, "{name} pixel {i}: {a} from {x0}");
+        }
+    }
+    assert!(joint(&advs[0].1) > joint(&x), "PGD did not raise the joint loss");
+    assert!(joint(&advs[1].1) > joint(&x), "FGSM did not raise the joint loss");
+    assert!(margin(&advs[2].1) > margin(&x), "CW did not raise the margin loss");
+}
