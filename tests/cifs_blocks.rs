@@ -174,3 +174,21 @@ fn attacks_stay_in_the_box_and_raise_their_loss() {
     assert!(joint(&advs[1].1) > joint(&x), "FGSM did not raise the joint loss");
     assert!(margin(&advs[2].1) > margin(&x), "CW did not raise the margin loss");
 }
+
+#[test]
+fn pgd_training_steps_fit_a_fixed_batch() {
+    let gpu = gpu();
+    let model = small_model(&gpu, Arch::ResNet18Cifs, 4, 9);
+    let sgd = cifs::optim::Sgd::new(&gpu, &model, 0.05, 0.9, 2e-4).unwrap();
+    let mut r = rng(10);
+    let x = Tensor::from_f32(&gpu, &[8, 3, 32, 32], &r.uniform_vec(8 * 3072, 0.0, 1.0)).unwrap();
+    let y = Tensor::from_u32(&gpu, &[8], &[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+    let pgd = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, loss: AttackLoss::Joint { beta: 2.0 } };
+    let mut losses = Vec::new();
+    for _ in 0..8 {
+        let s = cifs::train::train_step(&gpu, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap();
+        losses.push(s.loss.to_vec(&gpu).unwrap()[0]);
+    }
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(losses[7] < losses[0], "adversarial training did not reduce the loss on a fixed batch: {losses:?}");
+}

@@ -10,6 +10,7 @@ pub mod optim;
 pub mod probe;
 pub mod resnet;
 pub mod state;
+pub mod train;
 
 pub use error::{CifsError, Result};
 pub use resnet::{Arch, Mode, ModelConfig, Output, ResNet18};
