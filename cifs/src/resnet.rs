@@ -199,3 +199,14 @@ impl ResNet18 {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Arch;
+
+    #[test]
+    fn arch_names_are_the_cli_names() {
+        assert_eq!(Arch::ResNet18.name(), "resnet18");
+        assert_eq!(Arch::ResNet18Cifs.name(), "resnet18-cifs");
+    }
+}

@@ -52,3 +52,27 @@ impl Rng {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Rng;
+
+    #[test]
+    fn same_seed_same_stream_and_values_in_range() {
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        for _ in 0..100 {
+            assert_eq!(a.next_u64(), b.next_u64());
+            let u = a.uniform(-2.0, 3.0);
+            b.next_u64();
+            assert!((-2.0..3.0).contains(&u));
+            assert!(a.below(10) < 10);
+            b.next_u64();
+        }
+        let mut v: Vec<u32> = (0..50).collect();
+        Rng::new(1).shuffle(&mut v);
+        let mut s = v.clone();
+        s.sort();
+        assert_eq!(s, (0..50).collect::<Vec<_>>());
+        assert_ne!(v, s);
+    }
+}

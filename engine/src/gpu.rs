@@ -489,3 +489,16 @@ impl Gpu {
         self.bind_groups.borrow().len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::grid_1d;
+
+    #[test]
+    fn grid_splits_large_counts_within_the_dimension_limit() {
+        assert_eq!(grid_1d(1, 256), [1, 1, 1]);
+        assert_eq!(grid_1d(256 * 65535, 256), [65535, 1, 1]);
+        let [x, y, _] = grid_1d(256 * 65536 + 1, 256);
+        assert!(x <= 65535 && y >= 2 && x as u64 * y as u64 * 256 >= 256 * 65536 + 1);
+    }
+}
