@@ -12,6 +12,15 @@ pub enum CifsError {
 
     #[error("{0}")]
     Invalid(String),
+
+    #[error("training diverged: the loss became {loss} at epoch {epoch}, step {step}; {kept}")]
+    Diverged { loss: f32, epoch: usize, step: usize, kept: String },
+
+    #[error(transparent)]
+    Data(#[from] datasets::DatasetError),
+
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
 }
 
 pub type Result<T> = std::result::Result<T, CifsError>;

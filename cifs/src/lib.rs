@@ -3,12 +3,16 @@
 //! knows nothing about buffers or pipelines.
 
 pub mod attack;
+pub mod checkpoint;
+pub mod curves;
 pub mod error;
+pub mod evaluate;
 pub mod layers;
 pub mod loss;
 pub mod optim;
 pub mod probe;
 pub mod resnet;
+pub mod run;
 pub mod state;
 pub mod train;
 

@@ -1,0 +1,287 @@
+//! The training run (DESIGN §5, issues 4 and 6): an optional clean warm-up phase at constant lr,
+//! then the main phase (PGD-10 adversarial training by default) with a fresh optimizer and the
+//! lr milestones; evaluation every few epochs; `metrics.jsonl`, `config.json`, `curves.svg`,
+//! `last.safetensors` (resumable) and `best.safetensors` (best PGD-20) in the output directory.
+//!
+//! Reproducibility: the model is initialised from the seed; each epoch's order, augmentation and
+//! PGD random starts come from generators derived from (seed, epoch) alone, and every kernel is
+//! deterministic, so a run killed at any point and resumed ends with the numbers of an
+//! uninterrupted one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datasets::loader::{batches, Pass};
+use datasets::{Rng, Splits};
+use engine::{Gpu, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::attack::{AttackLoss, Pgd};
+use crate::checkpoint::{load_model, load_training, save_model, save_training, RunState};
+use crate::curves;
+use crate::error::{CifsError, Result};
+use crate::evaluate::{evaluate, predictions, Attack, EvalSettings};
+use crate::optim::Sgd;
+use crate::resnet::{Arch, ModelConfig, ResNet18};
+use crate::train::train_step;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    pub dataset: String,
+    pub data_dir: String,
+    pub model: String,
+    pub width: usize,
+    /// Epochs of the main phase (adversarial unless `adv` is false).
+    pub epochs: usize,
+    /// Clean warm-up epochs before the main phase, at constant lr, with their own optimizer.
+    pub clean_epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// Main-phase epochs (0-based) from which the lr is 10x smaller, each.
+    pub milestones: Vec<usize>,
+    pub adv: bool,
+    pub eps: f32,
+    pub step_size: f32,
+    pub attack_steps: usize,
+    pub beta: f32,
+    pub eval_every: usize,
+    pub eval_limit: usize,
+    pub limit_train: Option<usize>,
+    pub limit_test: Option<usize>,
+    pub seed: u64,
+    pub init_from: Option<String>,
+}
+
+impl TrainConfig {
+    pub fn arch(&self) -> Result<Arch> {
+        match self.model.as_str() {
+            "resnet18-cifs" => Ok(Arch::ResNet18Cifs),
+            "resnet18" => Ok(Arch::ResNet18),
+            m => Err(CifsError::Invalid(format!("unknown model `{m}` (use resnet18-cifs or resnet18)"))),
+        }
+    }
+
+    pub fn total_epochs(&self) -> usize {
+        self.clean_epochs + self.epochs
+    }
+
+    /// Phase and learning rate of epoch `e` (0-based over both phases).
+    pub fn schedule(&self, e: usize) -> (Phase, f32) {
+        if e < self.clean_epochs {
+            return (Phase::Warmup, self.lr);
+        }
+        let k = e - self.clean_epochs;
+        let drops = self.milestones.iter().filter(|&&m| k >= m).count() as i32;
+        (if self.adv { Phase::Adversarial } else { Phase::Clean }, self.lr * 0.1f32.powi(drops))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Clean warm-up before adversarial training.
+    Warmup,
+    Adversarial,
+    /// Main phase without attack (`--adv none`).
+    Clean,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochMetrics {
+    /// 1-based, over both phases.
+    pub epoch: usize,
+    pub phase: Phase,
+    pub lr: f32,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub natural_acc: Option<f64>,
+    pub pgd20_acc: Option<f64>,
+    pub eval_images: usize,
+    pub seconds: f64,
+    pub images_per_s: f64,
+}
+
+/// What the caller shows while a run goes on.
+pub trait Events {
+    fn epoch_start(&mut self, epoch: usize, total: usize, phase: Phase, lr: f32, batches: usize);
+    fn batch(&mut self, done: usize, loss: f64, acc: f64, images_per_s: f64);
+    fn evaluating(&mut self, done: usize, total: usize);
+    fn epoch_end(&mut self, m: &EpochMetrics);
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CifsError + '_ {
+    move |source| CifsError::Io { path: path.display().to_string(), source }
+}
+
+/// Generator for one purpose of one epoch, from the seed alone.
+fn epoch_rng(seed: u64, epoch: usize, purpose: u64) -> Rng {
+    Rng::new(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ purpose.wrapping_mul(0xD1B5_4A32_D192_ED03))
+}
+
+/// Refuses a batch whose largest activation (layer1: N x width x 32 x 32 floats) exceeds what
+/// the adapter can bind, before any work starts.
+fn check_batch_fits(gpu: &Gpu, batch: usize, width: usize) -> Result<()> {
+    let need = batch as u64 * width as u64 * 1024 * 4;
+    let limit = gpu.limits.max_storage_buffer_binding_size as u64;
+    if need > limit {
+        return Err(CifsError::Invalid(format!(
+            "batch size {batch} needs {} MiB activation buffers at width {width}, but adapter `{}` binds at most {} MiB; use --batch-size {} or less",
+            need >> 20,
+            gpu.info.name,
+            limit >> 20,
+            limit / (width as u64 * 4096)
+        )));
+    }
+    Ok(())
+}
+
+pub struct RunPaths {
+    pub out: PathBuf,
+}
+
+impl RunPaths {
+    pub fn last(&self) -> PathBuf {
+        self.out.join("last.safetensors")
+    }
+    pub fn best(&self) -> PathBuf {
+        self.out.join("best.safetensors")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.out.join("metrics.jsonl")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.out.join("config.json")
+    }
+    pub fn curves(&self) -> PathBuf {
+        self.out.join("curves.svg")
+    }
+}
+
+fn read_metrics(path: &Path, upto_epoch: usize) -> Result<Vec<EpochMetrics>> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let mut v = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let m: EpochMetrics = serde_json::from_str(line).map_err(|e| CifsError::Invalid(format!("{}: {e}", path.display())))?;
+        if m.epoch <= upto_epoch {
+            v.push(m);
+        }
+    }
+    Ok(v)
+}
+
+fn write_metrics(path: &Path, all: &[EpochMetrics]) -> Result<()> {
+    let text: String = all.iter().map(|m| serde_json::to_string(m).unwrap() + "\n").collect();
+    crate::state::write_atomic(path, text.as_bytes()).map_err(io(path))
+}
+
+/// Runs (or, with `resume`, continues) training. Returns the metrics of every epoch.
+pub fn run(gpu: &Gpu, cfg: &TrainConfig, splits: Splits, out: &Path, resume: bool, events: &mut dyn Events) -> Result<Vec<EpochMetrics>> {
+    let arch = cfg.arch()?;
+    if cfg.batch_size == 0 || cfg.eval_every == 0 {
+        return Err(CifsError::Invalid("--batch-size and --eval-every must be at least 1".into()));
+    }
+    check_batch_fits(gpu, cfg.batch_size, cfg.width)?;
+    let classes = splits.train.classes.len();
+    let train = Arc::new(match cfg.limit_train { Some(n) => splits.train.truncated(n), None => splits.train });
+    let test_n = cfg.limit_test.unwrap_or(usize::MAX).min(cfg.eval_limit);
+    let test = Arc::new(splits.test.truncated(test_n));
+    if train.is_empty() {
+        return Err(CifsError::Invalid("the training split is empty".into()));
+    }
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let paths = RunPaths { out: out.to_path_buf() };
+
+    let config = ModelConfig { arch, width: cfg.width, classes };
+    let model = ResNet18::new(gpu, config, &mut Rng::new(cfg.seed))?;
+    let new_sgd = || Sgd::new(gpu, &model, cfg.lr, cfg.momentum, cfg.weight_decay);
+    let mut sgd = new_sgd()?;
+    let mut state = RunState { epoch: 0, best_pgd20: -1.0 };
+    if resume && paths.last().is_file() {
+        state = load_training(gpu, &model, &sgd, &paths.last())?;
+    } else if let Some(init) = &cfg.init_from {
+        let src = load_model(gpu, Path::new(init))?;
+        if src.config != model.config {
+            return Err(CifsError::Invalid(format!("--init-from {init}: holds a {} of width {}, this run trains a {} of width {}", src.config.arch.name(), src.config.width, arch.name(), cfg.width)));
+        }
+        let bytes = crate::state::to_safetensors(gpu, &src, Default::default())?;
+        crate::state::load_state_dict(gpu, &model, &bytes, "", init)?;
+    }
+    let json = serde_json::to_string_pretty(cfg).map_err(|e| CifsError::Invalid(e.to_string()))?;
+    crate::state::write_atomic(&paths.config(), json.as_bytes()).map_err(io(&paths.config()))?;
+    let mut history = read_metrics(&paths.metrics(), state.epoch)?;
+    write_metrics(&paths.metrics(), &history)?;
+
+    let settings = EvalSettings { eps: cfg.eps, beta: cfg.beta, batch_size: cfg.batch_size, confidence: 50.0 };
+    for epoch in state.epoch..cfg.total_epochs() {
+        let (phase, lr) = cfg.schedule(epoch);
+        if epoch == cfg.clean_epochs && cfg.clean_epochs > 0 {
+            sgd = new_sgd()?; // the main phase starts with a fresh optimizer
+        }
+        sgd.lr = lr;
+        let attack = (phase == Phase::Adversarial).then_some(Pgd { eps: cfg.eps, step: cfg.step_size, steps: cfg.attack_steps, loss: AttackLoss::Joint { beta: cfg.beta } });
+        let pass = batches(train.clone(), Pass { batch_size: cfg.batch_size, train_seed: Some(epoch_rng(cfg.seed, epoch, 0).next_u64()) });
+        events.epoch_start(epoch + 1, cfg.total_epochs(), phase, lr, pass.count);
+        let mut attack_rng = epoch_rng(cfg.seed, epoch, 1);
+        let started = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for (step, batch) in pass.enumerate() {
+            let n = batch.len();
+            let x = Tensor::from_f32(gpu, &[n, 3, 32, 32], &batch.images)?;
+            let y = Tensor::from_u32(gpu, &[n], &batch.labels)?;
+            let r = train_step(gpu, &model, &sgd, &x, &y, attack.as_ref(), cfg.beta, &mut attack_rng)?;
+            let loss = r.loss.to_vec(gpu)?[0];
+            if !loss.is_finite() {
+                let kept = if paths.last().is_file() { format!("the last good checkpoint ({}) is kept", paths.last().display()) } else { "no checkpoint was written yet".into() };
+                return Err(CifsError::Diverged { loss, epoch: epoch + 1, step: step + 1, kept });
+            }
+            correct += predictions(gpu, &r.output.logits)?.iter().zip(&batch.labels).filter(|(p, l)| **p == **l as usize).count();
+            loss_sum += loss as f64 * n as f64;
+            seen += n;
+            events.batch(step + 1, loss_sum / seen as f64, correct as f64 / seen as f64, seen as f64 / started.elapsed().as_secs_f64());
+        }
+        let train_seconds = started.elapsed().as_secs_f64();
+        let evaluate_now = (epoch + 1) % cfg.eval_every == 0 || epoch + 1 == cfg.total_epochs();
+        let (natural, pgd20) = if evaluate_now && !test.is_empty() {
+            let res = evaluate(gpu, &model, &test, &[Attack::Natural, Attack::Pgd(20)], settings, |d, t| events.evaluating(d, t))?;
+            (Some(res[0].accuracy), Some(res[1].accuracy))
+        } else {
+            (None, None)
+        };
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            phase,
+            lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_acc: correct as f64 / seen.max(1) as f64,
+            natural_acc: natural,
+            pgd20_acc: pgd20,
+            eval_images: if natural.is_some() { test.len() } else { 0 },
+            seconds: started.elapsed().as_secs_f64(),
+            images_per_s: seen as f64 / train_seconds,
+        };
+        state.epoch = epoch + 1;
+        if let Some(p) = pgd20.filter(|&p| p > state.best_pgd20) {
+            state.best_pgd20 = p;
+            save_model(gpu, &model, &paths.best(), &[("epoch", state.epoch.to_string()), ("pgd20_acc", p.to_string())])?;
+        }
+        save_training(gpu, &model, &sgd, &state, &paths.last())?;
+        history.push(m.clone());
+        write_metrics(&paths.metrics(), &history)?;
+        let points: Vec<curves::Point> = history
+            .iter()
+            .map(|h| curves::Point { epoch: h.epoch, loss: h.train_loss, natural: h.natural_acc, robust: h.pgd20_acc, adversarial: h.phase == Phase::Adversarial })
+            .collect();
+        let title = format!("{} width {} on {}", cfg.model, cfg.width, cfg.dataset);
+        crate::state::write_atomic(&paths.curves(), curves::render(&title, &points).as_bytes()).map_err(io(&paths.curves()))?;
+        events.epoch_end(&m);
+    }
+    let _ = std::io::stdout().flush();
+    Ok(history)
+}
