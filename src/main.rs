@@ -30,6 +30,26 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a checkpoint under attacks.
     Eval(EvalArgs),
+    /// Median ms/step and img/s of the PGD-10 AT step, the clean training step and the eval forward.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(long, default_value = "resnet18-cifs", value_parser = ["resnet18-cifs", "resnet18"])]
+    model: String,
+    #[arg(long, default_value_t = 64)]
+    width: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Timed steps of each kind (after the warm-up ones).
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 /// A float, or a fraction like `8/255`.
@@ -299,6 +319,33 @@ fn eval(adapter: Option<&str>, a: EvalArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn bench(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
+    let gpu = open_gpu(adapter)?;
+    let arch = if a.model == "resnet18" { cifs::Arch::ResNet18 } else { cifs::Arch::ResNet18Cifs };
+    let config = cifs::ModelConfig { arch, width: a.width, classes: 10 };
+    println!("adapter: {} ({:?}, {:?}), driver {}", gpu.info.name, gpu.info.backend, gpu.info.device_type, gpu.info.driver_info);
+    println!("{} width {}, batch {}, {} warm-up + {} timed steps each", a.model, a.width, a.batch_size, a.warmup, a.steps);
+    let bar = ProgressBar::new(((a.warmup + a.steps) * 3) as u64);
+    let mut done = 0;
+    let results = cifs::bench::bench_steps(&gpu, config, a.batch_size, a.steps, a.warmup, |kind, _| {
+        done += 1;
+        bar.set_position(done);
+        bar.set_message(kind.to_string());
+    })
+    .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    println!("{:<18} {:>11} {:>9} {:>9}  clock", "step", "median ms", "min ms", "img/s");
+    for r in &results {
+        println!("{:<18} {:>11.2} {:>9.2} {:>9.0}  {}", r.step, r.median_ms, r.min_ms, r.images_per_s, r.clock);
+    }
+    if let Some(path) = a.json {
+        let doc = serde_json::json!({ "adapter": gpu.info.name, "backend": format!("{:?}", gpu.info.backend), "driver": gpu.info.driver_info,
+            "model": a.model, "width": a.width, "batch_size": a.batch_size, "results": results });
+        std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let adapter = cli.adapter.as_deref();
@@ -306,6 +353,7 @@ fn main() -> ExitCode {
         Command::Info => info(adapter),
         Command::Train(a) => train(adapter, a),
         Command::Eval(a) => eval(adapter, a),
+        Command::Bench(a) => bench(adapter, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

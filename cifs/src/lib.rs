@@ -3,6 +3,7 @@
 //! knows nothing about buffers or pipelines.
 
 pub mod attack;
+pub mod bench;
 pub mod checkpoint;
 pub mod curves;
 pub mod error;

@@ -125,6 +125,23 @@ pub struct Gpu {
     grad_enabled: Cell<bool>,
     next_id: Cell<u64>,
     stats: Cell<GpuStats>,
+    timer: RefCell<Option<Timer>>,
+}
+
+/// Timestamp queries around recorded work: two slots, a resolve buffer and a readback buffer.
+struct Timer {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+}
+
+/// How a measured duration was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// GPU timestamps written before and after the work, on the queue's timeline.
+    GpuTimestamps,
+    /// Host wall clock around submit and wait (adapters without timestamp queries).
+    Wall,
 }
 
 fn device_type_name(t: wgpu::DeviceType) -> &'static str {
@@ -253,6 +270,7 @@ impl Gpu {
             grad_enabled: Cell::new(true),
             next_id: Cell::new(1),
             stats: Cell::new(GpuStats::default()),
+            timer: RefCell::new(None),
         })
     }
 
@@ -401,6 +419,61 @@ impl Gpu {
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
             .map_err(|e| EngineError::Gpu(e.to_string()))
+    }
+
+    // ---- timing ---------------------------------------------------------------------------
+
+    fn timestamp(&self, index: u32) {
+        let mut timer = self.timer.borrow_mut();
+        let t = timer.get_or_insert_with(|| Timer {
+            queries: self.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("timer"), ty: wgpu::QueryType::Timestamp, count: 2 }),
+            resolve: self.device.create_buffer(&wgpu::BufferDescriptor { label: Some("timer resolve"), size: 16, usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false }),
+            readback: self.device.create_buffer(&wgpu::BufferDescriptor { label: Some("timer readback"), size: 16, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false }),
+        });
+        let mut rec = self.rec.borrow_mut();
+        rec.pass = None;
+        let enc = rec.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
+        enc.write_timestamp(&t.queries, index);
+        if index == 1 {
+            enc.resolve_query_set(&t.queries, 0..2, &t.resolve, 0);
+            enc.copy_buffer_to_buffer(&t.resolve, 0, &t.readback, 0, 16);
+        }
+    }
+
+    /// Runs `f` (which records GPU work) and returns its result with the GPU time it took, in
+    /// seconds: from timestamps written before and after the work where the adapter supports
+    /// them inside encoders, else the wall clock around submit and wait. Waits for idle first.
+    pub fn timed<T>(&self, f: impl FnOnce() -> T) -> Result<(T, f64, Clock)> {
+        self.sync()?;
+        let gpu_clock = self.features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
+        if gpu_clock {
+            self.timestamp(0);
+        }
+        let start = std::time::Instant::now();
+        let out = f();
+        if gpu_clock {
+            self.timestamp(1);
+        }
+        self.sync()?;
+        let wall = start.elapsed().as_secs_f64();
+        if !gpu_clock {
+            return Ok((out, wall, Clock::Wall));
+        }
+        let timer = self.timer.borrow();
+        let t = timer.as_ref().expect("timer created by timestamp()");
+        let (tx, rx) = std::sync::mpsc::channel();
+        t.readback.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| EngineError::Readback(e.to_string()))?;
+        rx.recv().map_err(|e| EngineError::Readback(e.to_string()))?.map_err(|e| EngineError::Readback(e.to_string()))?;
+        let ticks: Vec<u64> = {
+            let view = t.readback.get_mapped_range(..).map_err(|e| EngineError::Readback(e.to_string()))?;
+            bytemuck::pod_collect_to_vec(&view)
+        };
+        t.readback.unmap();
+        let ns = ticks[1].wrapping_sub(ticks[0]) as f64 * self.queue.get_timestamp_period() as f64;
+        Ok((out, ns * 1e-9, Clock::GpuTimestamps))
     }
 
     // ---- kernels ---------------------------------------------------------------------------

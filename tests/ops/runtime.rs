@@ -74,3 +74,12 @@ fn adapters_are_listed_and_a_bad_choice_is_a_clear_error() {
     let msg = err.to_string();
     assert!(msg.contains("no-such-adapter-xyz") && msg.contains("cifs-wgpu info"), "{msg}");
 }
+
+#[test]
+fn timed_measures_recorded_work() {
+    let gpu = crate::common::gpu();
+    let t = Tensor::empty(&gpu, &[1 << 20]).unwrap();
+    let (_, secs, clock) = gpu.timed(|| engine::ops::arith::fill_into(&gpu, &t, 2.0)).unwrap();
+    assert!(secs > 0.0 && secs < 10.0, "{secs} s by {clock:?}");
+    assert_eq!(t.to_vec(&gpu).unwrap()[12345], 2.0);
+}
