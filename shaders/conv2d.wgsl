@@ -43,6 +43,7 @@ const FWD: u32 = 0u;
 const BWD_DATA: u32 = 1u;
 const BWD_WEIGHT: u32 = 2u;
 
+// BM == BN: a thread loads tile row lid % 64 of A and tile column lid % 64 of B (see gemm).
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
@@ -54,19 +55,24 @@ const BK: u32 = 16u;
 var<workgroup> tile_a: array<f32, 1024>; // [BK][BM]
 var<workgroup> tile_b: array<f32, 1024>; // [BK][BN]
 
-// Value of the input image x (from src_b if `from_b`, else src_a) at (n, c, iy, ix), 0 outside.
-fn x_at(from_b: bool, n: u32, c: u32, iy: i32, ix: i32) -> f32 {
-    if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) {
-        return 0.0;
-    }
-    let i = ((n * p.ci + c) * p.h + u32(iy)) * p.w + u32(ix);
-    if (from_b) {
-        return src_b[i];
-    }
-    return src_a[i];
+// Per-thread constants of the gather. A thread always loads the same tile row (for A) and the
+// same tile column (for B), so the decomposition of its row index m and column index j is done
+// once, before the K loop; inside it only the depth index k is decomposed.
+struct Gather {
+    row_ok: bool,
+    col_ok: bool,
+    a_base: u32,  // FWD: n*ci*h*w; BWD_DATA: n*co*oh*ow; BWD_WEIGHT: co (= m)
+    a_y: i32,     // FWD: oy*stride - pad; BWD_DATA: iy + pad
+    a_x: i32,     // FWD: ox*stride - pad; BWD_DATA: ix + pad
+    b_base: u32,  // FWD: j*gk; BWD_DATA: ci (= j); BWD_WEIGHT: c*h*w
+    b_y: i32,     // BWD_WEIGHT: ky - pad
+    b_x: i32,     // BWD_WEIGHT: kx - pad
 }
 
-fn load_a(mode: u32, m: u32, k: u32) -> f32 {
+fn prepare(mode: u32, m: u32, j: u32) -> Gather {
+    var g: Gather;
+    g.row_ok = m < p.gm;
+    g.col_ok = j < p.gn;
     let kk = p.ks * p.ks;
     switch mode {
         case FWD: {
@@ -75,63 +81,98 @@ fn load_a(mode: u32, m: u32, k: u32) -> f32 {
             let r = m - n * ohw;
             let oy = r / p.ow;
             let ox = r - oy * p.ow;
-            let c = k / kk;
-            let t = k - c * kk;
-            let ky = t / p.ks;
-            let kx = t - ky * p.ks;
-            return x_at(false, n, c, i32(oy * p.stride + ky) - i32(p.pad), i32(ox * p.stride + kx) - i32(p.pad));
+            g.a_base = n * p.ci * p.h * p.w;
+            g.a_y = i32(oy * p.stride) - i32(p.pad);
+            g.a_x = i32(ox * p.stride) - i32(p.pad);
+            g.b_base = j * p.gk;
         }
         case BWD_DATA: {
             let hw = p.h * p.w;
             let n = m / hw;
             let r = m - n * hw;
             let iy = r / p.w;
-            let ix = r - iy * p.w;
+            g.a_base = n * p.co * p.oh * p.ow;
+            g.a_y = i32(iy + p.pad);
+            g.a_x = i32(r - iy * p.w + p.pad);
+            g.b_base = j;
+        }
+        default: {
+            g.a_base = m;
+            let c = j / kk;
+            let t = j - c * kk;
+            let ky = t / p.ks;
+            g.b_base = c * p.h * p.w;
+            g.b_y = i32(ky) - i32(p.pad);
+            g.b_x = i32(t - ky * p.ks) - i32(p.pad);
+        }
+    }
+    return g;
+}
+
+// x at (row iy, column ix) of the plane starting at `base` (from src_b if `from_b`), 0 in the padding.
+fn x_at(from_b: bool, base: u32, iy: i32, ix: i32) -> f32 {
+    if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) {
+        return 0.0;
+    }
+    let i = base + u32(iy) * p.w + u32(ix);
+    if (from_b) {
+        return src_b[i];
+    }
+    return src_a[i];
+}
+
+fn load_a(mode: u32, g: Gather, k: u32) -> f32 {
+    let kk = p.ks * p.ks;
+    switch mode {
+        case FWD: {
+            let c = k / kk;
+            let t = k - c * kk;
+            let ky = t / p.ks;
+            let kx = t - ky * p.ks;
+            return x_at(false, g.a_base + c * p.h * p.w, g.a_y + i32(ky), g.a_x + i32(kx));
+        }
+        case BWD_DATA: {
             let co = k / kk;
             let t = k - co * kk;
             let ky = t / p.ks;
             let kx = t - ky * p.ks;
-            let ty = i32(iy + p.pad) - i32(ky);
-            let tx = i32(ix + p.pad) - i32(kx);
+            let ty = g.a_y - i32(ky);
+            let tx = g.a_x - i32(kx);
             if (ty < 0 || tx < 0) { return 0.0; }
             let oy = u32(ty) / p.stride;
             let ox = u32(tx) / p.stride;
             if (oy * p.stride != u32(ty) || ox * p.stride != u32(tx) || oy >= p.oh || ox >= p.ow) {
                 return 0.0;
             }
-            return src_a[((n * p.co + co) * p.oh + oy) * p.ow + ox];
+            return src_a[g.a_base + (co * p.oh + oy) * p.ow + ox];
         }
-        default: { // BWD_WEIGHT: A[co, k], k = (n, oy, ox)
+        default: { // BWD_WEIGHT: A[co, k] = g[n, co, oy, ox], k = (n, oy, ox)
             let ohw = p.oh * p.ow;
             let n = k / ohw;
             let r = k - n * ohw;
-            return src_a[(n * p.co + m) * ohw + r];
+            return src_a[(n * p.co + g.a_base) * ohw + r];
         }
     }
 }
 
-fn load_b(mode: u32, k: u32, j: u32) -> f32 {
+fn load_b(mode: u32, g: Gather, k: u32) -> f32 {
     let kk = p.ks * p.ks;
     switch mode {
         case FWD: {
-            return src_b[j * p.gk + k];
+            return src_b[g.b_base + k];
         }
         case BWD_DATA: {
             let co = k / kk;
             let t = k - co * kk;
-            return src_b[(co * p.ci + j) * kk + t];
+            return src_b[(co * p.ci + g.b_base) * kk + t];
         }
-        default: { // BWD_WEIGHT: B[k, j], k = (n, oy, ox), j = (ci, ky, kx)
+        default: { // BWD_WEIGHT: B[k, j] = x patch value, k = (n, oy, ox)
             let ohw = p.oh * p.ow;
             let n = k / ohw;
             let r = k - n * ohw;
             let oy = r / p.ow;
             let ox = r - oy * p.ow;
-            let c = j / kk;
-            let t = j - c * kk;
-            let ky = t / p.ks;
-            let kx = t - ky * p.ks;
-            return x_at(true, n, c, i32(oy * p.stride + ky) - i32(p.pad), i32(ox * p.stride + kx) - i32(p.pad));
+            return x_at(true, n * p.ci * p.h * p.w + g.b_base, i32(oy * p.stride) + g.b_y, i32(ox * p.stride) + g.b_x);
         }
     }
 }
@@ -169,25 +210,23 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
             acc[i][j] = 0.0;
         }
     }
+    // Every load of this thread hits tile row lid % 64 of A and tile column lid % 64 of B.
+    let lrow = lid % BM;
+    let g = prepare(mode, m0 + lrow, n0 + lrow);
     for (var k0 = k_begin; k0 < k_end; k0 += BK) {
         for (var r = 0u; r < 4u; r++) {
-            let e = lid + 256u * r;
-            let ml = e % BM;
-            let kl = e / BM;
-            let m = m0 + ml;
+            let kl = lid / BM + 4u * r;
             let k = k0 + kl;
             var va = 0.0;
-            if (m < p.gm && k < k_end) {
-                va = load_a(mode, m, k);
+            if (g.row_ok && k < k_end) {
+                va = load_a(mode, g, k);
             }
-            tile_a[kl * BM + ml] = va;
-            let nl = e % BN;
-            let j = n0 + nl;
+            tile_a[kl * BM + lrow] = va;
             var vb = 0.0;
-            if (j < p.gn && k < k_end) {
-                vb = load_b(mode, k, j);
+            if (g.col_ok && k < k_end) {
+                vb = load_b(mode, g, k);
             }
-            tile_b[kl * BN + nl] = vb;
+            tile_b[kl * BN + lrow] = vb;
         }
         workgroupBarrier();
         for (var kl = 0u; kl < BK; kl++) {
