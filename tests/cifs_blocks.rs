@@ -192,3 +192,30 @@ fn pgd_training_steps_fit_a_fixed_batch() {
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     assert!(losses[7] < losses[0], "adversarial training did not reduce the loss on a fixed batch: {losses:?}");
 }
+
+#[test]
+fn a_warm_training_step_allocates_nothing_and_builds_nothing() {
+    let gpu = gpu();
+    let model = small_model(&gpu, Arch::ResNet18Cifs, 4, 11);
+    let sgd = cifs::optim::Sgd::new(&gpu, &model, 0.05, 0.9, 2e-4).unwrap();
+    let mut r = rng(12);
+    let x = Tensor::from_f32(&gpu, &[4, 3, 32, 32], &r.uniform_vec(4 * 3072, 0.0, 1.0)).unwrap();
+    let y = Tensor::from_u32(&gpu, &[4], &[0, 1, 2, 3]).unwrap();
+    let pgd = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 1, loss: AttackLoss::Joint { beta: 2.0 } };
+    let mut step = || {
+        let s = cifs::train::train_step(&gpu, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap();
+        s.loss.to_vec(&gpu).unwrap();
+    };
+    step();
+    step();
+    let warm = gpu.stats();
+    step();
+    step();
+    let after = gpu.stats();
+    assert_eq!(after.buffer_allocations, warm.buffer_allocations, "buffers allocated by a warm step");
+    assert_eq!(after.pipelines, warm.pipelines, "pipelines built by a warm step");
+    assert_eq!(after.bind_groups_created, warm.bind_groups_created, "bind groups built by a warm step");
+    println!("per step: {} dispatches, {} submits", (after.dispatches - warm.dispatches) / 2, (after.submits - warm.submits) / 2);
+    // The whole step, attack included, goes to the GPU in one submit (the loss readback's).
+    assert_eq!(after.submits - warm.submits, 2, "submits in two warm steps");
+}

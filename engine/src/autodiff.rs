@@ -8,7 +8,7 @@
 //! and returns the gradients of the leaves. Gradients do not accumulate across calls: each
 //! `backward` returns fresh ones, and the optimizer consumes them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use crate::error::{EngineError, Result};
 use crate::gpu::Gpu;
@@ -123,9 +123,13 @@ impl Op {
 }
 
 /// Gradients of the leaves, keyed by the leaf tensor.
+///
+/// Ordered maps here and in `backward` are deliberate: tensors are dropped (and their buffers
+/// returned to the pool) in the same order every step, so every step gets the same buffers in
+/// the same roles, and the bind-group cache stops growing after the first steps.
 #[derive(Default)]
 pub struct Gradients {
-    map: HashMap<u64, Tensor>,
+    map: BTreeMap<u64, Tensor>,
 }
 
 impl Gradients {
@@ -176,7 +180,9 @@ pub fn backward(gpu: &Gpu, loss: &Tensor) -> Result<Gradients> {
     if !loss.requires_grad() {
         return Err(EngineError::Backward("loss does not depend on anything that requires grad".into()));
     }
-    let seed = Tensor::from_f32(gpu, loss.shape(), &[1.0])?;
+    // Filled on the GPU: a host write would force a submit in the middle of the step.
+    let seed = Tensor::empty(gpu, loss.shape())?;
+    ops::arith::fill_into(gpu, &seed, 1.0);
     backward_with(gpu, loss, seed)
 }
 
@@ -190,7 +196,7 @@ fn run_backward(gpu: &Gpu, out: &Tensor, seed: Tensor) -> Result<Gradients> {
     if seed.shape() != out.shape() {
         return Err(EngineError::Backward(format!("seed {:?} vs output {:?}", seed.shape(), out.shape())));
     }
-    let mut grads: HashMap<u64, Tensor> = HashMap::new();
+    let mut grads: BTreeMap<u64, Tensor> = BTreeMap::new();
     grads.insert(out.id(), seed);
     let mut leaves = Gradients::default();
     for t in topo_order(out) {

@@ -62,10 +62,20 @@ struct Pool {
 }
 
 impl Pool {
+    /// Free lists are kept in descending id order and `alloc` takes the lowest id. So the choice
+    /// depends only on which buffers are free, not on the order they came back: a step that
+    /// starts with the same free buffers as the last gets the same buffer in every role, and
+    /// the bind groups cached for the last step serve this one.
     fn give_back(&mut self, size: u64, id: u64, buf: wgpu::Buffer) {
-        self.free.entry(size).or_default().push((id, buf));
+        let list = self.free.entry(size).or_default();
+        let pos = list.partition_point(|(other, _)| *other > id);
+        list.insert(pos, (id, buf));
     }
 }
+
+/// Bind groups kept at most; past this the cache is dropped and rebuilt (a guard against a
+/// workload whose buffers never settle into fixed roles).
+const MAX_CACHED_BIND_GROUPS: usize = 65_536;
 
 /// A compiled kernel: pipeline plus the bind-group layout derived from its WGSL.
 struct Kernel {
@@ -523,6 +533,9 @@ impl Gpu {
         let kernel = self.kernel(&key);
         let bg_key = (kernel.id, buffers.iter().map(|b| b.id()).collect::<Vec<_>>());
         let mut bgs = self.bind_groups.borrow_mut();
+        if bgs.len() >= MAX_CACHED_BIND_GROUPS {
+            bgs.clear();
+        }
         if !bgs.contains_key(&bg_key) {
             let entries: Vec<wgpu::BindGroupEntry> = buffers
                 .iter()

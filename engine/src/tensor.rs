@@ -50,6 +50,12 @@ impl Tensor {
         Ok(Self::from_parts(gpu, shape.to_vec(), DType::F32, Rc::new(buf), false, None))
     }
 
+    /// A u32 tensor with undefined contents, for kernels that overwrite it whole.
+    pub fn empty_u32(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+        let buf = gpu.alloc(numel(shape) as u64 * 4)?;
+        Ok(Self::from_parts(gpu, shape.to_vec(), DType::U32, Rc::new(buf), false, None))
+    }
+
     pub fn from_f32(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Result<Tensor> {
         if numel(shape) != data.len() {
             return Err(shape_err("from_f32", format!("shape {shape:?} needs {} values, got {}", numel(shape), data.len())));

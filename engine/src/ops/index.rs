@@ -47,8 +47,8 @@ pub fn top2(gpu: &Gpu, x: &Tensor) -> Result<(Tensor, Tensor)> {
         return Err(shape_err("top2", format!("x {s:?} must be (N, C) with C >= 2")));
     }
     let p = Params { n: s[0] as u32, cols: s[1] as u32, rows: s[0] as u32, _p: 0 };
-    let first = Tensor::from_u32(gpu, &[s[0]], &vec![0; s[0]])?;
-    let second = Tensor::from_u32(gpu, &[s[0]], &vec![0; s[0]])?;
+    let first = Tensor::empty_u32(gpu, &[s[0]])?;
+    let second = Tensor::empty_u32(gpu, &[s[0]])?;
     gpu.dispatch(Shader::Index, "top2", &[], &[x.buffer(), first.buffer(), second.buffer()], &p, [p.n.div_ceil(64), 1, 1]);
     Ok((first, second))
 }
