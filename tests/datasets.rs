@@ -116,6 +116,11 @@ fn cifar10_downloads_verifies_and_extracts_the_archive() {
     let e = cifar10::load_from(&dest2, true, &bad).unwrap_err().to_string();
     assert!(e.contains("MD5") && e.contains("127.0.0.1"), "{e}");
     assert!(!dest2.join("cifar-10-binary.tar.gz").exists() && !dest2.join("cifar-10-binary.tar.part").exists());
+
+    // An archive on disk that is not the expected file is refused before extraction.
+    std::fs::write(dest2.join("cifar-10-binary.tar.gz"), &archive[..archive.len() / 2]).unwrap();
+    let e = cifar10::load_from(&dest2, false, &remote).unwrap_err().to_string();
+    assert!(e.contains("MD5") && e.contains("cifar-10-binary.tar.gz"), "{e}");
 }
 
 // ---- SVHN -------------------------------------------------------------------------------------

@@ -88,6 +88,9 @@ pub fn load_from(dir: &Path, download: bool, remote: &Remote) -> Result<Splits> 
             }
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
             download_verified(remote, &archive)?;
+        } else {
+            // An archive already there (a copy, or an earlier download) is checked like a fresh one.
+            crate::download::verify(remote, &archive)?;
         }
         extract_archive(&archive, dir)?;
     }
