@@ -185,7 +185,7 @@ fn info(adapter: Option<&str>) -> Result<(), String> {
     let s = gpu.summary();
     let l = &gpu.limits;
     println!("chosen: {} ({}, {})", s.name, s.backend, s.device_type);
-    println!("  max storage buffer binding: {} MiB", l.max_storage_buffer_binding_size as u64 >> 20);
+    println!("  max storage buffer binding: {} MiB", l.max_storage_buffer_binding_size >> 20);
     println!("  max buffer size: {} MiB", l.max_buffer_size >> 20);
     println!("  max storage buffers per stage: {}", l.max_storage_buffers_per_shader_stage);
     println!("  max workgroup invocations: {}, workgroup storage: {} KiB", l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_storage_size >> 10);

@@ -24,9 +24,9 @@ fn err(path: &Path, reason: impl Into<String>) -> CifsError {
 pub fn infer_config(bytes: &[u8], path: &Path) -> Result<(String, ModelConfig)> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
     let names = st.names();
-    let prefix = if names.iter().any(|n| *n == "conv1.weight") {
+    let prefix = if names.contains(&"conv1.weight") {
         ""
-    } else if names.iter().any(|n| *n == "module.conv1.weight") {
+    } else if names.contains(&"module.conv1.weight") {
         "module."
     } else {
         return Err(err(path, "no `conv1.weight`: not a ResNet-18 checkpoint"));

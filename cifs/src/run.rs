@@ -126,7 +126,7 @@ fn epoch_rng(seed: u64, epoch: usize, purpose: u64) -> Rng {
 /// the adapter can bind, before any work starts.
 fn check_batch_fits(gpu: &Gpu, batch: usize, width: usize) -> Result<()> {
     let need = batch as u64 * width as u64 * 1024 * 4;
-    let limit = gpu.limits.max_storage_buffer_binding_size as u64;
+    let limit = gpu.limits.max_storage_buffer_binding_size;
     if need > limit {
         return Err(CifsError::Invalid(format!(
             "batch size {batch} needs {} MiB activation buffers at width {width}, but adapter `{}` binds at most {} MiB; use --batch-size {} or less",

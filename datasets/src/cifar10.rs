@@ -87,7 +87,7 @@ pub fn load_from(dir: &Path, download: bool, remote: &Remote) -> Result<Splits> 
                 });
             }
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-            download_verified(remote, &archive)?;
+            download_verified(remote, &archive).map_err(|e| crate::download::with_offline_hint(e, &format!("{ARCHIVE} (or its extracted {INNER_DIR}/)"), dir))?;
         } else {
             // An archive already there (a copy, or an earlier download) is checked like a fresh one.
             crate::download::verify(remote, &archive)?;

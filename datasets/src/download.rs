@@ -76,6 +76,14 @@ pub fn download_verified(remote: &Remote, dest: &Path) -> Result<()> {
     std::fs::rename(&part, dest).map_err(io_err(dest))
 }
 
+/// Adds what to do without a network to a failed download's message.
+pub fn with_offline_hint(e: DatasetError, what: &str, dir: &Path) -> DatasetError {
+    match e {
+        DatasetError::Download { url, reason } => DatasetError::Download { url, reason: format!("{reason}; without network access, copy {what} into {}", dir.display()) },
+        other => other,
+    }
+}
+
 /// Checks a file already on disk against its remote's size and MD5.
 pub fn verify(remote: &Remote, path: &Path) -> Result<()> {
     let size = std::fs::metadata(path).map_err(io_err(path))?.len();

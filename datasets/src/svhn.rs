@@ -56,7 +56,7 @@ fn load_file(dir: &Path, name: &str, remote: &Remote, download: bool) -> Result<
             return Err(DatasetError::Missing { what: name.to_string(), dir: dir.to_path_buf(), hint: format!(" and downloading is off (--no-download); get {}", remote.url) });
         }
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        download_verified(remote, &path)?;
+        download_verified(remote, &path).map_err(|e| crate::download::with_offline_hint(e, name, dir))?;
     }
     let bytes = std::fs::read(&path).map_err(io_err(&path))?;
     parse(&bytes, &path)

@@ -330,7 +330,7 @@ impl Gpu {
     /// A storage buffer of at least `bytes` bytes from the pool; contents are undefined.
     pub fn alloc(&self, bytes: u64) -> Result<GpuBuffer> {
         let size = bytes.max(4).div_ceil(4) * 4;
-        let limit = self.limits.max_storage_buffer_binding_size as u64;
+        let limit = self.limits.max_storage_buffer_binding_size;
         if size > limit {
             return Err(EngineError::TooLarge { op: "alloc", bytes: size, limit });
         }
@@ -361,7 +361,7 @@ impl Gpu {
         self.flush();
         let len = data.len() as u64;
         assert!(len <= buf.size, "write of {len} bytes into a buffer of {}", buf.size);
-        if len % 4 == 0 {
+        if len.is_multiple_of(4) {
             self.queue.write_buffer(buf.raw(), 0, data);
         } else {
             let mut padded = data.to_vec();
@@ -585,6 +585,6 @@ mod tests {
         assert_eq!(grid_1d(1, 256), [1, 1, 1]);
         assert_eq!(grid_1d(256 * 65535, 256), [65535, 1, 1]);
         let [x, y, _] = grid_1d(256 * 65536 + 1, 256);
-        assert!(x <= 65535 && y >= 2 && x as u64 * y as u64 * 256 >= 256 * 65536 + 1);
+        assert!(x <= 65535 && y >= 2 && x as u64 * y as u64 * 256 > 256 * 65536);
     }
 }

@@ -18,7 +18,7 @@ pub struct Params {
 /// `out[c] = sum_r x[r, c]` for `x` viewed as (rows, out.numel()).
 pub fn sum_rows_into(gpu: &Gpu, x: &Tensor, out: &Tensor) -> Result<()> {
     let cols = out.numel();
-    if cols == 0 || x.numel() % cols != 0 {
+    if cols == 0 || !x.numel().is_multiple_of(cols) {
         return Err(shape_err("sum_rows", format!("{:?} into {:?}", x.shape(), out.shape())));
     }
     let p = Params { rows: (x.numel() / cols) as u32, cols: cols as u32, _p: [0; 2] };
