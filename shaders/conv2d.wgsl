@@ -16,7 +16,9 @@
 //                      split it is dw itself).  bindings: 0 g, 1 x, 2 partials (overwritten)
 // Tiling: a 64x64 output tile per workgroup of 256 threads, K in slices of 16 staged in workgroup
 // memory; each thread accumulates a 4x4 register block at rows tx + 16 i, cols ty + 16 j, so
-// consecutive threads touch consecutive pixels (coalesced NCHW stores). Grid: (ceil(M/64),
+// consecutive threads touch consecutive pixels (coalesced NCHW stores). The tiles are laid out so
+// that a thread's four rows (and four columns) are one vec4: per depth step it reads two vec4s
+// and does four vec4 multiply-adds. Grid: (ceil(M/64),
 // ceil(N/64), splits). Tails in M, N and K are guarded by zero-filled loads and skipped stores.
 
 struct Params {
@@ -52,8 +54,10 @@ const BK: u32 = 16u;
 @group(0) @binding(1) var<storage, read> src_b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 
-var<workgroup> tile_a: array<f32, 1024>; // [BK][BM]
-var<workgroup> tile_b: array<f32, 1024>; // [BK][BN]
+// Tiles are stored so that the four rows (columns) one thread multiplies, tx + 16 i (ty + 16 j),
+// sit in one vec4: row r of depth kl lives at tile_a[kl * 16 + r % 16][r / 16].
+var<workgroup> tile_a: array<vec4<f32>, 256>; // [BK][BM / 4]
+var<workgroup> tile_b: array<vec4<f32>, 256>; // [BK][BN / 4]
 
 // Per-thread constants of the gather. A thread always loads the same tile row (for A) and the
 // same tile column (for B), so the decomposition of its row index m and column index j is done
@@ -204,12 +208,8 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
     let n0 = wid.y * BN;
     let k_begin = wid.z * p.k_split;
     let k_end = min(p.gk, k_begin + p.k_split);
-    var acc: array<array<f32, 4>, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            acc[i][j] = 0.0;
-        }
-    }
+    // acc[i][j]: row tx + 16 i, column ty + 16 j.
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     // Every load of this thread hits tile row lid % 64 of A and tile column lid % 64 of B.
     let lrow = lid % BM;
     let g = prepare(mode, m0 + lrow, n0 + lrow);
@@ -221,26 +221,21 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
             if (g.row_ok && k < k_end) {
                 va = load_a(mode, g, k);
             }
-            tile_a[kl * BM + lrow] = va;
+            tile_a[kl * 16u + lrow % 16u][lrow / 16u] = va;
             var vb = 0.0;
             if (g.col_ok && k < k_end) {
                 vb = load_b(mode, g, k);
             }
-            tile_b[kl * BN + lrow] = vb;
+            tile_b[kl * 16u + lrow % 16u][lrow / 16u] = vb;
         }
         workgroupBarrier();
         for (var kl = 0u; kl < BK; kl++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                a[i] = tile_a[kl * BM + tx + 16u * i];
-                b[i] = tile_b[kl * BN + ty + 16u * i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] += a[i] * b[j];
-                }
-            }
+            let a = tile_a[kl * 16u + tx];
+            let b = tile_b[kl * 16u + ty];
+            acc[0] += a.x * b;
+            acc[1] += a.y * b;
+            acc[2] += a.z * b;
+            acc[3] += a.w * b;
         }
         workgroupBarrier();
     }
