@@ -136,6 +136,7 @@ pub struct Gpu {
     next_id: Cell<u64>,
     stats: Cell<GpuStats>,
     timer: RefCell<Option<Timer>>,
+    staging: RefCell<HashMap<u64, wgpu::Buffer>>,
 }
 
 /// Timestamp queries around recorded work: two slots, a resolve buffer and a readback buffer.
@@ -281,6 +282,7 @@ impl Gpu {
             next_id: Cell::new(1),
             stats: Cell::new(GpuStats::default()),
             timer: RefCell::new(None),
+            staging: RefCell::default(),
         })
     }
 
@@ -370,44 +372,53 @@ impl Gpu {
         }
     }
 
-    /// Records a GPU-side copy of `bytes` bytes from `src` to `dst`.
-    pub fn copy(&self, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) {
+    /// Records an encoder-level command (copy, timestamp) after closing the open compute pass.
+    fn on_encoder(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
         let mut rec = self.rec.borrow_mut();
         rec.pass = None;
-        let enc = rec.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
-        enc.copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, bytes.div_ceil(4) * 4);
+        f(rec.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default())));
+    }
+
+    /// Maps a MAP_READ buffer after the work submitted so far and returns its contents.
+    fn map_read(&self, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
+        let err = |e: &dyn std::fmt::Display| EngineError::Readback(e.to_string());
+        let (tx, rx) = std::sync::mpsc::channel();
+        buf.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| err(&e))?;
+        rx.recv().map_err(|e| err(&e))?.map_err(|e| err(&e))?;
+        let out = buf.get_mapped_range(..).map_err(|e| err(&e))?.to_vec();
+        buf.unmap();
+        Ok(out)
+    }
+
+    /// Records a GPU-side copy of `bytes` bytes from `src` to `dst`.
+    pub fn copy(&self, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) {
+        self.on_encoder(|enc| enc.copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, bytes.div_ceil(4) * 4));
     }
 
     /// Reads `bytes` bytes of `buf` back to the host. Submits pending work and waits for it.
+    /// The staging buffers are kept per size (a read is synchronous, so one per size serves), so
+    /// the per-step loss and logits readbacks of a training loop allocate nothing.
     pub fn read_bytes(&self, buf: &GpuBuffer, bytes: u64) -> Result<Vec<u8>> {
         let padded = bytes.max(4).div_ceil(4) * 4;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: padded,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        {
-            let mut rec = self.rec.borrow_mut();
-            rec.pass = None;
-            let enc = rec.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
-            enc.copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, padded);
-        }
+        let staging = self
+            .staging
+            .borrow_mut()
+            .entry(padded)
+            .or_insert_with(|| {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback"),
+                    size: padded,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .clone();
+        self.on_encoder(|enc| enc.copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, padded));
         self.flush();
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| EngineError::Readback(e.to_string()))?;
-        rx.recv()
-            .map_err(|e| EngineError::Readback(e.to_string()))?
-            .map_err(|e| EngineError::Readback(e.to_string()))?;
-        let view = staging.get_mapped_range(..).map_err(|e| EngineError::Readback(e.to_string()))?;
-        let mut out = view.to_vec();
-        drop(view);
-        staging.unmap();
+        let mut out = self.map_read(&staging)?;
         out.truncate(bytes as usize);
         Ok(out)
     }
@@ -440,14 +451,13 @@ impl Gpu {
             resolve: self.device.create_buffer(&wgpu::BufferDescriptor { label: Some("timer resolve"), size: 16, usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false }),
             readback: self.device.create_buffer(&wgpu::BufferDescriptor { label: Some("timer readback"), size: 16, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false }),
         });
-        let mut rec = self.rec.borrow_mut();
-        rec.pass = None;
-        let enc = rec.encoder.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
-        enc.write_timestamp(&t.queries, index);
-        if index == 1 {
-            enc.resolve_query_set(&t.queries, 0..2, &t.resolve, 0);
-            enc.copy_buffer_to_buffer(&t.resolve, 0, &t.readback, 0, 16);
-        }
+        self.on_encoder(|enc| {
+            enc.write_timestamp(&t.queries, index);
+            if index == 1 {
+                enc.resolve_query_set(&t.queries, 0..2, &t.resolve, 0);
+                enc.copy_buffer_to_buffer(&t.resolve, 0, &t.readback, 0, 16);
+            }
+        });
     }
 
     /// Runs `f` (which records GPU work) and returns its result with the GPU time it took, in
@@ -469,19 +479,8 @@ impl Gpu {
         if !gpu_clock {
             return Ok((out, wall, Clock::Wall));
         }
-        let timer = self.timer.borrow();
-        let t = timer.as_ref().expect("timer created by timestamp()");
-        let (tx, rx) = std::sync::mpsc::channel();
-        t.readback.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| EngineError::Readback(e.to_string()))?;
-        rx.recv().map_err(|e| EngineError::Readback(e.to_string()))?.map_err(|e| EngineError::Readback(e.to_string()))?;
-        let ticks: Vec<u64> = {
-            let view = t.readback.get_mapped_range(..).map_err(|e| EngineError::Readback(e.to_string()))?;
-            bytemuck::pod_collect_to_vec(&view)
-        };
-        t.readback.unmap();
+        let readback = self.timer.borrow().as_ref().expect("timer created by timestamp()").readback.clone();
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&self.map_read(&readback)?);
         let ns = ticks[1].wrapping_sub(ticks[0]) as f64 * self.queue.get_timestamp_period() as f64;
         Ok((out, ns * 1e-9, Clock::GpuTimestamps))
     }
