@@ -14,7 +14,7 @@ use safetensors::SafeTensors;
 use crate::error::{CifsError, Result};
 use crate::optim::Sgd;
 use crate::resnet::{Arch, ModelConfig, ResNet18};
-use crate::state::{load_state_dict, read_f32, to_safetensors, write_atomic};
+use crate::state::{load_state_dict, read_f32, to_safetensors, to_safetensors_with, write_atomic};
 
 fn err(path: &Path, reason: impl Into<String>) -> CifsError {
     CifsError::Checkpoint { path: path.display().to_string(), reason: reason.into() }
@@ -51,6 +51,22 @@ pub fn load_model(gpu: &Gpu, path: &Path) -> Result<ResNet18> {
     Ok(model)
 }
 
+fn ensure_same_model(path: &Path, found: ModelConfig, model: &ResNet18) -> Result<()> {
+    if found != model.config {
+        return Err(err(path, format!("holds a {} of width {}, this run trains a {} of width {}", found.arch.name(), found.width, model.config.arch.name(), model.config.width)));
+    }
+    Ok(())
+}
+
+/// Loads a model checkpoint's weights into `model`, which must be of the same architecture and
+/// width (`train --init-from`).
+pub fn load_weights_into(gpu: &Gpu, model: &ResNet18, path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).map_err(|e| err(path, e.to_string()))?;
+    let (prefix, config) = infer_config(&bytes, path)?;
+    ensure_same_model(path, config, model)?;
+    load_state_dict(gpu, model, &bytes, &prefix, &path.display().to_string())
+}
+
 fn model_metadata(model: &ResNet18) -> HashMap<String, String> {
     HashMap::from([
         ("format".to_string(), "cifs-wgpu/1".to_string()),
@@ -78,27 +94,14 @@ pub struct RunState {
 
 /// Writes model, momentum buffers and run state atomically.
 pub fn save_training(gpu: &Gpu, model: &ResNet18, sgd: &Sgd, state: &RunState, path: &Path) -> Result<()> {
-    use safetensors::tensor::TensorView;
     let mut meta = model_metadata(model);
     meta.insert("epoch".into(), state.epoch.to_string());
     meta.insert("best_pgd20".into(), format!("{}", state.best_pgd20));
-    let (floats, counters) = crate::state::state_dict(gpu, model)?;
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>, safetensors::Dtype)> = Vec::new();
-    for (n, s, v) in floats {
-        owned.push((n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect(), safetensors::Dtype::F32));
-    }
+    let mut momentum = Vec::new();
     for (p, v) in model.params().iter().zip(&sgd.velocity) {
-        owned.push((format!("optim.velocity.{}", p.name), v.shape().to_vec(), v.to_vec(gpu)?.iter().flat_map(|x| x.to_le_bytes()).collect(), safetensors::Dtype::F32));
+        momentum.push((format!("optim.velocity.{}", p.name), v.shape().to_vec(), v.to_vec(gpu)?));
     }
-    for (n, c) in counters {
-        owned.push((n, vec![], c.to_le_bytes().to_vec(), safetensors::Dtype::I64));
-    }
-    let views = owned
-        .iter()
-        .map(|(n, s, b, d)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| CifsError::Invalid(e.to_string()))?;
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| CifsError::Invalid(e.to_string()))?;
+    let bytes = to_safetensors_with(gpu, model, momentum, meta)?;
     write_atomic(path, &bytes).map_err(|e| err(path, e.to_string()))
 }
 
@@ -106,9 +109,7 @@ pub fn save_training(gpu: &Gpu, model: &ResNet18, sgd: &Sgd, state: &RunState, p
 pub fn load_training(gpu: &Gpu, model: &ResNet18, sgd: &Sgd, path: &Path) -> Result<RunState> {
     let bytes = std::fs::read(path).map_err(|e| err(path, e.to_string()))?;
     let (_, config) = infer_config(&bytes, path)?;
-    if config != model.config {
-        return Err(err(path, format!("holds a {} of width {}, this run trains a {} of width {}", config.arch.name(), config.width, model.config.arch.name(), model.config.width)));
-    }
+    ensure_same_model(path, config, model)?;
     let p = path.display().to_string();
     load_state_dict(gpu, model, &bytes, "", &p)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| err(path, e.to_string()))?;

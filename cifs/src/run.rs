@@ -19,7 +19,7 @@ use engine::{Gpu, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{AttackLoss, Pgd};
-use crate::checkpoint::{load_model, load_training, save_model, save_training, RunState};
+use crate::checkpoint::{load_training, load_weights_into, save_model, save_training, RunState};
 use crate::curves;
 use crate::error::{CifsError, Result};
 use crate::evaluate::{evaluate, predictions, Attack, EvalSettings};
@@ -206,12 +206,7 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, splits: Splits, out: &Path, resume: boo
     if resume && paths.last().is_file() {
         state = load_training(gpu, &model, &sgd, &paths.last())?;
     } else if let Some(init) = &cfg.init_from {
-        let src = load_model(gpu, Path::new(init))?;
-        if src.config != model.config {
-            return Err(CifsError::Invalid(format!("--init-from {init}: holds a {} of width {}, this run trains a {} of width {}", src.config.arch.name(), src.config.width, arch.name(), cfg.width)));
-        }
-        let bytes = crate::state::to_safetensors(gpu, &src, Default::default())?;
-        crate::state::load_state_dict(gpu, &model, &bytes, "", init)?;
+        load_weights_into(gpu, &model, Path::new(init))?;
     }
     let json = serde_json::to_string_pretty(cfg).map_err(|e| CifsError::Invalid(e.to_string()))?;
     crate::state::write_atomic(&paths.config(), json.as_bytes()).map_err(io(&paths.config()))?;

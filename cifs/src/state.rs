@@ -80,8 +80,14 @@ pub fn state_dict(gpu: &Gpu, model: &ResNet18) -> Result<(Vec<(String, Vec<usize
 
 /// Serialises the model's state dict (f32 tensors, i64 BN counters) plus `metadata` as safetensors.
 pub fn to_safetensors(gpu: &Gpu, model: &ResNet18, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+    to_safetensors_with(gpu, model, Vec::new(), metadata)
+}
+
+/// As [`to_safetensors`], with `extra` f32 tensors (name, shape, values) stored beside the model's.
+pub fn to_safetensors_with(gpu: &Gpu, model: &ResNet18, extra: Vec<(String, Vec<usize>, Vec<f32>)>, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
     use safetensors::tensor::TensorView;
-    let (floats, counters) = state_dict(gpu, model)?;
+    let (mut floats, counters) = state_dict(gpu, model)?;
+    floats.extend(extra);
     let float_bytes: Vec<(String, Vec<usize>, Vec<u8>)> = floats.into_iter().map(|(n, s, v)| (n, s, bytemuck_f32(&v))).collect();
     let count_bytes: Vec<(String, Vec<u8>)> = counters.into_iter().map(|(n, c)| (n, c.to_le_bytes().to_vec())).collect();
     let mut views = Vec::new();
