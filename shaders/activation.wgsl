@@ -39,28 +39,28 @@ fn sigmoid(x: f32) -> f32 {
     return e / (1.0 + e);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn relu_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     dst[i] = max(src[i], 0.0);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn relu_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     dsrc[i] = select(0.0, grad[i], src[i] > 0.0);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn sigmoid_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     dst[i] = sigmoid(src[i]);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn sigmoid_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
@@ -68,7 +68,7 @@ fn sigmoid_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     dsrc[i] = grad[i] * y * (1.0 - y);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn softplus_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
@@ -81,7 +81,7 @@ fn softplus_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn softplus_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }

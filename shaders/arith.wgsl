@@ -4,7 +4,6 @@
 //   fill      out[i] = alpha                         bindings: 0 out (overwritten)
 //   add       out[i] = a[i] + b[i]                   bindings: 0 a, 1 b, 2 out (overwritten)
 //   scale     out[i] = alpha * a[i]                  bindings: 0 a, 1 out (overwritten)
-//   clamp_values out[i] = clamp(a[i], alpha, beta)    bindings: 0 a, 1 out (overwritten)
 //   mul          out[i] = a[i] * b[i]                 bindings: 0 a, 1 b, 2 out (overwritten)
 //   add_row_bias out[i] = a[i] + b[i % cols]          bindings: 0 a, 1 b, 2 out (overwritten)
 // Every entry guards the tail (i >= n).
@@ -12,7 +11,7 @@
 struct Params {
     n: u32,
     alpha: f32,
-    beta: f32,
+    _p0: u32,
     cols: u32,     // add_row_bias: length of a row
 }
 var<immediate> p: Params;
@@ -31,42 +30,35 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     fill_out[i] = p.alpha;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     out2[i] = a[i] + b[i];
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     out1[i] = p.alpha * a[i];
 }
 
-@compute @workgroup_size(256)
-fn clamp_values(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n) { return; }
-    out1[i] = clamp(a[i], p.alpha, p.beta);
-}
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn add_row_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     out2[i] = a[i] + b[i % p.cols];
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn mul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }

@@ -31,7 +31,7 @@ fn project(xi: f32, d: f32) -> f32 {
     return clamp(xi + dc, 0.0, 1.0) - xi;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn pgd_project(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
     if (i >= p.n) { return; }
@@ -40,7 +40,7 @@ fn pgd_project(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     pr_adv[i] = x[i] + d;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn pgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
     if (i >= p.n) { return; }

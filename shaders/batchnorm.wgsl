@@ -8,7 +8,7 @@
 //                  deviations) for accuracy. Writes mean, rstd = 1/sqrt(var + eps) and, if
 //                  update_running != 0, updates running_mean / running_var in place.
 //                  0 x, 1 mean, 2 rstd, 3 running_mean (rw), 4 running_var (rw)
-//   bn_eval_stats  mean = running_mean, rstd = 1/sqrt(running_var + eps); 64 threads over C.
+//   bn_eval_stats  mean = running_mean, rstd = 1/sqrt(running_var + eps); 1-D over C.
 //                  0 running_mean, 1 running_var, 2 mean, 3 rstd
 //   bn_apply       y = (x - mean) * rstd * gamma + beta.
 //                  workgroup 256, 1-D grid split over x/y over N*C*hw.
@@ -63,8 +63,8 @@ const WG: u32 = 256u;
 @group(0) @binding(6) var<storage, read> bw_dbeta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dx: array<f32>;
 
-var<workgroup> red_a: array<f32, 256>;
-var<workgroup> red_b: array<f32, 256>;
+var<workgroup> red_a: array<f32, WG>;
+var<workgroup> red_b: array<f32, WG>;
 
 fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -79,7 +79,7 @@ fn at(c: u32, i: u32) -> u32 {
 // Tree-sums red_a (and red_b) across the workgroup; the result is in element 0.
 fn reduce2(t: u32) {
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if (t < s) {
             red_a[t] += red_a[t + s];
             red_b[t] += red_b[t + s];
@@ -88,7 +88,7 @@ fn reduce2(t: u32) {
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let c = wid.x;
     let m = p.n * p.hw;
@@ -120,15 +120,15 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     }
 }
 
-@compute @workgroup_size(64)
-fn bn_eval_stats(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c = gid.x;
+@compute @workgroup_size(WG)
+fn bn_eval_stats(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let c = index(gid, nwg);
     if (c >= p.c) { return; }
     ev_mean[c] = ev_running_mean[c];
     ev_rstd[c] = 1.0 / sqrt(ev_running_var[c] + p.eps);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n * p.c * p.hw) { return; }
@@ -136,7 +136,7 @@ fn bn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     ap_y[i] = (x[i] - ap_mean[c]) * ap_rstd[c] * ap_gamma[c] + ap_beta[c];
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bn_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let c = wid.x;
     let m = p.n * p.hw;
@@ -158,7 +158,7 @@ fn bn_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bn_bwd_data(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n * p.c * p.hw) { return; }

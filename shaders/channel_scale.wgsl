@@ -24,21 +24,21 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn channel_scale_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     out[i] = lhs[i] * rhs[i / p.hw];
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn channel_scale_bwd_z(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     out[i] = lhs[i] * rhs[i / p.hw];
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn channel_scale_bwd_m(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let j = index(gid, nwg);
     if (j >= p.n) { return; }

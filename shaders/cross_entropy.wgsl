@@ -25,12 +25,15 @@ var<immediate> p: Params;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 
-var<workgroup> partial: array<f32, 256>;
+// Workgroup size of the one-workgroup batch reductions and of the element-wise backward.
+const RED: u32 = 256u;
 
-@compute @workgroup_size(256)
+var<workgroup> partial: array<f32, RED>;
+
+@compute @workgroup_size(RED)
 fn cross_entropy_fwd(@builtin(local_invocation_index) t: u32) {
     var acc = 0.0;
-    for (var r = t; r < p.rows; r += 256u) {
+    for (var r = t; r < p.rows; r += RED) {
         let base = r * p.cols;
         var mx = logits[base];
         for (var j = 1u; j < p.cols; j++) {
@@ -47,7 +50,7 @@ fn cross_entropy_fwd(@builtin(local_invocation_index) t: u32) {
     }
     partial[t] = acc;
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
+    for (var s = RED / 2u; s > 0u; s >>= 1u) {
         if (t < s) {
             partial[t] += partial[t + s];
         }
@@ -58,9 +61,9 @@ fn cross_entropy_fwd(@builtin(local_invocation_index) t: u32) {
     }
 }
 
-@compute @workgroup_size(256)
-fn cross_entropy_bwd(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x;
+@compute @workgroup_size(RED)
+fn cross_entropy_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * RED;
     if (i >= p.rows * p.cols) { return; }
     let r = i / p.cols;
     let j = i % p.cols;

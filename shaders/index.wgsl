@@ -18,6 +18,14 @@ struct Params {
 }
 var<immediate> p: Params;
 
+const WG: u32 = 256u;
+const WG_ROWS: u32 = 64u;
+
+// Linear index of a 1-D kernel of workgroup size `wg` on a grid split over x and y.
+fn linear(gid: vec3<u32>, nwg: vec3<u32>, wg: u32) -> u32 {
+    return gid.x + gid.y * nwg.x * wg;
+}
+
 @group(0) @binding(0) var<storage, read> table: array<f32>;
 @group(0) @binding(1) var<storage, read> idx: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
@@ -28,18 +36,18 @@ var<immediate> p: Params;
 @group(0) @binding(1) var<storage, read_write> first: array<u32>;
 @group(0) @binding(2) var<storage, read_write> second: array<u32>;
 
-@compute @workgroup_size(256)
-fn gather_rows_fwd(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x;
+@compute @workgroup_size(WG)
+fn gather_rows_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear(gid, nwg, WG);
     if (i >= p.n * p.cols) { return; }
     let r = i / p.cols;
     let c = i % p.cols;
     out[i] = table[idx[r] * p.cols + c];
 }
 
-@compute @workgroup_size(256)
-fn gather_rows_bwd(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x;
+@compute @workgroup_size(WG)
+fn gather_rows_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear(gid, nwg, WG);
     if (i >= p.rows * p.cols) { return; }
     let r = i / p.cols;
     let c = i % p.cols;
@@ -52,9 +60,9 @@ fn gather_rows_bwd(@builtin(global_invocation_id) gid: vec3<u32>) {
     out[i] = acc;
 }
 
-@compute @workgroup_size(64)
-fn top2(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let r = gid.x;
+@compute @workgroup_size(WG_ROWS)
+fn top2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear(gid, nwg, WG_ROWS);
     if (r >= p.n) { return; }
     let base = r * p.cols;
     var i1 = 0u;

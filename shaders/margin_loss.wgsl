@@ -19,6 +19,13 @@ struct Params {
 }
 var<immediate> p: Params;
 
+// One thread per row; the grid may be split over x and y (engine/src/grid.rs).
+const WG: u32 = 64u;
+
+fn row_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> labels: array<u32>;
 @group(0) @binding(2) var<storage, read_write> loss: array<f32>;
@@ -26,7 +33,10 @@ var<immediate> p: Params;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 
-var<workgroup> partial: array<f32, 256>;
+// Workgroup size of the one-workgroup batch reductions and of the element-wise backward.
+const RED: u32 = 256u;
+
+var<workgroup> partial: array<f32, RED>;
 
 // Index of the largest logit of row r other than the label (the first one on ties).
 fn best_other(r: u32) -> u32 {
@@ -39,16 +49,16 @@ fn best_other(r: u32) -> u32 {
     return best;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(RED)
 fn margin_loss_fwd(@builtin(local_invocation_index) t: u32) {
     var acc = 0.0;
-    for (var r = t; r < p.rows; r += 256u) {
+    for (var r = t; r < p.rows; r += RED) {
         let base = r * p.cols;
         acc -= max(logits[base + labels[r]] - logits[base + best_other(r)] + p.confidence, 0.0);
     }
     partial[t] = acc;
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
+    for (var s = RED / 2u; s > 0u; s >>= 1u) {
         if (t < s) {
             partial[t] += partial[t + s];
         }
@@ -59,9 +69,9 @@ fn margin_loss_fwd(@builtin(local_invocation_index) t: u32) {
     }
 }
 
-@compute @workgroup_size(64)
-fn margin_loss_bwd(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let r = gid.x;
+@compute @workgroup_size(WG)
+fn margin_loss_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = row_index(gid, nwg);
     if (r >= p.rows) { return; }
     let base = r * p.cols;
     let y = labels[r];

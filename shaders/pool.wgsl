@@ -28,7 +28,7 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn avg_pool2d_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
@@ -45,7 +45,7 @@ fn avg_pool2d_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     dst[i] = acc / f32(p.k * p.k);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn avg_pool2d_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }

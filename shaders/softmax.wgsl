@@ -2,7 +2,7 @@
 // Rows are short here (10 classes, or C <= 512 channels of a CIFS mask), so a thread loops over
 // its row; max-subtraction keeps exp in range.
 //
-// Entry points (workgroup 64, 1-D grid over rows, tail guarded, outputs overwritten):
+// Entry points (workgroup 64, one thread per row, tail guarded, outputs overwritten):
 //   softmax_fwd  y = exp(x - max) / sum                 0 x, 1 y
 //   softmax_bwd  dx = y * (g - sum_j g_j y_j)           0 y, 1 g, 2 dx
 
@@ -14,15 +14,22 @@ struct Params {
 }
 var<immediate> p: Params;
 
+// One thread per row; the grid may be split over x and y (engine/src/grid.rs).
+const WG: u32 = 64u;
+
+fn row_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
 @group(0) @binding(0) var<storage, read> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dsrc: array<f32>;
 
-@compute @workgroup_size(64)
-fn softmax_fwd(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let r = gid.x;
+@compute @workgroup_size(WG)
+fn softmax_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = row_index(gid, nwg);
     if (r >= p.rows) { return; }
     let base = r * p.cols;
     var mx = src[base];
@@ -39,9 +46,9 @@ fn softmax_fwd(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-@compute @workgroup_size(64)
-fn softmax_bwd(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let r = gid.x;
+@compute @workgroup_size(WG)
+fn softmax_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = row_index(gid, nwg);
     if (r >= p.rows) { return; }
     let base = r * p.cols;
     var dot = 0.0;

@@ -15,7 +15,7 @@ fn tmpdir(name: &str) -> PathBuf {
 
 /// 3 classes of 32x32 PNGs, told apart by their dominant colour, with per-image noise.
 fn make_folder(root: &Path) {
-    let mut rng = datasets::Rng::new(1);
+    let mut rng = engine::Rng::new(1);
     for (split, n) in [("train", 10), ("test", 4)] {
         for (c, class) in ["blue", "green", "red"].iter().enumerate() {
             let dir = root.join(split).join(class);
@@ -85,7 +85,7 @@ fn train_resume_eval_and_bad_input() {
 
     // Uninterrupted: 1 warm-up epoch + 1 adversarial epoch.
     let log = ok(&train_args(d, a_s, &["--epochs", "1"]));
-    assert!(log.contains("epoch 2 Adversarial"), "{log}");
+    assert!(log.contains("epoch 2 adversarial"), "{log}");
     for f in ["config.json", "metrics.jsonl", "curves.svg", "last.safetensors", "best.safetensors"] {
         assert!(a.join(f).is_file(), "{f} missing");
     }
@@ -136,7 +136,15 @@ fn train_resume_eval_and_bad_input() {
     // Missing dataset, bad fraction, bad adapter.
     assert!(fails(&["train", "cifar10", "--data-dir", root.join("none").to_str().unwrap(), "--no-download"]).contains("--no-download"));
     assert!(!cli(&["train", "folder", "--eps", "8/0"]).status.success());
-    assert!(fails(&["--adapter", "no-such-gpu", "info"]).contains("no-such-gpu"));
+    // Negative or non-finite attack and optimiser settings are refused before anything runs.
+    for (flag, value) in [("--eps", "-1"), ("--step-size", "-2/255"), ("--lr", "-0.1"), ("--beta", "inf"), ("--momentum", "1.5"), ("--attack-steps", "0")] {
+        let e = fails(&train_args(d, c.to_str().unwrap(), &["--epochs", "1", &format!("{flag}={value}")]));
+        assert!(e.contains(flag), "{flag}={value}: {e}");
+    }
+    assert!(!c.join("config.json").exists(), "a refused run wrote files");
+    let e = fails(&["eval", "--checkpoint", best.to_str().unwrap(), "folder", "--data-dir", d, "--eps=-0.5"]);
+    assert!(e.contains("--eps"), "{e}");
+    assert!(fails(&["--adapter", "no-such-rt", "info"]).contains("no-such-rt"));
 
     // Divergence: the loss blows up in epoch 2; the epoch-1 checkpoint survives and still loads.
     let e = fails(&train_args(d, b_s, &["--epochs", "2", "--resume", "--lr", "1e38", "--adv", "none"]));

@@ -1,15 +1,17 @@
-//! Dataset readers on files the tests make: CIFAR-10 batches (directory, archive, download from
-//! a server on 127.0.0.1), SVHN .mat files (plain and compressed), image folders; and every bad
-//! input the issue lists gets a clear error naming the file. Plus augmentation and batching.
+//! Dataset readers on files the tests make: CIFAR-10 batches (directory, archive, download through
+//! a downloader serving bytes from memory), SVHN .mat files (plain and compressed), image folders;
+//! and every bad input the issue lists gets a clear error naming the file. Plus augmentation and
+//! batching, including a loader that dies part-way.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use datasets::augment::Crop;
 use datasets::cifar10::{self, RECORDS_PER_BATCH, RECORD_BYTES};
-use datasets::download::Remote;
+use datasets::download::{Downloader, Remote};
 use datasets::loader::{batches, Pass};
-use datasets::{folder, svhn, Dataset, Rng, IMAGE_BYTES};
+use datasets::{folder, svhn, Dataset, IMAGE_BYTES};
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("cifs-wgpu-test-{name}-{}", std::process::id()));
@@ -52,7 +54,7 @@ fn check_cifar(s: &datasets::Splits) {
 fn cifar10_reads_a_batch_directory_and_rejects_bad_batches() {
     let dir = tmpdir("cifar-dir");
     write_cifar_dir(&dir);
-    check_cifar(&cifar10::load(&dir, false).unwrap());
+    check_cifar(&cifar10::load(&dir, None).unwrap());
 
     let p = Path::new("data_batch_1.bin");
     let good = cifar_batch(0);
@@ -66,7 +68,7 @@ fn cifar10_reads_a_batch_directory_and_rejects_bad_batches() {
     assert!(cifar10::parse_batch(&bad, p).unwrap_err().to_string().contains("record 5 has label 10"));
 
     let empty = tmpdir("cifar-empty");
-    let e = cifar10::load(&empty, false).unwrap_err().to_string();
+    let e = cifar10::load(&empty, None).unwrap_err().to_string();
     assert!(e.contains("--no-download"), "{e}");
 }
 
@@ -82,20 +84,25 @@ fn md5_hex(b: &[u8]) -> String {
     md5::Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Serves `body` to each of `requests` connections on 127.0.0.1; returns the URL.
-fn serve(body: Vec<u8>, requests: usize) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(requests) {
-            let mut s = stream.unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-            let _ = s.write_all(&body);
-        }
-    });
-    format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz")
+/// Serves `body` for any URL from memory, recording the progress it is told.
+struct Memory {
+    body: Vec<u8>,
+    opened: Vec<String>,
+    last_progress: u64,
+    finished: usize,
+}
+
+impl Downloader for Memory {
+    fn open(&mut self, url: &str) -> Result<(Box<dyn Read>, Option<u64>), String> {
+        self.opened.push(url.to_string());
+        Ok((Box::new(std::io::Cursor::new(self.body.clone())), Some(self.body.len() as u64)))
+    }
+    fn progress(&mut self, _name: &str, done: u64, _total: u64) {
+        self.last_progress = done;
+    }
+    fn finished(&mut self, _name: &str) {
+        self.finished += 1;
+    }
 }
 
 #[test]
@@ -103,23 +110,27 @@ fn cifar10_downloads_verifies_and_extracts_the_archive() {
     let src = tmpdir("cifar-src");
     write_cifar_dir(&src);
     let archive = tar_gz_of(&src);
-    let url: &'static str = Box::leak(serve(archive.clone(), 2).into_boxed_str());
+    let url = "https://example.invalid/cifar-10-binary.tar.gz";
+    let mut net = Memory { body: archive.clone(), opened: vec![], last_progress: 0, finished: 0 };
 
     let dest = tmpdir("cifar-dl");
     let remote = Remote { url, size: archive.len() as u64, md5: Box::leak(md5_hex(&archive).into_boxed_str()) };
-    check_cifar(&cifar10::load_from(&dest, true, &remote).unwrap());
+    check_cifar(&cifar10::load_from(&dest, Some(&mut net), &remote).unwrap());
     assert!(dest.join("cifar-10-binary.tar.gz").is_file());
+    assert_eq!(net.opened, vec![url.to_string()]);
+    assert_eq!((net.last_progress, net.finished), (archive.len() as u64, 1), "progress goes through the downloader");
 
     // A wrong checksum is refused and leaves nothing that looks finished.
     let dest2 = tmpdir("cifar-dl-bad");
     let bad = Remote { url, size: archive.len() as u64, md5: "00000000000000000000000000000000" };
-    let e = cifar10::load_from(&dest2, true, &bad).unwrap_err().to_string();
-    assert!(e.contains("MD5") && e.contains("127.0.0.1"), "{e}");
+    let e = cifar10::load_from(&dest2, Some(&mut net), &bad).unwrap_err().to_string();
+    assert!(e.contains("MD5") && e.contains("example.invalid"), "{e}");
     assert!(!dest2.join("cifar-10-binary.tar.gz").exists() && !dest2.join("cifar-10-binary.tar.part").exists());
+    assert_eq!(net.finished, 2, "a failed transfer is reported finished too");
 
     // An archive on disk that is not the expected file is refused before extraction.
     std::fs::write(dest2.join("cifar-10-binary.tar.gz"), &archive[..archive.len() / 2]).unwrap();
-    let e = cifar10::load_from(&dest2, false, &remote).unwrap_err().to_string();
+    let e = cifar10::load_from(&dest2, None, &remote).unwrap_err().to_string();
     assert!(e.contains("MD5") && e.contains("cifar-10-binary.tar.gz"), "{e}");
 }
 
@@ -269,46 +280,53 @@ fn bad_image_folders_are_clear_errors() {
 #[test]
 fn crop_flip_is_a_padded_shift_and_optional_flip() {
     let img: Vec<u8> = (0..IMAGE_BYTES).map(|i| (i % 250 + 1) as u8).collect();
-    let mut rng = Rng::new(3);
-    let mut seen_flip = [false; 2];
-    for _ in 0..40 {
+    for (dy, dx, flip) in [(0i8, 0i8, false), (-4, 3, false), (2, -1, true), (4, 4, true)] {
         let mut out = vec![0f32; IMAGE_BYTES];
-        datasets::augment::crop_flip(&img, &mut out, &mut rng);
-        let matches = |dy: isize, dx: isize, flip: bool| {
-            (0..3).all(|c| (0..32).all(|y| (0..32).all(|x| {
-                let sx = if flip { 31 - x } else { x } + dx;
-                let sy = y + dy;
-                let want = if (0..32).contains(&sx) && (0..32).contains(&sy) { img[c * 1024 + (sy * 32 + sx) as usize] as f32 / 255.0 } else { 0.0 };
-                out[c * 1024 + (y * 32 + x) as usize] == want
-            })))
-        };
-        let found: Vec<bool> = [false, true].into_iter().filter(|&f| (-4..=4).any(|dy| (-4..=4).any(|dx| matches(dy, dx, f)))).collect();
-        assert!(!found.is_empty(), "output is no padded crop of the input");
-        seen_flip[found[0] as usize] = true;
+        datasets::augment::crop_flip(&img, &mut out, Crop { dy, dx, flip });
+        for c in 0..3 {
+            for y in 0..32isize {
+                for x in 0..32isize {
+                    let sx = if flip { 31 - x } else { x } + dx as isize;
+                    let sy = y + dy as isize;
+                    let want = if (0..32).contains(&sx) && (0..32).contains(&sy) { img[c * 1024 + (sy * 32 + sx) as usize] as f32 / 255.0 } else { 0.0 };
+                    assert_eq!(out[c * 1024 + (y * 32 + x) as usize], want, "crop ({dy}, {dx}, {flip}) at c{c} y{y} x{x}");
+                }
+            }
+        }
     }
-    assert!(seen_flip[0] && seen_flip[1], "both flipped and unflipped crops should occur");
+    assert_eq!(Crop::from_draws(0, 8, 1), Crop { dy: -4, dx: 4, flip: true });
+}
+
+fn numbered(n: usize) -> Arc<Dataset> {
+    Arc::new(Dataset { images: (0..n).flat_map(|i| vec![i as u8; IMAGE_BYTES]).collect(), labels: (0..n as u8).collect(), classes: vec!["a".into(), "b".into()] })
 }
 
 #[test]
-fn batches_cover_the_split_once_and_replay_from_the_seed() {
-    let n = 10;
-    let data = Arc::new(Dataset {
-        images: (0..n).flat_map(|i| vec![i as u8; IMAGE_BYTES]).collect(),
-        labels: (0..n as u8).collect(),
-        classes: vec!["a".into(), "b".into()],
-    });
-    let run = |seed| batches(data.clone(), Pass { batch_size: 4, train_seed: Some(seed) }).map(|b| (b.labels, b.images)).collect::<Vec<_>>();
-    let a = run(5);
-    assert_eq!(a.iter().map(|(l, _)| l.len()).collect::<Vec<_>>(), vec![4, 4, 2]);
-    let mut all: Vec<u32> = a.iter().flat_map(|(l, _)| l.clone()).collect();
-    all.sort();
-    assert_eq!(all, (0..n as u32).collect::<Vec<_>>());
-    assert_eq!(a, run(5));
-    assert_ne!(a, run(6));
-    let plain: Vec<u32> = batches(data.clone(), Pass { batch_size: 3, train_seed: None }).flat_map(|b| b.labels).collect();
-    assert_eq!(plain, (0..n as u32).collect::<Vec<_>>());
+fn batches_serve_the_given_order_with_the_given_crops() {
+    let data = numbered(10);
+    let order = vec![3, 1, 4, 0, 9, 2, 6];
+    let crops: Vec<Crop> = (0..7).map(|i| Crop { dy: 0, dx: 0, flip: i % 2 == 1 }).collect();
+    let got: Vec<_> = batches(data.clone(), Pass { batch_size: 3, order: order.clone(), crops: Some(crops) }).unwrap().map(|b| b.unwrap()).collect();
+    assert_eq!(got.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![3, 3, 1]);
+    assert_eq!(got.iter().flat_map(|b| b.labels.clone()).collect::<Vec<_>>(), order.iter().map(|&i| i as u32).collect::<Vec<_>>());
+    // Image k of the pass is example order[k], every pixel order[k] / 255 (a flip of a constant
+    // image is the same image): the second image of the second batch is order[4] = 9.
+    assert_eq!(got[1].images[IMAGE_BYTES], 9.0 / 255.0);
+    let plain: Vec<u32> = batches(data.clone(), Pass::in_order(10, 4)).unwrap().flat_map(|b| b.unwrap().labels).collect();
+    assert_eq!(plain, (0..10).collect::<Vec<u32>>());
+    assert!(batches(data.clone(), Pass { batch_size: 2, order: vec![10], crops: None }).is_err(), "an index past the split");
     // Dropping a pass part-way stops its producer thread.
-    let mut it = batches(data, Pass { batch_size: 1, train_seed: Some(1) });
+    let mut it = batches(data, Pass::in_order(10, 1)).unwrap();
     it.next();
     drop(it);
+}
+
+#[test]
+fn a_loader_that_dies_part_way_is_an_error_not_a_short_epoch() {
+    // Five labels but pixels for three images: the producer panics on the fourth.
+    let data = Arc::new(Dataset { images: vec![0u8; 3 * IMAGE_BYTES], labels: vec![0; 5], classes: vec!["a".into(), "b".into()] });
+    let got: Vec<_> = batches(data, Pass::in_order(5, 1)).unwrap().collect();
+    assert_eq!(got.iter().filter(|b| b.is_ok()).count(), 3);
+    let e = got.last().unwrap().as_ref().err().expect("the pass must end with an error").to_string();
+    assert!(e.contains("3 of 5"), "{e}");
 }

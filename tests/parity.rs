@@ -1,5 +1,5 @@
 //! Oracle parity: our ResNet-18 / ResNet18-CIFS against the reference PyTorch implementation's
-//! own float64 numbers (`../shared/fixtures`, or the directory in CIFS_FIXTURES). For every
+//! own float64 numbers (`tests/fixtures`, plus the directory in CIFS_FIXTURES if set). For every
 //! fixture: eval forward (logits, probe logits, joint loss) and input gradient; 3 PGD steps from
 //! the given start; train forward, every parameter gradient, BN running stats after it; and all
 //! parameters and buffers after two SGD steps.
@@ -16,20 +16,20 @@ use cifs::attack::{AttackLoss, Pgd, Start};
 use cifs::loss::joint_loss;
 use cifs::optim::Sgd;
 use cifs::state::{load_state_dict, read_f32, read_i64};
-use cifs::{Arch, Mode, ModelConfig, ResNet18};
-use common::{gpu, rel_err};
-use engine::{autodiff, Gpu, Tensor};
+use cifs::{Mode, ModelConfig, ModelKind, ResNet18};
+use common::{rt, rel_err};
+use engine::{autodiff, Runtime, Tensor};
 use safetensors::SafeTensors;
 
 const FWD_TOL: f64 = 1e-4;
 const GRAD_TOL: f64 = 1e-3;
 const PGD_MAX_FLIPPED: f64 = 0.005;
 
-fn fixtures_dir() -> PathBuf {
-    match std::env::var("CIFS_FIXTURES") {
-        Ok(d) => PathBuf::from(d),
-        Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
-    }
+/// The fixture directories: the repository's own, and CIFS_FIXTURES's if set.
+fn fixture_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")];
+    dirs.extend(std::env::var_os("CIFS_FIXTURES").map(PathBuf::from));
+    dirs
 }
 
 struct Fixture<'a> {
@@ -50,19 +50,19 @@ impl Fixture<'_> {
     fn meta_f32(&self, key: &str) -> f32 {
         self.meta[key].parse().unwrap()
     }
-    fn tensor(&self, gpu: &Gpu, key: &str) -> Tensor {
+    fn tensor(&self, rt: &Runtime, key: &str) -> Tensor {
         let (s, v) = self.f32(key);
-        Tensor::from_f32(gpu, &s, &v).unwrap()
+        Tensor::from_f32(rt, &s, &v).unwrap()
     }
-    fn labels(&self, gpu: &Gpu) -> Tensor {
+    fn labels(&self, rt: &Runtime) -> Tensor {
         let y: Vec<u32> = read_i64(&self.st, "input.y", &self.name).unwrap().iter().map(|&v| v as u32).collect();
-        Tensor::from_u32(gpu, &[y.len()], &y).unwrap()
+        Tensor::from_u32(rt, &[y.len()], &y).unwrap()
     }
-    fn model(&self, gpu: &Gpu, bytes: &[u8]) -> ResNet18 {
-        let arch = if self.meta["cifs"] == "True" { Arch::ResNet18Cifs } else { Arch::ResNet18 };
-        let config = ModelConfig { arch, width: self.meta["width"].parse().unwrap(), classes: 10 };
-        let model = ResNet18::new(gpu, config, &mut datasets::Rng::new(0)).unwrap();
-        load_state_dict(gpu, &model, bytes, "param.", &self.name).unwrap();
+    fn model(&self, rt: &Runtime, bytes: &[u8]) -> ResNet18 {
+        let kind = if self.meta["cifs"] == "True" { ModelKind::ResNet18Cifs } else { ModelKind::ResNet18 };
+        let config = ModelConfig { kind, width: self.meta["width"].parse().unwrap(), classes: 10 };
+        let model = ResNet18::new(rt, config, &mut engine::Rng::new(0)).unwrap();
+        load_state_dict(rt, &model, bytes, "param.", &self.name).unwrap();
         model
     }
 }
@@ -77,74 +77,74 @@ fn check(fx: &str, what: &str, got: &[f32], want: &[f64], tol: f64, failures: &m
     }
 }
 
-fn run_fixture(gpu: &Gpu, fx: &Fixture, bytes: &[u8], failures: &mut Vec<String>) {
+fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], failures: &mut Vec<String>) {
     let name = fx.name.as_str();
     let beta = fx.meta_f32("beta");
-    let x = fx.tensor(gpu, "input.x");
-    let y = fx.labels(gpu);
+    let x = fx.tensor(rt, "input.x");
+    let y = fx.labels(rt);
     let cifs = fx.meta["cifs"] == "True";
 
     // Eval forward and input gradient.
-    let model = fx.model(gpu, bytes);
-    let xl = x.requiring_grad(gpu);
-    let out = model.forward(gpu, &xl, Some(&y), Mode::Eval).unwrap();
-    let loss = joint_loss(gpu, &out, &y, beta).unwrap();
-    check(name, "eval.logits", &out.logits.to_vec(gpu).unwrap(), &fx.f64("eval.logits"), FWD_TOL, failures);
+    let model = fx.model(rt, bytes);
+    let xl = x.requiring_grad();
+    let out = model.forward(rt, &xl, Some(&y), Mode::Eval).unwrap();
+    let loss = joint_loss(rt, &out, &y, beta).unwrap();
+    check(name, "eval.logits", &out.logits.to_vec(rt).unwrap(), &fx.f64("eval.logits"), FWD_TOL, failures);
     if cifs {
         for k in 0..2 {
-            check(name, &format!("eval.probe{k}"), &out.probes[k].to_vec(gpu).unwrap(), &fx.f64(&format!("eval.probe{k}")), FWD_TOL, failures);
+            check(name, &format!("eval.probe{k}"), &out.probes[k].to_vec(rt).unwrap(), &fx.f64(&format!("eval.probe{k}")), FWD_TOL, failures);
         }
     }
-    check(name, "eval.loss", &loss.to_vec(gpu).unwrap(), &fx.f64("eval.loss"), FWD_TOL, failures);
-    let grads = autodiff::backward(gpu, &loss).unwrap();
-    check(name, "eval.grad_x", &grads.get(&xl).unwrap().to_vec(gpu).unwrap(), &fx.f64("eval.grad_x"), GRAD_TOL, failures);
+    check(name, "eval.loss", &loss.to_vec(rt).unwrap(), &fx.f64("eval.loss"), FWD_TOL, failures);
+    let grads = autodiff::backward(rt, &loss).unwrap();
+    check(name, "eval.grad_x", &grads.get(&xl).unwrap().to_vec(rt).unwrap(), &fx.f64("eval.grad_x"), GRAD_TOL, failures);
 
     // PGD from the given start.
-    let delta0 = fx.tensor(gpu, "input.pgd_delta0");
+    let delta0 = fx.tensor(rt, "input.pgd_delta0");
     let pgd = Pgd { eps: fx.meta_f32("eps"), step: fx.meta_f32("step"), steps: fx.meta["pgd_steps"].parse().unwrap(), loss: AttackLoss::Joint { beta } };
-    let adv = pgd.attack(gpu, &model, &x, &y, Start::Given(&delta0)).unwrap().to_vec(gpu).unwrap();
+    let adv = pgd.attack(rt, &model, &x, &y, Start::Given(&delta0)).unwrap().to_vec(rt).unwrap();
     let want = fx.f64("pgd.x_adv");
-    let flipped = adv.iter().zip(&want).filter(|(a, w)| (**a as f64 - **w).abs() > 1e-5).count() as f64 / want.len() as f64;
+    let flipped = adv.iter().zip(&want).filter(|(a, w)| !approx::abs_diff_eq!(**a as f64, **w, epsilon = 1e-5)).count() as f64 / want.len() as f64;
     println!("  {name} pgd.x_adv: {:.3}% of pixels differ (allowed {:.1}%)", 100.0 * flipped, 100.0 * PGD_MAX_FLIPPED);
     if flipped > PGD_MAX_FLIPPED {
         failures.push(format!("{name} pgd.x_adv: {:.3}% of pixels differ", 100.0 * flipped));
     }
 
     // Train forward, parameter gradients, running stats.
-    let model = fx.model(gpu, bytes);
-    let out = model.forward(gpu, &x, Some(&y), Mode::Train).unwrap();
-    let loss = joint_loss(gpu, &out, &y, beta).unwrap();
-    check(name, "train.logits", &out.logits.to_vec(gpu).unwrap(), &fx.f64("train.logits"), FWD_TOL, failures);
+    let model = fx.model(rt, bytes);
+    let out = model.forward(rt, &x, Some(&y), Mode::Train).unwrap();
+    let loss = joint_loss(rt, &out, &y, beta).unwrap();
+    check(name, "train.logits", &out.logits.to_vec(rt).unwrap(), &fx.f64("train.logits"), FWD_TOL, failures);
     if cifs {
         for k in 0..2 {
-            check(name, &format!("train.probe{k}"), &out.probes[k].to_vec(gpu).unwrap(), &fx.f64(&format!("train.probe{k}")), FWD_TOL, failures);
+            check(name, &format!("train.probe{k}"), &out.probes[k].to_vec(rt).unwrap(), &fx.f64(&format!("train.probe{k}")), FWD_TOL, failures);
         }
     }
-    check(name, "train.loss", &loss.to_vec(gpu).unwrap(), &fx.f64("train.loss"), FWD_TOL, failures);
-    let grads = autodiff::backward(gpu, &loss).unwrap();
+    check(name, "train.loss", &loss.to_vec(rt).unwrap(), &fx.f64("train.loss"), FWD_TOL, failures);
+    let grads = autodiff::backward(rt, &loss).unwrap();
     for p in model.params() {
         let g = grads.get(p.leaf()).unwrap_or_else(|| panic!("{name}: no gradient for {}", p.name));
-        check(name, &format!("train.grad.{}", p.name), &g.to_vec(gpu).unwrap(), &fx.f64(&format!("train.grad.{}", p.name)), GRAD_TOL, failures);
+        check(name, &format!("train.grad.{}", p.name), &g.to_vec(rt).unwrap(), &fx.f64(&format!("train.grad.{}", p.name)), GRAD_TOL, failures);
     }
     for bn in model.batchnorms() {
-        check(name, &format!("train.after.{}.running_mean", bn.name), &bn.running_mean.to_vec(gpu).unwrap(), &fx.f64(&format!("train.after.{}.running_mean", bn.name)), FWD_TOL, failures);
-        check(name, &format!("train.after.{}.running_var", bn.name), &bn.running_var.to_vec(gpu).unwrap(), &fx.f64(&format!("train.after.{}.running_var", bn.name)), FWD_TOL, failures);
+        check(name, &format!("train.after.{}.running_mean", bn.name), &bn.running_mean.to_vec(rt).unwrap(), &fx.f64(&format!("train.after.{}.running_mean", bn.name)), FWD_TOL, failures);
+        check(name, &format!("train.after.{}.running_var", bn.name), &bn.running_var.to_vec(rt).unwrap(), &fx.f64(&format!("train.after.{}.running_var", bn.name)), FWD_TOL, failures);
     }
 
     // Two SGD steps on the same batch.
-    let model = fx.model(gpu, bytes);
-    let sgd = Sgd::new(gpu, &model, fx.meta_f32("lr"), fx.meta_f32("momentum"), fx.meta_f32("weight_decay")).unwrap();
+    let model = fx.model(rt, bytes);
+    let sgd = Sgd::new(rt, &model, fx.meta_f32("lr"), fx.meta_f32("momentum"), fx.meta_f32("weight_decay")).unwrap();
     for _ in 0..fx.meta["sgd_steps"].parse().unwrap() {
-        let out = model.forward(gpu, &x, Some(&y), Mode::Train).unwrap();
-        let loss = joint_loss(gpu, &out, &y, beta).unwrap();
-        let grads = autodiff::backward(gpu, &loss).unwrap();
-        sgd.step(gpu, &model, &grads).unwrap();
+        let out = model.forward(rt, &x, Some(&y), Mode::Train).unwrap();
+        let loss = joint_loss(rt, &out, &y, beta).unwrap();
+        let grads = autodiff::backward(rt, &loss).unwrap();
+        sgd.step(rt, &model, &grads).unwrap();
     }
     for p in model.params() {
-        check(name, &format!("sgd2.{}", p.name), &p.leaf().to_vec(gpu).unwrap(), &fx.f64(&format!("sgd2.{}", p.name)), GRAD_TOL, failures);
+        check(name, &format!("sgd2.{}", p.name), &p.leaf().to_vec(rt).unwrap(), &fx.f64(&format!("sgd2.{}", p.name)), GRAD_TOL, failures);
     }
     for bn in model.batchnorms() {
-        check(name, &format!("sgd2.{}.running_var", bn.name), &bn.running_var.to_vec(gpu).unwrap(), &fx.f64(&format!("sgd2.{}.running_var", bn.name)), GRAD_TOL, failures);
+        check(name, &format!("sgd2.{}.running_var", bn.name), &bn.running_var.to_vec(rt).unwrap(), &fx.f64(&format!("sgd2.{}.running_var", bn.name)), GRAD_TOL, failures);
         let want = read_i64(&fx.st, &format!("sgd2.{}.num_batches_tracked", bn.name), name).unwrap()[0];
         assert_eq!(bn.num_batches_tracked.get(), want, "{name}: {}.num_batches_tracked", bn.name);
     }
@@ -152,15 +152,18 @@ fn run_fixture(gpu: &Gpu, fx: &Fixture, bytes: &[u8], failures: &mut Vec<String>
 
 #[test]
 fn matches_reference_pytorch_fixtures() {
-    let dir = fixtures_dir();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("fixtures directory {} unreadable ({e}); set CIFS_FIXTURES", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no *.safetensors fixtures in {}", dir.display());
-    let gpu = gpu();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in fixture_dirs() {
+        let mut here: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("fixtures directory {} unreadable ({e})", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        assert!(!here.is_empty(), "no *.safetensors fixtures in {}", dir.display());
+        here.sort();
+        files.extend(here);
+    }
+    let rt = rt();
     let mut failures = Vec::new();
     for path in &files {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
@@ -169,7 +172,7 @@ fn matches_reference_pytorch_fixtures() {
         let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
         let meta = meta.metadata().clone().unwrap_or_default();
         let st = SafeTensors::deserialize(&bytes).unwrap();
-        run_fixture(&gpu, &Fixture { name, st, meta }, &bytes, &mut failures);
+        run_fixture(&rt, &Fixture { name, st, meta }, &bytes, &mut failures);
     }
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }

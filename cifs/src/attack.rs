@@ -1,13 +1,13 @@
 //! L-inf attacks (DESIGN §5): PGD with or without a random start on the joint loss, FGSM (one
-//! PGD step of size eps from zero), and CW-inf (PGD on the Carlini-Wagner margin loss). The model runs in eval mode with frozen parameters, so each iteration's
-//! backward computes the input gradient only.
+//! PGD step of size eps from zero), and CW-inf (PGD on the Carlini-Wagner margin loss). The model
+//! runs in eval mode with frozen parameters, so each iteration's backward computes the input
+//! gradient only.
 
-use datasets::Rng;
 use engine::ops::attack::{pgd_project, pgd_step};
 use engine::ops::margin_loss::margin_loss;
-use engine::{autodiff, Gpu, Tensor};
+use engine::{autodiff, Rng, Runtime, Tensor};
 
-use crate::error::{CifsError, Result};
+use crate::error::{check_setting, CifsError, Result};
 use crate::loss::joint_loss;
 use crate::resnet::{Mode, ResNet18};
 
@@ -38,41 +38,55 @@ pub enum Start<'a> {
 }
 
 impl Pgd {
+    /// Refuses settings that would run but mean nothing: a negative or non-finite radius or
+    /// step, no steps, a negative or non-finite loss weight.
+    pub fn validate(&self) -> Result<()> {
+        check_setting(self.eps.is_finite() && self.eps >= 0.0, "eps", self.eps, "the attack radius must be finite and at least 0")?;
+        check_setting(self.step.is_finite() && self.step >= 0.0, "step size", self.step, "the attack step must be finite and at least 0")?;
+        check_setting(self.steps >= 1, "attack steps", self.steps, "an attack needs at least one step")?;
+        match self.loss {
+            AttackLoss::Joint { beta } => check_setting(beta.is_finite() && beta >= 0.0, "beta", beta, "the probe-loss weight must be finite and at least 0"),
+            AttackLoss::CwMargin { confidence } => check_setting(confidence.is_finite(), "confidence", confidence, "the CW margin must be finite"),
+        }
+    }
+
     /// The adversarial images for `x` (N, 3, H, W) in [0, 1] with labels (N,).
-    pub fn attack(&self, gpu: &Gpu, model: &ResNet18, x: &Tensor, labels: &Tensor, start: Start) -> Result<Tensor> {
-        let delta = Tensor::empty(gpu, x.shape())?;
+    pub fn attack(&self, rt: &Runtime, model: &ResNet18, x: &Tensor, labels: &Tensor, start: Start) -> Result<Tensor> {
+        self.validate()?;
+        let delta = Tensor::empty(rt, x.shape())?;
         match start {
-            Start::Zero => engine::ops::arith::fill_into(gpu, &delta, 0.0),
+            Start::Zero => engine::ops::arith::fill_into(rt, &delta, 0.0)?,
             Start::Given(d) => {
                 if d.shape() != x.shape() {
-                    return Err(CifsError::Invalid(format!("PGD start {:?} for images {:?}", d.shape(), x.shape())));
+                    return Err(CifsError::InputShape { shape: d.shape().to_vec(), expected: format!("a start of the images' shape {:?}", x.shape()) });
                 }
-                gpu.copy(d.buffer(), delta.buffer(), d.numel() as u64 * 4);
+                rt.copy(d.buffer(), delta.buffer(), d.numel() as u64 * 4);
             }
-            Start::Random(rng) => delta.write_f32(gpu, &rng.uniform_vec(x.numel(), -self.eps as f64, self.eps as f64))?,
+            Start::Random(rng) => delta.write_f32(rt, &rng.uniform_vec(x.numel(), -self.eps as f64, self.eps as f64))?,
         }
-        let mut adv = pgd_project(gpu, x, &delta, self.eps)?;
+        let mut adv = pgd_project(rt, x, &delta, self.eps)?;
         for _ in 0..self.steps {
-            let leaf = adv.requiring_grad(gpu);
-            let out = model.forward(gpu, &leaf, Some(labels), Mode::Eval)?;
+            let leaf = adv.requiring_grad();
+            let out = model.forward(rt, &leaf, Some(labels), Mode::Eval)?;
             let loss = match self.loss {
-                AttackLoss::Joint { beta } => joint_loss(gpu, &out, labels, beta)?,
-                AttackLoss::CwMargin { confidence } => margin_loss(gpu, &out.logits, labels, confidence)?,
+                AttackLoss::Joint { beta } => joint_loss(rt, &out, labels, beta)?,
+                AttackLoss::CwMargin { confidence } => margin_loss(rt, &out.logits, labels, confidence)?,
             };
-            let grads = autodiff::backward(gpu, &loss)?;
-            let g = grads.get(&leaf).ok_or_else(|| CifsError::Invalid("attack loss does not depend on the input".into()))?;
-            adv = pgd_step(gpu, x, g, &delta, self.eps, self.step)?;
+            let grads = autodiff::backward(rt, &loss)?;
+            let g = grads.get(&leaf).ok_or(engine::EngineError::NothingRequiresGrad)?;
+            adv = pgd_step(rt, x, g, &delta, self.eps, self.step)?;
         }
         Ok(adv)
     }
 }
 
 /// FGSM: `clamp(x + eps sign(grad), 0, 1)`.
-pub fn fgsm(gpu: &Gpu, model: &ResNet18, x: &Tensor, labels: &Tensor, eps: f32, beta: f32) -> Result<Tensor> {
-    Pgd { eps, step: eps, steps: 1, loss: AttackLoss::Joint { beta } }.attack(gpu, model, x, labels, Start::Zero)
+pub fn fgsm(rt: &Runtime, model: &ResNet18, x: &Tensor, labels: &Tensor, eps: f32, beta: f32) -> Result<Tensor> {
+    Pgd { eps, step: eps, steps: 1, loss: AttackLoss::Joint { beta } }.attack(rt, model, x, labels, Start::Zero)
 }
 
 /// CW-inf as the reference evaluates it: `steps` PGD steps of `step` on the margin loss from zero.
-pub fn cw_inf(gpu: &Gpu, model: &ResNet18, x: &Tensor, labels: &Tensor, eps: f32, step: f32, steps: usize, confidence: f32) -> Result<Tensor> {
-    Pgd { eps, step, steps, loss: AttackLoss::CwMargin { confidence } }.attack(gpu, model, x, labels, Start::Zero)
+#[allow(clippy::too_many_arguments)]
+pub fn cw_inf(rt: &Runtime, model: &ResNet18, x: &Tensor, labels: &Tensor, eps: f32, step: f32, steps: usize, confidence: f32) -> Result<Tensor> {
+    Pgd { eps, step, steps, loss: AttackLoss::CwMargin { confidence } }.attack(rt, model, x, labels, Start::Zero)
 }

@@ -1,4 +1,5 @@
-//! Errors of the model layer: engine failures, and checkpoints that do not fit the model.
+//! Errors of the model layer. Variants carry what went wrong as data (the tensor's name, the
+//! shapes, the setting and its value), so callers can act on them and the CLI prints one line.
 
 use thiserror::Error;
 
@@ -7,20 +8,70 @@ pub enum CifsError {
     #[error(transparent)]
     Engine(#[from] engine::EngineError),
 
-    #[error("checkpoint {path}: {reason}")]
-    Checkpoint { path: String, reason: String },
-
-    #[error("{0}")]
-    Invalid(String),
-
-    #[error("training diverged: the loss became {loss} at epoch {epoch}, step {step}; {kept}")]
-    Diverged { loss: f32, epoch: usize, step: usize, kept: String },
-
     #[error(transparent)]
     Data(#[from] datasets::DatasetError),
 
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+
+    #[error("checkpoint {path}: not a safetensors file ({reason})")]
+    NotSafetensors { path: String, reason: String },
+
+    #[error("checkpoint {path}: missing tensor `{name}`")]
+    MissingTensor { path: String, name: String },
+
+    #[error("checkpoint {path}: `{name}` has shape {found:?}, this model needs {expected:?} (another model or width?)")]
+    TensorShape { path: String, name: String, found: Vec<usize>, expected: Vec<usize> },
+
+    #[error("checkpoint {path}: `{name}` has dtype {dtype}, expected {expected}")]
+    TensorDtype { path: String, name: String, dtype: String, expected: &'static str },
+
+    #[error("checkpoint {path}: {reason}")]
+    UnknownModel { path: String, reason: String },
+
+    #[error("checkpoint {path} holds a {found}, this run needs a {expected}")]
+    WrongModel { path: String, found: String, expected: String },
+
+    #[error("checkpoint {path}: no `{key}` in its metadata: not a training checkpoint")]
+    NotTrainingCheckpoint { path: String, key: &'static str },
+
+    #[error("{name} = {value}: {rule}")]
+    InvalidSetting { name: &'static str, value: String, rule: &'static str },
+
+    #[error(
+        "batch size {batch} needs {need_mib} MiB activation buffers, but adapter `{adapter}` binds at most {limit_mib} MiB; use --batch-size {max} or less"
+    )]
+    BatchTooLarge { batch: usize, max: usize, need_mib: u64, limit_mib: u64, adapter: String },
+
+    #[error("input of shape {shape:?}: this model takes {expected}")]
+    InputShape { shape: Vec<usize>, expected: String },
+
+    #[error("labels of shape {labels:?} for a batch of {batch}")]
+    LabelShape { labels: Vec<usize>, batch: usize },
+
+    #[error("a train-mode forward needs the labels")]
+    TrainNeedsLabels,
+
+    #[error("no gradient reached parameter `{name}`")]
+    NoGradient { name: String },
+
+    #[error("the {split} split is empty")]
+    EmptySplit { split: &'static str },
+
+    #[error("training diverged: the loss became {loss} at epoch {epoch}, step {step}; {kept}")]
+    Diverged { loss: f32, epoch: usize, step: usize, kept: String },
+
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub type Result<T> = std::result::Result<T, CifsError>;
+
+/// Fails with [`CifsError::InvalidSetting`] unless `ok`.
+pub fn check_setting(ok: bool, name: &'static str, value: impl std::fmt::Display, rule: &'static str) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(CifsError::InvalidSetting { name, value: value.to_string(), rule })
+    }
+}

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use datasets::loader::{batches, Pass};
 use datasets::Dataset;
-use engine::{Gpu, Tensor};
+use engine::{no_grad, Runtime, Tensor};
 
 use crate::attack::{cw_inf, fgsm, AttackLoss, Pgd, Start};
-use crate::error::{CifsError, Result};
+use crate::error::{check_setting, Result};
 use crate::resnet::{Mode, ResNet18};
 
+/// An evaluation attack: `natural`, `fgsm`, `pgd<steps>`, `cw<steps>` (e.g. pgd20, pgd100, cw30).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attack {
     Natural,
@@ -20,25 +21,33 @@ pub enum Attack {
     Cw(usize),
 }
 
-impl Attack {
-    /// `natural`, `fgsm`, `pgd<steps>`, `cw<steps>` (e.g. pgd20, pgd100, cw30).
-    pub fn parse(s: &str) -> Result<Attack> {
+impl std::str::FromStr for Attack {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Attack, String> {
         let steps = |rest: &str| rest.parse::<usize>().ok().filter(|&n| n > 0);
+        let s = s.trim();
+        if let Some(n) = s.strip_prefix("pgd").and_then(steps) {
+            return Ok(Attack::Pgd(n));
+        }
+        if let Some(n) = s.strip_prefix("cw").and_then(steps) {
+            return Ok(Attack::Cw(n));
+        }
         match s {
             "natural" => Ok(Attack::Natural),
             "fgsm" => Ok(Attack::Fgsm),
-            _ if s.starts_with("pgd") && steps(&s[3..]).is_some() => Ok(Attack::Pgd(steps(&s[3..]).unwrap())),
-            _ if s.starts_with("cw") && steps(&s[2..]).is_some() => Ok(Attack::Cw(steps(&s[2..]).unwrap())),
-            _ => Err(CifsError::Invalid(format!("unknown attack `{s}` (use natural, fgsm, pgd<steps>, cw<steps>)"))),
+            _ => Err(format!("unknown attack `{s}` (use natural, fgsm, pgd<steps>, cw<steps>)")),
         }
     }
+}
 
-    pub fn name(&self) -> String {
+impl std::fmt::Display for Attack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Attack::Natural => "natural".into(),
-            Attack::Fgsm => "fgsm".into(),
-            Attack::Pgd(n) => format!("pgd{n}"),
-            Attack::Cw(n) => format!("cw{n}"),
+            Attack::Natural => write!(f, "natural"),
+            Attack::Fgsm => write!(f, "fgsm"),
+            Attack::Pgd(n) => write!(f, "pgd{n}"),
+            Attack::Cw(n) => write!(f, "cw{n}"),
         }
     }
 }
@@ -53,6 +62,14 @@ pub struct EvalSettings {
     pub confidence: f32,
 }
 
+impl EvalSettings {
+    pub fn validate(&self) -> Result<()> {
+        check_setting(self.eps.is_finite() && self.eps >= 0.0, "eps", self.eps, "the attack radius must be finite and at least 0")?;
+        check_setting(self.beta.is_finite() && self.beta >= 0.0, "beta", self.beta, "the probe-loss weight must be finite and at least 0")?;
+        check_setting(self.batch_size >= 1, "batch size", self.batch_size, "must be at least 1")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AttackResult {
     pub attack: String,
@@ -62,30 +79,32 @@ pub struct AttackResult {
 }
 
 /// Indices of the largest logit per row, read back from the GPU.
-pub fn predictions(gpu: &Gpu, logits: &Tensor) -> Result<Vec<usize>> {
+pub fn predictions(rt: &Runtime, logits: &Tensor) -> Result<Vec<usize>> {
     let k = logits.shape()[1];
-    let v = logits.to_vec(gpu)?;
+    let v = logits.to_vec(rt)?;
     Ok(v.chunks(k).map(|r| r.iter().enumerate().fold(0, |best, (j, x)| if *x > r[best] { j } else { best })).collect())
 }
 
-/// Runs each attack over the first `limit` images of `data`; `on_batch(done, total)` reports progress.
-pub fn evaluate(gpu: &Gpu, model: &ResNet18, data: &Arc<Dataset>, attacks: &[Attack], s: EvalSettings, mut on_batch: impl FnMut(usize, usize)) -> Result<Vec<AttackResult>> {
+/// Runs each attack over every image of `data`; `on_batch(done, total)` reports progress.
+pub fn evaluate(rt: &Runtime, model: &ResNet18, data: &Arc<Dataset>, attacks: &[Attack], s: EvalSettings, mut on_batch: impl FnMut(usize, usize)) -> Result<Vec<AttackResult>> {
+    s.validate()?;
     let mut correct = vec![0usize; attacks.len()];
     let mut seen = 0usize;
     let total = data.len();
-    for batch in batches(data.clone(), Pass { batch_size: s.batch_size, train_seed: None }) {
+    for batch in batches(data.clone(), Pass::in_order(total, s.batch_size))? {
+        let batch = batch?;
         let n = batch.len();
-        let x = Tensor::from_f32(gpu, &[n, 3, 32, 32], &batch.images)?;
-        let y = Tensor::from_u32(gpu, &[n], &batch.labels)?;
+        let x = Tensor::from_f32(rt, &[n, 3, 32, 32], &batch.images)?;
+        let y = Tensor::from_u32(rt, &[n], &batch.labels)?;
         for (k, a) in attacks.iter().enumerate() {
             let input = match *a {
                 Attack::Natural => x.clone(),
-                Attack::Fgsm => fgsm(gpu, model, &x, &y, s.eps, s.beta)?,
-                Attack::Pgd(steps) => Pgd { eps: s.eps, step: 0.1 * s.eps, steps, loss: AttackLoss::Joint { beta: s.beta } }.attack(gpu, model, &x, &y, Start::Zero)?,
-                Attack::Cw(steps) => cw_inf(gpu, model, &x, &y, s.eps, 0.1 * s.eps, steps, s.confidence)?,
+                Attack::Fgsm => fgsm(rt, model, &x, &y, s.eps, s.beta)?,
+                Attack::Pgd(steps) => Pgd { eps: s.eps, step: 0.1 * s.eps, steps, loss: AttackLoss::Joint { beta: s.beta } }.attack(rt, model, &x, &y, Start::Zero)?,
+                Attack::Cw(steps) => cw_inf(rt, model, &x, &y, s.eps, 0.1 * s.eps, steps, s.confidence)?,
             };
-            let logits = gpu.no_grad(|| model.forward(gpu, &input, None, Mode::Eval))?.logits;
-            correct[k] += predictions(gpu, &logits)?.iter().zip(&batch.labels).filter(|(p, l)| **p == **l as usize).count();
+            let logits = no_grad(|| model.forward(rt, &input, None, Mode::Eval))?.logits;
+            correct[k] += predictions(rt, &logits)?.iter().zip(&batch.labels).filter(|(p, l)| **p == **l as usize).count();
         }
         seen += n;
         on_batch(seen, total);
@@ -93,6 +112,6 @@ pub fn evaluate(gpu: &Gpu, model: &ResNet18, data: &Arc<Dataset>, attacks: &[Att
     Ok(attacks
         .iter()
         .zip(correct)
-        .map(|(a, c)| AttackResult { attack: a.name(), correct: c, images: seen, accuracy: if seen == 0 { 0.0 } else { c as f64 / seen as f64 } })
+        .map(|(a, c)| AttackResult { attack: a.to_string(), correct: c, images: seen, accuracy: if seen == 0 { 0.0 } else { c as f64 / seen as f64 } })
         .collect())
 }

@@ -5,10 +5,9 @@
 
 use std::cell::Cell;
 
-use datasets::Rng;
 use engine::ops::batchnorm::{batchnorm2d, RunningStats};
 use engine::ops::{conv2d, linear};
-use engine::{Gpu, Tensor};
+use engine::{Rng, Runtime, Tensor};
 
 use crate::error::Result;
 
@@ -20,16 +19,16 @@ pub struct Param {
 }
 
 impl Param {
-    pub fn new(gpu: &Gpu, name: String, shape: &[usize], data: &[f32]) -> Result<Param> {
-        let frozen = Tensor::from_f32(gpu, shape, data)?;
-        let leaf = frozen.requiring_grad(gpu);
+    pub fn new(rt: &Runtime, name: String, shape: &[usize], data: &[f32]) -> Result<Param> {
+        let frozen = Tensor::from_f32(rt, shape, data)?;
+        let leaf = frozen.requiring_grad();
         Ok(Param { name, leaf, frozen })
     }
 
     /// U(-bound, bound), PyTorch's default for conv and linear weights and biases.
-    pub fn uniform(gpu: &Gpu, name: String, shape: &[usize], bound: f64, rng: &mut Rng) -> Result<Param> {
+    pub fn uniform(rt: &Runtime, name: String, shape: &[usize], bound: f64, rng: &mut Rng) -> Result<Param> {
         let n = shape.iter().product();
-        Param::new(gpu, name, shape, &rng.uniform_vec(n, -bound, bound))
+        Param::new(rt, name, shape, &rng.uniform_vec(n, -bound, bound))
     }
 
     /// The tensor a forward should use: the leaf if gradients must reach this parameter.
@@ -50,14 +49,14 @@ pub struct Conv {
 }
 
 impl Conv {
-    pub fn new(gpu: &Gpu, name: &str, cin: usize, cout: usize, k: usize, stride: u32, rng: &mut Rng) -> Result<Conv> {
+    pub fn new(rt: &Runtime, name: &str, cin: usize, cout: usize, k: usize, stride: u32, rng: &mut Rng) -> Result<Conv> {
         let bound = 1.0 / ((cin * k * k) as f64).sqrt();
-        let weight = Param::uniform(gpu, format!("{name}.weight"), &[cout, cin, k, k], bound, rng)?;
+        let weight = Param::uniform(rt, format!("{name}.weight"), &[cout, cin, k, k], bound, rng)?;
         Ok(Conv { weight, stride, pad: (k as u32 - 1) / 2 })
     }
 
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor, grad: bool) -> Result<Tensor> {
-        Ok(conv2d::conv2d(gpu, x, self.weight.get(grad), self.stride, self.pad)?)
+    pub fn forward(&self, rt: &Runtime, x: &Tensor, grad: bool) -> Result<Tensor> {
+        Ok(conv2d::conv2d(rt, x, self.weight.get(grad), self.stride, self.pad)?)
     }
 }
 
@@ -72,12 +71,12 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
-    pub fn new(gpu: &Gpu, name: &str, c: usize) -> Result<BatchNorm> {
+    pub fn new(rt: &Runtime, name: &str, c: usize) -> Result<BatchNorm> {
         Ok(BatchNorm {
-            weight: Param::new(gpu, format!("{name}.weight"), &[c], &vec![1.0; c])?,
-            bias: Param::new(gpu, format!("{name}.bias"), &[c], &vec![0.0; c])?,
-            running_mean: Tensor::from_f32(gpu, &[c], &vec![0.0; c])?,
-            running_var: Tensor::from_f32(gpu, &[c], &vec![1.0; c])?,
+            weight: Param::new(rt, format!("{name}.weight"), &[c], &vec![1.0; c])?,
+            bias: Param::new(rt, format!("{name}.bias"), &[c], &vec![0.0; c])?,
+            running_mean: Tensor::from_f32(rt, &[c], &vec![0.0; c])?,
+            running_var: Tensor::from_f32(rt, &[c], &vec![1.0; c])?,
             num_batches_tracked: Cell::new(0),
             name: name.to_string(),
         })
@@ -85,12 +84,12 @@ impl BatchNorm {
 
     /// Train mode: batch statistics, running stats move, gradients reach gamma and beta.
     /// Eval mode: running statistics, parameters frozen.
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(&self, rt: &Runtime, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
             self.num_batches_tracked.set(self.num_batches_tracked.get() + 1);
         }
         let running = RunningStats { mean: &self.running_mean, var: &self.running_var };
-        Ok(batchnorm2d(gpu, x, self.weight.get(train), self.bias.get(train), running, train)?)
+        Ok(batchnorm2d(rt, x, self.weight.get(train), self.bias.get(train), running, train)?)
     }
 }
 
@@ -100,15 +99,15 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(gpu: &Gpu, name: &str, cin: usize, cout: usize, rng: &mut Rng) -> Result<Linear> {
+    pub fn new(rt: &Runtime, name: &str, cin: usize, cout: usize, rng: &mut Rng) -> Result<Linear> {
         let bound = 1.0 / (cin as f64).sqrt();
         Ok(Linear {
-            weight: Param::uniform(gpu, format!("{name}.weight"), &[cout, cin], bound, rng)?,
-            bias: Param::uniform(gpu, format!("{name}.bias"), &[cout], bound, rng)?,
+            weight: Param::uniform(rt, format!("{name}.weight"), &[cout, cin], bound, rng)?,
+            bias: Param::uniform(rt, format!("{name}.bias"), &[cout], bound, rng)?,
         })
     }
 
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor, grad: bool) -> Result<Tensor> {
-        Ok(linear::linear(gpu, x, self.weight.get(grad), Some(self.bias.get(grad)))?)
+    pub fn forward(&self, rt: &Runtime, x: &Tensor, grad: bool) -> Result<Tensor> {
+        Ok(linear::linear(rt, x, self.weight.get(grad), Some(self.bias.get(grad)))?)
     }
 }

@@ -18,4 +18,4 @@ pub mod state;
 pub mod train;
 
 pub use error::{CifsError, Result};
-pub use resnet::{Arch, Mode, ModelConfig, Output, ResNet18};
+pub use resnet::{Mode, ModelConfig, ModelKind, Output, ResNet18};

@@ -1,6 +1,6 @@
 //! SGD with momentum and weight decay over a model's parameters (PyTorch semantics, DESIGN §5).
 
-use engine::{Gpu, Gradients, Tensor};
+use engine::{Gradients, Runtime, Tensor};
 
 use crate::error::{CifsError, Result};
 use crate::resnet::ResNet18;
@@ -14,16 +14,16 @@ pub struct Sgd {
 }
 
 impl Sgd {
-    pub fn new(gpu: &Gpu, model: &ResNet18, lr: f32, momentum: f32, weight_decay: f32) -> Result<Sgd> {
-        let velocity = model.params().iter().map(|p| Tensor::zeros(gpu, p.leaf().shape())).collect::<engine::Result<_>>()?;
+    pub fn new(rt: &Runtime, model: &ResNet18, lr: f32, momentum: f32, weight_decay: f32) -> Result<Sgd> {
+        let velocity = model.params().iter().map(|p| Tensor::zeros(rt, p.leaf().shape())).collect::<engine::Result<_>>()?;
         Ok(Sgd { lr, momentum, weight_decay, velocity })
     }
 
     /// Updates every parameter in place from `grads` (all must be present).
-    pub fn step(&self, gpu: &Gpu, model: &ResNet18, grads: &Gradients) -> Result<()> {
+    pub fn step(&self, rt: &Runtime, model: &ResNet18, grads: &Gradients) -> Result<()> {
         for (p, v) in model.params().into_iter().zip(&self.velocity) {
-            let g = grads.get(p.leaf()).ok_or_else(|| CifsError::Invalid(format!("no gradient for {}", p.name)))?;
-            engine::ops::optim::sgd_step(gpu, p.leaf(), v, g, self.lr, self.momentum, self.weight_decay)?;
+            let g = grads.get(p.leaf()).ok_or_else(|| CifsError::NoGradient { name: p.name.clone() })?;
+            engine::ops::optim::sgd_step(rt, p.leaf(), v, g, self.lr, self.momentum, self.weight_decay)?;
         }
         Ok(())
     }

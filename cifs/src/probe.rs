@@ -11,9 +11,8 @@
 //! product (m constant in z) and through p; into the probe weights through m (second-order terms:
 //! sigmoid's derivative appears via the sigmoid op) and through p; never from m into z.
 
-use datasets::Rng;
 use engine::ops::{activation, arith, index, linear, pool, softmax, channel_scale};
-use engine::{Gpu, Tensor};
+use engine::{Rng, Runtime, Tensor};
 
 use crate::error::{CifsError, Result};
 use crate::layers::Linear;
@@ -40,14 +39,14 @@ pub enum Probe {
 }
 
 impl Probe {
-    pub fn linear(gpu: &Gpu, block: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
-        Ok(Probe::Linear { fc: Linear::new(gpu, &format!("{block}.Probe.Probe.1"), c, classes, rng)? })
+    pub fn linear(rt: &Runtime, block: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
+        Ok(Probe::Linear { fc: Linear::new(rt, &format!("{block}.Probe.Probe.1"), c, classes, rng)? })
     }
 
-    pub fn nonlinear(gpu: &Gpu, block: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
+    pub fn nonlinear(rt: &Runtime, block: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
         Ok(Probe::Nonlinear {
-            hidden: Linear::new(gpu, &format!("{block}.Probe.Probe.0.fc"), c, PROBE_HIDDEN, rng)?,
-            out: Linear::new(gpu, &format!("{block}.Probe.Probe.1"), PROBE_HIDDEN, classes, rng)?,
+            hidden: Linear::new(rt, &format!("{block}.Probe.Probe.0.fc"), c, PROBE_HIDDEN, rng)?,
+            out: Linear::new(rt, &format!("{block}.Probe.Probe.1"), PROBE_HIDDEN, classes, rng)?,
         })
     }
 
@@ -60,39 +59,39 @@ impl Probe {
 
     /// Masks the block output `z` (N, C, H, W); returns (z * m, probe logits (N, K)).
     /// `grad`: whether gradients must reach the probe's parameters (train mode).
-    pub fn apply(&self, gpu: &Gpu, z: &Tensor, rule: PairRule, grad: bool) -> Result<(Tensor, Tensor)> {
-        let g = pool::global_avg_pool(gpu, z)?;
+    pub fn apply(&self, rt: &Runtime, z: &Tensor, rule: PairRule, grad: bool) -> Result<(Tensor, Tensor)> {
+        let g = pool::global_avg_pool(rt, z)?;
         let logits = match self {
-            Probe::Linear { fc } => fc.forward(gpu, &g, grad)?,
+            Probe::Linear { fc } => fc.forward(rt, &g, grad)?,
             Probe::Nonlinear { hidden, out } => {
-                let s = activation::softplus(gpu, &hidden.forward(gpu, &g, grad)?, SOFTPLUS_BETA)?;
-                out.forward(gpu, &s, grad)?
+                let s = activation::softplus(rt, &hidden.forward(rt, &g, grad)?, SOFTPLUS_BETA)?;
+                out.forward(rt, &s, grad)?
             }
         };
         let (a, b) = match rule {
             PairRule::Train(labels) => {
                 if labels.shape() != [z.shape()[0]] {
-                    return Err(CifsError::Invalid(format!("labels {:?} for a batch of {}", labels.shape(), z.shape()[0])));
+                    return Err(CifsError::LabelShape { labels: labels.shape().to_vec(), batch: z.shape()[0] });
                 }
-                (labels.clone(), index::top2(gpu, &logits)?.1)
+                (labels.clone(), index::top2(rt, &logits)?.1)
             }
-            PairRule::Eval => index::top2(gpu, &logits)?,
+            PairRule::Eval => index::top2(rt, &logits)?,
         };
-        let r = self.relevance(gpu, &g.detach(gpu), &a, &b, grad)?;
-        let m = softmax::softmax(gpu, &r)?;
-        Ok((channel_scale::channel_scale(gpu, z, &m)?, logits))
+        let r = self.relevance(rt, &g.detach(), &a, &b, grad)?;
+        let m = softmax::softmax(rt, &r)?;
+        Ok((channel_scale::channel_scale(rt, z, &m)?, logits))
     }
 
     /// The closed-form relevance r (N, C) of the class pair, from the stop-gradient features `g`.
-    fn relevance(&self, gpu: &Gpu, g: &Tensor, a: &Tensor, b: &Tensor, grad: bool) -> Result<Tensor> {
-        let pair_rows = |w: &Tensor| -> Result<Tensor> { Ok(arith::add(gpu, &index::gather_rows(gpu, w, a)?, &index::gather_rows(gpu, w, b)?)?) };
+    fn relevance(&self, rt: &Runtime, g: &Tensor, a: &Tensor, b: &Tensor, grad: bool) -> Result<Tensor> {
+        let pair_rows = |w: &Tensor| -> Result<Tensor> { Ok(arith::add(rt, &index::gather_rows(rt, w, a)?, &index::gather_rows(rt, w, b)?)?) };
         match self {
             Probe::Linear { fc } => pair_rows(fc.weight.get(grad)),
             Probe::Nonlinear { hidden, out } => {
-                let u = hidden.forward(gpu, g, grad)?;
-                let slope = activation::sigmoid(gpu, &arith::scale(gpu, &u, SOFTPLUS_BETA)?)?;
-                let q = arith::mul(gpu, &pair_rows(out.weight.get(grad))?, &slope)?;
-                Ok(linear::matmul(gpu, &q, hidden.weight.get(grad))?)
+                let u = hidden.forward(rt, g, grad)?;
+                let slope = activation::sigmoid(rt, &arith::scale(rt, &u, SOFTPLUS_BETA)?)?;
+                let q = arith::mul(rt, &pair_rows(out.weight.get(grad))?, &slope)?;
+                Ok(linear::matmul(rt, &q, hidden.weight.get(grad))?)
             }
         }
     }

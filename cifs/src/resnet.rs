@@ -4,32 +4,50 @@
 //! strides 1, 2, 2, 2); avg_pool2d(4); linear(8w -> classes). In ResNet18-CIFS the two blocks of
 //! layer4 mask their output with a probe: block 0 nonlinear, block 1 linear.
 
-use datasets::Rng;
 use engine::ops::{activation::relu, arith::add, pool};
-use engine::{Gpu, Tensor};
+use engine::{Rng, Runtime, Tensor};
 
-use crate::error::{CifsError, Result};
+use crate::error::{check_setting, CifsError, Result};
 use crate::layers::{BatchNorm, Conv, Linear, Param};
 use crate::probe::{PairRule, Probe};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arch {
-    ResNet18,
+/// The architectures the command line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum ModelKind {
+    /// ResNet-18 with CIFS in both layer4 blocks (the paper's model).
+    #[cfg_attr(feature = "cli", value(name = "resnet18-cifs"))]
+    #[serde(rename = "resnet18-cifs")]
     ResNet18Cifs,
+    /// Plain ResNet-18 (CIFAR variant).
+    #[cfg_attr(feature = "cli", value(name = "resnet18"))]
+    #[serde(rename = "resnet18")]
+    ResNet18,
 }
 
-impl Arch {
+impl ModelKind {
     pub fn name(self) -> &'static str {
         match self {
-            Arch::ResNet18 => "resnet18",
-            Arch::ResNet18Cifs => "resnet18-cifs",
+            ModelKind::ResNet18 => "resnet18",
+            ModelKind::ResNet18Cifs => "resnet18-cifs",
         }
+    }
+
+    /// Whether the model has CIFS probes (and so a joint loss).
+    pub fn has_cifs(self) -> bool {
+        matches!(self, ModelKind::ResNet18Cifs)
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelConfig {
-    pub arch: Arch,
+    pub kind: ModelKind,
     /// Channels of layer1 (64 in the paper).
     pub width: usize,
     pub classes: usize,
@@ -60,17 +78,17 @@ pub struct BasicBlock {
 }
 
 impl BasicBlock {
-    fn new(gpu: &Gpu, name: &str, cin: usize, cout: usize, stride: u32, rng: &mut Rng) -> Result<BasicBlock> {
+    fn new(rt: &Runtime, name: &str, cin: usize, cout: usize, stride: u32, rng: &mut Rng) -> Result<BasicBlock> {
         let shortcut = if stride != 1 || cin != cout {
-            Some((Conv::new(gpu, &format!("{name}.shortcut.0"), cin, cout, 1, stride, rng)?, BatchNorm::new(gpu, &format!("{name}.shortcut.1"), cout)?))
+            Some((Conv::new(rt, &format!("{name}.shortcut.0"), cin, cout, 1, stride, rng)?, BatchNorm::new(rt, &format!("{name}.shortcut.1"), cout)?))
         } else {
             None
         };
         Ok(BasicBlock {
-            conv1: Conv::new(gpu, &format!("{name}.conv1"), cin, cout, 3, stride, rng)?,
-            bn1: BatchNorm::new(gpu, &format!("{name}.bn1"), cout)?,
-            conv2: Conv::new(gpu, &format!("{name}.conv2"), cout, cout, 3, 1, rng)?,
-            bn2: BatchNorm::new(gpu, &format!("{name}.bn2"), cout)?,
+            conv1: Conv::new(rt, &format!("{name}.conv1"), cin, cout, 3, stride, rng)?,
+            bn1: BatchNorm::new(rt, &format!("{name}.bn1"), cout)?,
+            conv2: Conv::new(rt, &format!("{name}.conv2"), cout, cout, 3, 1, rng)?,
+            bn2: BatchNorm::new(rt, &format!("{name}.bn2"), cout)?,
             shortcut,
             probe: None,
         })
@@ -78,17 +96,17 @@ impl BasicBlock {
 
     /// ReLU(BN(conv(ReLU(BN(conv(x))))) + shortcut(x)), then the CIFS mask if this block has a
     /// probe (its logits are returned).
-    fn forward(&self, gpu: &Gpu, x: &Tensor, rule: PairRule, train: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let h = relu(gpu, &self.bn1.forward(gpu, &self.conv1.forward(gpu, x, train)?, train)?)?;
-        let h = self.bn2.forward(gpu, &self.conv2.forward(gpu, &h, train)?, train)?;
+    fn forward(&self, rt: &Runtime, x: &Tensor, rule: PairRule, train: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let h = relu(rt, &self.bn1.forward(rt, &self.conv1.forward(rt, x, train)?, train)?)?;
+        let h = self.bn2.forward(rt, &self.conv2.forward(rt, &h, train)?, train)?;
         let short = match &self.shortcut {
-            Some((conv, bn)) => bn.forward(gpu, &conv.forward(gpu, x, train)?, train)?,
+            Some((conv, bn)) => bn.forward(rt, &conv.forward(rt, x, train)?, train)?,
             None => x.clone(),
         };
-        let z = relu(gpu, &add(gpu, &h, &short)?)?;
+        let z = relu(rt, &add(rt, &h, &short)?)?;
         match &self.probe {
             Some(p) => {
-                let (z, logits) = p.apply(gpu, &z, rule, train)?;
+                let (z, logits) = p.apply(rt, &z, rule, train)?;
                 Ok((z, Some(logits)))
             }
             None => Ok((z, None)),
@@ -126,57 +144,56 @@ pub struct ResNet18 {
 
 impl ResNet18 {
     /// A freshly initialised model (PyTorch default initialisation, drawn from `rng`).
-    pub fn new(gpu: &Gpu, config: ModelConfig, rng: &mut Rng) -> Result<ResNet18> {
-        if config.width == 0 || config.classes < 2 {
-            return Err(CifsError::Invalid(format!("width {} and {} classes: need width >= 1 and at least 2 classes", config.width, config.classes)));
-        }
+    pub fn new(rt: &Runtime, config: ModelConfig, rng: &mut Rng) -> Result<ResNet18> {
+        check_setting(config.width >= 1, "width", config.width, "must be at least 1")?;
+        check_setting(config.classes >= 2, "classes", config.classes, "a classifier needs at least 2 classes")?;
         let w = config.width;
-        let conv1 = Conv::new(gpu, "conv1", 3, w, 3, 1, rng)?;
-        let bn1 = BatchNorm::new(gpu, "bn1", w)?;
+        let conv1 = Conv::new(rt, "conv1", 3, w, 3, 1, rng)?;
+        let bn1 = BatchNorm::new(rt, "bn1", w)?;
         let mut blocks = Vec::new();
         let mut cin = w;
         for (l, (mult, stride)) in [(1, 1), (2, 2), (4, 2), (8, 2)].into_iter().enumerate() {
             let cout = w * mult;
             for i in 0..2 {
                 let name = format!("layer{}.{i}", l + 1);
-                let mut block = BasicBlock::new(gpu, &name, cin, cout, if i == 0 { stride } else { 1 }, rng)?;
-                if config.arch == Arch::ResNet18Cifs && l == 3 {
+                let mut block = BasicBlock::new(rt, &name, cin, cout, if i == 0 { stride } else { 1 }, rng)?;
+                if config.kind == ModelKind::ResNet18Cifs && l == 3 {
                     block.probe = Some(if i == 0 {
-                        Probe::nonlinear(gpu, &name, cout, config.classes, rng)?
+                        Probe::nonlinear(rt, &name, cout, config.classes, rng)?
                     } else {
-                        Probe::linear(gpu, &name, cout, config.classes, rng)?
+                        Probe::linear(rt, &name, cout, config.classes, rng)?
                     });
                 }
                 blocks.push(block);
                 cin = cout;
             }
         }
-        let linear = Linear::new(gpu, "linear", 8 * w, config.classes, rng)?;
+        let linear = Linear::new(rt, "linear", 8 * w, config.classes, rng)?;
         Ok(ResNet18 { config, conv1, bn1, blocks, linear })
     }
 
     /// Forward pass on images x (N, 3, H, W) in [0, 1]. Train mode needs the labels (N,) u32.
-    pub fn forward(&self, gpu: &Gpu, x: &Tensor, labels: Option<&Tensor>, mode: Mode) -> Result<Output> {
+    pub fn forward(&self, rt: &Runtime, x: &Tensor, labels: Option<&Tensor>, mode: Mode) -> Result<Output> {
         if x.shape().len() != 4 || x.shape()[1] != 3 || x.shape()[2] < 32 || x.shape()[3] < 32 {
-            return Err(CifsError::Invalid(format!("input {:?}: expected (N, 3, 32, 32) images", x.shape())));
+            return Err(CifsError::InputShape { shape: x.shape().to_vec(), expected: "(N, 3, 32, 32) images".into() });
         }
         let train = mode == Mode::Train;
         let rule = match (mode, labels) {
             (Mode::Train, Some(l)) => PairRule::Train(l),
-            (Mode::Train, None) => return Err(CifsError::Invalid("a train-mode forward needs the labels".into())),
+            (Mode::Train, None) => return Err(CifsError::TrainNeedsLabels),
             (Mode::Eval, _) => PairRule::Eval,
         };
-        let mut h = relu(gpu, &self.bn1.forward(gpu, &self.conv1.forward(gpu, x, train)?, train)?)?;
+        let mut h = relu(rt, &self.bn1.forward(rt, &self.conv1.forward(rt, x, train)?, train)?)?;
         let mut probes = Vec::new();
         for block in &self.blocks {
-            let (out, p) = block.forward(gpu, &h, rule, train)?;
+            let (out, p) = block.forward(rt, &h, rule, train)?;
             h = out;
             probes.extend(p);
         }
-        let pooled = pool::avg_pool2d(gpu, &h, 4)?;
+        let pooled = pool::avg_pool2d(rt, &h, 4)?;
         let n = pooled.shape()[0];
         let feat = pooled.numel() / n;
-        let logits = self.linear.forward(gpu, &pooled.reshape(gpu, &[n, feat])?, train)?;
+        let logits = self.linear.forward(rt, &pooled.reshape(&[n, feat])?, train)?;
         Ok(Output { logits, probes })
     }
 
@@ -202,11 +219,12 @@ impl ResNet18 {
 
 #[cfg(test)]
 mod tests {
-    use super::Arch;
+    use super::ModelKind;
 
     #[test]
-    fn arch_names_are_the_cli_names() {
-        assert_eq!(Arch::ResNet18.name(), "resnet18");
-        assert_eq!(Arch::ResNet18Cifs.name(), "resnet18-cifs");
+    fn model_names_are_the_cli_and_config_names() {
+        for kind in [ModelKind::ResNet18, ModelKind::ResNet18Cifs] {
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{}\"", kind.name()));
+        }
     }
 }

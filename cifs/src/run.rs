@@ -13,27 +13,40 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use datasets::augment::Crop;
 use datasets::loader::{batches, Pass};
-use datasets::{Rng, Splits};
-use engine::{Gpu, Tensor};
+use datasets::Splits;
+use engine::{Rng, Runtime, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::attack::{AttackLoss, Pgd};
 use crate::checkpoint::{load_training, load_weights_into, save_model, save_training, RunState};
 use crate::curves;
-use crate::error::{CifsError, Result};
+use crate::error::{check_setting, CifsError, Result};
 use crate::evaluate::{evaluate, predictions, Attack, EvalSettings};
 use crate::optim::Sgd;
-use crate::resnet::{Arch, ModelConfig, ResNet18};
+use crate::resnet::{ModelConfig, ModelKind, ResNet18};
 use crate::train::train_step;
+
+/// How the training images of the main phase are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Adversary {
+    /// PGD on the joint loss with a random start (the reference's adversarial training).
+    Pgd,
+    /// No attack: clean training.
+    None,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainConfig {
+    /// The dataset's name, for the record (`config.json`, plot titles).
     pub dataset: String,
     pub data_dir: String,
-    pub model: String,
+    pub model: ModelKind,
     pub width: usize,
-    /// Epochs of the main phase (adversarial unless `adv` is false).
+    /// Epochs of the main phase (adversarial unless `adversary` is none).
     pub epochs: usize,
     /// Clean warm-up epochs before the main phase, at constant lr, with their own optimizer.
     pub clean_epochs: usize,
@@ -43,7 +56,7 @@ pub struct TrainConfig {
     pub weight_decay: f32,
     /// Main-phase epochs (0-based) from which the lr is 10x smaller, each.
     pub milestones: Vec<usize>,
-    pub adv: bool,
+    pub adversary: Adversary,
     pub eps: f32,
     pub step_size: f32,
     pub attack_steps: usize,
@@ -57,12 +70,21 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    pub fn arch(&self) -> Result<Arch> {
-        match self.model.as_str() {
-            "resnet18-cifs" => Ok(Arch::ResNet18Cifs),
-            "resnet18" => Ok(Arch::ResNet18),
-            m => Err(CifsError::Invalid(format!("unknown model `{m}` (use resnet18-cifs or resnet18)"))),
-        }
+    /// The attack of the main phase (whether or not it is used), as configured.
+    pub fn attack(&self) -> Pgd {
+        Pgd { eps: self.eps, step: self.step_size, steps: self.attack_steps, loss: AttackLoss::Joint { beta: self.beta } }
+    }
+
+    /// Refuses settings that would run but mean nothing (negative or non-finite rates, weights
+    /// or attack settings; empty batches), naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        check_setting(self.width >= 1, "width", self.width, "must be at least 1")?;
+        check_setting(self.batch_size >= 1, "batch size", self.batch_size, "must be at least 1")?;
+        check_setting(self.eval_every >= 1, "eval every", self.eval_every, "must be at least 1")?;
+        check_setting(self.lr.is_finite() && self.lr >= 0.0, "lr", self.lr, "the learning rate must be finite and at least 0")?;
+        check_setting(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum), "momentum", self.momentum, "must be in [0, 1)")?;
+        check_setting(self.weight_decay.is_finite() && self.weight_decay >= 0.0, "weight decay", self.weight_decay, "must be finite and at least 0")?;
+        self.attack().validate()
     }
 
     pub fn total_epochs(&self) -> usize {
@@ -76,7 +98,11 @@ impl TrainConfig {
         }
         let k = e - self.clean_epochs;
         let drops = self.milestones.iter().filter(|&&m| k >= m).count() as i32;
-        (if self.adv { Phase::Adversarial } else { Phase::Clean }, self.lr * 0.1f32.powi(drops))
+        let phase = match self.adversary {
+            Adversary::Pgd => Phase::Adversarial,
+            Adversary::None => Phase::Clean,
+        };
+        (phase, self.lr * 0.1f32.powi(drops))
     }
 }
 
@@ -124,19 +150,31 @@ fn epoch_rng(seed: u64, epoch: usize, purpose: u64) -> Rng {
 
 /// Refuses a batch whose largest activation (layer1: N x width x 32 x 32 floats) exceeds what
 /// the adapter can bind, before any work starts.
-fn check_batch_fits(gpu: &Gpu, batch: usize, width: usize) -> Result<()> {
-    let need = batch as u64 * width as u64 * 1024 * 4;
-    let limit = gpu.limits.max_storage_buffer_binding_size;
+fn check_batch_fits(rt: &Runtime, batch: usize, width: usize) -> Result<()> {
+    let per_image = width as u64 * 1024 * 4;
+    let need = batch as u64 * per_image;
+    let limit = rt.gpu.limits.max_storage_buffer_binding_size;
     if need > limit {
-        return Err(CifsError::Invalid(format!(
-            "batch size {batch} needs {} MiB activation buffers at width {width}, but adapter `{}` binds at most {} MiB; use --batch-size {} or less",
-            need >> 20,
-            gpu.info.name,
-            limit >> 20,
-            limit / (width as u64 * 4096)
-        )));
+        return Err(CifsError::BatchTooLarge {
+            batch,
+            max: (limit / per_image) as usize,
+            need_mib: need >> 20,
+            limit_mib: limit >> 20,
+            adapter: rt.gpu.info.name.clone(),
+        });
     }
     Ok(())
+}
+
+/// One training pass over `n` examples: a shuffled order and a random crop and flip for each,
+/// all drawn from `seed`, so an epoch replays exactly.
+fn train_pass(n: usize, batch_size: usize, seed: u64) -> Pass {
+    let mut rng = Rng::new(seed);
+    let mut order: Vec<usize> = (0..n).collect();
+    rng.shuffle(&mut order);
+    let span = 2 * datasets::augment::PAD as u64 + 1;
+    let crops = order.iter().map(|_| Crop::from_draws(rng.below(span), rng.below(span), rng.below(2))).collect();
+    Pass { batch_size, order, crops: Some(crops) }
 }
 
 pub struct RunPaths {
@@ -168,7 +206,7 @@ fn read_metrics(path: &Path, upto_epoch: usize) -> Result<Vec<EpochMetrics>> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     let mut v = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let m: EpochMetrics = serde_json::from_str(line).map_err(|e| CifsError::Invalid(format!("{}: {e}", path.display())))?;
+        let m: EpochMetrics = serde_json::from_str(line).map_err(|e| CifsError::Invalid(format!("{}: not a metrics line ({e})", path.display())))?;
         if m.epoch <= upto_epoch {
             v.push(m);
         }
@@ -182,33 +220,30 @@ fn write_metrics(path: &Path, all: &[EpochMetrics]) -> Result<()> {
 }
 
 /// Runs (or, with `resume`, continues) training. Returns the metrics of every epoch.
-pub fn run(gpu: &Gpu, cfg: &TrainConfig, splits: Splits, out: &Path, resume: bool, events: &mut dyn Events) -> Result<Vec<EpochMetrics>> {
-    let arch = cfg.arch()?;
-    if cfg.batch_size == 0 || cfg.eval_every == 0 {
-        return Err(CifsError::Invalid("--batch-size and --eval-every must be at least 1".into()));
-    }
-    check_batch_fits(gpu, cfg.batch_size, cfg.width)?;
+pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: bool, events: &mut dyn Events) -> Result<Vec<EpochMetrics>> {
+    cfg.validate()?;
+    check_batch_fits(rt, cfg.batch_size, cfg.width)?;
     let classes = splits.train.classes.len();
     let train = Arc::new(match cfg.limit_train { Some(n) => splits.train.truncated(n), None => splits.train });
     let test_n = cfg.limit_test.unwrap_or(usize::MAX).min(cfg.eval_limit);
     let test = Arc::new(splits.test.truncated(test_n));
     if train.is_empty() {
-        return Err(CifsError::Invalid("the training split is empty".into()));
+        return Err(CifsError::EmptySplit { split: "training" });
     }
     std::fs::create_dir_all(out).map_err(io(out))?;
     let paths = RunPaths { out: out.to_path_buf() };
 
-    let config = ModelConfig { arch, width: cfg.width, classes };
-    let model = ResNet18::new(gpu, config, &mut Rng::new(cfg.seed))?;
-    let new_sgd = || Sgd::new(gpu, &model, cfg.lr, cfg.momentum, cfg.weight_decay);
+    let config = ModelConfig { kind: cfg.model, width: cfg.width, classes };
+    let model = ResNet18::new(rt, config, &mut Rng::new(cfg.seed))?;
+    let new_sgd = || Sgd::new(rt, &model, cfg.lr, cfg.momentum, cfg.weight_decay);
     let mut sgd = new_sgd()?;
     let mut state = RunState { epoch: 0, best_pgd20: -1.0 };
     if resume && paths.last().is_file() {
-        state = load_training(gpu, &model, &sgd, &paths.last())?;
+        state = load_training(rt, &model, &sgd, &paths.last())?;
     } else if let Some(init) = &cfg.init_from {
-        load_weights_into(gpu, &model, Path::new(init))?;
+        load_weights_into(rt, &model, Path::new(init))?;
     }
-    let json = serde_json::to_string_pretty(cfg).map_err(|e| CifsError::Invalid(e.to_string()))?;
+    let json = serde_json::to_string_pretty(cfg).expect("the config serialises");
     crate::state::write_atomic(&paths.config(), json.as_bytes()).map_err(io(&paths.config()))?;
     let mut history = read_metrics(&paths.metrics(), state.epoch)?;
     write_metrics(&paths.metrics(), &history)?;
@@ -220,23 +255,24 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, splits: Splits, out: &Path, resume: boo
             sgd = new_sgd()?; // the main phase starts with a fresh optimizer
         }
         sgd.lr = lr;
-        let attack = (phase == Phase::Adversarial).then_some(Pgd { eps: cfg.eps, step: cfg.step_size, steps: cfg.attack_steps, loss: AttackLoss::Joint { beta: cfg.beta } });
-        let pass = batches(train.clone(), Pass { batch_size: cfg.batch_size, train_seed: Some(epoch_rng(cfg.seed, epoch, 0).next_u64()) });
+        let attack = (phase == Phase::Adversarial).then(|| cfg.attack());
+        let pass = batches(train.clone(), train_pass(train.len(), cfg.batch_size, epoch_rng(cfg.seed, epoch, 0).next_u64()))?;
         events.epoch_start(epoch + 1, cfg.total_epochs(), phase, lr, pass.count);
         let mut attack_rng = epoch_rng(cfg.seed, epoch, 1);
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (step, batch) in pass.enumerate() {
+            let batch = batch?;
             let n = batch.len();
-            let x = Tensor::from_f32(gpu, &[n, 3, 32, 32], &batch.images)?;
-            let y = Tensor::from_u32(gpu, &[n], &batch.labels)?;
-            let r = train_step(gpu, &model, &sgd, &x, &y, attack.as_ref(), cfg.beta, &mut attack_rng)?;
-            let loss = r.loss.to_vec(gpu)?[0];
+            let x = Tensor::from_f32(rt, &[n, 3, 32, 32], &batch.images)?;
+            let y = Tensor::from_u32(rt, &[n], &batch.labels)?;
+            let r = train_step(rt, &model, &sgd, &x, &y, attack.as_ref(), cfg.beta, &mut attack_rng)?;
+            let loss = r.loss.to_vec(rt)?[0];
             if !loss.is_finite() {
                 let kept = if paths.last().is_file() { format!("the last good checkpoint ({}) is kept", paths.last().display()) } else { "no checkpoint was written yet".into() };
                 return Err(CifsError::Diverged { loss, epoch: epoch + 1, step: step + 1, kept });
             }
-            correct += predictions(gpu, &r.output.logits)?.iter().zip(&batch.labels).filter(|(p, l)| **p == **l as usize).count();
+            correct += predictions(rt, &r.output.logits)?.iter().zip(&batch.labels).filter(|(p, l)| **p == **l as usize).count();
             loss_sum += loss as f64 * n as f64;
             seen += n;
             events.batch(step + 1, loss_sum / seen as f64, correct as f64 / seen as f64, seen as f64 / started.elapsed().as_secs_f64());
@@ -244,7 +280,7 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, splits: Splits, out: &Path, resume: boo
         let train_seconds = started.elapsed().as_secs_f64();
         let evaluate_now = (epoch + 1) % cfg.eval_every == 0 || epoch + 1 == cfg.total_epochs();
         let (natural, pgd20) = if evaluate_now && !test.is_empty() {
-            let res = evaluate(gpu, &model, &test, &[Attack::Natural, Attack::Pgd(20)], settings, |d, t| events.evaluating(d, t))?;
+            let res = evaluate(rt, &model, &test, &[Attack::Natural, Attack::Pgd(20)], settings, |d, t| events.evaluating(d, t))?;
             (Some(res[0].accuracy), Some(res[1].accuracy))
         } else {
             (None, None)
@@ -264,9 +300,9 @@ pub fn run(gpu: &Gpu, cfg: &TrainConfig, splits: Splits, out: &Path, resume: boo
         state.epoch = epoch + 1;
         if let Some(p) = pgd20.filter(|&p| p > state.best_pgd20) {
             state.best_pgd20 = p;
-            save_model(gpu, &model, &paths.best(), &[("epoch", state.epoch.to_string()), ("pgd20_acc", p.to_string())])?;
+            save_model(rt, &model, &paths.best(), &[("epoch", state.epoch.to_string()), ("pgd20_acc", p.to_string())])?;
         }
-        save_training(gpu, &model, &sgd, &state, &paths.last())?;
+        save_training(rt, &model, &sgd, &state, &paths.last())?;
         history.push(m.clone());
         write_metrics(&paths.metrics(), &history)?;
         let points: Vec<curves::Point> = history

@@ -1,60 +1,75 @@
 //! Model weights in and out as safetensors under PyTorch state-dict names (`conv1.weight`,
 //! `layer4.0.Probe.Probe.0.fc.weight`, `bn1.running_var`, `bn1.num_batches_tracked`, ...), so a
 //! model trained by the reference code loads here and ours loads there.
+//!
+//! Files are byte-for-byte reproducible: tensors are stored in name order (safetensors sorts
+//! them) and the metadata in key order, so identical runs write identical checkpoints.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
-use engine::{Gpu, Tensor};
+use engine::{Runtime, Tensor};
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{CifsError, Result};
 use crate::resnet::ResNet18;
 
-fn err(path: &str, reason: impl Into<String>) -> CifsError {
-    CifsError::Checkpoint { path: path.to_string(), reason: reason.into() }
+/// Opens safetensors bytes, naming `path` if they are not safetensors.
+pub fn open<'a>(bytes: &'a [u8], path: &str) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes).map_err(|e| CifsError::NotSafetensors { path: path.to_string(), reason: e.to_string() })
+}
+
+/// The metadata of safetensors bytes (empty if there is none).
+pub fn metadata(bytes: &[u8], path: &str) -> Result<BTreeMap<String, String>> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| CifsError::NotSafetensors { path: path.to_string(), reason: e.to_string() })?;
+    Ok(meta.metadata().clone().unwrap_or_default().into_iter().collect())
+}
+
+fn tensor<'a>(st: &'a SafeTensors, key: &str, path: &str) -> Result<safetensors::tensor::TensorView<'a>> {
+    st.tensor(key).map_err(|_| CifsError::MissingTensor { path: path.to_string(), name: key.to_string() })
 }
 
 /// Reads one tensor as f32 (stored as F32 or F64) with its shape.
 pub fn read_f32(st: &SafeTensors, key: &str, path: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-    let t = st.tensor(key).map_err(|_| err(path, format!("missing tensor `{key}`")))?;
+    let t = tensor(st, key, path)?;
     let data = t.data();
     let v: Vec<f32> = match t.dtype() {
-        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
-        Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
-        other => return Err(err(path, format!("tensor `{key}` has dtype {other:?}, expected F32 or F64"))),
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
+        Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+        other => return Err(CifsError::TensorDtype { path: path.to_string(), name: key.to_string(), dtype: format!("{other:?}"), expected: "F32 or F64" }),
     };
     Ok((t.shape().to_vec(), v))
 }
 
 /// Reads an integer tensor (I64 or I32) as i64 values.
 pub fn read_i64(st: &SafeTensors, key: &str, path: &str) -> Result<Vec<i64>> {
-    let t = st.tensor(key).map_err(|_| err(path, format!("missing tensor `{key}`")))?;
+    let t = tensor(st, key, path)?;
     match t.dtype() {
-        Dtype::I64 => Ok(t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()),
-        Dtype::I32 => Ok(t.data().chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect()),
-        other => Err(err(path, format!("tensor `{key}` has dtype {other:?}, expected an integer type"))),
+        Dtype::I64 => Ok(t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect()),
+        Dtype::I32 => Ok(t.data().chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64).collect()),
+        other => Err(CifsError::TensorDtype { path: path.to_string(), name: key.to_string(), dtype: format!("{other:?}"), expected: "I64 or I32" }),
     }
 }
 
-fn load_into(st: &SafeTensors, key: &str, path: &str, gpu: &Gpu, dst: &Tensor) -> Result<()> {
+fn load_into(st: &SafeTensors, key: &str, path: &str, rt: &Runtime, dst: &Tensor) -> Result<()> {
     let (shape, v) = read_f32(st, key, path)?;
     if shape != dst.shape() {
-        return Err(err(path, format!("`{key}` has shape {shape:?}, this model needs {:?} (another model or width?)", dst.shape())));
+        return Err(CifsError::TensorShape { path: path.to_string(), name: key.to_string(), found: shape, expected: dst.shape().to_vec() });
     }
-    dst.write_f32(gpu, &v)?;
+    dst.write_f32(rt, &v)?;
     Ok(())
 }
 
 /// Loads every parameter and BN buffer of `model` from `bytes` (safetensors), reading each name
 /// with `prefix` in front. Fails, naming the tensor, if one is missing or of another shape.
-pub fn load_state_dict(gpu: &Gpu, model: &ResNet18, bytes: &[u8], prefix: &str, path: &str) -> Result<()> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| err(path, format!("not a safetensors file: {e}")))?;
+pub fn load_state_dict(rt: &Runtime, model: &ResNet18, bytes: &[u8], prefix: &str, path: &str) -> Result<()> {
+    let st = open(bytes, path)?;
     for p in model.params() {
-        load_into(&st, &format!("{prefix}{}", p.name), path, gpu, p.leaf())?;
+        load_into(&st, &format!("{prefix}{}", p.name), path, rt, p.leaf())?;
     }
     for bn in model.batchnorms() {
-        load_into(&st, &format!("{prefix}{}.running_mean", bn.name), path, gpu, &bn.running_mean)?;
-        load_into(&st, &format!("{prefix}{}.running_var", bn.name), path, gpu, &bn.running_var)?;
+        load_into(&st, &format!("{prefix}{}.running_mean", bn.name), path, rt, &bn.running_mean)?;
+        load_into(&st, &format!("{prefix}{}.running_var", bn.name), path, rt, &bn.running_var)?;
         let key = format!("{prefix}{}.num_batches_tracked", bn.name);
         if st.names().iter().any(|n| **n == key) {
             bn.num_batches_tracked.set(*read_i64(&st, &key, path)?.first().unwrap_or(&0));
@@ -63,45 +78,67 @@ pub fn load_state_dict(gpu: &Gpu, model: &ResNet18, bytes: &[u8], prefix: &str, 
     Ok(())
 }
 
-/// The model's state as (name, shape, f32 values) plus the BN batch counters, read back from the GPU.
-pub fn state_dict(gpu: &Gpu, model: &ResNet18) -> Result<(Vec<(String, Vec<usize>, Vec<f32>)>, HashMap<String, i64>)> {
+/// One named tensor of a state dict, read back from the GPU.
+pub struct Entry {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+/// The model's state: parameters and BN running statistics as f32, plus the BN batch counters.
+pub fn state_dict(rt: &Runtime, model: &ResNet18) -> Result<(Vec<Entry>, BTreeMap<String, i64>)> {
     let mut floats = Vec::new();
+    let mut push = |name: String, t: &Tensor| -> Result<()> {
+        floats.push(Entry { name, shape: t.shape().to_vec(), values: t.to_vec(rt)? });
+        Ok(())
+    };
     for p in model.params() {
-        floats.push((p.name.clone(), p.leaf().shape().to_vec(), p.leaf().to_vec(gpu)?));
+        push(p.name.clone(), p.leaf())?;
     }
-    let mut counters = HashMap::new();
+    let mut counters = BTreeMap::new();
     for bn in model.batchnorms() {
-        floats.push((format!("{}.running_mean", bn.name), bn.running_mean.shape().to_vec(), bn.running_mean.to_vec(gpu)?));
-        floats.push((format!("{}.running_var", bn.name), bn.running_var.shape().to_vec(), bn.running_var.to_vec(gpu)?));
+        push(format!("{}.running_mean", bn.name), &bn.running_mean)?;
+        push(format!("{}.running_var", bn.name), &bn.running_var)?;
         counters.insert(format!("{}.num_batches_tracked", bn.name), bn.num_batches_tracked.get());
     }
     Ok((floats, counters))
 }
 
-/// Serialises the model's state dict (f32 tensors, i64 BN counters) plus `metadata` as safetensors.
-pub fn to_safetensors(gpu: &Gpu, model: &ResNet18, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
-    to_safetensors_with(gpu, model, Vec::new(), metadata)
-}
-
-/// As [`to_safetensors`], with `extra` f32 tensors (name, shape, values) stored beside the model's.
-pub fn to_safetensors_with(gpu: &Gpu, model: &ResNet18, extra: Vec<(String, Vec<usize>, Vec<f32>)>, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
-    use safetensors::tensor::TensorView;
-    let (mut floats, counters) = state_dict(gpu, model)?;
+/// Serialises the model's state dict (f32 tensors, i64 BN counters), `extra` f32 tensors stored
+/// beside it, and `metadata`, as safetensors.
+pub fn to_safetensors(rt: &Runtime, model: &ResNet18, extra: Vec<Entry>, metadata: BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let (mut floats, counters) = state_dict(rt, model)?;
     floats.extend(extra);
-    let float_bytes: Vec<(String, Vec<usize>, Vec<u8>)> = floats.into_iter().map(|(n, s, v)| (n, s, bytemuck_f32(&v))).collect();
+    let float_bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+        floats.into_iter().map(|e| (e.name, e.shape, e.values.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
     let count_bytes: Vec<(String, Vec<u8>)> = counters.into_iter().map(|(n, c)| (n, c.to_le_bytes().to_vec())).collect();
+    let invalid = |e: safetensors::SafeTensorError| CifsError::Invalid(format!("serialising a checkpoint: {e}"));
     let mut views = Vec::new();
     for (n, s, b) in &float_bytes {
-        views.push((n.clone(), TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| CifsError::Invalid(e.to_string()))?));
+        views.push((n.clone(), TensorView::new(Dtype::F32, s.clone(), b).map_err(invalid)?));
     }
     for (n, b) in &count_bytes {
-        views.push((n.clone(), TensorView::new(Dtype::I64, vec![], b).map_err(|e| CifsError::Invalid(e.to_string()))?));
+        views.push((n.clone(), TensorView::new(Dtype::I64, vec![], b).map_err(invalid)?));
     }
-    safetensors::serialize(views, Some(metadata)).map_err(|e| CifsError::Invalid(e.to_string()))
+    let bytes = safetensors::serialize(views, None).map_err(invalid)?;
+    Ok(with_metadata(&bytes, &metadata))
 }
 
-fn bytemuck_f32(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+/// Puts `metadata` into the header of safetensors `bytes`, keys in sorted order. (The library
+/// takes metadata as a `HashMap` and writes it in that map's order, which changes from run to
+/// run; a header rebuilt from ordered maps does not.)
+fn with_metadata(bytes: &[u8], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte header length")) as usize;
+    let mut header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).expect("safetensors wrote a JSON header");
+    header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("strings serialise"));
+    let mut text = serde_json::to_vec(&header).expect("JSON values serialise");
+    // The data must start 8-byte aligned; safetensors pads its header with spaces too.
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend((text.len() as u64).to_le_bytes());
+    out.extend(text);
+    out.extend(&bytes[8 + n..]);
+    out
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it, then a rename, so a kill at

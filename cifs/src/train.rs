@@ -2,10 +2,9 @@
 //! the adversarial images with labels, joint loss, backward, SGD. Everything is recorded into the
 //! GPU's open command stream; nothing is read back unless the caller reads the returned loss.
 
-use datasets::Rng;
-use engine::{autodiff, Gpu, Tensor};
+use engine::{autodiff, Rng, Runtime, Tensor};
 
-use crate::attack::{AttackLoss, Pgd, Start};
+use crate::attack::{Pgd, Start};
 use crate::error::Result;
 use crate::loss::joint_loss;
 use crate::optim::Sgd;
@@ -17,19 +16,19 @@ pub struct StepResult {
     pub output: Output,
 }
 
-/// One step on images `x` (N, 3, H, W) with labels (N,). `attack`: PGD with a random start drawn
-/// from `rng` (the reference's PGD-10 AT), or `None` for clean training.
-pub fn train_step(gpu: &Gpu, model: &ResNet18, sgd: &Sgd, x: &Tensor, labels: &Tensor, attack: Option<&Pgd>, beta: f32, rng: &mut Rng) -> Result<StepResult> {
+/// One step on images `x` (N, 3, H, W) with labels (N,). `attack`: the attack that makes the
+/// training images, exactly as given (its loss included), with a random start drawn from `rng`
+/// (the reference's PGD-10 AT); `None` for clean training. `beta` weighs the training loss's
+/// probe terms.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(rt: &Runtime, model: &ResNet18, sgd: &Sgd, x: &Tensor, labels: &Tensor, attack: Option<&Pgd>, beta: f32, rng: &mut Rng) -> Result<StepResult> {
     let input = match attack {
-        Some(pgd) => {
-            let pgd = Pgd { loss: AttackLoss::Joint { beta }, ..*pgd };
-            pgd.attack(gpu, model, x, labels, Start::Random(rng))?
-        }
+        Some(pgd) => pgd.attack(rt, model, x, labels, Start::Random(rng))?,
         None => x.clone(),
     };
-    let output = model.forward(gpu, &input, Some(labels), Mode::Train)?;
-    let loss = joint_loss(gpu, &output, labels, beta)?;
-    let grads = autodiff::backward(gpu, &loss)?;
-    sgd.step(gpu, model, &grads)?;
-    Ok(StepResult { loss: loss.detach(gpu), output: Output { logits: output.logits.detach(gpu), probes: output.probes.iter().map(|p| p.detach(gpu)).collect() } })
+    let output = model.forward(rt, &input, Some(labels), Mode::Train)?;
+    let loss = joint_loss(rt, &output, labels, beta)?;
+    let grads = autodiff::backward(rt, &loss)?;
+    sgd.step(rt, model, &grads)?;
+    Ok(StepResult { loss: loss.detach(), output: Output { logits: output.logits.detach(), probes: output.probes.iter().map(|p| p.detach()).collect() } })
 }

@@ -1,12 +1,12 @@
 //! CIFAR-10 binary batches (DESIGN §7): `data_batch_1.bin` .. `data_batch_5.bin` and
 //! `test_batch.bin`, each 10 000 records of 1 label byte + 3 072 pixel bytes (R, G, B planes,
 //! 32x32 row-major). Read from `cifar-10-batches-bin/`, from the directory itself, or from the
-//! official `cifar-10-binary.tar.gz`, which is downloaded when missing unless told not to.
+//! official `cifar-10-binary.tar.gz`, which is downloaded when missing if a downloader is given.
 
 use std::path::{Path, PathBuf};
 
 use crate::dataset::{Dataset, Splits, IMAGE_BYTES};
-use crate::download::{download_verified, Remote};
+use crate::download::{download_verified, Downloader, Remote};
 use crate::error::{corrupt, io_err, DatasetError, Result};
 
 pub const RECORDS_PER_BATCH: usize = 10_000;
@@ -69,25 +69,25 @@ pub fn extract_archive(archive: &Path, dir: &Path) -> Result<()> {
 }
 
 /// Loads CIFAR-10 from `dir`, extracting `cifar-10-binary.tar.gz` there, or downloading it
-/// first when `download` is true.
-pub fn load(dir: &Path, download: bool) -> Result<Splits> {
-    load_from(dir, download, &REMOTE)
+/// first through `net` (`None`: downloading is off).
+pub fn load(dir: &Path, net: Option<&mut dyn Downloader>) -> Result<Splits> {
+    load_from(dir, net, &REMOTE)
 }
 
-/// As [`load`], from a given remote (tests serve a small archive from 127.0.0.1).
-pub fn load_from(dir: &Path, download: bool, remote: &Remote) -> Result<Splits> {
+/// As [`load`], from a given remote (tests serve a small archive from memory).
+pub fn load_from(dir: &Path, net: Option<&mut dyn Downloader>, remote: &Remote) -> Result<Splits> {
     if batches_dir(dir).is_none() {
         let archive = dir.join(ARCHIVE);
         if !archive.is_file() {
-            if !download {
+            let Some(net) = net else {
                 return Err(DatasetError::Missing {
                     what: "CIFAR-10 batch files (data_batch_1.bin .. data_batch_5.bin, test_batch.bin)".into(),
                     dir: dir.to_path_buf(),
                     hint: format!(" and downloading is off (--no-download); get {} and put it there", REMOTE.url),
                 });
-            }
+            };
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-            download_verified(remote, &archive).map_err(|e| crate::download::with_offline_hint(e, &format!("{ARCHIVE} (or its extracted {INNER_DIR}/)"), dir))?;
+            download_verified(net, remote, &archive).map_err(|e| crate::download::with_offline_hint(e, &format!("{ARCHIVE} (or its extracted {INNER_DIR}/)"), dir))?;
         } else {
             // An archive already there (a copy, or an earlier download) is checked like a fresh one.
             crate::download::verify(remote, &archive)?;

@@ -1,6 +1,9 @@
-//! Downloads with a progress bar, verified by size and MD5 before they are trusted. The file is
-//! written as `<name>.part` and renamed only once verified, so an interrupted or corrupted
-//! download never looks like a finished one.
+//! Downloads verified by size and MD5 before they are trusted. The file is written as
+//! `<name>.part` and renamed only once verified, so an interrupted or corrupted download never
+//! looks like a finished one.
+//!
+//! This crate opens no connection and draws nothing on the terminal: the caller hands in a
+//! [`Downloader`] (the command line's does HTTP and a progress bar; tests serve bytes from memory).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -16,6 +19,16 @@ pub struct Remote {
     pub size: u64,
     /// Lower-case hex.
     pub md5: &'static str,
+}
+
+/// The network and the progress display, as the caller provides them.
+pub trait Downloader {
+    /// Starts fetching `url`: a reader over the body, and its length when the server says.
+    fn open(&mut self, url: &str) -> std::result::Result<(Box<dyn Read>, Option<u64>), String>;
+    /// `done` of `total` bytes of `name` have arrived.
+    fn progress(&mut self, _name: &str, _done: u64, _total: u64) {}
+    /// The transfer of `name` ended, complete or not.
+    fn finished(&mut self, _name: &str) {}
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -37,20 +50,19 @@ pub fn md5_file(path: &Path) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-/// Fetches `remote.url` into `dest`, showing progress, and checks size and MD5.
-pub fn download_verified(remote: &Remote, dest: &Path) -> Result<()> {
+/// Fetches `remote.url` into `dest` through `net`, and checks size and MD5.
+pub fn download_verified(net: &mut dyn Downloader, remote: &Remote, dest: &Path) -> Result<()> {
+    let name = dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let result = fetch(net, remote, dest, &name);
+    net.finished(&name);
+    result
+}
+
+fn fetch(net: &mut dyn Downloader, remote: &Remote, dest: &Path, name: &str) -> Result<()> {
     let err = |reason: String| DatasetError::Download { url: remote.url.to_string(), reason };
     let part = dest.with_extension("part");
-    let resp = ureq::get(remote.url).call().map_err(|e| err(e.to_string()))?;
-    let total = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(remote.size);
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_message(format!("downloading {}", dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()));
-    let mut reader = resp.into_body().into_reader();
+    let (mut reader, length) = net.open(remote.url).map_err(err)?;
+    let total = length.unwrap_or(remote.size);
     let mut out = std::fs::File::create(&part).map_err(io_err(&part))?;
     let mut h = Md5::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -63,9 +75,8 @@ pub fn download_verified(remote: &Remote, dest: &Path) -> Result<()> {
         h.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(io_err(&part))?;
         got += n as u64;
-        bar.set_position(got);
+        net.progress(name, got, total);
     }
-    bar.finish_and_clear();
     out.sync_all().map_err(io_err(&part))?;
     drop(out);
     let md5 = hex(&h.finalize());

@@ -18,6 +18,9 @@ pub enum DatasetError {
     #[error("download of {url} failed: {reason}")]
     Download { url: String, reason: String },
 
+    #[error("the batch loader failed after {served} of {expected} batches: {reason}")]
+    LoaderFailed { served: usize, expected: usize, reason: String },
+
     #[error("{0}")]
     Invalid(String),
 }

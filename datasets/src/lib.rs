@@ -1,5 +1,7 @@
-//! `datasets`: CIFAR-10 / SVHN / image-folder readers, downloads with checksums, augmentation
-//! and background batching, all on the CPU. Nothing here knows about GPUs.
+//! `datasets`: CIFAR-10 / SVHN / image-folder readers, verified downloads, augmentation and
+//! background batching, all on the CPU. Nothing here knows about GPUs, draws on the terminal or
+//! opens a connection (the caller's [`download::Downloader`] does), and nothing here is random
+//! (the caller chooses the order and the crops of a [`loader::Pass`]).
 
 pub mod augment;
 pub mod cifar10;
@@ -9,39 +11,63 @@ pub mod error;
 pub mod folder;
 pub mod loader;
 pub mod mat;
-pub mod rng;
 pub mod svhn;
 
 use std::path::Path;
 
 pub use dataset::{Dataset, Splits, IMAGE_BYTES, SIDE};
+pub use download::Downloader;
 pub use error::{DatasetError, Result};
-pub use rng::Rng;
 
-/// The dataset kinds the command line names.
+/// The datasets the command line names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum DatasetKind {
+    /// CIFAR-10, the official binary batches (downloaded when missing).
     Cifar10,
+    /// SVHN cropped digits, the official .mat files (downloaded when missing).
     Svhn,
+    /// An image folder: ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/*.
     Folder,
 }
 
-impl Source {
-    pub fn parse(s: &str) -> Option<Source> {
-        match s {
-            "cifar10" => Some(Source::Cifar10),
-            "svhn" => Some(Source::Svhn),
-            "folder" => Some(Source::Folder),
-            _ => None,
+impl DatasetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::Svhn => "svhn",
+            DatasetKind::Folder => "folder",
         }
+    }
+
+    /// Whether the dataset has official files that can be downloaded.
+    pub fn downloadable(self) -> bool {
+        !matches!(self, DatasetKind::Folder)
     }
 }
 
-/// Loads a dataset's splits from `dir` (downloading official files when allowed).
-pub fn load(source: Source, dir: &Path, download: bool) -> Result<Splits> {
-    match source {
-        Source::Cifar10 => cifar10::load(dir, download),
-        Source::Svhn => svhn::load(dir, download),
-        Source::Folder => folder::load(dir),
+impl std::fmt::Display for DatasetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Loads a dataset's splits from `dir`, downloading official files through `net` when given.
+pub fn load(kind: DatasetKind, dir: &Path, net: Option<&mut dyn Downloader>) -> Result<Splits> {
+    match kind {
+        DatasetKind::Cifar10 => cifar10::load(dir, net),
+        DatasetKind::Svhn => svhn::load(dir, net),
+        DatasetKind::Folder => folder::load(dir),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DatasetKind;
+
+    #[test]
+    fn kind_names_are_the_cli_names() {
+        assert_eq!(DatasetKind::Cifar10.to_string(), "cifar10");
+        assert!(!DatasetKind::Folder.downloadable());
     }
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::dataset::{Dataset, Splits, IMAGE_BYTES, SIDE};
-use crate::download::{download_verified, Remote};
+use crate::download::{download_verified, Downloader, Remote};
 use crate::error::{corrupt, io_err, DatasetError, Result};
 use crate::mat::read_mat;
 
@@ -49,20 +49,25 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
     Ok(Dataset { images, labels, classes: (0..10).map(|d| d.to_string()).collect() })
 }
 
-fn load_file(dir: &Path, name: &str, remote: &Remote, download: bool) -> Result<Dataset> {
+fn load_file(dir: &Path, name: &str, remote: &Remote, net: Option<&mut dyn Downloader>) -> Result<Dataset> {
     let path = dir.join(name);
     if !path.is_file() {
-        if !download {
+        let Some(net) = net else {
             return Err(DatasetError::Missing { what: name.to_string(), dir: dir.to_path_buf(), hint: format!(" and downloading is off (--no-download); get {}", remote.url) });
-        }
+        };
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        download_verified(remote, &path).map_err(|e| crate::download::with_offline_hint(e, name, dir))?;
+        download_verified(net, remote, &path).map_err(|e| crate::download::with_offline_hint(e, name, dir))?;
     }
     let bytes = std::fs::read(&path).map_err(io_err(&path))?;
     parse(&bytes, &path)
 }
 
-/// Loads SVHN's train and test files from `dir`, downloading missing ones if allowed.
-pub fn load(dir: &Path, download: bool) -> Result<Splits> {
-    Ok(Splits { train: load_file(dir, "train_32x32.mat", &TRAIN, download)?, test: load_file(dir, "test_32x32.mat", &TEST, download)? })
+/// Loads SVHN's train and test files from `dir`, downloading missing ones through `net`.
+pub fn load(dir: &Path, mut net: Option<&mut dyn Downloader>) -> Result<Splits> {
+    let reborrow: Option<&mut dyn Downloader> = match &mut net {
+        Some(n) => Some(&mut **n),
+        None => None,
+    };
+    let train = load_file(dir, "train_32x32.mat", &TRAIN, reborrow)?;
+    Ok(Splits { train, test: load_file(dir, "test_32x32.mat", &TEST, net)? })
 }

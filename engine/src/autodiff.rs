@@ -1,19 +1,64 @@
 //! Reverse-mode autodiff over recorded ops.
 //!
 //! The rule, stated once: an op records itself (an [`Op`] value holding its inputs and whatever it
-//! saved) only when gradients are enabled and at least one input requires them. `backward(loss)`
-//! walks the recorded graph in reverse topological order, asks each op for the gradients of the
-//! inputs that require them (an op never computes a gradient nobody asked for: an attack, whose
-//! weights do not require grad, launches no weight-gradient kernel), sums fan-out contributions,
-//! and returns the gradients of the leaves. Gradients do not accumulate across calls: each
-//! `backward` returns fresh ones, and the optimizer consumes them.
+//! saved) only when gradient mode is on and at least one input requires gradients. `backward(loss)`
+//! walks the recorded graph in reverse topological order and asks each op for the gradients of
+//! the inputs that require them (an op never computes a gradient nobody asked for: an attack,
+//! whose weights do not require grad, launches no weight-gradient kernel). Each op hands every
+//! gradient to a [`GradSink`] *together with the input tensor it belongs to*, so a gradient cannot
+//! land on the wrong input by position; the sink checks the shape and sums fan-out contributions.
+//! Gradients do not accumulate across calls: each `backward` returns fresh ones.
+//!
+//! Gradient mode is per thread (as in PyTorch) and is switched off only through [`NoGrad`], a
+//! guard that restores the previous mode when dropped, on error and panic paths too.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 
 use crate::error::{EngineError, Result};
-use crate::gpu::Gpu;
 use crate::ops;
+use crate::runtime::Runtime;
 use crate::tensor::Tensor;
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Whether ops record themselves for backward on this thread.
+pub fn grad_enabled() -> bool {
+    GRAD_ENABLED.with(Cell::get)
+}
+
+/// Gradient mode off until this guard drops; the previous mode comes back even if the code in
+/// between returns an error or panics.
+#[must_use = "gradient mode is restored when the guard drops"]
+pub struct NoGrad {
+    prev: bool,
+}
+
+impl NoGrad {
+    pub fn new() -> NoGrad {
+        NoGrad { prev: GRAD_ENABLED.with(|g| g.replace(false)) }
+    }
+}
+
+impl Default for NoGrad {
+    fn default() -> Self {
+        NoGrad::new()
+    }
+}
+
+impl Drop for NoGrad {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.prev));
+    }
+}
+
+/// Runs `f` with gradient mode off: evaluation and attack bookkeeping that needs no gradients.
+pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
+    let _guard = NoGrad::new();
+    f()
+}
 
 /// A recorded op: its inputs and saved values. Each variant's forward and backward live side by
 /// side in `ops/<family>.rs`.
@@ -41,8 +86,8 @@ pub enum Op {
 
 impl Op {
     /// `Some(make())` if this op must be recorded for `inputs`, else `None` (and `make` never runs).
-    pub(crate) fn record(gpu: &Gpu, inputs: &[&Tensor], make: impl FnOnce() -> Op) -> Option<Op> {
-        (gpu.grad_enabled() && inputs.iter().any(|t| t.requires_grad())).then(make)
+    pub(crate) fn record(inputs: &[&Tensor], make: impl FnOnce() -> Op) -> Option<Op> {
+        (grad_enabled() && inputs.iter().any(|t| t.requires_grad())).then(make)
     }
 
     pub fn name(&self) -> &'static str {
@@ -67,7 +112,7 @@ impl Op {
         }
     }
 
-    /// The tensors gradients may flow into, in the order `backward` returns gradients for them.
+    /// The tensors gradients may flow into (the graph's edges; order carries no meaning).
     fn inputs(&self) -> Vec<&Tensor> {
         match self {
             Op::Reshape { x }
@@ -91,34 +136,74 @@ impl Op {
         }
     }
 
-    /// Gradients of the inputs (same order as `inputs`), `None` where an input needs none.
-    /// `out` is the op's output (some backward rules use it), `g` the gradient arriving at it.
-    fn backward(&self, gpu: &Gpu, out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    /// Hands the gradients of this op's inputs to `sink`, each with its input. `out` is the op's
+    /// output (some rules use it), `g` the gradient arriving at it.
+    fn backward(&self, rt: &Runtime, out: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
         match self {
-            Op::Reshape { x } => Ok(vec![Some(g.detach(gpu).reshape(gpu, x.shape())?)]),
-            Op::Conv2d { x, w, stride, pad } => ops::conv2d::conv2d_backward(gpu, x, w, *stride, *pad, g),
-            Op::BatchNorm { x, gamma, beta, mean, rstd, train } => {
-                ops::batchnorm::batchnorm_backward(gpu, x, gamma, beta, mean, rstd, *train, g)
+            Op::Reshape { x } => sink.add(x, g.detach().reshape(x.shape())?),
+            Op::Conv2d { x, w, stride, pad } => ops::conv2d::conv2d_backward(rt, x, w, *stride, *pad, g, sink),
+            Op::BatchNorm { x, gamma, beta, mean, rstd, train } => ops::batchnorm::batchnorm_backward(rt, x, gamma, beta, mean, rstd, *train, g, sink),
+            Op::Relu { x } => sink.add(x, ops::activation::relu_backward(rt, out, g)?),
+            Op::Add { a, b } => {
+                if sink.wants(a) {
+                    sink.add(a, g.clone())?;
+                }
+                if sink.wants(b) {
+                    sink.add(b, g.clone())?;
+                }
+                Ok(())
             }
-            Op::Relu { .. } => Ok(vec![Some(ops::activation::relu_backward(gpu, out, g)?)]),
-            Op::Add { a, b } => Ok(vec![a.requires_grad().then(|| g.clone()), b.requires_grad().then(|| g.clone())]),
-            Op::Mul { a, b } => ops::arith::mul_backward(gpu, a, b, g),
-            Op::MatMul { a, b } => ops::linear::matmul_backward(gpu, a, b, g),
-            Op::Scale { alpha, .. } => Ok(vec![Some(ops::arith::scale(gpu, g, *alpha)?)]),
-            Op::ChannelScale { z, m } => ops::channel_scale::channel_scale_backward(gpu, z, m, g),
-            Op::AvgPool { x, k } => Ok(vec![Some(ops::pool::avg_pool2d_backward(gpu, x.shape(), *k, g)?)]),
-            Op::Linear { x, w, b } => ops::linear::linear_backward(gpu, x, w, b.as_ref(), g),
-            Op::Softplus { x, beta } => Ok(vec![Some(ops::activation::softplus_backward(gpu, x, *beta, g)?)]),
-            Op::Sigmoid { .. } => Ok(vec![Some(ops::activation::sigmoid_backward(gpu, out, g)?)]),
-            Op::Softmax { .. } => Ok(vec![Some(ops::softmax::softmax_backward(gpu, out, g)?)]),
-            Op::GatherRows { table, idx } => Ok(vec![Some(ops::index::gather_rows_backward(gpu, table.shape(), idx, g)?)]),
-            Op::CrossEntropy { labels, probs, .. } => {
-                Ok(vec![Some(ops::cross_entropy::cross_entropy_backward(gpu, probs, labels, g)?)])
-            }
+            Op::Mul { a, b } => ops::arith::mul_backward(rt, a, b, g, sink),
+            Op::MatMul { a, b } => ops::linear::matmul_backward(rt, a, b, g, sink),
+            Op::Scale { x, alpha } => sink.add(x, ops::arith::scale(rt, g, *alpha)?),
+            Op::ChannelScale { z, m } => ops::channel_scale::channel_scale_backward(rt, z, m, g, sink),
+            Op::AvgPool { x, k } => sink.add(x, ops::pool::avg_pool2d_backward(rt, x.shape(), *k, g)?),
+            Op::Linear { x, w, b } => ops::linear::linear_backward(rt, x, w, b.as_ref(), g, sink),
+            Op::Softplus { x, beta } => sink.add(x, ops::activation::softplus_backward(rt, x, *beta, g)?),
+            Op::Sigmoid { x } => sink.add(x, ops::activation::sigmoid_backward(rt, out, g)?),
+            Op::Softmax { x } => sink.add(x, ops::softmax::softmax_backward(rt, out, g)?),
+            Op::GatherRows { table, idx } => sink.add(table, ops::index::gather_rows_backward(rt, table.shape(), idx, g)?),
+            Op::CrossEntropy { logits, labels, probs } => sink.add(logits, ops::cross_entropy::cross_entropy_backward(rt, probs, labels, g)?),
             Op::MarginLoss { logits, labels, confidence } => {
-                Ok(vec![Some(ops::margin_loss::margin_loss_backward(gpu, logits, labels, *confidence, g)?)])
+                sink.add(logits, ops::margin_loss::margin_loss_backward(rt, logits, labels, *confidence, g)?)
             }
         }
+    }
+}
+
+/// Where an op's backward puts its inputs' gradients: each one together with the input it
+/// belongs to. Refuses a tensor that is not an input of the op and a gradient of another shape;
+/// ignores gradients of inputs that require none; sums contributions to the same tensor.
+pub struct GradSink<'a> {
+    rt: &'a Runtime,
+    op: &'static str,
+    inputs: Vec<u64>,
+    grads: &'a mut BTreeMap<u64, Tensor>,
+}
+
+impl GradSink<'_> {
+    /// Whether `input`'s gradient is wanted (compute it only then).
+    pub fn wants(&self, input: &Tensor) -> bool {
+        input.requires_grad()
+    }
+
+    /// Adds `grad` as (a contribution to) the gradient of `input`.
+    pub fn add(&mut self, input: &Tensor, grad: Tensor) -> Result<()> {
+        if !self.inputs.contains(&input.id()) {
+            return Err(EngineError::GradNotForInput { op: self.op });
+        }
+        if grad.shape() != input.shape() {
+            return Err(EngineError::GradShape { op: self.op, got: grad.shape().to_vec(), want: input.shape().to_vec() });
+        }
+        if !input.requires_grad() {
+            return Ok(());
+        }
+        let total = match self.grads.remove(&input.id()) {
+            Some(prev) => ops::arith::add(self.rt, &prev, &grad)?,
+            None => grad,
+        };
+        self.grads.insert(input.id(), total);
+        Ok(())
     }
 }
 
@@ -173,29 +258,26 @@ fn topo_order(root: &Tensor) -> Vec<Tensor> {
 }
 
 /// Back-propagates from a scalar `loss` (seed gradient 1) and returns the leaves' gradients.
-pub fn backward(gpu: &Gpu, loss: &Tensor) -> Result<Gradients> {
+pub fn backward(rt: &Runtime, loss: &Tensor) -> Result<Gradients> {
     if loss.numel() != 1 {
-        return Err(EngineError::Backward(format!("loss must have one element, has shape {:?}", loss.shape())));
+        return Err(EngineError::LossNotScalar { shape: loss.shape().to_vec() });
     }
     if !loss.requires_grad() {
-        return Err(EngineError::Backward("loss does not depend on anything that requires grad".into()));
+        return Err(EngineError::NothingRequiresGrad);
     }
     // Filled on the GPU: a host write would force a submit in the middle of the step.
-    let seed = Tensor::empty(gpu, loss.shape())?;
-    ops::arith::fill_into(gpu, &seed, 1.0);
-    backward_with(gpu, loss, seed)
+    let seed = Tensor::empty(rt, loss.shape())?;
+    ops::arith::fill_into(rt, &seed, 1.0)?;
+    backward_with(rt, loss, seed)
 }
 
 /// Back-propagates `seed` (the gradient arriving at `out`, same shape) through the graph.
-pub fn backward_with(gpu: &Gpu, out: &Tensor, seed: Tensor) -> Result<Gradients> {
-    // Backward kernels make plain values: nothing they produce is recorded.
-    gpu.no_grad(|| run_backward(gpu, out, seed))
-}
-
-fn run_backward(gpu: &Gpu, out: &Tensor, seed: Tensor) -> Result<Gradients> {
+pub fn backward_with(rt: &Runtime, out: &Tensor, seed: Tensor) -> Result<Gradients> {
     if seed.shape() != out.shape() {
-        return Err(EngineError::Backward(format!("seed {:?} vs output {:?}", seed.shape(), out.shape())));
+        return Err(EngineError::GradShape { op: "backward seed", got: seed.shape().to_vec(), want: out.shape().to_vec() });
     }
+    // Backward kernels make plain values: nothing they produce is recorded.
+    let _guard = NoGrad::new();
     let mut grads: BTreeMap<u64, Tensor> = BTreeMap::new();
     grads.insert(out.id(), seed);
     let mut leaves = Gradients::default();
@@ -205,30 +287,30 @@ fn run_backward(gpu: &Gpu, out: &Tensor, seed: Tensor) -> Result<Gradients> {
             leaves.map.insert(t.id(), g);
             continue;
         };
-        let inputs = op.inputs();
-        let gs = op.backward(gpu, &t, &g)?;
-        if gs.len() != inputs.len() {
-            return Err(EngineError::Backward(format!("{} returned {} gradients for {} inputs", op.name(), gs.len(), inputs.len())));
-        }
-        for (input, gi) in inputs.into_iter().zip(gs) {
-            let Some(gi) = gi else { continue };
-            if !input.requires_grad() {
-                continue;
-            }
-            if gi.shape() != input.shape() {
-                return Err(EngineError::Backward(format!(
-                    "{}: gradient shape {:?} for input {:?}",
-                    op.name(),
-                    gi.shape(),
-                    input.shape()
-                )));
-            }
-            let total = match grads.remove(&input.id()) {
-                Some(prev) => ops::arith::add(gpu, &prev, &gi)?,
-                None => gi,
-            };
-            grads.insert(input.id(), total);
-        }
+        let inputs = op.inputs().iter().map(|i| i.id()).collect();
+        let mut sink = GradSink { rt, op: op.name(), inputs, grads: &mut grads };
+        op.backward(rt, &t, &g, &mut sink)?;
     }
     Ok(leaves)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sink_takes_gradients_only_for_the_ops_inputs_and_of_their_shape() {
+        let rt = Runtime::new().expect("a Vulkan device (lavapipe is enough)");
+        let x = Tensor::leaf(&rt, &[2], &[1.0, 2.0]).unwrap();
+        let other = Tensor::leaf(&rt, &[2], &[0.0, 0.0]).unwrap();
+        let mut grads = BTreeMap::new();
+        let mut sink = GradSink { rt: &rt, op: "test", inputs: vec![x.id()], grads: &mut grads };
+        let g = || Tensor::from_f32(&rt, &[2], &[1.0, 1.0]).unwrap();
+        assert!(matches!(sink.add(&other, g()), Err(EngineError::GradNotForInput { op: "test" })));
+        let wrong = Tensor::from_f32(&rt, &[1, 2], &[1.0, 1.0]).unwrap();
+        assert!(matches!(sink.add(&x, wrong), Err(EngineError::GradShape { .. })));
+        sink.add(&x, g()).unwrap();
+        sink.add(&x, g()).unwrap();
+        assert_eq!(grads[&x.id()].to_vec(&rt).unwrap(), vec![2.0, 2.0], "contributions sum");
+    }
 }

@@ -90,6 +90,7 @@ pub fn batchnorm(x: &[f64], xs: [usize; 4], mean: &[f64], var: &[f64], gamma: &[
 
 /// (dx, dgamma, dbeta) of `sum(batchnorm(x) * g)`. In train mode mean and var are the batch's
 /// (functions of x); in eval mode they are constants.
+#[allow(clippy::too_many_arguments)]
 pub fn batchnorm_backward(x: &[f64], xs: [usize; 4], mean: &[f64], var: &[f64], gamma: &[f64], eps: f64, train: bool, g: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let [n, c, h, w] = xs;
     let m = (n * h * w) as f64;

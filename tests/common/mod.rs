@@ -1,9 +1,9 @@
-//! Shared test helpers: a GPU per test, random data, norm-wise comparisons that print where
+//! Shared test helpers: a runtime per test, random data, norm-wise comparisons that print where
 //! they fail, and the finite-difference gradient checker. Tolerances live in `tol`.
 #![allow(dead_code)]
 
-use datasets::Rng;
-use engine::{Gpu, Result, Tensor};
+use approx::{AbsDiffEq, RelativeEq};
+use engine::{Result, Rng, Runtime, Tensor};
 
 /// Every tolerance the tests use, in one place.
 pub mod tol {
@@ -18,10 +18,12 @@ pub mod tol {
     /// Step for the central differences (f32 forward: large enough that rounding noise,
     /// ~1e-7 |L| / h, stays small; small enough that curvature terms, ~h^2, do too).
     pub const FD_STEP: f64 = 1e-2;
+    /// Below this norm a reference field counts as zero and the comparison is absolute.
+    pub const ZERO: f64 = 1e-12;
 }
 
-pub fn gpu() -> Gpu {
-    Gpu::new().unwrap_or_else(|e| panic!("tests need a Vulkan device (lavapipe is enough): {e}"))
+pub fn rt() -> Runtime {
+    Runtime::new().unwrap_or_else(|e| panic!("tests need a Vulkan device (lavapipe is enough): {e}"))
 }
 
 pub fn rng(seed: u64) -> Rng {
@@ -32,25 +34,69 @@ pub fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
-/// ||got - want|| / ||want|| (absolute if want is ~0).
-pub fn rel_err(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len(), "length mismatch");
-    let num: f64 = got.iter().zip(want).map(|(g, w)| (*g as f64 - w).powi(2)).sum::<f64>().sqrt();
-    let den: f64 = want.iter().map(|w| w * w).sum::<f64>().sqrt();
-    if den < 1e-12 { num } else { num / den }
+/// A field of values compared as one vector, norm-wise, through approx's `relative_eq` family:
+/// `||a - b|| <= epsilon`, or `||a - b|| <= max_relative * max(||a||, ||b||)`.
+pub struct Field<'a>(pub &'a [f64]);
+
+fn norm(v: impl Iterator<Item = f64>) -> f64 {
+    v.map(|x| x * x).sum::<f64>().sqrt()
 }
 
-/// Asserts a relative norm error below `tol`; on failure prints the max difference and the
-/// first mismatching positions.
+impl Field<'_> {
+    fn diff(&self, other: &Field) -> f64 {
+        assert_eq!(self.0.len(), other.0.len(), "length mismatch");
+        norm(self.0.iter().zip(other.0).map(|(a, b)| a - b))
+    }
+}
+
+impl PartialEq for Field<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl AbsDiffEq for Field<'_> {
+    type Epsilon = f64;
+    fn default_epsilon() -> f64 {
+        tol::ZERO
+    }
+    fn abs_diff_eq(&self, other: &Self, epsilon: f64) -> bool {
+        self.diff(other) <= epsilon
+    }
+}
+
+impl RelativeEq for Field<'_> {
+    fn default_max_relative() -> f64 {
+        tol::FWD
+    }
+    fn relative_eq(&self, other: &Self, epsilon: f64, max_relative: f64) -> bool {
+        let d = self.diff(other);
+        d <= epsilon || d <= max_relative * norm(self.0.iter().copied()).max(norm(other.0.iter().copied()))
+    }
+}
+
+/// ||got - want|| / ||want|| (absolute if want is ~0): the number printed beside each check.
+pub fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+    let g = to_f64(got);
+    let d = Field(&g).diff(&Field(want));
+    let den = norm(want.iter().copied());
+    if den < tol::ZERO { d } else { d / den }
+}
+
+/// Whether `got` matches `want` norm-wise within `tol` (relative; absolute near zero).
+pub fn close(got: &[f32], want: &[f64], tol: f64) -> bool {
+    approx::relative_eq!(Field(&to_f64(got)), Field(want), epsilon = tol::ZERO, max_relative = tol)
+}
+
+/// Asserts `close`; on failure prints the relative error, the largest differences and where.
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
-    let e = rel_err(got, want);
-    if e <= tol {
+    if close(got, want, tol) {
         return;
     }
     let mut worst: Vec<(usize, f64)> = got.iter().zip(want).map(|(g, w)| (*g as f64 - w).abs()).enumerate().collect();
-    worst.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+    worst.sort_by(|a, b| b.1.total_cmp(&a.1));
     let shown: Vec<String> = worst.iter().take(5).map(|(i, d)| format!("[{i}] got {} want {} (diff {d:.3e})", got[*i], want[*i])).collect();
-    panic!("{what}: relative error {e:.3e} > {tol:.1e}; largest differences: {}", shown.join("; "));
+    panic!("{what}: relative error {:.3e} > {tol:.1e}; largest differences: {}", rel_err(got, want), shown.join("; "));
 }
 
 /// Finite-difference check of a GPU function of several inputs.
@@ -58,26 +104,20 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
 /// Loss = sum(f(inputs) * R) with R random, so every output element's gradient matters. The
 /// analytic gradient is our backward seeded with R; the numeric one is a central difference of
 /// the GPU forward itself, at `samples` positions of each input.
-pub fn grad_check(
-    gpu: &Gpu,
-    seed: u64,
-    inputs: &[(Vec<usize>, Vec<f32>)],
-    samples: usize,
-    f: impl Fn(&Gpu, &[Tensor]) -> Result<Tensor>,
-) {
+pub fn grad_check(rt: &Runtime, seed: u64, inputs: &[(Vec<usize>, Vec<f32>)], samples: usize, f: impl Fn(&Runtime, &[Tensor]) -> Result<Tensor>) {
     let mut r = rng(seed);
-    let leaves: Vec<Tensor> = inputs.iter().map(|(s, d)| Tensor::leaf(gpu, s, d).unwrap()).collect();
-    let out = f(gpu, &leaves).unwrap();
+    let leaves: Vec<Tensor> = inputs.iter().map(|(s, d)| Tensor::leaf(rt, s, d).unwrap()).collect();
+    let out = f(rt, &leaves).unwrap();
     let weights = r.uniform_vec(out.numel(), -1.0, 1.0);
-    let seed_t = Tensor::from_f32(gpu, out.shape(), &weights).unwrap();
-    let grads = engine::autodiff::backward_with(gpu, &out, seed_t).unwrap();
+    let seed_t = Tensor::from_f32(rt, out.shape(), &weights).unwrap();
+    let grads = engine::autodiff::backward_with(rt, &out, seed_t).unwrap();
     let loss_at = |vals: &[Vec<f32>]| -> f64 {
-        let ts: Vec<Tensor> = inputs.iter().zip(vals).map(|((s, _), v)| Tensor::from_f32(gpu, s, v).unwrap()).collect();
-        let y = gpu.no_grad(|| f(gpu, &ts)).unwrap().to_vec(gpu).unwrap();
+        let ts: Vec<Tensor> = inputs.iter().zip(vals).map(|((s, _), v)| Tensor::from_f32(rt, s, v).unwrap()).collect();
+        let y = engine::no_grad(|| f(rt, &ts)).unwrap().to_vec(rt).unwrap();
         y.iter().zip(&weights).map(|(a, b)| *a as f64 * *b as f64).sum()
     };
     for (k, (shape, data)) in inputs.iter().enumerate() {
-        let analytic = grads.get(&leaves[k]).unwrap_or_else(|| panic!("input {k} {shape:?} got no gradient")).to_vec(gpu).unwrap();
+        let analytic = grads.get(&leaves[k]).unwrap_or_else(|| panic!("input {k} {shape:?} got no gradient")).to_vec(rt).unwrap();
         let mut got = Vec::new();
         let mut want = Vec::new();
         for _ in 0..samples.min(data.len()) {
@@ -95,4 +135,10 @@ pub fn grad_check(
         }
         assert_close(&format!("finite differences, input {k} {shape:?}"), &got, &want, tol::FD);
     }
+}
+
+/// Whether every adversarial pixel is in [0, 1] and within `eps` of its clean pixel (plus f32
+/// rounding), checked with approx.
+pub fn in_eps_ball(adv: &[f32], x: &[f32], eps: f32) -> Option<usize> {
+    adv.iter().zip(x).position(|(a, x0)| !(0.0..=1.0).contains(a) || !approx::abs_diff_eq!(*a, *x0, epsilon = eps + 1e-6))
 }

@@ -4,7 +4,7 @@ use crate::common::*;
 use engine::ops::activation::{relu, sigmoid, softplus};
 use engine::{autodiff, reference as cpu, Result, Tensor};
 
-type Op = fn(&engine::Gpu, &Tensor) -> Result<Tensor>;
+type Op = fn(&engine::Runtime, &Tensor) -> Result<Tensor>;
 
 /// Inputs away from ReLU's kink (|x| >= 0.05) so finite differences never straddle it, and
 /// wide enough (+-6) that softplus(5x) crosses its threshold of 20.
@@ -17,16 +17,16 @@ fn inputs(seed: u64, n: usize) -> Vec<f32> {
 }
 
 fn check(name: &str, f: Op, fwd: fn(&[f64]) -> Vec<f64>, deriv: fn(&[f64]) -> Vec<f64>) {
-    let gpu = gpu();
+    let rt = rt();
     let x = inputs(21, 1037);
-    let xt = Tensor::leaf(&gpu, &[1037], &x).unwrap();
-    let y = f(&gpu, &xt).unwrap();
-    assert_close(&format!("{name} forward"), &y.to_vec(&gpu).unwrap(), &fwd(&to_f64(&x)), tol::FWD);
+    let xt = Tensor::leaf(&rt, &[1037], &x).unwrap();
+    let y = f(&rt, &xt).unwrap();
+    assert_close(&format!("{name} forward"), &y.to_vec(&rt).unwrap(), &fwd(&to_f64(&x)), tol::FWD);
     let g = rng(22).uniform_vec(1037, -1.0, 1.0);
-    let grads = autodiff::backward_with(&gpu, &y, Tensor::from_f32(&gpu, &[1037], &g).unwrap()).unwrap();
+    let grads = autodiff::backward_with(&rt, &y, Tensor::from_f32(&rt, &[1037], &g).unwrap()).unwrap();
     let want: Vec<f64> = deriv(&to_f64(&x)).iter().zip(&g).map(|(d, g)| d * *g as f64).collect();
-    assert_close(&format!("{name} backward"), &grads.get(&xt).unwrap().to_vec(&gpu).unwrap(), &want, tol::BWD);
-    grad_check(&gpu, 23, &[(vec![5, 7], inputs(24, 35))], 20, |g, t| f(g, &t[0]));
+    assert_close(&format!("{name} backward"), &grads.get(&xt).unwrap().to_vec(&rt).unwrap(), &want, tol::BWD);
+    grad_check(&rt, 23, &[(vec![5, 7], inputs(24, 35))], 20, |g, t| f(g, &t[0]));
 }
 
 #[test]

@@ -10,20 +10,20 @@
 
 use crate::common::*;
 use engine::ops::{activation::relu, arith::add, batchnorm::{batchnorm2d, RunningStats}, conv2d::conv2d};
-use engine::{autodiff, reference as cpu, Gpu, Result, Tensor};
+use engine::{autodiff, reference as cpu, Runtime, Result, Tensor};
 
-fn bn(gpu: &Gpu, x: &Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor> {
+fn bn(rt: &Runtime, x: &Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor> {
     let c = x.shape()[1];
-    let rm = Tensor::zeros(gpu, &[c])?;
-    let rv = Tensor::from_f32(gpu, &[c], &vec![1.0; c])?;
-    batchnorm2d(gpu, x, g, b, RunningStats { mean: &rm, var: &rv }, true)
+    let rm = Tensor::zeros(rt, &[c])?;
+    let rv = Tensor::from_f32(rt, &[c], &vec![1.0; c])?;
+    batchnorm2d(rt, x, g, b, RunningStats { mean: &rm, var: &rv }, true)
 }
 
-fn block(gpu: &Gpu, t: &[Tensor], stride: u32) -> Result<Tensor> {
-    let h = relu(gpu, &bn(gpu, &conv2d(gpu, &t[0], &t[1], stride, 1)?, &t[2], &t[3])?)?;
-    let h = bn(gpu, &conv2d(gpu, &h, &t[4], 1, 1)?, &t[5], &t[6])?;
-    let short = if t.len() > 7 { bn(gpu, &conv2d(gpu, &t[0], &t[7], stride, 0)?, &t[8], &t[9])? } else { t[0].clone() };
-    relu(gpu, &add(gpu, &h, &short)?)
+fn block(rt: &Runtime, t: &[Tensor], stride: u32) -> Result<Tensor> {
+    let h = relu(rt, &bn(rt, &conv2d(rt, &t[0], &t[1], stride, 1)?, &t[2], &t[3])?)?;
+    let h = bn(rt, &conv2d(rt, &h, &t[4], 1, 1)?, &t[5], &t[6])?;
+    let short = if t.len() > 7 { bn(rt, &conv2d(rt, &t[0], &t[7], stride, 0)?, &t[8], &t[9])? } else { t[0].clone() };
+    relu(rt, &add(rt, &h, &short)?)
 }
 
 fn inputs(seed: u64, cin: usize, cout: usize, shortcut: bool) -> Vec<(Vec<usize>, Vec<f32>)> {
@@ -61,19 +61,19 @@ fn cpu_block(v: &[Vec<f64>], cin: usize, cout: usize, stride: usize) -> Vec<f64>
 }
 
 fn check(seed: u64, cin: usize, cout: usize, stride: u32) {
-    let gpu = gpu();
+    let rt = rt();
     let ins = inputs(seed, cin, cout, cin != cout);
-    let leaves: Vec<Tensor> = ins.iter().map(|(s, d)| Tensor::leaf(&gpu, s, d).unwrap()).collect();
-    let y = block(&gpu, &leaves, stride).unwrap();
+    let leaves: Vec<Tensor> = ins.iter().map(|(s, d)| Tensor::leaf(&rt, s, d).unwrap()).collect();
+    let y = block(&rt, &leaves, stride).unwrap();
     let v: Vec<Vec<f64>> = ins.iter().map(|(_, d)| to_f64(d)).collect();
     let f = |v: &[Vec<f64>]| cpu_block(v, cin, cout, stride as usize);
-    assert_close("block forward", &y.to_vec(&gpu).unwrap(), &f(&v), tol::COMPOSITE);
+    assert_close("block forward", &y.to_vec(&rt).unwrap(), &f(&v), tol::COMPOSITE);
     let mut r = rng(seed + 1);
     let weights = r.uniform_vec(y.numel(), -1.0, 1.0);
-    let grads = autodiff::backward_with(&gpu, &y, Tensor::from_f32(&gpu, y.shape(), &weights).unwrap()).unwrap();
+    let grads = autodiff::backward_with(&rt, &y, Tensor::from_f32(&rt, y.shape(), &weights).unwrap()).unwrap();
     let loss = |v: &[Vec<f64>]| f(v).iter().zip(&weights).map(|(a, b)| a * *b as f64).sum::<f64>();
     for (k, (shape, data)) in ins.iter().enumerate() {
-        let analytic = grads.get(&leaves[k]).unwrap().to_vec(&gpu).unwrap();
+        let analytic = grads.get(&leaves[k]).unwrap().to_vec(&rt).unwrap();
         let (mut got, mut want) = (vec![], vec![]);
         for _ in 0..12 {
             let j = r.below(data.len() as u64) as usize;

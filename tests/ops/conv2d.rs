@@ -1,28 +1,28 @@
 //! conv2d: forward, backward-data, backward-weight (with and without split-K) vs the CPU.
 
 use crate::common::*;
-use engine::ops::conv2d::{conv2d, conv2d_backward};
-use engine::{reference as cpu, Tensor};
+use engine::ops::conv2d::conv2d;
+use engine::{autodiff, reference as cpu, Tensor};
 
 fn check(seed: u64, xs: [usize; 4], co: usize, k: usize, stride: u32, pad: u32) {
-    let gpu = gpu();
+    let rt = rt();
     let mut r = rng(seed);
     let ws = [co, xs[1], k, k];
     let x = r.uniform_vec(xs.iter().product(), -1.0, 1.0);
     let w = r.uniform_vec(ws.iter().product(), -0.5, 0.5);
-    let xt = Tensor::leaf(&gpu, &xs, &x).unwrap();
-    let wt = Tensor::leaf(&gpu, &ws, &w).unwrap();
-    let y = conv2d(&gpu, &xt, &wt, stride, pad).unwrap();
+    let xt = Tensor::leaf(&rt, &xs, &x).unwrap();
+    let wt = Tensor::leaf(&rt, &ws, &w).unwrap();
+    let y = conv2d(&rt, &xt, &wt, stride, pad).unwrap();
     let want = cpu::conv2d(&to_f64(&x), xs, &to_f64(&w), ws, stride as usize, pad as usize);
     assert_eq!(y.numel(), want.len());
-    assert_close("conv2d forward", &y.to_vec(&gpu).unwrap(), &want, tol::FWD);
+    assert_close("conv2d forward", &y.to_vec(&rt).unwrap(), &want, tol::FWD);
 
     let g = r.uniform_vec(want.len(), -1.0, 1.0);
-    let gt = Tensor::from_f32(&gpu, y.shape(), &g).unwrap();
-    let grads = conv2d_backward(&gpu, &xt, &wt, stride, pad, &gt).unwrap();
+    let gt = Tensor::from_f32(&rt, y.shape(), &g).unwrap();
+    let grads = autodiff::backward_with(&rt, &y, gt).unwrap();
     let (dx, dw) = cpu::conv2d_backward(&to_f64(&x), xs, &to_f64(&w), ws, stride as usize, pad as usize, &to_f64(&g));
-    assert_close("conv2d backward data", &grads[0].as_ref().unwrap().to_vec(&gpu).unwrap(), &dx, tol::BWD);
-    assert_close("conv2d backward weight", &grads[1].as_ref().unwrap().to_vec(&gpu).unwrap(), &dw, tol::BWD);
+    assert_close("conv2d backward data", &grads.get(&xt).unwrap().to_vec(&rt).unwrap(), &dx, tol::BWD);
+    assert_close("conv2d backward weight", &grads.get(&wt).unwrap().to_vec(&rt).unwrap(), &dw, tol::BWD);
 }
 
 #[test]
@@ -49,22 +49,24 @@ fn conv_multi_tile_and_split_k() {
 
 #[test]
 fn conv_gradient_finite_differences() {
-    let gpu = gpu();
+    let rt = rt();
     let mut r = rng(5);
     let xs = vec![2, 2, 5, 5];
     let ws = vec![3, 2, 3, 3];
     let inputs = vec![(xs.clone(), r.uniform_vec(100, -1.0, 1.0)), (ws, r.uniform_vec(54, -0.5, 0.5))];
-    grad_check(&gpu, 6, &inputs, 12, |g, t| conv2d(g, &t[0], &t[1], 2, 1));
+    grad_check(&rt, 6, &inputs, 12, |g, t| conv2d(g, &t[0], &t[1], 2, 1));
 }
 
 #[test]
 fn conv_skips_weight_gradient_when_weight_is_frozen() {
-    let gpu = gpu();
+    let rt = rt();
     let mut r = rng(7);
-    let x = Tensor::leaf(&gpu, &[1, 2, 4, 4], &r.uniform_vec(32, -1.0, 1.0)).unwrap();
-    let w = Tensor::from_f32(&gpu, &[2, 2, 3, 3], &r.uniform_vec(36, -1.0, 1.0)).unwrap();
-    let y = conv2d(&gpu, &x, &w, 1, 1).unwrap();
-    let g = Tensor::from_f32(&gpu, y.shape(), &vec![1.0; y.numel()]).unwrap();
-    let grads = conv2d_backward(&gpu, &x, &w, 1, 1, &g).unwrap();
-    assert!(grads[0].is_some() && grads[1].is_none());
+    let x = Tensor::leaf(&rt, &[1, 2, 4, 4], &r.uniform_vec(32, -1.0, 1.0)).unwrap();
+    let w = Tensor::from_f32(&rt, &[2, 2, 3, 3], &r.uniform_vec(36, -1.0, 1.0)).unwrap();
+    let y = conv2d(&rt, &x, &w, 1, 1).unwrap();
+    let g = Tensor::from_f32(&rt, y.shape(), &vec![1.0; y.numel()]).unwrap();
+    let before = rt.stats().dispatches;
+    let grads = autodiff::backward_with(&rt, &y, g).unwrap();
+    assert!(grads.get(&x).is_some() && grads.get(&w).is_none());
+    assert_eq!(rt.stats().dispatches - before, 1, "only the backward-data kernel runs");
 }

@@ -2,7 +2,8 @@
 //! agree in size with their WGSL mirrors, the pool reuses buffers, adapters are listed and a
 //! bad adapter choice is a clear error.
 
-use engine::gpu::{list_adapters, Gpu};
+use engine::gpu::list_adapters;
+use engine::Runtime;
 use engine::kernels::Shader;
 use engine::ops::param_sizes;
 use engine::Tensor;
@@ -49,19 +50,19 @@ fn shaders_directory_has_no_unregistered_file() {
 
 #[test]
 fn pool_reuses_buffers_and_bind_groups_once_warm() {
-    let gpu = crate::common::gpu();
-    let step = |gpu: &Gpu| {
-        let a = Tensor::from_f32(gpu, &[1000], &vec![1.0; 1000]).unwrap();
-        let b = engine::ops::arith::scale(gpu, &a, 2.0).unwrap();
-        let c = engine::ops::arith::add(gpu, &a, &b).unwrap();
-        c.to_vec(gpu).unwrap()
+    let rt = crate::common::rt();
+    let step = |rt: &Runtime| {
+        let a = Tensor::from_f32(rt, &[1000], &vec![1.0; 1000]).unwrap();
+        let b = engine::ops::arith::scale(rt, &a, 2.0).unwrap();
+        let c = engine::ops::arith::add(rt, &a, &b).unwrap();
+        c.to_vec(rt).unwrap()
     };
-    assert_eq!(step(&gpu), vec![3.0; 1000]);
-    let warm = gpu.stats();
+    assert_eq!(step(&rt), vec![3.0; 1000]);
+    let warm = rt.stats();
     for _ in 0..3 {
-        step(&gpu);
+        step(&rt);
     }
-    let after = gpu.stats();
+    let after = rt.stats();
     assert_eq!(after.buffer_allocations, warm.buffer_allocations, "a warm step allocated buffers");
     assert_eq!(after.pipelines, warm.pipelines, "a warm step built pipelines");
     assert_eq!(after.bind_groups_created, warm.bind_groups_created, "a warm step built bind groups");
@@ -70,16 +71,56 @@ fn pool_reuses_buffers_and_bind_groups_once_warm() {
 #[test]
 fn adapters_are_listed_and_a_bad_choice_is_a_clear_error() {
     assert!(!list_adapters().is_empty());
-    let err = Gpu::with_preference(Some("no-such-adapter-xyz")).err().expect("must fail");
+    let err = Runtime::with_preference(Some("no-such-adapter-xyz")).err().expect("must fail");
     let msg = err.to_string();
     assert!(msg.contains("no-such-adapter-xyz") && msg.contains("cifs-wgpu info"), "{msg}");
 }
 
 #[test]
 fn timed_measures_recorded_work() {
-    let gpu = crate::common::gpu();
-    let t = Tensor::empty(&gpu, &[1 << 20]).unwrap();
-    let (_, secs, clock) = gpu.timed(|| engine::ops::arith::fill_into(&gpu, &t, 2.0)).unwrap();
+    let rt = crate::common::rt();
+    let t = Tensor::empty(&rt, &[1 << 20]).unwrap();
+    let (_, secs, clock) = rt.timed(|| engine::ops::arith::fill_into(&rt, &t, 2.0)).unwrap();
     assert!(secs > 0.0 && secs < 10.0, "{secs} s by {clock:?}");
-    assert_eq!(t.to_vec(&gpu).unwrap()[12345], 2.0);
+    assert_eq!(t.to_vec(&rt).unwrap()[12345], 2.0);
+}
+
+/// The value of a module-scope `const NAME: u32` of a shader, read with naga.
+fn wgsl_const(s: Shader, name: &str) -> u32 {
+    let m = module(s);
+    let (_, c) = m.constants.iter().find(|(_, c)| c.name.as_deref() == Some(name)).unwrap_or_else(|| panic!("{} has no const {name}", s.file_name()));
+    match m.global_expressions[c.init] {
+        naga::Expression::Literal(naga::Literal::U32(v)) => v,
+        ref other => panic!("{name} is {other:?}, not a u32 literal"),
+    }
+}
+
+#[test]
+fn conv_tile_sizes_are_the_shaders_own() {
+    use engine::ops::conv2d::{TILE_K, TILE_M, TILE_N};
+    assert_eq!((wgsl_const(Shader::Conv2d, "BM"), wgsl_const(Shader::Conv2d, "BN"), wgsl_const(Shader::Conv2d, "BK")), (TILE_M, TILE_N, TILE_K));
+}
+
+#[test]
+fn every_entry_point_declares_a_workgroup_size_the_grid_helper_can_use() {
+    // 1-D dispatches size their grids from these (engine/src/pipelines.rs reads them the same
+    // way), so each must be a literal, non-zero size.
+    for s in Shader::ALL {
+        for (entry, size) in engine::pipelines::workgroup_sizes(s).unwrap() {
+            let size = size.unwrap_or_else(|| panic!("{}::{entry} has an override-sized workgroup", s.file_name()));
+            assert!(size.iter().all(|&d| d >= 1), "{}::{entry}: {size:?}", s.file_name());
+        }
+    }
+}
+
+#[test]
+fn a_one_dimensional_dispatch_beyond_one_grid_row_covers_every_item() {
+    // 65 535 workgroups of 256 cover 16.8 M items; one more item needs a second grid row, and
+    // the kernel must rebuild its index from both.
+    let rt = crate::common::rt();
+    let n = 256 * 65_535 + 300;
+    let t = Tensor::empty(&rt, &[n]).unwrap();
+    engine::ops::arith::fill_into(&rt, &t, 3.0).unwrap();
+    let v = t.to_vec(&rt).unwrap();
+    assert!(v[n - 300..].iter().all(|&x| x == 3.0) && v[0] == 3.0, "the tail past the first grid row was not written");
 }

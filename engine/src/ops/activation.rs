@@ -4,8 +4,9 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autodiff::Op;
 use crate::error::Result;
-use crate::gpu::{grid_1d, Gpu, WG_1D};
+use crate::grid::Work;
 use crate::kernels::Shader;
+use crate::runtime::Runtime;
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -16,51 +17,51 @@ pub struct Params {
     pub _p: [u32; 2],
 }
 
-fn unary(gpu: &Gpu, entry: &'static str, x: &Tensor, beta: f32) -> Result<Tensor> {
-    let out = Tensor::empty(gpu, x.shape())?;
+fn unary(rt: &Runtime, entry: &'static str, x: &Tensor, beta: f32) -> Result<Tensor> {
+    let out = Tensor::empty(rt, x.shape())?;
     let n = x.numel();
     let p = Params { n: n as u32, beta, _p: [0; 2] };
-    gpu.dispatch(Shader::Activation, entry, &[], &[x.buffer(), out.buffer()], &p, grid_1d(n as u64, WG_1D));
+    rt.dispatch(Shader::Activation, entry, &[x.buffer(), out.buffer()], &p, Work::Items(n as u64))?;
     Ok(out)
 }
 
-fn binary(gpu: &Gpu, entry: &'static str, saved: &Tensor, g: &Tensor, beta: f32) -> Result<Tensor> {
-    let out = Tensor::empty(gpu, saved.shape())?;
+fn binary(rt: &Runtime, entry: &'static str, saved: &Tensor, g: &Tensor, beta: f32) -> Result<Tensor> {
+    let out = Tensor::empty(rt, saved.shape())?;
     let n = saved.numel();
     let p = Params { n: n as u32, beta, _p: [0; 2] };
-    gpu.dispatch(Shader::Activation, entry, &[], &[saved.buffer(), g.buffer(), out.buffer()], &p, grid_1d(n as u64, WG_1D));
+    rt.dispatch(Shader::Activation, entry, &[saved.buffer(), g.buffer(), out.buffer()], &p, Work::Items(n as u64))?;
     Ok(out)
 }
 
 /// `max(x, 0)`.
-pub fn relu(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
-    let y = unary(gpu, "relu_fwd", x, 0.0)?;
-    Ok(Tensor::from_op(gpu, y, &[x], || Op::Relu { x: x.clone() }))
+pub fn relu(rt: &Runtime, x: &Tensor) -> Result<Tensor> {
+    let y = unary(rt, "relu_fwd", x, 0.0)?;
+    Ok(Tensor::from_op(y, &[x], || Op::Relu { x: x.clone() }))
 }
 
 /// `dx = g * (y > 0)`, from the forward output `y`.
-pub fn relu_backward(gpu: &Gpu, y: &Tensor, g: &Tensor) -> Result<Tensor> {
-    binary(gpu, "relu_bwd", y, g, 0.0)
+pub fn relu_backward(rt: &Runtime, y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    binary(rt, "relu_bwd", y, g, 0.0)
 }
 
 /// `1 / (1 + exp(-x))`.
-pub fn sigmoid(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
-    let y = unary(gpu, "sigmoid_fwd", x, 0.0)?;
-    Ok(Tensor::from_op(gpu, y, &[x], || Op::Sigmoid { x: x.clone() }))
+pub fn sigmoid(rt: &Runtime, x: &Tensor) -> Result<Tensor> {
+    let y = unary(rt, "sigmoid_fwd", x, 0.0)?;
+    Ok(Tensor::from_op(y, &[x], || Op::Sigmoid { x: x.clone() }))
 }
 
 /// `dx = g * y * (1 - y)`.
-pub fn sigmoid_backward(gpu: &Gpu, y: &Tensor, g: &Tensor) -> Result<Tensor> {
-    binary(gpu, "sigmoid_bwd", y, g, 0.0)
+pub fn sigmoid_backward(rt: &Runtime, y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    binary(rt, "sigmoid_bwd", y, g, 0.0)
 }
 
 /// `log(1 + exp(beta x)) / beta` (identity where `beta x > 20`, as PyTorch's `Softplus`).
-pub fn softplus(gpu: &Gpu, x: &Tensor, beta: f32) -> Result<Tensor> {
-    let y = unary(gpu, "softplus_fwd", x, beta)?;
-    Ok(Tensor::from_op(gpu, y, &[x], || Op::Softplus { x: x.clone(), beta }))
+pub fn softplus(rt: &Runtime, x: &Tensor, beta: f32) -> Result<Tensor> {
+    let y = unary(rt, "softplus_fwd", x, beta)?;
+    Ok(Tensor::from_op(y, &[x], || Op::Softplus { x: x.clone(), beta }))
 }
 
-/// `dx = g * sigmoid(beta x)`.
-pub fn softplus_backward(gpu: &Gpu, x: &Tensor, beta: f32, g: &Tensor) -> Result<Tensor> {
-    binary(gpu, "softplus_bwd", x, g, beta)
+/// `dx = g * sigmoid(beta x)` (1 where `beta x > 20`, matching the forward's threshold).
+pub fn softplus_backward(rt: &Runtime, x: &Tensor, beta: f32, g: &Tensor) -> Result<Tensor> {
+    binary(rt, "softplus_bwd", x, g, beta)
 }

@@ -1,11 +1,12 @@
-//! Element-wise arithmetic (`shaders/arith.wgsl`): fill, add, scale, clamp, row-bias add.
+//! Element-wise arithmetic (`shaders/arith.wgsl`): fill, add, mul, scale, row-bias add.
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autodiff::Op;
+use crate::autodiff::{GradSink, Op};
 use crate::error::{shape_err, Result};
-use crate::gpu::{grid_1d, Gpu, WG_1D};
+use crate::grid::Work;
 use crate::kernels::Shader;
+use crate::runtime::Runtime;
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -13,79 +14,70 @@ use crate::tensor::Tensor;
 pub struct Params {
     pub n: u32,
     pub alpha: f32,
-    pub beta: f32,
+    pub _p: u32,
     pub cols: u32,
 }
 
-fn params(n: usize, alpha: f32, beta: f32, cols: usize) -> Params {
-    Params { n: n as u32, alpha, beta, cols: cols as u32 }
+fn params(n: usize, alpha: f32, cols: usize) -> Params {
+    Params { n: n as u32, alpha, _p: 0, cols: cols as u32 }
 }
 
 /// Overwrites every element of `t` with `value` (no gradient: a fill makes a constant).
-pub fn fill_into(gpu: &Gpu, t: &Tensor, value: f32) {
+pub fn fill_into(rt: &Runtime, t: &Tensor, value: f32) -> Result<()> {
     let n = t.numel();
-    gpu.dispatch(Shader::Arith, "fill", &[], &[t.buffer()], &params(n, value, 0.0, 0), grid_1d(n as u64, WG_1D));
+    rt.dispatch(Shader::Arith, "fill", &[t.buffer()], &params(n, value, 0), Work::Items(n as u64))
+}
+
+fn binary(rt: &Runtime, op: &'static str, entry: &'static str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.shape() != b.shape() {
+        return Err(shape_err(op, &[a.shape(), b.shape()], "two tensors of the same shape"));
+    }
+    let out = Tensor::empty(rt, a.shape())?;
+    let n = a.numel();
+    rt.dispatch(Shader::Arith, entry, &[a.buffer(), b.buffer(), out.buffer()], &params(n, 0.0, 0), Work::Items(n as u64))?;
+    Ok(out)
 }
 
 /// `a + b` (same shapes). Backward: the gradient goes to both unchanged.
-pub fn add(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if a.shape() != b.shape() {
-        return Err(shape_err("add", format!("{:?} + {:?}", a.shape(), b.shape())));
-    }
-    let out = Tensor::empty(gpu, a.shape())?;
-    let n = a.numel();
-    gpu.dispatch(Shader::Arith, "add", &[], &[a.buffer(), b.buffer(), out.buffer()], &params(n, 0.0, 0.0, 0), grid_1d(n as u64, WG_1D));
-    Ok(Tensor::from_op(gpu, out, &[a, b], || Op::Add { a: a.clone(), b: b.clone() }))
+pub fn add(rt: &Runtime, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let out = binary(rt, "add", "add", a, b)?;
+    Ok(Tensor::from_op(out, &[a, b], || Op::Add { a: a.clone(), b: b.clone() }))
 }
 
 /// `a * b` element-wise (same shapes). Backward: `g * b` and `g * a`.
-pub fn mul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let out = mul_raw(gpu, a, b)?;
-    Ok(Tensor::from_op(gpu, out, &[a, b], || Op::Mul { a: a.clone(), b: b.clone() }))
+pub fn mul(rt: &Runtime, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let out = binary(rt, "mul", "mul", a, b)?;
+    Ok(Tensor::from_op(out, &[a, b], || Op::Mul { a: a.clone(), b: b.clone() }))
 }
 
-fn mul_raw(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if a.shape() != b.shape() {
-        return Err(shape_err("mul", format!("{:?} * {:?}", a.shape(), b.shape())));
+/// Gradients of `a * b`: `da = g * b`, `db = g * a`, each only if wanted.
+pub fn mul_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
+    if grads.wants(a) {
+        grads.add(a, binary(rt, "mul", "mul", g, b)?)?;
     }
-    let out = Tensor::empty(gpu, a.shape())?;
-    let n = a.numel();
-    gpu.dispatch(Shader::Arith, "mul", &[], &[a.buffer(), b.buffer(), out.buffer()], &params(n, 0.0, 0.0, 0), grid_1d(n as u64, WG_1D));
-    Ok(out)
-}
-
-/// Gradients of `a * b`: `(g * b, g * a)`, each only if needed.
-pub fn mul_backward(gpu: &Gpu, a: &Tensor, b: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-    let da = if a.requires_grad() { Some(mul_raw(gpu, g, b)?) } else { None };
-    let db = if b.requires_grad() { Some(mul_raw(gpu, g, a)?) } else { None };
-    Ok(vec![da, db])
+    if grads.wants(b) {
+        grads.add(b, binary(rt, "mul", "mul", g, a)?)?;
+    }
+    Ok(())
 }
 
 /// `alpha * x`. Backward: `alpha * g` (see `Op::Scale`).
-pub fn scale(gpu: &Gpu, x: &Tensor, alpha: f32) -> Result<Tensor> {
-    let out = Tensor::empty(gpu, x.shape())?;
+pub fn scale(rt: &Runtime, x: &Tensor, alpha: f32) -> Result<Tensor> {
+    let out = Tensor::empty(rt, x.shape())?;
     let n = x.numel();
-    gpu.dispatch(Shader::Arith, "scale", &[], &[x.buffer(), out.buffer()], &params(n, alpha, 0.0, 0), grid_1d(n as u64, WG_1D));
-    Ok(Tensor::from_op(gpu, out, &[x], || Op::Scale { x: x.clone(), alpha }))
-}
-
-/// Element-wise clamp to `[lo, hi]`; not differentiable here (used on attack images only).
-pub fn clamp(gpu: &Gpu, x: &Tensor, lo: f32, hi: f32) -> Result<Tensor> {
-    let out = Tensor::empty(gpu, x.shape())?;
-    let n = x.numel();
-    gpu.dispatch(Shader::Arith, "clamp_values", &[], &[x.buffer(), out.buffer()], &params(n, lo, hi, 0), grid_1d(n as u64, WG_1D));
-    Ok(out)
+    rt.dispatch(Shader::Arith, "scale", &[x.buffer(), out.buffer()], &params(n, alpha, 0), Work::Items(n as u64))?;
+    Ok(Tensor::from_op(out, &[x], || Op::Scale { x: x.clone(), alpha }))
 }
 
 /// `x[r, :] + b` for a (rows, cols) `x` and a (cols,) `b`; the forward half of a linear bias.
 /// Its backward lives with `linear` (a column sum of the gradient).
-pub(crate) fn add_row_bias_raw(gpu: &Gpu, x: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub(crate) fn add_row_bias_raw(rt: &Runtime, x: &Tensor, b: &Tensor) -> Result<Tensor> {
     let cols = *x.shape().last().unwrap_or(&1);
     if b.numel() != cols {
-        return Err(shape_err("add_row_bias", format!("x {:?}, bias {:?}", x.shape(), b.shape())));
+        return Err(shape_err("add_row_bias", &[x.shape(), b.shape()], "x (rows, cols) and a bias (cols,)"));
     }
-    let out = Tensor::empty(gpu, x.shape())?;
+    let out = Tensor::empty(rt, x.shape())?;
     let n = x.numel();
-    gpu.dispatch(Shader::Arith, "add_row_bias", &[], &[x.buffer(), b.buffer(), out.buffer()], &params(n, 0.0, 0.0, cols), grid_1d(n as u64, WG_1D));
+    rt.dispatch(Shader::Arith, "add_row_bias", &[x.buffer(), b.buffer(), out.buffer()], &params(n, 0.0, cols), Work::Items(n as u64))?;
     Ok(out)
 }

@@ -4,8 +4,9 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{shape_err, Result};
-use crate::gpu::{grid_1d, Gpu, WG_1D};
+use crate::grid::Work;
 use crate::kernels::Shader;
+use crate::runtime::Runtime;
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -18,27 +19,26 @@ pub struct Params {
 }
 
 fn check(x: &Tensor, others: &[&Tensor]) -> Result<()> {
-    if others.iter().any(|t| t.shape() != x.shape()) {
-        return Err(shape_err("pgd", format!("x {:?} vs {:?}", x.shape(), others.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>())));
+    if let Some(o) = others.iter().find(|t| t.shape() != x.shape()) {
+        return Err(shape_err("pgd", &[x.shape(), o.shape()], "images, gradient and perturbation of one shape"));
     }
     Ok(())
 }
 
 /// `delta = clamp(delta, -eps, eps)`, then `delta = clamp(x + delta, 0, 1) - x`; returns x + delta.
-pub fn pgd_project(gpu: &Gpu, x: &Tensor, delta: &Tensor, eps: f32) -> Result<Tensor> {
+pub fn pgd_project(rt: &Runtime, x: &Tensor, delta: &Tensor, eps: f32) -> Result<Tensor> {
     check(x, &[delta])?;
-    let adv = Tensor::empty(gpu, x.shape())?;
+    let adv = Tensor::empty(rt, x.shape())?;
     let p = Params { n: x.numel() as u32, eps, step: 0.0, _p: 0 };
-    gpu.dispatch(Shader::Attack, "pgd_project", &[], &[x.buffer(), delta.buffer(), adv.buffer()], &p, grid_1d(x.numel() as u64, WG_1D));
+    rt.dispatch(Shader::Attack, "pgd_project", &[x.buffer(), delta.buffer(), adv.buffer()], &p, Work::Items(x.numel() as u64))?;
     Ok(adv)
 }
 
 /// `delta += step * sign(grad)`, then the projection of [`pgd_project`]; returns x + delta.
-pub fn pgd_step(gpu: &Gpu, x: &Tensor, grad: &Tensor, delta: &Tensor, eps: f32, step: f32) -> Result<Tensor> {
+pub fn pgd_step(rt: &Runtime, x: &Tensor, grad: &Tensor, delta: &Tensor, eps: f32, step: f32) -> Result<Tensor> {
     check(x, &[grad, delta])?;
-    let adv = Tensor::empty(gpu, x.shape())?;
+    let adv = Tensor::empty(rt, x.shape())?;
     let p = Params { n: x.numel() as u32, eps, step, _p: 0 };
-    let bufs = [x.buffer(), grad.buffer(), delta.buffer(), adv.buffer()];
-    gpu.dispatch(Shader::Attack, "pgd_step", &[], &bufs, &p, grid_1d(x.numel() as u64, WG_1D));
+    rt.dispatch(Shader::Attack, "pgd_step", &[x.buffer(), grad.buffer(), delta.buffer(), adv.buffer()], &p, Work::Items(x.numel() as u64))?;
     Ok(adv)
 }

@@ -6,9 +6,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autodiff::Op;
+use crate::autodiff::{GradSink, Op};
 use crate::error::{shape_err, Result};
-use crate::gpu::Gpu;
+use crate::grid::Work;
+use crate::runtime::Runtime;
 use crate::kernels::Shader;
 use crate::ops::reduce;
 use crate::tensor::Tensor;
@@ -33,10 +34,11 @@ pub struct Params {
     pub _p: [u32; 2],
 }
 
-/// Output tile of one workgroup (rows x cols) and the depth slice; mirrors BM/BN/BK in WGSL.
-const TILE_M: u32 = 64;
-const TILE_N: u32 = 64;
-const TILE_K: u32 = 16;
+/// Output tile of one workgroup (rows x cols) and the depth slice; BM/BN/BK in the WGSL (a
+/// runtime test reads them from the shader with naga and compares).
+pub const TILE_M: u32 = 64;
+pub const TILE_N: u32 = 64;
+pub const TILE_K: u32 = 16;
 
 /// Geometry of one convolution, checked once.
 #[derive(Clone, Copy, Debug)]
@@ -56,11 +58,11 @@ struct Geom {
 impl Geom {
     fn new(x: &[usize], w: &[usize], stride: u32, pad: u32) -> Result<Geom> {
         if x.len() != 4 || w.len() != 4 || w[2] != w[3] || x[1] != w[1] || stride == 0 {
-            return Err(shape_err("conv2d", format!("x {x:?}, w {w:?}, stride {stride}: need x (N,C,H,W), w (CO,C,k,k)")));
+            return Err(shape_err("conv2d", &[x, w], "x (N, C, H, W), w (CO, C, k, k) and a stride of at least 1"));
         }
         let (h, wd, ks) = (x[2] as u32, x[3] as u32, w[2] as u32);
         if h + 2 * pad < ks || wd + 2 * pad < ks {
-            return Err(shape_err("conv2d", format!("kernel {ks} larger than padded input {h}x{wd}")));
+            return Err(shape_err("conv2d", &[x, w], "a kernel no larger than the padded input"));
         }
         Ok(Geom {
             n: x[0] as u32,
@@ -97,26 +99,26 @@ impl Geom {
     }
 }
 
-fn grid(gm: u32, gn: u32, splits: u32) -> [u32; 3] {
-    [gm.div_ceil(TILE_M), gn.div_ceil(TILE_N), splits]
+fn grid(gm: u32, gn: u32, splits: u32) -> Work {
+    Work::Groups([gm.div_ceil(TILE_M), gn.div_ceil(TILE_N), splits])
 }
 
 /// Convolution forward. Records `Op::Conv2d` when `x` or `w` requires grad.
-pub fn conv2d(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: u32, pad: u32) -> Result<Tensor> {
+pub fn conv2d(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad: u32) -> Result<Tensor> {
     let g = Geom::new(x.shape(), w.shape(), stride, pad)?;
-    let y = Tensor::empty(gpu, &[g.n as usize, g.co as usize, g.oh as usize, g.ow as usize])?;
+    let y = Tensor::empty(rt, &[g.n as usize, g.co as usize, g.oh as usize, g.ow as usize])?;
     let (gm, gn, gk) = (g.n * g.oh * g.ow, g.co, g.ci * g.ks * g.ks);
-    gpu.dispatch(Shader::Conv2d, "conv2d_fwd", &[], &[x.buffer(), w.buffer(), y.buffer()], &g.params(gm, gn, gk, gk), grid(gm, gn, 1));
-    Ok(Tensor::from_op(gpu, y, &[x, w], || Op::Conv2d { x: x.clone(), w: w.clone(), stride, pad }))
+    rt.dispatch(Shader::Conv2d, "conv2d_fwd", &[x.buffer(), w.buffer(), y.buffer()], &g.params(gm, gn, gk, gk), grid(gm, gn, 1))?;
+    Ok(Tensor::from_op(y, &[x, w], || Op::Conv2d { x: x.clone(), w: w.clone(), stride, pad }))
 }
 
 /// Gradient w.r.t. the input: `dx[n,ci,iy,ix] = sum_{co,ky,kx} g[n,co,oy,ox] w[co,ci,ky,kx]`
 /// over the output pixels (oy, ox) whose window covers (iy, ix) at tap (ky, kx).
-pub fn conv2d_backward_data(gpu: &Gpu, x_shape: &[usize], w: &Tensor, stride: u32, pad: u32, g: &Tensor) -> Result<Tensor> {
+pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride: u32, pad: u32, g: &Tensor) -> Result<Tensor> {
     let geo = Geom::new(x_shape, w.shape(), stride, pad)?;
-    let dx = Tensor::empty(gpu, x_shape)?;
+    let dx = Tensor::empty(rt, x_shape)?;
     let (gm, gn, gk) = (geo.n * geo.h * geo.w, geo.ci, geo.co * geo.ks * geo.ks);
-    gpu.dispatch(Shader::Conv2d, "conv2d_bwd_data", &[], &[g.buffer(), w.buffer(), dx.buffer()], &geo.params(gm, gn, gk, gk), grid(gm, gn, 1));
+    rt.dispatch(Shader::Conv2d, "conv2d_bwd_data", &[g.buffer(), w.buffer(), dx.buffer()], &geo.params(gm, gn, gk, gk), grid(gm, gn, 1))?;
     Ok(dx)
 }
 
@@ -129,7 +131,7 @@ fn weight_splits(tiles: u32, gk: u32) -> u32 {
 }
 
 /// Gradient w.r.t. the weights: `dw[co,ci,ky,kx] = sum_{n,oy,ox} g[n,co,oy,ox] x[n,ci,iy,ix]`.
-pub fn conv2d_backward_weight(gpu: &Gpu, x: &Tensor, w_shape: &[usize], stride: u32, pad: u32, g: &Tensor) -> Result<Tensor> {
+pub fn conv2d_backward_weight(rt: &Runtime, x: &Tensor, w_shape: &[usize], stride: u32, pad: u32, g: &Tensor) -> Result<Tensor> {
     let geo = Geom::new(x.shape(), w_shape, stride, pad)?;
     let (gm, gn, gk) = (geo.co, geo.ci * geo.ks * geo.ks, geo.n * geo.oh * geo.ow);
     let tiles = gm.div_ceil(TILE_M) * gn.div_ceil(TILE_N);
@@ -137,21 +139,25 @@ pub fn conv2d_backward_weight(gpu: &Gpu, x: &Tensor, w_shape: &[usize], stride: 
     // Round each split's depth to whole K slices so no slice straddles two workgroups.
     let k_split = gk.div_ceil(splits).div_ceil(TILE_K) * TILE_K;
     let splits = gk.div_ceil(k_split);
-    let dw = Tensor::empty(gpu, w_shape)?;
+    let dw = Tensor::empty(rt, w_shape)?;
     let params = geo.params(gm, gn, gk, k_split);
     if splits == 1 {
-        gpu.dispatch(Shader::Conv2d, "conv2d_bwd_weight", &[], &[g.buffer(), x.buffer(), dw.buffer()], &params, grid(gm, gn, 1));
+        rt.dispatch(Shader::Conv2d, "conv2d_bwd_weight", &[g.buffer(), x.buffer(), dw.buffer()], &params, grid(gm, gn, 1))?;
     } else {
-        let partial = Tensor::empty(gpu, &[splits as usize, (gm * gn) as usize])?;
-        gpu.dispatch(Shader::Conv2d, "conv2d_bwd_weight", &[], &[g.buffer(), x.buffer(), partial.buffer()], &params, grid(gm, gn, splits));
-        reduce::sum_rows_into(gpu, &partial, &dw)?;
+        let partial = Tensor::empty(rt, &[splits as usize, (gm * gn) as usize])?;
+        rt.dispatch(Shader::Conv2d, "conv2d_bwd_weight", &[g.buffer(), x.buffer(), partial.buffer()], &params, grid(gm, gn, splits))?;
+        reduce::sum_rows_into(rt, &partial, &dw)?;
     }
     Ok(dw)
 }
 
-/// Backward of `conv2d`: gradients for the inputs that require them, and only those.
-pub fn conv2d_backward(gpu: &Gpu, x: &Tensor, w: &Tensor, stride: u32, pad: u32, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-    let dx = if x.requires_grad() { Some(conv2d_backward_data(gpu, x.shape(), w, stride, pad, g)?) } else { None };
-    let dw = if w.requires_grad() { Some(conv2d_backward_weight(gpu, x, w.shape(), stride, pad, g)?) } else { None };
-    Ok(vec![dx, dw])
+/// Backward of `conv2d`: gradients for the inputs that want them, and only those.
+pub fn conv2d_backward(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad: u32, g: &Tensor, grads: &mut GradSink) -> Result<()> {
+    if grads.wants(x) {
+        grads.add(x, conv2d_backward_data(rt, x.shape(), w, stride, pad, g)?)?;
+    }
+    if grads.wants(w) {
+        grads.add(w, conv2d_backward_weight(rt, x, w.shape(), stride, pad, g)?)?;
+    }
+    Ok(())
 }

@@ -5,8 +5,9 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autodiff::Op;
 use crate::error::{shape_err, Result};
-use crate::gpu::Gpu;
+use crate::grid::Work;
 use crate::kernels::Shader;
+use crate::runtime::Runtime;
 use crate::tensor::{DType, Tensor};
 
 #[repr(C)]
@@ -19,25 +20,26 @@ pub struct Params {
 
 /// `mean_r (logsumexp(logits[r]) - logits[r, labels[r]])`. Labels must be < K (not checked on
 /// the GPU: callers validate labels when they load them).
-pub fn cross_entropy(gpu: &Gpu, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+pub fn cross_entropy(rt: &Runtime, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let s = logits.shape();
     if s.len() != 2 || labels.shape() != [s[0]] || labels.dtype() != DType::U32 {
-        return Err(shape_err("cross_entropy", format!("logits {s:?}, labels {:?} ({:?})", labels.shape(), labels.dtype())));
+        return Err(shape_err("cross_entropy", &[s, labels.shape()], "logits (N, K) and u32 labels (N,)"));
     }
     let p = Params { rows: s[0] as u32, cols: s[1] as u32, _p: [0; 2] };
-    let probs = Tensor::empty(gpu, s)?;
-    let loss = Tensor::empty(gpu, &[1])?;
+    let probs = Tensor::empty(rt, s)?;
+    let loss = Tensor::empty(rt, &[1])?;
     let bufs = [logits.buffer(), labels.buffer(), probs.buffer(), loss.buffer()];
-    gpu.dispatch(Shader::CrossEntropy, "cross_entropy_fwd", &[], &bufs, &p, [1, 1, 1]);
-    Ok(Tensor::from_op(gpu, loss, &[logits], || Op::CrossEntropy { logits: logits.clone(), labels: labels.clone(), probs }))
+    // One workgroup sums the whole batch (deterministic: no atomics).
+    rt.dispatch(Shader::CrossEntropy, "cross_entropy_fwd", &bufs, &p, Work::Groups([1, 1, 1]))?;
+    Ok(Tensor::from_op(loss, &[logits], || Op::CrossEntropy { logits: logits.clone(), labels: labels.clone(), probs }))
 }
 
 /// `dlogits = g (softmax(logits) - onehot(labels)) / N`, from the saved probabilities.
-pub fn cross_entropy_backward(gpu: &Gpu, probs: &Tensor, labels: &Tensor, g: &Tensor) -> Result<Tensor> {
+pub fn cross_entropy_backward(rt: &Runtime, probs: &Tensor, labels: &Tensor, g: &Tensor) -> Result<Tensor> {
     let s = probs.shape();
     let p = Params { rows: s[0] as u32, cols: s[1] as u32, _p: [0; 2] };
-    let d = Tensor::empty(gpu, s)?;
+    let d = Tensor::empty(rt, s)?;
     let bufs = [probs.buffer(), labels.buffer(), g.buffer(), d.buffer()];
-    gpu.dispatch(Shader::CrossEntropy, "cross_entropy_bwd", &[], &bufs, &p, [(p.rows * p.cols).div_ceil(256), 1, 1]);
+    rt.dispatch(Shader::CrossEntropy, "cross_entropy_bwd", &bufs, &p, Work::Items((s[0] * s[1]) as u64))?;
     Ok(d)
 }

@@ -6,8 +6,9 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autodiff::Op;
 use crate::error::{shape_err, Result};
-use crate::gpu::Gpu;
+use crate::grid::Work;
 use crate::kernels::Shader;
+use crate::runtime::Runtime;
 use crate::tensor::{DType, Tensor};
 
 #[repr(C)]
@@ -22,24 +23,25 @@ pub struct Params {
 fn params(logits: &Tensor, labels: &Tensor, confidence: f32) -> Result<Params> {
     let s = logits.shape();
     if s.len() != 2 || s[1] < 2 || labels.shape() != [s[0]] || labels.dtype() != DType::U32 {
-        return Err(shape_err("margin_loss", format!("logits {s:?}, labels {:?} ({:?})", labels.shape(), labels.dtype())));
+        return Err(shape_err("margin_loss", &[s, labels.shape()], "logits (N, K >= 2) and u32 labels (N,)"));
     }
     Ok(Params { rows: s[0] as u32, cols: s[1] as u32, confidence, _p: 0 })
 }
 
-pub fn margin_loss(gpu: &Gpu, logits: &Tensor, labels: &Tensor, confidence: f32) -> Result<Tensor> {
+pub fn margin_loss(rt: &Runtime, logits: &Tensor, labels: &Tensor, confidence: f32) -> Result<Tensor> {
     let p = params(logits, labels, confidence)?;
-    let loss = Tensor::empty(gpu, &[1])?;
-    gpu.dispatch(Shader::MarginLoss, "margin_loss_fwd", &[], &[logits.buffer(), labels.buffer(), loss.buffer()], &p, [1, 1, 1]);
-    Ok(Tensor::from_op(gpu, loss, &[logits], || Op::MarginLoss { logits: logits.clone(), labels: labels.clone(), confidence }))
+    let loss = Tensor::empty(rt, &[1])?;
+    // One workgroup sums the whole batch (deterministic: no atomics).
+    rt.dispatch(Shader::MarginLoss, "margin_loss_fwd", &[logits.buffer(), labels.buffer(), loss.buffer()], &p, Work::Groups([1, 1, 1]))?;
+    Ok(Tensor::from_op(loss, &[logits], || Op::MarginLoss { logits: logits.clone(), labels: labels.clone(), confidence }))
 }
 
 /// `-g` at the true class and `+g` at the best other class of every row whose margin term is
 /// positive; 0 elsewhere.
-pub fn margin_loss_backward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, confidence: f32, g: &Tensor) -> Result<Tensor> {
+pub fn margin_loss_backward(rt: &Runtime, logits: &Tensor, labels: &Tensor, confidence: f32, g: &Tensor) -> Result<Tensor> {
     let p = params(logits, labels, confidence)?;
-    let d = Tensor::empty(gpu, logits.shape())?;
+    let d = Tensor::empty(rt, logits.shape())?;
     let bufs = [logits.buffer(), labels.buffer(), g.buffer(), d.buffer()];
-    gpu.dispatch(Shader::MarginLoss, "margin_loss_bwd", &[], &bufs, &p, [p.rows.div_ceil(64), 1, 1]);
+    rt.dispatch(Shader::MarginLoss, "margin_loss_bwd", &bufs, &p, Work::Items(p.rows as u64))?;
     Ok(d)
 }

@@ -4,7 +4,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{shape_err, Result};
-use crate::gpu::{grid_1d, Gpu, WG_1D};
+use crate::grid::Work;
+use crate::runtime::Runtime;
 use crate::kernels::Shader;
 use crate::tensor::Tensor;
 
@@ -18,12 +19,11 @@ pub struct Params {
 }
 
 /// One SGD update of `param` (and its `velocity`, zero before the first step) by `grad`.
-pub fn sgd_step(gpu: &Gpu, param: &Tensor, velocity: &Tensor, grad: &Tensor, lr: f32, momentum: f32, weight_decay: f32) -> Result<()> {
+pub fn sgd_step(rt: &Runtime, param: &Tensor, velocity: &Tensor, grad: &Tensor, lr: f32, momentum: f32, weight_decay: f32) -> Result<()> {
     if param.shape() != velocity.shape() || param.shape() != grad.shape() {
-        return Err(shape_err("sgd_step", format!("param {:?}, velocity {:?}, grad {:?}", param.shape(), velocity.shape(), grad.shape())));
+        return Err(shape_err("sgd_step", &[param.shape(), velocity.shape(), grad.shape()], "parameter, velocity and gradient of one shape"));
     }
     let n = param.numel();
     let p = Params { n: n as u32, lr, momentum, weight_decay };
-    gpu.dispatch(Shader::Optim, "sgd_step", &[], &[grad.buffer(), param.buffer(), velocity.buffer()], &p, grid_1d(n as u64, WG_1D));
-    Ok(())
+    rt.dispatch(Shader::Optim, "sgd_step", &[grad.buffer(), param.buffer(), velocity.buffer()], &p, Work::Items(n as u64))
 }

@@ -5,7 +5,8 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autodiff::Op;
 use crate::error::{shape_err, Result};
-use crate::gpu::{grid_1d, Gpu, WG_1D};
+use crate::grid::Work;
+use crate::runtime::Runtime;
 use crate::kernels::Shader;
 use crate::tensor::Tensor;
 
@@ -27,31 +28,31 @@ fn params(x_shape: &[usize], k: u32, n: usize) -> Params {
 }
 
 /// (N, C, H, W) -> (N, C, H / k, W / k), each output the mean of its k x k window.
-pub fn avg_pool2d(gpu: &Gpu, x: &Tensor, k: u32) -> Result<Tensor> {
+pub fn avg_pool2d(rt: &Runtime, x: &Tensor, k: u32) -> Result<Tensor> {
     let s = x.shape();
     if s.len() != 4 || k == 0 || s[2] < k as usize || s[3] < k as usize {
-        return Err(shape_err("avg_pool2d", format!("x {s:?}, window {k}")));
+        return Err(shape_err("avg_pool2d", &[s], "x (N, C, H, W) with H and W at least the window (>= 1)"));
     }
     let out_shape = [s[0], s[1], s[2] / k as usize, s[3] / k as usize];
-    let y = Tensor::empty(gpu, &out_shape)?;
+    let y = Tensor::empty(rt, &out_shape)?;
     let n = y.numel();
-    gpu.dispatch(Shader::Pool, "avg_pool2d_fwd", &[], &[x.buffer(), y.buffer()], &params(s, k, n), grid_1d(n as u64, WG_1D));
-    Ok(Tensor::from_op(gpu, y, &[x], || Op::AvgPool { x: x.clone(), k }))
+    rt.dispatch(Shader::Pool, "avg_pool2d_fwd", &[x.buffer(), y.buffer()], &params(s, k, n), Work::Items(n as u64))?;
+    Ok(Tensor::from_op(y, &[x], || Op::AvgPool { x: x.clone(), k }))
 }
 
 /// Each input pixel gets its window's gradient / (k k); pixels no window covers get 0.
-pub fn avg_pool2d_backward(gpu: &Gpu, x_shape: &[usize], k: u32, g: &Tensor) -> Result<Tensor> {
-    let dx = Tensor::empty(gpu, x_shape)?;
+pub fn avg_pool2d_backward(rt: &Runtime, x_shape: &[usize], k: u32, g: &Tensor) -> Result<Tensor> {
+    let dx = Tensor::empty(rt, x_shape)?;
     let n = dx.numel();
-    gpu.dispatch(Shader::Pool, "avg_pool2d_bwd", &[], &[g.buffer(), dx.buffer()], &params(x_shape, k, n), grid_1d(n as u64, WG_1D));
+    rt.dispatch(Shader::Pool, "avg_pool2d_bwd", &[g.buffer(), dx.buffer()], &params(x_shape, k, n), Work::Items(n as u64))?;
     Ok(dx)
 }
 
 /// Global average pooling (N, C, H, W) -> (N, C): the spatial mean (H must equal W).
-pub fn global_avg_pool(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn global_avg_pool(rt: &Runtime, x: &Tensor) -> Result<Tensor> {
     let s = x.shape().to_vec();
     if s.len() != 4 || s[2] != s[3] {
-        return Err(shape_err("global_avg_pool", format!("x {s:?} must be (N, C, H, H)")));
+        return Err(shape_err("global_avg_pool", &[&s], "x (N, C, H, H)"));
     }
-    avg_pool2d(gpu, x, s[2] as u32)?.reshape(gpu, &[s[0], s[1]])
+    avg_pool2d(rt, x, s[2] as u32)?.reshape(&[s[0], s[1]])
 }

@@ -3,7 +3,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{shape_err, Result};
-use crate::gpu::{grid_1d, Gpu, WG_1D};
+use crate::grid::Work;
+use crate::runtime::Runtime;
 use crate::kernels::Shader;
 use crate::tensor::Tensor;
 
@@ -16,22 +17,21 @@ pub struct Params {
 }
 
 /// `out[c] = sum_r x[r, c]` for `x` viewed as (rows, out.numel()).
-pub fn sum_rows_into(gpu: &Gpu, x: &Tensor, out: &Tensor) -> Result<()> {
+pub fn sum_rows_into(rt: &Runtime, x: &Tensor, out: &Tensor) -> Result<()> {
     let cols = out.numel();
     if cols == 0 || !x.numel().is_multiple_of(cols) {
-        return Err(shape_err("sum_rows", format!("{:?} into {:?}", x.shape(), out.shape())));
+        return Err(shape_err("sum_rows", &[x.shape(), out.shape()], "x (rows, cols...) into out (cols...)"));
     }
     let p = Params { rows: (x.numel() / cols) as u32, cols: cols as u32, _p: [0; 2] };
-    gpu.dispatch(Shader::Reduce, "sum_rows", &[], &[x.buffer(), out.buffer()], &p, grid_1d(cols as u64, WG_1D));
-    Ok(())
+    rt.dispatch(Shader::Reduce, "sum_rows", &[x.buffer(), out.buffer()], &p, Work::Items(cols as u64))
 }
 
 /// Sum over the first dimension: (rows, cols...) -> (cols...). No gradient.
-pub fn sum_rows(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn sum_rows(rt: &Runtime, x: &Tensor) -> Result<Tensor> {
     if x.shape().is_empty() {
-        return Err(shape_err("sum_rows", "scalar input"));
+        return Err(shape_err("sum_rows", &[x.shape()], "x with at least one dimension"));
     }
-    let out = Tensor::empty(gpu, &x.shape()[1..])?;
-    sum_rows_into(gpu, x, &out)?;
+    let out = Tensor::empty(rt, &x.shape()[1..])?;
+    sum_rows_into(rt, x, &out)?;
     Ok(out)
 }

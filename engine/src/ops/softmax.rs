@@ -4,7 +4,8 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::autodiff::Op;
 use crate::error::{shape_err, Result};
-use crate::gpu::Gpu;
+use crate::grid::Work;
+use crate::runtime::Runtime;
 use crate::kernels::Shader;
 use crate::tensor::Tensor;
 
@@ -19,23 +20,23 @@ pub struct Params {
 fn params(x: &Tensor) -> Result<Params> {
     let s = x.shape();
     if s.len() != 2 || s[1] == 0 {
-        return Err(shape_err("softmax", format!("x {s:?} must be (rows, cols)")));
+        return Err(shape_err("softmax", &[s], "x (rows, cols)"));
     }
     Ok(Params { rows: s[0] as u32, cols: s[1] as u32, _p: [0; 2] })
 }
 
 /// `y[r, :] = softmax(x[r, :])`.
-pub fn softmax(gpu: &Gpu, x: &Tensor) -> Result<Tensor> {
+pub fn softmax(rt: &Runtime, x: &Tensor) -> Result<Tensor> {
     let p = params(x)?;
-    let y = Tensor::empty(gpu, x.shape())?;
-    gpu.dispatch(Shader::Softmax, "softmax_fwd", &[], &[x.buffer(), y.buffer()], &p, [p.rows.div_ceil(64), 1, 1]);
-    Ok(Tensor::from_op(gpu, y, &[x], || Op::Softmax { x: x.clone() }))
+    let y = Tensor::empty(rt, x.shape())?;
+    rt.dispatch(Shader::Softmax, "softmax_fwd", &[x.buffer(), y.buffer()], &p, Work::Items(p.rows as u64))?;
+    Ok(Tensor::from_op(y, &[x], || Op::Softmax { x: x.clone() }))
 }
 
 /// `dx = y (g - sum_j g_j y_j)` from the forward output `y`.
-pub fn softmax_backward(gpu: &Gpu, y: &Tensor, g: &Tensor) -> Result<Tensor> {
+pub fn softmax_backward(rt: &Runtime, y: &Tensor, g: &Tensor) -> Result<Tensor> {
     let p = params(y)?;
-    let dx = Tensor::empty(gpu, y.shape())?;
-    gpu.dispatch(Shader::Softmax, "softmax_bwd", &[], &[y.buffer(), g.buffer(), dx.buffer()], &p, [p.rows.div_ceil(64), 1, 1]);
+    let dx = Tensor::empty(rt, y.shape())?;
+    rt.dispatch(Shader::Softmax, "softmax_bwd", &[y.buffer(), g.buffer(), dx.buffer()], &p, Work::Items(p.rows as u64))?;
     Ok(dx)
 }

@@ -1,4 +1,5 @@
-//! A small, seedable, splittable pseudo-random generator (SplitMix64). Deterministic across
+//! A small, seedable pseudo-random generator (SplitMix64) for everything random on the host:
+//! initialisation, attack starts, data order and augmentation. Deterministic across
 //! platforms, so a seed reproduces a run; its whole state is one u64, so it checkpoints trivially.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,11 +38,6 @@ impl Rng {
     /// `n` values uniform in [lo, hi), as f32.
     pub fn uniform_vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
         (0..n).map(|_| self.uniform(lo, hi) as f32).collect()
-    }
-
-    /// A derived generator, independent of this one's future output.
-    pub fn split(&mut self) -> Rng {
-        Rng::new(self.next_u64())
     }
 
     /// Fisher-Yates shuffle.

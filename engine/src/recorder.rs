@@ -1,0 +1,66 @@
+//! The command recorder: one open compute pass of one command encoder, submitted only when
+//! somebody needs a result on the host, writes host data, or flushes. A training step is
+//! therefore one submit. It also keeps the MAP_READ staging buffers of readbacks, one per size
+//! (a readback is synchronous, so one per size serves), so per-step reads allocate nothing.
+
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecorderStats {
+    pub dispatches: u64,
+    pub submits: u64,
+}
+
+#[derive(Default)]
+pub struct Recorder {
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    staging: HashMap<u64, wgpu::Buffer>,
+    stats: RecorderStats,
+}
+
+impl Recorder {
+    pub fn stats(&self) -> RecorderStats {
+        self.stats
+    }
+
+    /// The open compute pass (opened on the current encoder if needed); counts one dispatch.
+    pub fn pass_for_dispatch(&mut self, device: &wgpu::Device) -> &mut wgpu::ComputePass<'static> {
+        self.stats.dispatches += 1;
+        if self.pass.is_none() {
+            let enc = self.encoder.get_or_insert_with(|| device.create_command_encoder(&Default::default()));
+            self.pass = Some(enc.begin_compute_pass(&Default::default()).forget_lifetime());
+        }
+        self.pass.as_mut().expect("pass just opened")
+    }
+
+    /// The encoder, for encoder-level commands (copies, timestamps); closes the open pass first.
+    pub fn encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
+        self.encoder.get_or_insert_with(|| device.create_command_encoder(&Default::default()))
+    }
+
+    /// Submits everything recorded so far as one command buffer. Cheap when nothing is pending.
+    pub fn flush(&mut self, queue: &wgpu::Queue) {
+        self.pass = None;
+        if let Some(enc) = self.encoder.take() {
+            queue.submit([enc.finish()]);
+            self.stats.submits += 1;
+        }
+    }
+
+    /// A MAP_READ buffer of `size` bytes, made once per size.
+    pub fn staging(&mut self, device: &wgpu::Device, size: u64) -> wgpu::Buffer {
+        self.staging
+            .entry(size)
+            .or_insert_with(|| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .clone()
+    }
+}

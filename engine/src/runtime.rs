@@ -1,0 +1,228 @@
+//! The runtime every op receives as `&Runtime`: an open [`Gpu`] plus the buffer pool, the kernel
+//! cache and the command recorder, each its own type. Built once per process (tests build their
+//! own), it is the only way work reaches the device.
+//!
+//! Kernel parameters (shapes, scalars) travel as immediate data (push constants), so a dispatch
+//! allocates nothing; bind groups and pipelines are cached, buffers pooled, and recorded work is
+//! submitted only when the host needs a result.
+
+use std::cell::RefCell;
+
+use crate::error::{EngineError, Result};
+use crate::gpu::Gpu;
+use crate::grid::Work;
+use crate::kernels::Shader;
+use crate::pipelines::KernelCache;
+use crate::pool::{BufferPool, GpuBuffer};
+use crate::recorder::Recorder;
+use crate::timer::{Clock, Timer};
+
+/// Counters for tests and benchmarks: proof that a warm step allocates nothing, and how many
+/// dispatches and submits a step costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeStats {
+    pub buffer_allocations: u64,
+    pub allocated_bytes: u64,
+    pub pipelines: u64,
+    pub bind_groups_created: u64,
+    pub submits: u64,
+    pub dispatches: u64,
+}
+
+pub struct Runtime {
+    pub gpu: Gpu,
+    pool: BufferPool,
+    kernels: KernelCache,
+    recorder: RefCell<Recorder>,
+    timer: RefCell<Option<Timer>>,
+}
+
+impl Runtime {
+    /// A runtime on the adapter named by `CIFS_WGPU_ADAPTER`, or the best one.
+    pub fn new() -> Result<Runtime> {
+        Ok(Runtime::on(Gpu::new()?))
+    }
+
+    /// A runtime on the adapter matching `preference` (see [`crate::gpu::ADAPTER_ENV`]).
+    pub fn with_preference(preference: Option<&str>) -> Result<Runtime> {
+        Ok(Runtime::on(Gpu::with_preference(preference)?))
+    }
+
+    pub fn on(gpu: Gpu) -> Runtime {
+        Runtime { gpu, pool: BufferPool::default(), kernels: KernelCache::default(), recorder: RefCell::default(), timer: RefCell::new(None) }
+    }
+
+    pub fn stats(&self) -> RuntimeStats {
+        let (p, k, r) = (self.pool.stats(), self.kernels.stats(), self.recorder.borrow().stats());
+        RuntimeStats {
+            buffer_allocations: p.allocations,
+            allocated_bytes: p.allocated_bytes,
+            pipelines: k.pipelines,
+            bind_groups_created: k.bind_groups_created,
+            submits: r.submits,
+            dispatches: r.dispatches,
+        }
+    }
+
+    // ---- buffers ---------------------------------------------------------------------------
+
+    /// A storage buffer of at least `bytes` bytes from the pool; contents are undefined.
+    pub fn alloc(&self, bytes: u64) -> Result<GpuBuffer> {
+        self.pool.alloc(&self.gpu.device, bytes, self.gpu.limits.max_storage_buffer_binding_size)
+    }
+
+    /// Writes host bytes into `buf` at offset 0. Pending recorded work is submitted first, because
+    /// a queue write lands before any command recorded but not yet submitted.
+    pub fn write(&self, buf: &GpuBuffer, data: &[u8]) -> Result<()> {
+        let len = data.len() as u64;
+        if len > buf.size {
+            return Err(EngineError::WriteTooLong { bytes: len, size: buf.size });
+        }
+        self.flush();
+        if len.is_multiple_of(4) {
+            self.gpu.queue.write_buffer(buf.raw(), 0, data);
+        } else {
+            let mut padded = data.to_vec();
+            padded.resize(len.div_ceil(4) as usize * 4, 0);
+            self.gpu.queue.write_buffer(buf.raw(), 0, &padded);
+        }
+        Ok(())
+    }
+
+    /// Records a GPU-side copy of `bytes` bytes from `src` to `dst`.
+    pub fn copy(&self, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) {
+        let mut rec = self.recorder.borrow_mut();
+        rec.encoder(&self.gpu.device).copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, bytes.div_ceil(4) * 4);
+    }
+
+    /// Reads `bytes` bytes of `buf` back to the host. Submits pending work and waits for it.
+    pub fn read_bytes(&self, buf: &GpuBuffer, bytes: u64) -> Result<Vec<u8>> {
+        let padded = bytes.max(4).div_ceil(4) * 4;
+        let staging = {
+            let mut rec = self.recorder.borrow_mut();
+            let staging = rec.staging(&self.gpu.device, padded);
+            rec.encoder(&self.gpu.device).copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, padded);
+            rec.flush(&self.gpu.queue);
+            staging
+        };
+        let mut out = self.map_read(&staging)?;
+        out.truncate(bytes as usize);
+        Ok(out)
+    }
+
+    /// Maps a MAP_READ buffer after the work submitted so far and returns its contents.
+    fn map_read(&self, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
+        let err = |e: &dyn std::fmt::Display| EngineError::Readback(e.to_string());
+        let (tx, rx) = std::sync::mpsc::channel();
+        buf.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| err(&e))?;
+        rx.recv().map_err(|e| err(&e))?.map_err(|e| err(&e))?;
+        let out = buf.get_mapped_range(..).map_err(|e| err(&e))?.to_vec();
+        buf.unmap();
+        Ok(out)
+    }
+
+    /// Submits everything recorded so far (one command buffer). Cheap when nothing is pending.
+    pub fn flush(&self) {
+        self.recorder.borrow_mut().flush(&self.gpu.queue);
+    }
+
+    /// Submits pending work and blocks until the GPU has finished it.
+    pub fn sync(&self) -> Result<()> {
+        self.flush();
+        self.gpu.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| EngineError::Gpu(e.to_string()))
+    }
+
+    // ---- timing ---------------------------------------------------------------------------
+
+    fn stamp(&self, index: u32) {
+        let mut timer = self.timer.borrow_mut();
+        let t = timer.get_or_insert_with(|| Timer::new(&self.gpu.device));
+        t.stamp(self.recorder.borrow_mut().encoder(&self.gpu.device), index);
+    }
+
+    /// Runs `f` (which records GPU work) and returns its result with the GPU time it took, in
+    /// seconds: from timestamps written before and after the work where the adapter supports
+    /// them inside encoders, else the wall clock around submit and wait. Waits for idle first.
+    pub fn timed<T>(&self, f: impl FnOnce() -> T) -> Result<(T, f64, Clock)> {
+        let (out, timing) = self.timed_both(f)?;
+        Ok((out, timing.gpu_s.unwrap_or(timing.wall_s), timing.clock()))
+    }
+
+    /// As [`Runtime::timed`], reporting both clocks: the wall clock from the start of recording
+    /// to the end of the GPU work (host recording and submission included), and the GPU
+    /// timestamps' duration where the adapter has them.
+    pub fn timed_both<T>(&self, f: impl FnOnce() -> T) -> Result<(T, Timing)> {
+        self.sync()?;
+        let gpu_clock = self.gpu.has_timestamps();
+        if gpu_clock {
+            self.stamp(0);
+        }
+        let start = std::time::Instant::now();
+        let out = f();
+        if gpu_clock {
+            self.stamp(1);
+        }
+        self.sync()?;
+        let wall_s = start.elapsed().as_secs_f64();
+        if !gpu_clock {
+            return Ok((out, Timing { wall_s, gpu_s: None }));
+        }
+        let readback = self.timer.borrow().as_ref().expect("timer created by stamp()").readback.clone();
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&self.map_read(&readback)?);
+        let ns = ticks[1].wrapping_sub(ticks[0]) as f64 * self.gpu.queue.get_timestamp_period() as f64;
+        Ok((out, Timing { wall_s, gpu_s: Some(ns * 1e-9) }))
+    }
+
+    // ---- kernels ---------------------------------------------------------------------------
+
+    /// Records one dispatch of `shader::entry` with `buffers` bound at 0..n (inputs first, then
+    /// outputs, as the WGSL declares them) and `params` as immediate data.
+    pub fn dispatch<P: bytemuck::Pod>(&self, shader: Shader, entry: &'static str, buffers: &[&GpuBuffer], params: &P, work: Work) -> Result<()> {
+        self.dispatch_with(shader, entry, &[], buffers, params, work)
+    }
+
+    /// As [`Runtime::dispatch`], for a kernel specialised by pipeline-overridable `constants`.
+    pub fn dispatch_with<P: bytemuck::Pod>(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&'static str, u32)],
+        buffers: &[&GpuBuffer],
+        params: &P,
+        work: Work,
+    ) -> Result<()> {
+        let device = &self.gpu.device;
+        let kernel = self.kernels.kernel(device, shader, entry, constants)?;
+        let grid = work.grid(entry, kernel.workgroup_size)?;
+        self.kernels.with_bind_group(device, &kernel, buffers, |group| {
+            let mut rec = self.recorder.borrow_mut();
+            let pass = rec.pass_for_dispatch(device);
+            pass.set_pipeline(&kernel.pipeline);
+            pass.set_bind_group(0, group, &[]);
+            let bytes = bytemuck::bytes_of(params);
+            if !bytes.is_empty() {
+                pass.set_immediates(0, bytes);
+            }
+            if grid.iter().all(|&g| g > 0) {
+                pass.dispatch_workgroups(grid[0], grid[1], grid[2]);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Both clocks of one timed piece of work, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    pub wall_s: f64,
+    pub gpu_s: Option<f64>,
+}
+
+impl Timing {
+    pub fn clock(&self) -> Clock {
+        if self.gpu_s.is_some() { Clock::GpuTimestamps } else { Clock::Wall }
+    }
+}
