@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use cifs::evaluate::{evaluate, Attack, EvalSettings};
+use cifs::attack::AttackLoss;
+use cifs::evaluate::{evaluate, Attack, AttackResult, EvalSettings};
 use cifs::run::{Adversary, TrainConfig};
 use cifs::{ModelConfig, ModelKind};
 use datasets::DatasetKind;
@@ -142,10 +143,11 @@ struct TrainArgs {
     /// Test images used by those evaluations.
     #[arg(long, default_value_t = 1000)]
     eval_limit: usize,
-    /// Train on the first N training images only (smoke runs).
+    /// Train on N training images only (smoke runs): a fixed, class-balanced subset (classes
+    /// taken in turn, each class's images in file order).
     #[arg(long)]
     limit_train: Option<usize>,
-    /// Use the first N test images only.
+    /// Use N test images only: a fixed, class-balanced subset, chosen as for --limit-train.
     #[arg(long)]
     limit_test: Option<usize>,
     #[arg(long, default_value_t = 0)]
@@ -164,6 +166,20 @@ struct TrainArgs {
     no_download: bool,
 }
 
+/// The loss FGSM, PGD and APGD-CE ascend.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LossChoice {
+    /// Cross-entropy of the final logits (standard AutoAttack).
+    Ce,
+    /// The joint loss of the final logits and the CIFS probes, weighted by --attack-beta (the
+    /// reference evaluation's; plain cross-entropy for a model without probes).
+    Joint,
+    /// The Carlini-Wagner margin of the final logits (confidence 50).
+    Cw,
+    /// The DLR margin ratio of the final logits.
+    Dlr,
+}
+
 #[derive(Args)]
 struct EvalArgs {
     #[arg(long)]
@@ -172,18 +188,36 @@ struct EvalArgs {
     dataset: DatasetKind,
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Comma-separated: natural, fgsm, pgd<steps>, cw<steps>.
+    /// Comma-separated: natural, fgsm, pgd<steps>, cw<steps>, apgd-ce, apgd-dlr, apgd-t, square,
+    /// autoattack (APGD-CE, then APGD-T, then Square, each on the images still robust).
     #[arg(long, value_delimiter = ',', default_value = "natural,fgsm,pgd20,pgd100,cw30")]
     attacks: Vec<Attack>,
-    /// Evaluate the first N test images only.
+    /// Evaluate N test images only: a fixed, class-balanced subset (classes taken in turn, each
+    /// class's images in file order).
     #[arg(long)]
     limit: Option<usize>,
     #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
     #[arg(long, default_value = "8/255", value_parser = non_negative)]
     eps: f32,
-    #[arg(long, default_value = "2", value_parser = non_negative)]
-    beta: f32,
+    /// The loss FGSM, PGD and APGD-CE ascend (the README says why joint is the default).
+    #[arg(long, value_enum, default_value = "joint")]
+    attack_loss: LossChoice,
+    /// Weight of the probe losses in the joint attack loss (the reference used 2 and 1000).
+    #[arg(long, alias = "beta", default_value = "2", value_parser = non_negative)]
+    attack_beta: f32,
+    /// APGD iterations per restart.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    iterations: u32,
+    /// APGD restarts (per target class for APGD-T).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    restarts: u32,
+    /// Square's queries.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+    queries: u32,
+    /// Seeds every random start and Square's squares (runs with one seed are reproducible).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Also write the table as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -277,20 +311,54 @@ fn eval(adapter: Option<&str>, a: EvalArgs) -> Result<(), String> {
     if splits.test.classes.len() != model.config.classes {
         return Err(format!("the checkpoint has {} classes, the dataset {}", model.config.classes, splits.test.classes.len()));
     }
-    let test = Arc::new(match a.limit { Some(n) => splits.test.truncated(n), None => splits.test });
+    let test = Arc::new(match a.limit { Some(n) => splits.test.balanced(n), None => splits.test });
     let bar = display::bar(test.len() as u64, "evaluating [{bar:25}] {pos}/{len} images ETA {eta}");
-    let settings = EvalSettings { eps: a.eps, beta: a.beta, batch_size: a.batch_size as usize, confidence: 50.0 };
+    let loss = match a.attack_loss {
+        LossChoice::Ce => AttackLoss::Ce,
+        LossChoice::Joint => AttackLoss::Joint { beta: a.attack_beta },
+        LossChoice::Cw => AttackLoss::CwMargin { confidence: 50.0 },
+        LossChoice::Dlr => AttackLoss::Dlr,
+    };
+    let settings = EvalSettings {
+        loss,
+        iterations: a.iterations as usize,
+        restarts: a.restarts as usize,
+        queries: a.queries as usize,
+        seed: a.seed,
+        ..EvalSettings::reference(a.eps, a.batch_size as usize)
+    };
     let results = evaluate(&rt, &model, &test, &a.attacks, settings, |d, _| bar.set_position(d as u64)).map_err(|e| e.to_string())?;
     bar.finish_and_clear();
-    println!("{:<10} {:>9} {:>8}", "attack", "accuracy", "images");
-    for r in &results {
-        println!("{:<10} {:>8.2}% {:>8}", r.attack, 100.0 * r.accuracy, r.images);
-    }
+    print_results(&results);
     if let Some(path) = a.json {
         let text = serde_json::to_string_pretty(&results).expect("results serialise");
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// The table of an evaluation: each attack's accuracy and loss, then accuracy per class.
+fn print_results(results: &[AttackResult]) {
+    let width = results.iter().map(|r| r.attack.len()).max().unwrap_or(6).max(6);
+    println!("{:<width$} {:>9} {:>8}  loss", "attack", "accuracy", "images");
+    for r in results {
+        println!("{:<width$} {:>8.2}% {:>8}  {}", r.attack, 100.0 * r.accuracy, r.images, r.loss);
+    }
+    let Some(first) = results.first() else { return };
+    println!("\naccuracy per class (%):");
+    let cw = first.per_class.iter().map(|c| c.class.len()).max().unwrap_or(5).max(5);
+    print!("{:<cw$} {:>6}", "class", "images");
+    for r in results {
+        print!(" {:>w$}", r.attack, w = r.attack.len().max(7));
+    }
+    println!();
+    for (k, c) in first.per_class.iter().enumerate() {
+        print!("{:<cw$} {:>6}", c.class, c.images);
+        for r in results {
+            print!(" {:>w$.2}", 100.0 * r.per_class[k].accuracy, w = r.attack.len().max(7));
+        }
+        println!();
+    }
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, from the system clock (civil-from-days, Howard Hinnant).

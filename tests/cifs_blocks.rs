@@ -170,7 +170,7 @@ fn attacks_stay_in_the_box_and_raise_their_loss() {
     let pgd = Pgd { eps, step: 2.0 / 255.0, steps: 5, loss: AttackLoss::Joint { beta: 2.0 } };
     let advs = [
         ("pgd", pgd.attack(&rt, &model, &x, &y, Start::Random(&mut start_rng)).unwrap()),
-        ("fgsm", fgsm(&rt, &model, &x, &y, eps, 2.0).unwrap()),
+        ("fgsm", fgsm(&rt, &model, &x, &y, eps, AttackLoss::Joint { beta: 2.0 }).unwrap()),
         ("cw", cw_inf(&rt, &model, &x, &y, eps, 0.1 * eps, 5, 50.0).unwrap()),
     ];
     for (name, adv) in &advs {

@@ -117,10 +117,24 @@ fn train_resume_eval_and_bad_input() {
     let json = root.join("eval.json");
     let best = a.join("best.safetensors");
     let table = ok(&["eval", "--checkpoint", best.to_str().unwrap(), "folder", "--data-dir", d, "--attacks", "natural,fgsm,pgd3,cw2", "--batch-size", "5", "--json", json.to_str().unwrap()]);
-    assert!(table.contains("natural") && table.contains("cw2"), "{table}");
+    assert!(table.contains("natural") && table.contains("cw2") && table.contains("per class"), "{table}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(rows.len(), 4);
     assert!(rows.iter().all(|r| r["images"] == 12 && r["accuracy"].as_f64().unwrap() <= 1.0));
+    assert_eq!(rows[2]["loss"], "joint (beta 2)", "PGD's loss is reported");
+    // AutoAttack-grade attacks on a class-balanced subset: 3 images of a class-sorted folder are
+    // one of each class; the AutoAttack row is at most each of its stages'.
+    let table = ok(&[
+        "eval", "--checkpoint", best.to_str().unwrap(), "folder", "--data-dir", d, "--attacks", "natural,apgd-ce,autoattack", "--limit", "3",
+        "--iterations", "2", "--queries", "3", "--attack-loss", "ce", "--json", json.to_str().unwrap(),
+    ]);
+    assert!(table.contains("autoattack/square"), "{table}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(rows.len(), 6);
+    assert!(rows[0]["per_class"].as_array().unwrap().iter().all(|c| c["images"] == 1), "{}", rows[0]);
+    assert_eq!(rows[1]["loss"], "ce");
+    let correct = |r: &serde_json::Value| r["correct"].as_u64().unwrap();
+    assert!(rows[2..5].iter().all(|r| correct(&rows[5]) <= correct(r)));
 
     // A checkpoint of another width cannot seed this run.
     let c = root.join("c");
@@ -144,6 +158,8 @@ fn train_resume_eval_and_bad_input() {
     assert!(!c.join("config.json").exists(), "a refused run wrote files");
     let e = fails(&["eval", "--checkpoint", best.to_str().unwrap(), "folder", "--data-dir", d, "--eps=-0.5"]);
     assert!(e.contains("--eps"), "{e}");
+    let e = fails(&["eval", "--checkpoint", best.to_str().unwrap(), "folder", "--data-dir", d, "--attacks", "natural,fab"]);
+    assert!(e.contains("unknown attack `fab`"), "{e}");
     assert!(fails(&["--adapter", "no-such-rt", "info"]).contains("no-such-rt"));
 
     // Divergence: the loss blows up in epoch 2; the epoch-1 checkpoint survives and still loads.

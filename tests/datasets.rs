@@ -330,3 +330,18 @@ fn a_loader_that_dies_part_way_is_an_error_not_a_short_epoch() {
     let e = got.last().unwrap().as_ref().err().expect("the pass must end with an error").to_string();
     assert!(e.contains("3 of 5"), "{e}");
 }
+
+#[test]
+fn limits_take_a_fixed_class_balanced_subset() {
+    // A class-sorted split, as an image folder gives: 5 of class 0, then 3 of class 1, 4 of class 2.
+    let labels: Vec<u8> = [vec![0u8; 5], vec![1; 3], vec![2; 4]].concat();
+    let d = Dataset { images: (0..12).flat_map(|i| vec![i as u8; IMAGE_BYTES]).collect(), labels, classes: vec!["a".into(), "b".into(), "c".into()] };
+    let sub = d.clone().balanced(7);
+    // Classes in turn: a0 b5 c8, a1 b6 c9, a2; kept in file order.
+    assert_eq!(sub.labels, vec![0, 0, 0, 1, 1, 2, 2]);
+    assert_eq!(sub.images.chunks(IMAGE_BYTES).map(|im| im[0]).collect::<Vec<_>>(), vec![0, 1, 2, 5, 6, 8, 9]);
+    // A class that runs out drops out; the rest fill the subset.
+    assert_eq!(d.clone().balanced(10).labels.iter().filter(|&&l| l == 1).count(), 3);
+    assert_eq!(d.clone().balanced(100), d, "a limit past the split keeps it whole");
+    assert_eq!(d.clone().balanced(7), sub, "the subset is fixed");
+}

@@ -1,23 +1,59 @@
-//! L-inf attacks (DESIGN §5): PGD with or without a random start on the joint loss, FGSM (one
-//! PGD step of size eps from zero), and CW-inf (PGD on the Carlini-Wagner margin loss). The model
-//! runs in eval mode with frozen parameters, so each iteration's backward computes the input
-//! gradient only.
+//! L-inf attacks (DESIGN §5): PGD with or without a random start, FGSM (one PGD step of size eps
+//! from zero), and CW-inf (PGD on the Carlini-Wagner margin loss). The model runs in eval mode
+//! with frozen parameters, so each iteration's backward computes the input gradient only. The
+//! loss an attack ascends is selectable ([`AttackLoss`]): adaptive attacks on CIFS models need
+//! more than the training objective.
 
 use engine::ops::attack::{pgd_project, pgd_step};
-use engine::ops::margin_loss::margin_loss;
+use engine::ops::{cross_entropy::cross_entropy, dlr_loss::dlr_loss, margin_loss::margin_loss};
 use engine::{autodiff, Rng, Runtime, Tensor};
 
 use crate::error::{check_setting, CifsError, Result};
 use crate::loss::joint_loss;
-use crate::resnet::{Mode, ResNet18};
+use crate::resnet::{Mode, Output, ResNet18};
 
 /// The loss an attack ascends.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AttackLoss {
+    /// Cross-entropy of the final logits.
+    Ce,
     /// The training objective: joint loss with this beta (plain CE for a model without probes).
     Joint { beta: f32 },
     /// CW margin loss on the final logits: `-max(real - best other + confidence, 0)`.
     CwMargin { confidence: f32 },
+    /// The DLR loss of Croce and Hein on the final logits (untargeted).
+    Dlr,
+}
+
+impl AttackLoss {
+    /// The name reported beside each result.
+    pub fn describe(&self) -> String {
+        match self {
+            AttackLoss::Ce => "ce".into(),
+            AttackLoss::Joint { beta } => format!("joint (beta {beta})"),
+            AttackLoss::CwMargin { confidence } => format!("cw margin (confidence {confidence})"),
+            AttackLoss::Dlr => "dlr".into(),
+        }
+    }
+
+    /// The loss of `out` as a scalar tensor whose gradient points where the loss of every image
+    /// rises (a sum or mean over the batch: attacks step by the sign, so the scale is moot).
+    pub fn of(&self, rt: &Runtime, out: &Output, labels: &Tensor) -> Result<Tensor> {
+        Ok(match *self {
+            AttackLoss::Ce => cross_entropy(rt, &out.logits, labels)?,
+            AttackLoss::Joint { beta } => joint_loss(rt, out, labels, beta)?,
+            AttackLoss::CwMargin { confidence } => margin_loss(rt, &out.logits, labels, confidence)?,
+            AttackLoss::Dlr => dlr_loss(rt, &out.logits, labels, None)?,
+        })
+    }
+
+    fn validate(&self) -> Result<()> {
+        match *self {
+            AttackLoss::Joint { beta } => check_setting(beta.is_finite() && beta >= 0.0, "beta", beta, "the probe-loss weight must be finite and at least 0"),
+            AttackLoss::CwMargin { confidence } => check_setting(confidence.is_finite(), "confidence", confidence, "the CW margin must be finite"),
+            AttackLoss::Ce | AttackLoss::Dlr => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -44,10 +80,7 @@ impl Pgd {
         check_setting(self.eps.is_finite() && self.eps >= 0.0, "eps", self.eps, "the attack radius must be finite and at least 0")?;
         check_setting(self.step.is_finite() && self.step >= 0.0, "step size", self.step, "the attack step must be finite and at least 0")?;
         check_setting(self.steps >= 1, "attack steps", self.steps, "an attack needs at least one step")?;
-        match self.loss {
-            AttackLoss::Joint { beta } => check_setting(beta.is_finite() && beta >= 0.0, "beta", beta, "the probe-loss weight must be finite and at least 0"),
-            AttackLoss::CwMargin { confidence } => check_setting(confidence.is_finite(), "confidence", confidence, "the CW margin must be finite"),
-        }
+        self.loss.validate()
     }
 
     /// The adversarial images for `x` (N, 3, H, W) in [0, 1] with labels (N,).
@@ -68,11 +101,7 @@ impl Pgd {
         for _ in 0..self.steps {
             let leaf = adv.requiring_grad();
             let out = model.forward(rt, &leaf, Some(labels), Mode::Eval)?;
-            let loss = match self.loss {
-                AttackLoss::Joint { beta } => joint_loss(rt, &out, labels, beta)?,
-                AttackLoss::CwMargin { confidence } => margin_loss(rt, &out.logits, labels, confidence)?,
-            };
-            let grads = autodiff::backward(rt, &loss)?;
+            let grads = autodiff::backward(rt, &self.loss.of(rt, &out, labels)?)?;
             let g = grads.get(&leaf).ok_or(engine::EngineError::NothingRequiresGrad)?;
             adv = pgd_step(rt, x, g, &delta, self.eps, self.step)?;
         }
@@ -81,8 +110,8 @@ impl Pgd {
 }
 
 /// FGSM: `clamp(x + eps sign(grad), 0, 1)`.
-pub fn fgsm(rt: &Runtime, model: &ResNet18, x: &Tensor, labels: &Tensor, eps: f32, beta: f32) -> Result<Tensor> {
-    Pgd { eps, step: eps, steps: 1, loss: AttackLoss::Joint { beta } }.attack(rt, model, x, labels, Start::Zero)
+pub fn fgsm(rt: &Runtime, model: &ResNet18, x: &Tensor, labels: &Tensor, eps: f32, loss: AttackLoss) -> Result<Tensor> {
+    Pgd { eps, step: eps, steps: 1, loss }.attack(rt, model, x, labels, Start::Zero)
 }
 
 /// CW-inf as the reference evaluates it: `steps` PGD steps of `step` on the margin loss from zero.

@@ -23,7 +23,8 @@ use crate::attack::{AttackLoss, Pgd};
 use crate::checkpoint::{load_training, load_weights_into, save_model, save_training, RunState};
 use crate::curves;
 use crate::error::{check_setting, CifsError, Result};
-use crate::evaluate::{evaluate, predictions, Attack, EvalSettings};
+use crate::evaluate::{evaluate, Attack, EvalSettings};
+use crate::hostloss::predictions;
 use crate::optim::Sgd;
 use crate::resnet::{ModelConfig, ModelKind, ResNet18};
 use crate::train::train_step;
@@ -224,9 +225,9 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
     cfg.validate()?;
     check_batch_fits(rt, cfg.batch_size, cfg.width)?;
     let classes = splits.train.classes.len();
-    let train = Arc::new(match cfg.limit_train { Some(n) => splits.train.truncated(n), None => splits.train });
+    let train = Arc::new(match cfg.limit_train { Some(n) => splits.train.balanced(n), None => splits.train });
     let test_n = cfg.limit_test.unwrap_or(usize::MAX).min(cfg.eval_limit);
-    let test = Arc::new(splits.test.truncated(test_n));
+    let test = Arc::new(splits.test.balanced(test_n));
     if train.is_empty() {
         return Err(CifsError::EmptySplit { split: "training" });
     }
@@ -248,7 +249,7 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
     let mut history = read_metrics(&paths.metrics(), state.epoch)?;
     write_metrics(&paths.metrics(), &history)?;
 
-    let settings = EvalSettings { eps: cfg.eps, beta: cfg.beta, batch_size: cfg.batch_size, confidence: 50.0 };
+    let settings = EvalSettings { loss: AttackLoss::Joint { beta: cfg.beta }, ..EvalSettings::reference(cfg.eps, cfg.batch_size) };
     for epoch in state.epoch..cfg.total_epochs() {
         let (phase, lr) = cfg.schedule(epoch);
         if epoch == cfg.clean_epochs && cfg.clean_epochs > 0 {
@@ -272,7 +273,7 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
                 let kept = if paths.last().is_file() { format!("the last good checkpoint ({}) is kept", paths.last().display()) } else { "no checkpoint was written yet".into() };
                 return Err(CifsError::Diverged { loss, epoch: epoch + 1, step: step + 1, kept });
             }
-            correct += predictions(rt, &r.output.logits)?.iter().zip(&batch.labels).filter(|(p, l)| **p == **l as usize).count();
+            correct += predictions(&r.output.logits.to_vec(rt)?, classes).iter().zip(&batch.labels).filter(|(p, l)| **p == **l as usize).count();
             loss_sum += loss as f64 * n as f64;
             seen += n;
             events.batch(step + 1, loss_sum / seen as f64, correct as f64 / seen as f64, seen as f64 / started.elapsed().as_secs_f64());

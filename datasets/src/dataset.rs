@@ -27,12 +27,35 @@ impl Dataset {
         &self.images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES]
     }
 
-    /// The first `n` examples (all if fewer): `--limit-train` / `--limit-test`.
-    pub fn truncated(mut self, n: usize) -> Dataset {
-        let n = n.min(self.len());
-        self.images.truncate(n * IMAGE_BYTES);
-        self.labels.truncate(n);
-        self
+    /// A fixed, class-balanced subset of `n` examples (all if fewer): the classes take turns,
+    /// each giving its next example in file order, until `n` are chosen (a class that runs out
+    /// drops out). The chosen examples keep their file order. So the first `n` images of a
+    /// class-sorted folder are not all one class (`--limit`, `--limit-train`, `--limit-test`).
+    pub fn balanced(self, n: usize) -> Dataset {
+        if n >= self.len() {
+            return self;
+        }
+        let classes = self.classes.len().max(1);
+        let mut by_class: Vec<std::collections::VecDeque<usize>> = vec![Default::default(); classes];
+        for (i, &l) in self.labels.iter().enumerate() {
+            by_class[l as usize % classes].push_back(i);
+        }
+        let mut chosen = Vec::with_capacity(n);
+        while chosen.len() < n {
+            for queue in by_class.iter_mut() {
+                if let Some(i) = queue.pop_front() {
+                    if chosen.len() < n {
+                        chosen.push(i);
+                    }
+                }
+            }
+        }
+        chosen.sort_unstable();
+        Dataset {
+            images: chosen.iter().flat_map(|&i| self.image(i).iter().copied()).collect(),
+            labels: chosen.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes,
+        }
     }
 }
 

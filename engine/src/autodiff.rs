@@ -82,6 +82,7 @@ pub enum Op {
     GatherRows { table: Tensor, idx: Tensor },
     CrossEntropy { logits: Tensor, labels: Tensor, probs: Tensor },
     MarginLoss { logits: Tensor, labels: Tensor, confidence: f32 },
+    DlrLoss { logits: Tensor, labels: Tensor, targets: Option<Tensor> },
 }
 
 impl Op {
@@ -109,6 +110,7 @@ impl Op {
             Op::GatherRows { .. } => "gather_rows",
             Op::CrossEntropy { .. } => "cross_entropy",
             Op::MarginLoss { .. } => "margin_loss",
+            Op::DlrLoss { .. } => "dlr_loss",
         }
     }
 
@@ -132,7 +134,7 @@ impl Op {
                 v
             }
             Op::GatherRows { table, .. } => vec![table],
-            Op::CrossEntropy { logits, .. } | Op::MarginLoss { logits, .. } => vec![logits],
+            Op::CrossEntropy { logits, .. } | Op::MarginLoss { logits, .. } | Op::DlrLoss { logits, .. } => vec![logits],
         }
     }
 
@@ -167,6 +169,7 @@ impl Op {
             Op::MarginLoss { logits, labels, confidence } => {
                 sink.add(logits, ops::margin_loss::margin_loss_backward(rt, logits, labels, *confidence, g)?)
             }
+            Op::DlrLoss { logits, labels, targets } => sink.add(logits, ops::dlr_loss::dlr_loss_backward(rt, logits, labels, targets.as_ref(), g)?),
         }
     }
 }

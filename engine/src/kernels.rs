@@ -11,6 +11,7 @@ pub enum Shader {
     ChannelScale,
     Conv2d,
     CrossEntropy,
+    DlrLoss,
     Index,
     MarginLoss,
     Optim,
@@ -20,7 +21,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 13] = [
+    pub const ALL: [Shader; 14] = [
         Shader::Activation,
         Shader::Arith,
         Shader::Attack,
@@ -28,6 +29,7 @@ impl Shader {
         Shader::ChannelScale,
         Shader::Conv2d,
         Shader::CrossEntropy,
+        Shader::DlrLoss,
         Shader::Index,
         Shader::MarginLoss,
         Shader::Optim,
@@ -45,6 +47,7 @@ impl Shader {
             Shader::ChannelScale => "channel_scale.wgsl",
             Shader::Conv2d => "conv2d.wgsl",
             Shader::CrossEntropy => "cross_entropy.wgsl",
+            Shader::DlrLoss => "dlr_loss.wgsl",
             Shader::Index => "index.wgsl",
             Shader::MarginLoss => "margin_loss.wgsl",
             Shader::Optim => "optim.wgsl",
@@ -63,6 +66,7 @@ impl Shader {
             Shader::ChannelScale => include_str!("../../shaders/channel_scale.wgsl"),
             Shader::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
             Shader::CrossEntropy => include_str!("../../shaders/cross_entropy.wgsl"),
+            Shader::DlrLoss => include_str!("../../shaders/dlr_loss.wgsl"),
             Shader::Index => include_str!("../../shaders/index.wgsl"),
             Shader::MarginLoss => include_str!("../../shaders/margin_loss.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),

@@ -259,3 +259,62 @@ pub fn margin_loss(logits: &[f64], cols: usize, labels: &[u32], confidence: f64)
     }
     (loss, d)
 }
+
+/// Classes of one row sorted by descending logit (ties: lower index first).
+fn sorted_desc(row: &[f64]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..row.len()).collect();
+    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    idx
+}
+
+/// Per-row DLR losses (untargeted, or towards `targets`), as APGD uses them.
+pub fn dlr_rows(logits: &[f64], cols: usize, labels: &[u32], targets: Option<&[u32]>) -> Vec<f64> {
+    logits
+        .chunks(cols)
+        .enumerate()
+        .map(|(r, row)| {
+            let s = sorted_desc(row);
+            let y = labels[r] as usize;
+            let (other, d) = match targets {
+                Some(t) => (t[r] as usize, row[s[0]] - 0.5 * (row[s[2]] + row[s[3]]) + 1e-12),
+                None => (if s[0] == y { s[1] } else { s[0] }, row[s[0]] - row[s[2]] + 1e-12),
+            };
+            -(row[y] - row[other]) / d
+        })
+        .collect()
+}
+
+/// Summed DLR loss and its gradient (the kernel's formula, written out per row).
+pub fn dlr_loss(logits: &[f64], cols: usize, labels: &[u32], targets: Option<&[u32]>) -> (f64, Vec<f64>) {
+    let loss = dlr_rows(logits, cols, labels, targets).iter().sum();
+    let mut grad = vec![0.0; logits.len()];
+    for (r, row) in logits.chunks(cols).enumerate() {
+        let s = sorted_desc(row);
+        let y = labels[r] as usize;
+        let (other, d, dd): (usize, f64, Vec<(usize, f64)>) = match targets {
+            Some(t) => (t[r] as usize, row[s[0]] - 0.5 * (row[s[2]] + row[s[3]]) + 1e-12, vec![(s[0], 1.0), (s[2], -0.5), (s[3], -0.5)]),
+            None => (if s[0] == y { s[1] } else { s[0] }, row[s[0]] - row[s[2]] + 1e-12, vec![(s[0], 1.0), (s[2], -1.0)]),
+        };
+        let num = row[y] - row[other];
+        let g = &mut grad[r * cols..(r + 1) * cols];
+        g[y] -= 1.0 / d;
+        g[other] += 1.0 / d;
+        for (j, w) in dd {
+            g[j] += num / (d * d) * w;
+        }
+    }
+    (loss, grad)
+}
+
+/// One APGD step (see `ops::attack::apgd_step`) on images of `per_image` elements, in place.
+#[allow(clippy::too_many_arguments)]
+pub fn apgd_step(x: &[f64], g: &[f64], steps: &[f64], x_adv: &mut [f64], x_old: &mut [f64], per_image: usize, eps: f64, a: f64) {
+    let clip = |v: f64, xi: f64| v.max(xi - eps).min(xi + eps).clamp(0.0, 1.0);
+    for i in 0..x.len() {
+        let s = if g[i] > 0.0 { 1.0 } else if g[i] < 0.0 { -1.0 } else { 0.0 };
+        let cur = x_adv[i];
+        let z = clip(cur + steps[i / per_image] * s, x[i]);
+        x_adv[i] = clip(cur + (z - cur) * a + (cur - x_old[i]) * (1.0 - a), x[i]);
+        x_old[i] = cur;
+    }
+}

@@ -13,6 +13,7 @@ mod composite;
 mod channel_scale;
 mod conv2d;
 mod cross_entropy;
+mod dlr_loss;
 mod index;
 mod linear;
 mod margin_loss;

@@ -8,6 +8,7 @@ pub mod batchnorm;
 pub mod channel_scale;
 pub mod conv2d;
 pub mod cross_entropy;
+pub mod dlr_loss;
 pub mod index;
 pub mod linear;
 pub mod margin_loss;
@@ -29,6 +30,7 @@ pub fn param_sizes() -> Vec<(Shader, usize)> {
         (Shader::ChannelScale, size_of::<channel_scale::Params>()),
         (Shader::Conv2d, size_of::<conv2d::Params>()),
         (Shader::CrossEntropy, size_of::<cross_entropy::Params>()),
+        (Shader::DlrLoss, size_of::<dlr_loss::Params>()),
         (Shader::Index, size_of::<index::Params>()),
         (Shader::MarginLoss, size_of::<margin_loss::Params>()),
         (Shader::Optim, size_of::<optim::Params>()),
