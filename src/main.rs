@@ -38,6 +38,10 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a checkpoint under attacks.
     Eval(EvalArgs),
+    /// The paper's channel analysis of a checkpoint: per class, layer4's channel activations
+    /// (and, for CIFS models, each mask) on natural and adversarial images, sorted by relevance;
+    /// negatively-relevant activation shares; accuracy per class. SVG, PNG and CSV.
+    Analyze(AnalyzeArgs),
     /// Per-step wall-clock and GPU time, dispatches and submits of the PGD-10 AT step, the clean
     /// training step and the eval forward.
     Bench(BenchArgs),
@@ -180,14 +184,40 @@ enum LossChoice {
     Dlr,
 }
 
+/// A checkpoint and the dataset whose test split it is run on (`eval`, `analyze`).
 #[derive(Args)]
-struct EvalArgs {
+struct Trained {
+    /// A model checkpoint: ours, or a safetensors state dict of the reference code.
     #[arg(long)]
     checkpoint: PathBuf,
     #[arg(value_enum)]
     dataset: DatasetKind,
+    /// Where the dataset is (or is downloaded to). Default: data/<dataset>.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Never download missing dataset files.
+    #[arg(long)]
+    no_download: bool,
+}
+
+impl Trained {
+    /// The runtime, the checkpoint's model and the dataset, checked to have as many classes.
+    fn open(&self, adapter: Option<&str>) -> Result<(Runtime, cifs::ResNet18, datasets::Splits), String> {
+        let rt = open_runtime(adapter)?;
+        let model = cifs::checkpoint::load_model(&rt, &self.checkpoint).map_err(|e| e.to_string())?;
+        eprintln!("model: {} width {} from {}", model.config.kind, model.config.width, self.checkpoint.display());
+        let (splits, _) = load_data(self.dataset, self.data_dir.as_deref(), self.no_download)?;
+        if splits.test.classes.len() != model.config.classes {
+            return Err(format!("the checkpoint has {} classes, the dataset {}", model.config.classes, splits.test.classes.len()));
+        }
+        Ok((rt, model, splits))
+    }
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    trained: Trained,
     /// Comma-separated: natural, fgsm, pgd<steps>, cw<steps>, apgd-ce, apgd-dlr, apgd-t, square,
     /// autoattack (APGD-CE, then APGD-T, then Square, each on the images still robust).
     #[arg(long, value_delimiter = ',', default_value = "natural,fgsm,pgd20,pgd100,cw30")]
@@ -196,6 +226,36 @@ struct EvalArgs {
     /// class's images in file order).
     #[arg(long)]
     limit: Option<usize>,
+    #[command(flatten)]
+    settings: AttackArgs,
+    /// Also write the table as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct AnalyzeArgs {
+    #[command(flatten)]
+    trained: Trained,
+    /// The class to analyse (its folder or dataset name), or `all`.
+    #[arg(long, default_value = "all")]
+    class: String,
+    /// The attack that makes the adversarial images (any of `eval --attacks` but natural).
+    #[arg(long = "attack", default_value = "pgd20")]
+    attack_kind: Attack,
+    /// Use N test images only: a fixed, class-balanced subset, as `eval --limit`.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Output directory. Default: runs/analyze-<checkpoint name>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    settings: AttackArgs,
+}
+
+/// Attack settings shared by `eval` and `analyze`.
+#[derive(Args)]
+struct AttackArgs {
     #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
     #[arg(long, default_value = "8/255", value_parser = non_negative)]
@@ -218,11 +278,25 @@ struct EvalArgs {
     /// Seeds every random start and Square's squares (runs with one seed are reproducible).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Also write the table as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    #[arg(long)]
-    no_download: bool,
+}
+
+impl AttackArgs {
+    fn settings(&self) -> EvalSettings {
+        let loss = match self.attack_loss {
+            LossChoice::Ce => AttackLoss::Ce,
+            LossChoice::Joint => AttackLoss::Joint { beta: self.attack_beta },
+            LossChoice::Cw => AttackLoss::CwMargin { confidence: 50.0 },
+            LossChoice::Dlr => AttackLoss::Dlr,
+        };
+        EvalSettings {
+            loss,
+            iterations: self.iterations as usize,
+            restarts: self.restarts as usize,
+            queries: self.queries as usize,
+            seed: self.seed,
+            ..EvalSettings::reference(self.eps, self.batch_size as usize)
+        }
+    }
 }
 
 fn open_runtime(adapter: Option<&str>) -> Result<Runtime, String> {
@@ -304,36 +378,55 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<(), String> {
 }
 
 fn eval(adapter: Option<&str>, a: EvalArgs) -> Result<(), String> {
-    let rt = open_runtime(adapter)?;
-    let model = cifs::checkpoint::load_model(&rt, &a.checkpoint).map_err(|e| e.to_string())?;
-    eprintln!("model: {} width {} from {}", model.config.kind, model.config.width, a.checkpoint.display());
-    let (splits, _) = load_data(a.dataset, a.data_dir.as_deref(), a.no_download)?;
-    if splits.test.classes.len() != model.config.classes {
-        return Err(format!("the checkpoint has {} classes, the dataset {}", model.config.classes, splits.test.classes.len()));
-    }
+    let (rt, model, splits) = a.trained.open(adapter)?;
     let test = Arc::new(match a.limit { Some(n) => splits.test.balanced(n), None => splits.test });
     let bar = display::bar(test.len() as u64, "evaluating [{bar:25}] {pos}/{len} images ETA {eta}");
-    let loss = match a.attack_loss {
-        LossChoice::Ce => AttackLoss::Ce,
-        LossChoice::Joint => AttackLoss::Joint { beta: a.attack_beta },
-        LossChoice::Cw => AttackLoss::CwMargin { confidence: 50.0 },
-        LossChoice::Dlr => AttackLoss::Dlr,
-    };
-    let settings = EvalSettings {
-        loss,
-        iterations: a.iterations as usize,
-        restarts: a.restarts as usize,
-        queries: a.queries as usize,
-        seed: a.seed,
-        ..EvalSettings::reference(a.eps, a.batch_size as usize)
-    };
-    let results = evaluate(&rt, &model, &test, &a.attacks, settings, |d, _| bar.set_position(d as u64)).map_err(|e| e.to_string())?;
+    let results = evaluate(&rt, &model, &test, &a.attacks, a.settings.settings(), |d, _| bar.set_position(d as u64)).map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     print_results(&results);
     if let Some(path) = a.json {
         let text = serde_json::to_string_pretty(&results).expect("results serialise");
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    Ok(())
+}
+
+fn analyze(adapter: Option<&str>, a: AnalyzeArgs) -> Result<(), String> {
+    if a.attack_kind == Attack::Natural {
+        return Err("--attack natural makes no adversarial images; choose an attack (pgd20, apgd-ce, autoattack, ...)".into());
+    }
+    let (rt, model, splits) = a.trained.open(adapter)?;
+    let model_name = format!("{} width {}", model.config.kind, model.config.width);
+    let classes: Vec<usize> = if a.class == "all" {
+        (0..model.config.classes).collect()
+    } else {
+        match splits.test.classes.iter().position(|c| *c == a.class) {
+            Some(i) => vec![i],
+            None => return Err(format!("no class `{}` in this dataset; its classes are: {}", a.class, splits.test.classes.join(", "))),
+        }
+    };
+    if model.blocks.iter().all(|b| b.probe.is_none()) {
+        eprintln!("note: {model_name} has no CIFS block: the mask figures and the NR shares without the mask are skipped");
+    }
+    let test = Arc::new(match a.limit { Some(n) => splits.test.balanced(n), None => splits.test });
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("analyze-{}", a.trained.checkpoint.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default())));
+    let bar = display::bar(0, "analysing [{bar:25}] {pos}/{len} images ETA {eta}");
+    let analysis = cifs::analyze::analyze(&rt, &model, &test, &classes, a.attack_kind, a.settings.settings(), |d, t| {
+        bar.set_length(t as u64);
+        bar.set_position(d as u64);
+    })
+    .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    let files = cifs::analyze::write(&analysis, &out, &model_name).map_err(|e| e.to_string())?;
+    println!("share of activation mass on negatively relevant channels (natural / {}):", a.attack_kind);
+    println!("{:<14} {:>6} {:>8} {:>8} {:>18} {:>18}", "class", "images", "natural", "robust", "NR share, masked", "NR share, unmasked");
+    for s in &analysis.classes {
+        let ((n, v), without) = s.nr_shares();
+        let unmasked = without.map(|(a, b)| format!("{:.3} / {:.3}", a, b)).unwrap_or_else(|| "n/a".into());
+        let acc = |c: usize| 100.0 * c as f64 / s.images.max(1) as f64;
+        println!("{:<14} {:>6} {:>7.2}% {:>7.2}% {:>18} {:>18}", s.class, s.images, acc(s.natural_correct), acc(s.robust_correct), format!("{n:.3} / {v:.3}"), unmasked);
+    }
+    println!("{} files in {}", files.len(), out.display());
     Ok(())
 }
 
@@ -417,6 +510,7 @@ fn main() -> ExitCode {
         Command::Info => info(adapter),
         Command::Train(a) => train(adapter, a),
         Command::Eval(a) => eval(adapter, a),
+        Command::Analyze(a) => analyze(adapter, a),
         Command::Bench(a) => bench(adapter, a),
     };
     match result {

@@ -36,7 +36,7 @@ fn probe_fd(nonlinear: bool, train: bool, seed: u64) {
     let w_out = r.uniform_vec(n * c * 4, -1.0, 1.0);
     let w_logit = r.uniform_vec(n * classes, -1.0, 1.0);
     let objective = |rt: &Runtime, zt: &Tensor| -> (f64, Output) {
-        let (out, logits) = probe.apply(rt, zt, rule, true).unwrap();
+        let cifs::probe::Masked { out, logits, .. } = probe.apply(rt, zt, rule, true).unwrap();
         let a: f64 = out.to_vec(rt).unwrap().iter().zip(&w_out).map(|(x, w)| *x as f64 * *w as f64).sum();
         let b: f64 = logits.to_vec(rt).unwrap().iter().zip(&w_logit).map(|(x, w)| *x as f64 * *w as f64).sum();
         (a + b, Output { logits: out, probes: vec![logits] })
@@ -59,7 +59,7 @@ fn probe_fd(nonlinear: bool, train: bool, seed: u64) {
     let mask0: Vec<f64> = out0.iter().zip(&z).map(|(o, z)| *o as f64 / *z as f64).collect();
     let objective_z = |zt: &Tensor| -> f64 {
         let zv = zt.to_vec(&rt).unwrap();
-        let (_, logits) = probe.apply(&rt, zt, rule, true).unwrap();
+        let logits = probe.apply(&rt, zt, rule, true).unwrap().logits;
         let a: f64 = zv.iter().zip(&mask0).zip(&w_out).map(|((z, m), w)| *z as f64 * m * *w as f64).sum();
         let b: f64 = logits.to_vec(&rt).unwrap().iter().zip(&w_logit).map(|(x, w)| *x as f64 * *w as f64).sum();
         a + b

@@ -86,7 +86,7 @@ fn train_resume_eval_and_bad_input() {
     // Uninterrupted: 1 warm-up epoch + 1 adversarial epoch.
     let log = ok(&train_args(d, a_s, &["--epochs", "1"]));
     assert!(log.contains("epoch 2 adversarial"), "{log}");
-    for f in ["config.json", "metrics.jsonl", "curves.svg", "last.safetensors", "best.safetensors"] {
+    for f in ["config.json", "metrics.jsonl", "curves.svg", "curves.png", "last.safetensors", "best.safetensors"] {
         assert!(a.join(f).is_file(), "{f} missing");
     }
     let metrics: Vec<serde_json::Value> = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -99,6 +99,8 @@ fn train_resume_eval_and_bad_input() {
         }
     }
     assert!(std::fs::read_to_string(a.join("curves.svg")).unwrap().contains("<polyline"));
+    let curves = image::open(a.join("curves.png")).unwrap();
+    assert_eq!((curves.width(), curves.height()), (960, 380));
 
     // Interrupted after the warm-up epoch, then resumed: identical end state.
     ok(&train_args(d, b_s, &["--epochs", "0"]));
@@ -160,6 +162,16 @@ fn train_resume_eval_and_bad_input() {
     assert!(e.contains("--eps"), "{e}");
     let e = fails(&["eval", "--checkpoint", best.to_str().unwrap(), "folder", "--data-dir", d, "--attacks", "natural,fab"]);
     assert!(e.contains("unknown attack `fab`"), "{e}");
+
+    // The channel analysis: one class, its figures and tables; an unknown class lists the classes.
+    let an = root.join("analysis");
+    let log = ok(&["analyze", "--checkpoint", best.to_str().unwrap(), "folder", "--data-dir", d, "--class", "green", "--attack", "pgd2", "--out", an.to_str().unwrap()]);
+    assert!(log.contains("green") && log.contains("NR share"), "{log}");
+    for f in ["green/channels.png", "green/channels.svg", "green/channels.csv", "green/mask-layer4-0.png", "green/mask-layer4-1.svg", "summary.csv", "accuracy.png"] {
+        assert!(an.join(f).is_file(), "{f} missing");
+    }
+    let e = fails(&["analyze", "--checkpoint", best.to_str().unwrap(), "folder", "--data-dir", d, "--class", "purple"]);
+    assert!(e.contains("purple") && e.contains("blue, green, red"), "{e}");
     assert!(fails(&["--adapter", "no-such-rt", "info"]).contains("no-such-rt"));
 
     // Divergence: the loss blows up in epoch 2; the epoch-1 checkpoint survives and still loads.

@@ -194,28 +194,66 @@ impl Attack {
 /// AutoAttack's stages, in order (FAB-T is not implemented).
 const AUTOATTACK: [Attack; 3] = [Attack::ApgdCe, Attack::ApgdT, Attack::Square];
 
+/// The adversarial images of a white-box PGD-family attack (natural: the images themselves).
+fn pgd_family(rt: &Runtime, model: &ResNet18, b: &Batch, attack: Attack, s: &EvalSettings) -> Result<Tensor> {
+    Ok(match attack {
+        Attack::Fgsm => fgsm(rt, model, b.x, b.labels, s.eps, s.loss)?,
+        Attack::Pgd(steps) => Pgd { eps: s.eps, step: 0.1 * s.eps, steps, loss: s.loss }.attack(rt, model, b.x, b.labels, Start::Zero)?,
+        Attack::Cw(steps) => cw_inf(rt, model, b.x, b.labels, s.eps, 0.1 * s.eps, steps, s.confidence)?,
+        _ => b.x.clone(),
+    })
+}
+
+/// Runs an attack that works on the images still robust (APGD, Square); returns the batch's
+/// images after it.
+fn robust_set(rt: &Runtime, model: &ResNet18, b: &Batch, attack: Attack, s: &EvalSettings, robust: &mut [bool]) -> Result<Vec<f32>> {
+    match attack {
+        Attack::ApgdCe => s.apgd().run(rt, model, b, ApgdLoss::Untargeted(s.loss), robust),
+        Attack::ApgdDlr => s.apgd().run(rt, model, b, ApgdLoss::Untargeted(AttackLoss::Dlr), robust),
+        Attack::ApgdT => s.apgd().run(rt, model, b, ApgdLoss::Targeted { rank: s.target_classes + 1 }, robust),
+        _ => s.square().run(rt, model, b, robust),
+    }
+}
+
+fn is_robust_set(attack: Attack) -> bool {
+    matches!(attack, Attack::ApgdCe | Attack::ApgdDlr | Attack::ApgdT | Attack::Square)
+}
+
 /// Which of the images of `b` survive `attack` (among those `robust` still marks).
 fn survive(rt: &Runtime, model: &ResNet18, b: &Batch, attack: Attack, s: &EvalSettings, robust: &mut [bool]) -> Result<()> {
-    match attack {
-        Attack::ApgdCe => s.apgd().run(rt, model, b, ApgdLoss::Untargeted(s.loss), robust).map(drop),
-        Attack::ApgdDlr => s.apgd().run(rt, model, b, ApgdLoss::Untargeted(AttackLoss::Dlr), robust).map(drop),
-        Attack::ApgdT => s.apgd().run(rt, model, b, ApgdLoss::Targeted { rank: s.target_classes + 1 }, robust).map(drop),
-        Attack::Square => s.square().run(rt, model, b, robust).map(drop),
-        _ => {
-            let adv = match attack {
-                Attack::Natural => b.x.clone(),
-                Attack::Fgsm => fgsm(rt, model, b.x, b.labels, s.eps, s.loss)?,
-                Attack::Pgd(steps) => Pgd { eps: s.eps, step: 0.1 * s.eps, steps, loss: s.loss }.attack(rt, model, b.x, b.labels, Start::Zero)?,
-                Attack::Cw(steps) => cw_inf(rt, model, b.x, b.labels, s.eps, 0.1 * s.eps, steps, s.confidence)?,
-                _ => unreachable!("handled above"),
-            };
-            let logits = no_grad(|| model.forward(rt, &adv, None, Mode::Eval))?.logits.to_vec(rt)?;
-            for (r, (p, y)) in robust.iter_mut().zip(predictions(&logits, model.config.classes).iter().zip(b.labels_host)) {
-                *r &= *p == *y as usize;
+    if is_robust_set(attack) {
+        return robust_set(rt, model, b, attack, s, robust).map(drop);
+    }
+    let adv = pgd_family(rt, model, b, attack, s)?;
+    let logits = no_grad(|| model.forward(rt, &adv, None, Mode::Eval))?.logits.to_vec(rt)?;
+    for (r, (p, y)) in robust.iter_mut().zip(predictions(&logits, model.config.classes).iter().zip(b.labels_host)) {
+        *r &= *p == *y as usize;
+    }
+    Ok(())
+}
+
+/// The adversarial images `attack` makes of the batch `b` (AutoAttack: each stage's images for
+/// the images it broke). Robust-set attacks run on the images classified correctly.
+pub fn adversarial_images(rt: &Runtime, model: &ResNet18, b: &Batch, attack: Attack, s: &EvalSettings) -> Result<Tensor> {
+    s.validate()?;
+    if !is_robust_set(attack) && attack != Attack::AutoAttack {
+        return pgd_family(rt, model, b, attack, s);
+    }
+    let mut robust = vec![true; b.ids.len()];
+    survive(rt, model, b, Attack::Natural, s, &mut robust)?;
+    let mut images = b.x_host.to_vec();
+    let per = images.len() / b.ids.len().max(1);
+    let stages: &[Attack] = if attack == Attack::AutoAttack { &AUTOATTACK } else { std::slice::from_ref(&attack) };
+    for &stage in stages.iter().filter(|&&st| model.config.classes >= min_classes(st)) {
+        let before = robust.clone();
+        let out = robust_set(rt, model, b, stage, s, &mut robust)?;
+        for (i, (&was, &now)) in before.iter().zip(&robust).enumerate() {
+            if was && !now {
+                images[i * per..(i + 1) * per].copy_from_slice(&out[i * per..(i + 1) * per]);
             }
-            Ok(())
         }
     }
+    Ok(Tensor::from_f32(rt, b.x.shape(), &images)?)
 }
 
 /// Runs each attack over every image of `data`; `on_batch(done, total)` reports progress.

@@ -2,17 +2,18 @@
 //! joint loss, attacks, training step and checkpoints. It builds everything from engine ops and
 //! knows nothing about buffers or pipelines.
 
+pub mod analyze;
 pub mod apgd;
 pub mod attack;
 pub mod bench;
 pub mod checkpoint;
-pub mod curves;
 pub mod error;
 pub mod evaluate;
 pub mod hostloss;
 pub mod layers;
 pub mod loss;
 pub mod optim;
+pub mod plots;
 pub mod probe;
 pub mod resnet;
 pub mod run;

@@ -31,6 +31,18 @@ pub enum PairRule<'a> {
     Eval,
 }
 
+/// What a CIFS block's probe makes of its input.
+pub struct Masked {
+    /// z * m (N, C, H, W).
+    pub out: Tensor,
+    /// The probe logits (N, K).
+    pub logits: Tensor,
+    /// GAP(z) (N, C): the block's output before the mask, spatially averaged.
+    pub pooled: Tensor,
+    /// The mask m (N, C).
+    pub mask: Tensor,
+}
+
 pub enum Probe {
     /// State-dict names `<block>.Probe.Probe.1.{weight,bias}`.
     Linear { fc: Linear },
@@ -57,9 +69,9 @@ impl Probe {
         }
     }
 
-    /// Masks the block output `z` (N, C, H, W); returns (z * m, probe logits (N, K)).
-    /// `grad`: whether gradients must reach the probe's parameters (train mode).
-    pub fn apply(&self, rt: &Runtime, z: &Tensor, rule: PairRule, grad: bool) -> Result<(Tensor, Tensor)> {
+    /// Masks the block output `z` (N, C, H, W): the masked map, the probe logits, and what the
+    /// analysis looks at. `grad`: whether gradients must reach the probe's parameters (train mode).
+    pub fn apply(&self, rt: &Runtime, z: &Tensor, rule: PairRule, grad: bool) -> Result<Masked> {
         let g = pool::global_avg_pool(rt, z)?;
         let logits = match self {
             Probe::Linear { fc } => fc.forward(rt, &g, grad)?,
@@ -78,8 +90,8 @@ impl Probe {
             PairRule::Eval => index::top2(rt, &logits)?,
         };
         let r = self.relevance(rt, &g.detach(), &a, &b, grad)?;
-        let m = softmax::softmax(rt, &r)?;
-        Ok((channel_scale::channel_scale(rt, z, &m)?, logits))
+        let mask = softmax::softmax(rt, &r)?;
+        Ok(Masked { out: channel_scale::channel_scale(rt, z, &mask)?, logits, pooled: g, mask })
     }
 
     /// The closed-form relevance r (N, C) of the class pair, from the stop-gradient features `g`.

@@ -9,7 +9,7 @@ use engine::{Rng, Runtime, Tensor};
 
 use crate::error::{check_setting, CifsError, Result};
 use crate::layers::{BatchNorm, Conv, Linear, Param};
-use crate::probe::{PairRule, Probe};
+use crate::probe::{Masked, PairRule, Probe};
 
 /// The architectures the command line names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -68,6 +68,24 @@ pub struct Output {
     pub probes: Vec<Tensor>,
 }
 
+/// A CIFS block seen from inside: its output before the mask, spatially averaged, and its mask.
+pub struct BlockTap {
+    /// State-dict name of the block (`layer4.0`).
+    pub name: String,
+    /// (N, C)
+    pub pooled: Tensor,
+    /// (N, C)
+    pub mask: Tensor,
+}
+
+/// What the analysis looks at inside a forward pass.
+pub struct Taps {
+    /// The features the classifier reads: the last stage's output, average-pooled (N, C).
+    pub features: Tensor,
+    /// One per CIFS block, in order.
+    pub blocks: Vec<BlockTap>,
+}
+
 pub struct BasicBlock {
     pub conv1: Conv,
     pub bn1: BatchNorm,
@@ -95,8 +113,8 @@ impl BasicBlock {
     }
 
     /// ReLU(BN(conv(ReLU(BN(conv(x))))) + shortcut(x)), then the CIFS mask if this block has a
-    /// probe (its logits are returned).
-    fn forward(&self, rt: &Runtime, x: &Tensor, rule: PairRule, train: bool) -> Result<(Tensor, Option<Tensor>)> {
+    /// probe (what the probe made of the block's output is returned too).
+    fn forward(&self, rt: &Runtime, x: &Tensor, rule: PairRule, train: bool) -> Result<(Tensor, Option<Masked>)> {
         let h = relu(rt, &self.bn1.forward(rt, &self.conv1.forward(rt, x, train)?, train)?)?;
         let h = self.bn2.forward(rt, &self.conv2.forward(rt, &h, train)?, train)?;
         let short = match &self.shortcut {
@@ -106,8 +124,8 @@ impl BasicBlock {
         let z = relu(rt, &add(rt, &h, &short)?)?;
         match &self.probe {
             Some(p) => {
-                let (z, logits) = p.apply(rt, &z, rule, train)?;
-                Ok((z, Some(logits)))
+                let masked = p.apply(rt, &z, rule, train)?;
+                Ok((masked.out.clone(), Some(masked)))
             }
             None => Ok((z, None)),
         }
@@ -174,6 +192,11 @@ impl ResNet18 {
 
     /// Forward pass on images x (N, 3, H, W) in [0, 1]. Train mode needs the labels (N,) u32.
     pub fn forward(&self, rt: &Runtime, x: &Tensor, labels: Option<&Tensor>, mode: Mode) -> Result<Output> {
+        Ok(self.forward_with_taps(rt, x, labels, mode)?.0)
+    }
+
+    /// As [`ResNet18::forward`], also returning what the analysis looks at inside the model.
+    pub fn forward_with_taps(&self, rt: &Runtime, x: &Tensor, labels: Option<&Tensor>, mode: Mode) -> Result<(Output, Taps)> {
         if x.shape().len() != 4 || x.shape()[1] != 3 || x.shape()[2] < 32 || x.shape()[3] < 32 {
             return Err(CifsError::InputShape { shape: x.shape().to_vec(), expected: "(N, 3, 32, 32) images".into() });
         }
@@ -185,16 +208,21 @@ impl ResNet18 {
         };
         let mut h = relu(rt, &self.bn1.forward(rt, &self.conv1.forward(rt, x, train)?, train)?)?;
         let mut probes = Vec::new();
-        for block in &self.blocks {
-            let (out, p) = block.forward(rt, &h, rule, train)?;
+        let mut blocks = Vec::new();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (out, masked) = block.forward(rt, &h, rule, train)?;
             h = out;
-            probes.extend(p);
+            if let Some(m) = masked {
+                probes.push(m.logits);
+                blocks.push(BlockTap { name: format!("layer{}.{}", i / 2 + 1, i % 2), pooled: m.pooled, mask: m.mask });
+            }
         }
         let pooled = pool::avg_pool2d(rt, &h, 4)?;
         let n = pooled.shape()[0];
         let feat = pooled.numel() / n;
-        let logits = self.linear.forward(rt, &pooled.reshape(&[n, feat])?, train)?;
-        Ok(Output { logits, probes })
+        let features = pooled.reshape(&[n, feat])?;
+        let logits = self.linear.forward(rt, &features, train)?;
+        Ok((Output { logits, probes }, Taps { features, blocks }))
     }
 
     /// Every trainable parameter, in state-dict order.

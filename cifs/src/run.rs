@@ -1,6 +1,6 @@
 //! The training run (DESIGN §5, issues 4 and 6): an optional clean warm-up phase at constant lr,
 //! then the main phase (PGD-10 adversarial training by default) with a fresh optimizer and the
-//! lr milestones; evaluation every few epochs; `metrics.jsonl`, `config.json`, `curves.svg`,
+//! lr milestones; evaluation every few epochs; `metrics.jsonl`, `config.json`, `curves.svg|png`,
 //! `last.safetensors` (resumable) and `best.safetensors` (best PGD-20) in the output directory.
 //!
 //! Reproducibility: the model is initialised from the seed; each epoch's order, augmentation and
@@ -21,11 +21,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::attack::{AttackLoss, Pgd};
 use crate::checkpoint::{load_training, load_weights_into, save_model, save_training, RunState};
-use crate::curves;
 use crate::error::{check_setting, CifsError, Result};
 use crate::evaluate::{evaluate, Attack, EvalSettings};
 use crate::hostloss::predictions;
 use crate::optim::Sgd;
+use crate::plots;
 use crate::resnet::{ModelConfig, ModelKind, ResNet18};
 use crate::train::train_step;
 
@@ -195,8 +195,9 @@ impl RunPaths {
     pub fn config(&self) -> PathBuf {
         self.out.join("config.json")
     }
+    /// `curves.svg` and `curves.png`.
     pub fn curves(&self) -> PathBuf {
-        self.out.join("curves.svg")
+        self.out.join("curves")
     }
 }
 
@@ -306,12 +307,12 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
         save_training(rt, &model, &sgd, &state, &paths.last())?;
         history.push(m.clone());
         write_metrics(&paths.metrics(), &history)?;
-        let points: Vec<curves::Point> = history
+        let points: Vec<plots::CurvePoint> = history
             .iter()
-            .map(|h| curves::Point { epoch: h.epoch, loss: h.train_loss, natural: h.natural_acc, robust: h.pgd20_acc, adversarial: h.phase == Phase::Adversarial })
+            .map(|h| plots::CurvePoint { epoch: h.epoch, loss: h.train_loss, natural: h.natural_acc, robust: h.pgd20_acc, adversarial: h.phase == Phase::Adversarial })
             .collect();
         let title = format!("{} width {} on {}", cfg.model, cfg.width, cfg.dataset);
-        crate::state::write_atomic(&paths.curves(), curves::render(&title, &points).as_bytes()).map_err(io(&paths.curves()))?;
+        plots::save(&plots::Curves { title, points: &points }, &paths.curves())?;
         events.epoch_end(&m);
     }
     let _ = std::io::stdout().flush();
