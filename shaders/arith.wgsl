@@ -4,15 +4,14 @@
 //   fill      out[i] = alpha                         bindings: 0 out (overwritten)
 //   add       out[i] = a[i] + b[i]                   bindings: 0 a, 1 b, 2 out (overwritten)
 //   scale     out[i] = alpha * a[i]                  bindings: 0 a, 1 out (overwritten)
-//   mul          out[i] = a[i] * b[i]                 bindings: 0 a, 1 b, 2 out (overwritten)
-//   add_row_bias out[i] = a[i] + b[i % cols]          bindings: 0 a, 1 b, 2 out (overwritten)
+//   mul       out[i] = a[i] * b[i]                   bindings: 0 a, 1 b, 2 out (overwritten)
 // Every entry guards the tail (i >= n).
 
 struct Params {
     n: u32,
     alpha: f32,
     _p0: u32,
-    cols: u32,     // add_row_bias: length of a row
+    _p1: u32,
 }
 var<immediate> p: Params;
 
@@ -49,13 +48,6 @@ fn scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
     out1[i] = p.alpha * a[i];
-}
-
-@compute @workgroup_size(WG)
-fn add_row_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n) { return; }
-    out2[i] = a[i] + b[i % p.cols];
 }
 
 @compute @workgroup_size(WG)

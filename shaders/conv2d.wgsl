@@ -4,8 +4,9 @@
 // Layouts: x, dx: (N, CI, H, W); w, dw: (CO, CI, ks, ks); y, g: (N, CO, OH, OW).
 // One GEMM engine, three index maps (MODE is a compile-time argument, folded after inlining):
 //   conv2d_fwd         y  = A (M x K) * B (K x N):  M = N*OH*OW pixels, N = CO, K = CI*ks*ks
-//                      A[m, k] = x patch value, B[k, co] = w[co, k].
-//                      bindings: 0 x, 1 w, 2 y (overwritten)
+//                      A[m, k] = x patch value, B[k, co] = w[co, k]; plus bias[co] if has_bias.
+//                      bindings: 0 x, 1 w, 2 y (overwritten), 3 bias (w when unused; the backward
+//                      entries share the store code, so they bind a stand-in there too)
 //   conv2d_bwd_data    dx = A * B:  M = N*H*W input pixels, N = CI, K = CO*ks*ks
 //                      A[m, k] = g at the output pixel that tap k maps input pixel m to (0 if none)
 //                      B[k, ci] = w[co, ci, ky, kx].  bindings: 0 g, 1 w, 2 dx (overwritten)
@@ -36,7 +37,7 @@ struct Params {
     gn: u32,       // GEMM cols
     gk: u32,       // GEMM depth
     k_split: u32,  // depth handled by one workgroup along z
-    _p0: u32,
+    has_bias: u32, // conv2d_fwd: add bias[co] to every output (the dense layers' bias)
     _p1: u32,
 }
 var<immediate> p: Params;
@@ -53,6 +54,7 @@ const BK: u32 = 16u;
 @group(0) @binding(0) var<storage, read> src_a: array<f32>;
 @group(0) @binding(1) var<storage, read> src_b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
 
 // Tiles are stored so that the four rows (columns) one thread multiplies, tx + 16 i (ty + 16 j),
 // sit in one vec4: row r of depth kl lives at tile_a[kl * 16 + r % 16][r / 16].
@@ -187,7 +189,11 @@ fn store(mode: u32, split: u32, m: u32, j: u32, v: f32) {
             let ohw = p.oh * p.ow;
             let n = m / ohw;
             let r = m - n * ohw;
-            dst[(n * p.co + j) * ohw + r] = v;
+            var out = v;
+            if (p.has_bias != 0u) {
+                out += bias[j];
+            }
+            dst[(n * p.co + j) * ohw + r] = out;
         }
         case BWD_DATA: {
             let hw = p.h * p.w;

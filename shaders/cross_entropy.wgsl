@@ -3,15 +3,15 @@
 // Entry points:
 //   cross_entropy_fwd  one workgroup of 256 threads. Each thread takes rows r, r+256, ...:
 //                      probs[r,:] = softmax(logits[r,:]), loss_r = logsumexp - logits[r, label];
-//                      the workgroup sums loss_r in shared memory; loss[0] = sum / N.
+//                      the workgroup sums loss_r in shared memory; loss[0] = weight * sum / N.
 //                      0 logits, 1 labels, 2 probs (overwritten), 3 loss (overwritten, 1 value)
-//   cross_entropy_bwd  dlogits[r,j] = g[0] * (probs[r,j] - [j == label_r]) / N
+//   cross_entropy_bwd  dlogits[r,j] = g[0] * weight * (probs[r,j] - [j == label_r]) / N
 //                      workgroup 256, 1-D grid over N*K; 0 probs, 1 labels, 2 g, 3 dlogits
 
 struct Params {
     rows: u32,
     cols: u32,
-    _p0: u32,
+    weight: f32,   // the loss is weight * mean CE (the joint loss's weights, free)
     _p1: u32,
 }
 var<immediate> p: Params;
@@ -57,7 +57,7 @@ fn cross_entropy_fwd(@builtin(local_invocation_index) t: u32) {
         workgroupBarrier();
     }
     if (t == 0u) {
-        loss[0] = partial[0] / f32(p.rows);
+        loss[0] = p.weight * partial[0] / f32(p.rows);
     }
 }
 
@@ -68,5 +68,5 @@ fn cross_entropy_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     let r = i / p.cols;
     let j = i % p.cols;
     let onehot = select(0.0, 1.0, labels[r] == j);
-    dlogits[i] = grad[0] * (saved_probs[i] - onehot) / f32(p.rows);
+    dlogits[i] = grad[0] * p.weight * (saved_probs[i] - onehot) / f32(p.rows);
 }

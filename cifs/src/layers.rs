@@ -5,7 +5,7 @@
 
 use std::cell::Cell;
 
-use engine::ops::batchnorm::{batchnorm2d, RunningStats};
+use engine::ops::batchnorm::{batchnorm_act, Act, RunningStats};
 use engine::ops::{conv2d, linear};
 use engine::{Rng, Runtime, Tensor};
 
@@ -85,11 +85,16 @@ impl BatchNorm {
     /// Train mode: batch statistics, running stats move, gradients reach gamma and beta.
     /// Eval mode: running statistics, parameters frozen.
     pub fn forward(&self, rt: &Runtime, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act(rt, x, train, Act::default())
+    }
+
+    /// `act(BN(x) + residual)` in the dispatches of the batch norm alone (see [`Act`]).
+    pub fn forward_act(&self, rt: &Runtime, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
         if train {
             self.num_batches_tracked.set(self.num_batches_tracked.get() + 1);
         }
         let running = RunningStats { mean: &self.running_mean, var: &self.running_var };
-        Ok(batchnorm2d(rt, x, self.weight.get(train), self.bias.get(train), running, train)?)
+        Ok(batchnorm_act(rt, x, self.weight.get(train), self.bias.get(train), running, train, act)?)
     }
 }
 

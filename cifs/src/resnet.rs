@@ -4,7 +4,8 @@
 //! strides 1, 2, 2, 2); avg_pool2d(4); linear(8w -> classes). In ResNet18-CIFS the two blocks of
 //! layer4 mask their output with a probe: block 0 nonlinear, block 1 linear.
 
-use engine::ops::{activation::relu, arith::add, pool};
+use engine::ops::batchnorm::Act;
+use engine::ops::pool;
 use engine::{Rng, Runtime, Tensor};
 
 use crate::error::{check_setting, CifsError, Result};
@@ -115,13 +116,14 @@ impl BasicBlock {
     /// ReLU(BN(conv(ReLU(BN(conv(x))))) + shortcut(x)), then the CIFS mask if this block has a
     /// probe (what the probe made of the block's output is returned too).
     fn forward(&self, rt: &Runtime, x: &Tensor, rule: PairRule, train: bool) -> Result<(Tensor, Option<Masked>)> {
-        let h = relu(rt, &self.bn1.forward(rt, &self.conv1.forward(rt, x, train)?, train)?)?;
-        let h = self.bn2.forward(rt, &self.conv2.forward(rt, &h, train)?, train)?;
+        let relu = Act { residual: None, relu: true };
+        let h = self.bn1.forward_act(rt, &self.conv1.forward(rt, x, train)?, train, relu)?;
         let short = match &self.shortcut {
             Some((conv, bn)) => bn.forward(rt, &conv.forward(rt, x, train)?, train)?,
             None => x.clone(),
         };
-        let z = relu(rt, &add(rt, &h, &short)?)?;
+        // ReLU(BN(conv2(h)) + shortcut), fused into the batch norm's own dispatches.
+        let z = self.bn2.forward_act(rt, &self.conv2.forward(rt, &h, train)?, train, Act { residual: Some(&short), relu: true })?;
         match &self.probe {
             Some(p) => {
                 let masked = p.apply(rt, &z, rule, train)?;
@@ -206,7 +208,7 @@ impl ResNet18 {
             (Mode::Train, None) => return Err(CifsError::TrainNeedsLabels),
             (Mode::Eval, _) => PairRule::Eval,
         };
-        let mut h = relu(rt, &self.bn1.forward(rt, &self.conv1.forward(rt, x, train)?, train)?)?;
+        let mut h = self.bn1.forward_act(rt, &self.conv1.forward(rt, x, train)?, train, Act { residual: None, relu: true })?;
         let mut probes = Vec::new();
         let mut blocks = Vec::new();
         for (i, block) in self.blocks.iter().enumerate() {

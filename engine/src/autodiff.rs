@@ -65,7 +65,9 @@ pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
 pub enum Op {
     Reshape { x: Tensor },
     Conv2d { x: Tensor, w: Tensor, stride: u32, pad: u32 },
-    BatchNorm { x: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, rstd: Tensor, train: bool },
+    /// `act(BN(x) + residual)`; backward reads the output (for the ReLU's mask) and the
+    /// statistics it normalised with.
+    BatchNorm { x: Tensor, gamma: Tensor, beta: Tensor, stats: ops::batchnorm::Stats, relu: bool, residual: Option<Tensor> },
     /// Backward reads the forward output (the tape hands it over), so only the input is kept.
     Relu { x: Tensor },
     Add { a: Tensor, b: Tensor },
@@ -80,7 +82,7 @@ pub enum Op {
     /// Softmax over the last dimension.
     Softmax { x: Tensor },
     GatherRows { table: Tensor, idx: Tensor },
-    CrossEntropy { logits: Tensor, labels: Tensor, probs: Tensor },
+    CrossEntropy { logits: Tensor, labels: Tensor, probs: Tensor, weight: f32 },
     MarginLoss { logits: Tensor, labels: Tensor, confidence: f32 },
     DlrLoss { logits: Tensor, labels: Tensor, targets: Option<Tensor> },
 }
@@ -125,7 +127,11 @@ impl Op {
             | Op::Sigmoid { x }
             | Op::Softmax { x } => vec![x],
             Op::Conv2d { x, w, .. } => vec![x, w],
-            Op::BatchNorm { x, gamma, beta, .. } => vec![x, gamma, beta],
+            Op::BatchNorm { x, gamma, beta, residual, .. } => {
+                let mut v = vec![x, gamma, beta];
+                v.extend(residual.iter());
+                v
+            }
             Op::Add { a, b } | Op::Mul { a, b } | Op::MatMul { a, b } => vec![a, b],
             Op::ChannelScale { z, m } => vec![z, m],
             Op::Linear { x, w, b } => {
@@ -144,7 +150,9 @@ impl Op {
         match self {
             Op::Reshape { x } => sink.add(x, g.detach().reshape(x.shape())?),
             Op::Conv2d { x, w, stride, pad } => ops::conv2d::conv2d_backward(rt, x, w, *stride, *pad, g, sink),
-            Op::BatchNorm { x, gamma, beta, mean, rstd, train } => ops::batchnorm::batchnorm_backward(rt, x, gamma, beta, mean, rstd, *train, g, sink),
+            Op::BatchNorm { x, gamma, beta, stats, relu, residual } => {
+                ops::batchnorm::batchnorm_backward(rt, x, gamma, beta, stats, *relu, residual.as_ref(), out, g, sink)
+            }
             Op::Relu { x } => sink.add(x, ops::activation::relu_backward(rt, out, g)?),
             Op::Add { a, b } => {
                 if sink.wants(a) {
@@ -165,7 +173,7 @@ impl Op {
             Op::Sigmoid { x } => sink.add(x, ops::activation::sigmoid_backward(rt, out, g)?),
             Op::Softmax { x } => sink.add(x, ops::softmax::softmax_backward(rt, out, g)?),
             Op::GatherRows { table, idx } => sink.add(table, ops::index::gather_rows_backward(rt, table.shape(), idx, g)?),
-            Op::CrossEntropy { logits, labels, probs } => sink.add(logits, ops::cross_entropy::cross_entropy_backward(rt, probs, labels, g)?),
+            Op::CrossEntropy { logits, labels, probs, weight } => sink.add(logits, ops::cross_entropy::cross_entropy_backward(rt, probs, labels, *weight, g)?),
             Op::MarginLoss { logits, labels, confidence } => {
                 sink.add(logits, ops::margin_loss::margin_loss_backward(rt, logits, labels, *confidence, g)?)
             }
@@ -268,10 +276,8 @@ pub fn backward(rt: &Runtime, loss: &Tensor) -> Result<Gradients> {
     if !loss.requires_grad() {
         return Err(EngineError::NothingRequiresGrad);
     }
-    // Filled on the GPU: a host write would force a submit in the middle of the step.
-    let seed = Tensor::empty(rt, loss.shape())?;
-    ops::arith::fill_into(rt, &seed, 1.0)?;
-    backward_with(rt, loss, seed)
+    // A constant 1 filled on the GPU once (a host write would force a submit mid-step).
+    backward_with(rt, loss, rt.one()?.reshape(loss.shape())?)
 }
 
 /// Back-propagates `seed` (the gradient arriving at `out`, same shape) through the graph.

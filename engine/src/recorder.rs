@@ -17,6 +17,8 @@ pub struct Recorder {
     pass: Option<wgpu::ComputePass<'static>>,
     staging: HashMap<u64, wgpu::Buffer>,
     stats: RecorderStats,
+    /// Dispatches per kernel entry point (where a step's dispatches go).
+    by_entry: HashMap<&'static str, u64>,
 }
 
 impl Recorder {
@@ -24,9 +26,16 @@ impl Recorder {
         self.stats
     }
 
-    /// The open compute pass (opened on the current encoder if needed); counts one dispatch.
-    pub fn pass_for_dispatch(&mut self, device: &wgpu::Device) -> &mut wgpu::ComputePass<'static> {
+    /// Dispatches so far per kernel entry point.
+    pub fn dispatches_by_entry(&self) -> HashMap<&'static str, u64> {
+        self.by_entry.clone()
+    }
+
+    /// The open compute pass (opened on the current encoder if needed); counts one dispatch of
+    /// `entry`.
+    pub fn pass_for_dispatch(&mut self, device: &wgpu::Device, entry: &'static str) -> &mut wgpu::ComputePass<'static> {
         self.stats.dispatches += 1;
+        *self.by_entry.entry(entry).or_default() += 1;
         if self.pass.is_none() {
             let enc = self.encoder.get_or_insert_with(|| device.create_command_encoder(&Default::default()));
             self.pass = Some(enc.begin_compute_pass(&Default::default()).forget_lifetime());

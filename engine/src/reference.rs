@@ -318,3 +318,25 @@ pub fn apgd_step(x: &[f64], g: &[f64], steps: &[f64], x_adv: &mut [f64], x_old: 
         x_old[i] = cur;
     }
 }
+
+/// `act(BN(x) + residual)` with the given statistics: the fused batch norm's forward.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_act(x: &[f64], xs: [usize; 4], mean: &[f64], var: &[f64], gamma: &[f64], beta: &[f64], residual: Option<&[f64]>, relu: bool, eps: f64) -> Vec<f64> {
+    batchnorm(x, xs, mean, var, gamma, beta, eps)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let v = v + residual.map_or(0.0, |r| r[i]);
+            if relu { v.max(0.0) } else { v }
+        })
+        .collect()
+}
+
+/// (dx, dgamma, dbeta, dresidual) of `sum(batchnorm_act(..) * g)`: the ReLU's mask applied to g
+/// (from the output `y`), then the batch norm's backward; the residual receives the masked g.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_act_backward(x: &[f64], xs: [usize; 4], mean: &[f64], var: &[f64], gamma: &[f64], eps: f64, train: bool, relu: bool, y: &[f64], g: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let masked: Vec<f64> = g.iter().zip(y).map(|(g, y)| if relu && *y <= 0.0 { 0.0 } else { *g }).collect();
+    let (dx, dgamma, dbeta) = batchnorm_backward(x, xs, mean, var, gamma, eps, train, &masked);
+    (dx, dgamma, dbeta, masked)
+}

@@ -35,6 +35,8 @@ pub struct Runtime {
     kernels: KernelCache,
     recorder: RefCell<Recorder>,
     timer: RefCell<Option<Timer>>,
+    /// A (1,) tensor holding 1.0, filled once: the seed of every scalar backward.
+    one: RefCell<Option<crate::tensor::Tensor>>,
 }
 
 impl Runtime {
@@ -49,7 +51,7 @@ impl Runtime {
     }
 
     pub fn on(gpu: Gpu) -> Runtime {
-        Runtime { gpu, pool: BufferPool::default(), kernels: KernelCache::default(), recorder: RefCell::default(), timer: RefCell::new(None) }
+        Runtime { gpu, pool: BufferPool::default(), kernels: KernelCache::default(), recorder: RefCell::default(), timer: RefCell::new(None), one: RefCell::new(None) }
     }
 
     pub fn stats(&self) -> RuntimeStats {
@@ -62,6 +64,22 @@ impl Runtime {
             submits: r.submits,
             dispatches: r.dispatches,
         }
+    }
+
+    /// Dispatches so far per kernel entry point (where a step's dispatches go).
+    pub fn dispatches_by_entry(&self) -> std::collections::HashMap<&'static str, u64> {
+        self.recorder.borrow().dispatches_by_entry()
+    }
+
+    /// A (1,) tensor holding 1.0, filled on the GPU once and shared: never write into it.
+    pub(crate) fn one(&self) -> Result<crate::tensor::Tensor> {
+        if let Some(t) = self.one.borrow().as_ref() {
+            return Ok(t.clone());
+        }
+        let t = crate::tensor::Tensor::empty(self, &[1])?;
+        crate::ops::arith::fill_into(self, &t, 1.0)?;
+        *self.one.borrow_mut() = Some(t.clone());
+        Ok(t)
     }
 
     // ---- buffers ---------------------------------------------------------------------------
@@ -199,7 +217,7 @@ impl Runtime {
         let grid = work.grid(entry, kernel.workgroup_size)?;
         self.kernels.with_bind_group(device, &kernel, buffers, |group| {
             let mut rec = self.recorder.borrow_mut();
-            let pass = rec.pass_for_dispatch(device);
+            let pass = rec.pass_for_dispatch(device, entry);
             pass.set_pipeline(&kernel.pipeline);
             pass.set_bind_group(0, group, &[]);
             let bytes = bytemuck::bytes_of(params);

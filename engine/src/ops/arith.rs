@@ -1,4 +1,4 @@
-//! Element-wise arithmetic (`shaders/arith.wgsl`): fill, add, mul, scale, row-bias add.
+//! Element-wise arithmetic (`shaders/arith.wgsl`): fill, add, mul, scale.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -14,18 +14,17 @@ use crate::tensor::Tensor;
 pub struct Params {
     pub n: u32,
     pub alpha: f32,
-    pub _p: u32,
-    pub cols: u32,
+    pub _p: [u32; 2],
 }
 
-fn params(n: usize, alpha: f32, cols: usize) -> Params {
-    Params { n: n as u32, alpha, _p: 0, cols: cols as u32 }
+fn params(n: usize, alpha: f32) -> Params {
+    Params { n: n as u32, alpha, _p: [0; 2] }
 }
 
 /// Overwrites every element of `t` with `value` (no gradient: a fill makes a constant).
 pub fn fill_into(rt: &Runtime, t: &Tensor, value: f32) -> Result<()> {
     let n = t.numel();
-    rt.dispatch(Shader::Arith, "fill", &[t.buffer()], &params(n, value, 0), Work::Items(n as u64))
+    rt.dispatch(Shader::Arith, "fill", &[t.buffer()], &params(n, value), Work::Items(n as u64))
 }
 
 fn binary(rt: &Runtime, op: &'static str, entry: &'static str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -34,7 +33,7 @@ fn binary(rt: &Runtime, op: &'static str, entry: &'static str, a: &Tensor, b: &T
     }
     let out = Tensor::empty(rt, a.shape())?;
     let n = a.numel();
-    rt.dispatch(Shader::Arith, entry, &[a.buffer(), b.buffer(), out.buffer()], &params(n, 0.0, 0), Work::Items(n as u64))?;
+    rt.dispatch(Shader::Arith, entry, &[a.buffer(), b.buffer(), out.buffer()], &params(n, 0.0), Work::Items(n as u64))?;
     Ok(out)
 }
 
@@ -65,19 +64,6 @@ pub fn mul_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, grads: &mu
 pub fn scale(rt: &Runtime, x: &Tensor, alpha: f32) -> Result<Tensor> {
     let out = Tensor::empty(rt, x.shape())?;
     let n = x.numel();
-    rt.dispatch(Shader::Arith, "scale", &[x.buffer(), out.buffer()], &params(n, alpha, 0), Work::Items(n as u64))?;
+    rt.dispatch(Shader::Arith, "scale", &[x.buffer(), out.buffer()], &params(n, alpha), Work::Items(n as u64))?;
     Ok(Tensor::from_op(out, &[x], || Op::Scale { x: x.clone(), alpha }))
-}
-
-/// `x[r, :] + b` for a (rows, cols) `x` and a (cols,) `b`; the forward half of a linear bias.
-/// Its backward lives with `linear` (a column sum of the gradient).
-pub(crate) fn add_row_bias_raw(rt: &Runtime, x: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let cols = *x.shape().last().unwrap_or(&1);
-    if b.numel() != cols {
-        return Err(shape_err("add_row_bias", &[x.shape(), b.shape()], "x (rows, cols) and a bias (cols,)"));
-    }
-    let out = Tensor::empty(rt, x.shape())?;
-    let n = x.numel();
-    rt.dispatch(Shader::Arith, "add_row_bias", &[x.buffer(), b.buffer(), out.buffer()], &params(n, 0.0, cols), Work::Items(n as u64))?;
-    Ok(out)
 }

@@ -1,8 +1,10 @@
 //! 2-D batch normalisation (`shaders/batchnorm.wgsl`), PyTorch semantics: train mode normalises
 //! with the biased batch variance and moves the running stats (unbiased variance, momentum);
-//! eval mode normalises with the running stats.
+//! eval mode normalises with the running stats. The residual add and the ReLU that follow a
+//! ResNet block's batch norms can be fused in ([`batchnorm_act`]): `y = act(BN(x) + residual)`
+//! costs the dispatches of a batch norm alone, forward and backward.
 //!
-//! Shapes: x (N, C, H, W); gamma, beta, running_mean, running_var (C,).
+//! Shapes: x, residual (N, C, H, W); gamma, beta, running_mean, running_var (C,).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -16,6 +18,9 @@ use crate::tensor::Tensor;
 pub const EPS: f32 = 1e-5;
 pub const MOMENTUM: f32 = 0.1;
 
+const RELU: u32 = 1;
+const RESIDUAL: u32 = 2;
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 pub struct Params {
@@ -25,7 +30,8 @@ pub struct Params {
     pub flag: u32,
     pub eps: f32,
     pub momentum: f32,
-    pub _p: [u32; 2],
+    pub act: u32,
+    pub _p: u32,
 }
 
 /// The running statistics of one BN layer (updated in place by train-mode forwards).
@@ -34,17 +40,31 @@ pub struct RunningStats<'a> {
     pub var: &'a Tensor,
 }
 
-fn params(x: &Tensor, flag: bool) -> Params {
-    let s = x.shape();
-    Params { n: s[0] as u32, c: s[1] as u32, hw: (s[2] * s[3]) as u32, flag: flag as u32, eps: EPS, momentum: MOMENTUM, _p: [0; 2] }
+/// What follows the normalisation: an optional residual added, then an optional ReLU.
+#[derive(Clone, Copy, Default)]
+pub struct Act<'a> {
+    pub residual: Option<&'a Tensor>,
+    pub relu: bool,
 }
 
-fn check(x: &Tensor, per_channel: &[&Tensor]) -> Result<()> {
+fn params(x: &Tensor, flag: bool, act: u32) -> Params {
+    let s = x.shape();
+    Params { n: s[0] as u32, c: s[1] as u32, hw: (s[2] * s[3]) as u32, flag: flag as u32, eps: EPS, momentum: MOMENTUM, act, _p: 0 }
+}
+
+fn act_bits(relu: bool, residual: bool) -> u32 {
+    (relu as u32 * RELU) | (residual as u32 * RESIDUAL)
+}
+
+fn check(x: &Tensor, per_channel: &[&Tensor], residual: Option<&Tensor>) -> Result<()> {
     if x.shape().len() != 4 {
         return Err(shape_err("batchnorm2d", &[x.shape()], "x (N, C, H, W)"));
     }
     if let Some(t) = per_channel.iter().find(|t| t.numel() != x.shape()[1]) {
         return Err(shape_err("batchnorm2d", &[x.shape(), t.shape()], "x (N, C, H, W) and per-channel tensors (C,)"));
+    }
+    if let Some(r) = residual.filter(|r| r.shape() != x.shape()) {
+        return Err(shape_err("batchnorm2d", &[x.shape(), r.shape()], "a residual of x's shape"));
     }
     Ok(())
 }
@@ -52,41 +72,100 @@ fn check(x: &Tensor, per_channel: &[&Tensor]) -> Result<()> {
 /// Batch norm forward. `train`: batch statistics, and the running stats move (in place);
 /// otherwise the running stats normalise. Records `Op::BatchNorm` when anything requires grad.
 pub fn batchnorm2d(rt: &Runtime, x: &Tensor, gamma: &Tensor, beta: &Tensor, running: RunningStats, train: bool) -> Result<Tensor> {
-    check(x, &[gamma, beta, running.mean, running.var])?;
-    let c = x.shape()[1];
-    let mean = Tensor::empty(rt, &[c])?;
-    let rstd = Tensor::empty(rt, &[c])?;
-    if train {
-        let bufs = [x.buffer(), mean.buffer(), rstd.buffer(), running.mean.buffer(), running.var.buffer()];
-        rt.dispatch(Shader::BatchNorm, "bn_stats", &bufs, &params(x, true), Work::Groups([c as u32, 1, 1]))?;
-    } else {
-        let bufs = [running.mean.buffer(), running.var.buffer(), mean.buffer(), rstd.buffer()];
-        rt.dispatch(Shader::BatchNorm, "bn_eval_stats", &bufs, &params(x, false), Work::Items(c as u64))?;
-    }
-    let y = Tensor::empty(rt, x.shape())?;
-    let bufs = [x.buffer(), mean.buffer(), rstd.buffer(), gamma.buffer(), beta.buffer(), y.buffer()];
-    rt.dispatch(Shader::BatchNorm, "bn_apply", &bufs, &params(x, false), Work::Items(x.numel() as u64))?;
-    Ok(Tensor::from_op(y, &[x, gamma, beta], || Op::BatchNorm { x: x.clone(), gamma: gamma.clone(), beta: beta.clone(), mean, rstd, train }))
+    batchnorm_act(rt, x, gamma, beta, running, train, Act::default())
 }
 
-/// Backward of `batchnorm2d`. With xhat = (x - mean) rstd and m = N H W:
-/// dbeta = sum g, dgamma = sum g xhat, and in train mode (mean and rstd depend on x)
-/// dx = gamma rstd (g - dbeta/m - xhat dgamma/m); in eval mode dx = gamma rstd g.
-#[allow(clippy::too_many_arguments)]
-pub fn batchnorm_backward(rt: &Runtime, x: &Tensor, gamma: &Tensor, beta: &Tensor, mean: &Tensor, rstd: &Tensor, train: bool, g: &Tensor, grads: &mut GradSink) -> Result<()> {
+/// The statistics a batch norm normalised with.
+pub enum Stats {
+    /// Train mode: this batch's (mean, rstd) per channel, (C, 2).
+    Batch(Tensor),
+    /// Eval mode: the running statistics, read directly (no statistics pass).
+    Running { mean: Tensor, var: Tensor },
+}
+
+/// `act(BN(x) + residual)`: batch norm, then (if given) the residual added, then (if asked) ReLU,
+/// in the dispatches of the batch norm alone (train mode: statistics and apply; eval mode: apply).
+pub fn batchnorm_act(rt: &Runtime, x: &Tensor, gamma: &Tensor, beta: &Tensor, running: RunningStats, train: bool, act: Act) -> Result<Tensor> {
+    check(x, &[gamma, beta, running.mean, running.var], act.residual)?;
     let c = x.shape()[1];
-    let dgamma = Tensor::empty(rt, &[c])?;
-    let dbeta = Tensor::empty(rt, &[c])?;
+    let y = Tensor::empty(rt, x.shape())?;
+    let residual = act.residual.unwrap_or(x);
+    let p = params(x, train, act_bits(act.relu, act.residual.is_some()));
+    let work = Work::Items(x.numel() as u64);
+    let stats = if train {
+        let stats = Tensor::empty(rt, &[c, 2])?;
+        let bufs = [x.buffer(), stats.buffer(), running.mean.buffer(), running.var.buffer()];
+        rt.dispatch(Shader::BatchNorm, "bn_stats", &bufs, &params(x, true, 0), Work::Groups([c as u32, 1, 1]))?;
+        let bufs = [x.buffer(), stats.buffer(), gamma.buffer(), beta.buffer(), residual.buffer(), y.buffer()];
+        rt.dispatch(Shader::BatchNorm, "bn_apply", &bufs, &p, work)?;
+        Stats::Batch(stats)
+    } else {
+        let bufs = [x.buffer(), running.mean.buffer(), running.var.buffer(), gamma.buffer(), beta.buffer(), residual.buffer(), y.buffer()];
+        rt.dispatch(Shader::BatchNorm, "bn_apply_eval", &bufs, &p, work)?;
+        Stats::Running { mean: running.mean.clone(), var: running.var.clone() }
+    };
+    let mut inputs = vec![x, gamma, beta];
+    inputs.extend(act.residual);
+    Ok(Tensor::from_op(y, &inputs, || Op::BatchNorm { x: x.clone(), gamma: gamma.clone(), beta: beta.clone(), stats, relu: act.relu, residual: act.residual.cloned() }))
+}
+
+/// Backward of `batchnorm_act`, from the output `y` and the gradient `g` arriving at it. With
+/// g' = g (y > 0) under ReLU (else g), xhat = (x - mean) rstd and m = N H W: dresidual = g',
+/// dbeta = sum g', dgamma = sum g' xhat, and in train mode (mean and rstd depend on x)
+/// dx = gamma rstd (g' - dbeta/m - xhat dgamma/m); in eval mode dx = gamma rstd g'.
+#[allow(clippy::too_many_arguments)]
+pub fn batchnorm_backward(
+    rt: &Runtime,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &Stats,
+    relu: bool,
+    residual: Option<&Tensor>,
+    y: &Tensor,
+    g: &Tensor,
+    grads: &mut GradSink,
+) -> Result<()> {
+    let c = x.shape()[1];
+    let train = matches!(stats, Stats::Batch(_));
+    let wants_res = residual.is_some_and(|r| grads.wants(r));
     let need_sums = train && grads.wants(x) || grads.wants(gamma) || grads.wants(beta);
+    let (dgamma, dbeta, coef) = (Tensor::empty(rt, &[c])?, Tensor::empty(rt, &[c])?, Tensor::empty(rt, &[c, 4])?);
     if need_sums {
-        let bufs = [x.buffer(), g.buffer(), mean.buffer(), rstd.buffer(), dgamma.buffer(), dbeta.buffer()];
-        rt.dispatch(Shader::BatchNorm, "bn_bwd_reduce", &bufs, &params(x, false), Work::Groups([c as u32, 1, 1]))?;
+        let batch = match stats {
+            Stats::Batch(s) => s.clone(),
+            // Eval mode with gamma or beta wanting gradients (no model of ours does this): the
+            // statistics pass the forward skipped.
+            Stats::Running { mean, var } => {
+                let s = Tensor::empty(rt, &[c, 2])?;
+                rt.dispatch(Shader::BatchNorm, "bn_eval_stats", &[mean.buffer(), var.buffer(), s.buffer()], &params(x, false, 0), Work::Items(c as u64))?;
+                s
+            }
+        };
+        let bufs = [x.buffer(), g.buffer(), y.buffer(), batch.buffer(), gamma.buffer(), dgamma.buffer(), dbeta.buffer(), coef.buffer()];
+        rt.dispatch(Shader::BatchNorm, "bn_bwd_reduce", &bufs, &params(x, false, act_bits(relu, false)), Work::Groups([c as u32, 1, 1]))?;
     }
-    if grads.wants(x) {
+    if grads.wants(x) || wants_res {
         let dx = Tensor::empty(rt, x.shape())?;
-        let bufs = [x.buffer(), g.buffer(), mean.buffer(), rstd.buffer(), gamma.buffer(), dgamma.buffer(), dbeta.buffer(), dx.buffer()];
-        rt.dispatch(Shader::BatchNorm, "bn_bwd_data", &bufs, &params(x, train), Work::Items(x.numel() as u64))?;
-        grads.add(x, dx)?;
+        // The kernel writes dres only when asked; otherwise a one-value stand-in is bound.
+        let dres = if wants_res { Tensor::empty(rt, x.shape())? } else { Tensor::empty(rt, &[1])? };
+        let p = params(x, false, act_bits(relu, wants_res));
+        match stats {
+            Stats::Batch(_) => {
+                let bufs = [x.buffer(), g.buffer(), y.buffer(), coef.buffer(), dx.buffer(), dres.buffer()];
+                rt.dispatch(Shader::BatchNorm, "bn_bwd_data", &bufs, &p, Work::Items(x.numel() as u64))?;
+            }
+            Stats::Running { var, .. } => {
+                let bufs = [g.buffer(), y.buffer(), var.buffer(), gamma.buffer(), dx.buffer(), dres.buffer()];
+                rt.dispatch(Shader::BatchNorm, "bn_bwd_data_eval", &bufs, &p, Work::Items(x.numel() as u64))?;
+            }
+        }
+        if grads.wants(x) {
+            grads.add(x, dx)?;
+        }
+        if let Some(r) = residual.filter(|_| wants_res) {
+            grads.add(r, dres)?;
+        }
     }
     if grads.wants(gamma) {
         grads.add(gamma, dgamma)?;

@@ -31,7 +31,8 @@ pub struct Params {
     pub gn: u32,
     pub gk: u32,
     pub k_split: u32,
-    pub _p: [u32; 2],
+    pub has_bias: u32,
+    pub _p: u32,
 }
 
 /// Output tile of one workgroup (rows x cols) and the depth slice; BM/BN/BK in the WGSL (a
@@ -94,7 +95,8 @@ impl Geom {
             gn,
             gk,
             k_split,
-            _p: [0; 2],
+            has_bias: 0,
+            _p: 0,
         }
     }
 }
@@ -105,11 +107,23 @@ fn grid(gm: u32, gn: u32, splits: u32) -> Work {
 
 /// Convolution forward. Records `Op::Conv2d` when `x` or `w` requires grad.
 pub fn conv2d(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad: u32) -> Result<Tensor> {
+    let y = conv2d_raw(rt, x, w, stride, pad, None)?;
+    Ok(Tensor::from_op(y, &[x, w], || Op::Conv2d { x: x.clone(), w: w.clone(), stride, pad }))
+}
+
+/// The forward GEMM, not recorded, with `bias[co]` added to every output in its epilogue (the
+/// dense layers' bias costs no dispatch of its own).
+pub(crate) fn conv2d_raw(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad: u32, bias: Option<&Tensor>) -> Result<Tensor> {
     let g = Geom::new(x.shape(), w.shape(), stride, pad)?;
+    if let Some(b) = bias.filter(|b| b.numel() != g.co as usize) {
+        return Err(shape_err("conv2d", &[w.shape(), b.shape()], "a bias of one value per output channel"));
+    }
     let y = Tensor::empty(rt, &[g.n as usize, g.co as usize, g.oh as usize, g.ow as usize])?;
     let (gm, gn, gk) = (g.n * g.oh * g.ow, g.co, g.ci * g.ks * g.ks);
-    rt.dispatch(Shader::Conv2d, "conv2d_fwd", &[x.buffer(), w.buffer(), y.buffer()], &g.params(gm, gn, gk, gk), grid(gm, gn, 1))?;
-    Ok(Tensor::from_op(y, &[x, w], || Op::Conv2d { x: x.clone(), w: w.clone(), stride, pad }))
+    let params = Params { has_bias: bias.is_some() as u32, ..g.params(gm, gn, gk, gk) };
+    let bufs = [x.buffer(), w.buffer(), y.buffer(), bias.unwrap_or(w).buffer()];
+    rt.dispatch(Shader::Conv2d, "conv2d_fwd", &bufs, &params, grid(gm, gn, 1))?;
+    Ok(y)
 }
 
 /// Gradient w.r.t. the input: `dx[n,ci,iy,ix] = sum_{co,ky,kx} g[n,co,oy,ox] w[co,ci,ky,kx]`
@@ -118,7 +132,7 @@ pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride:
     let geo = Geom::new(x_shape, w.shape(), stride, pad)?;
     let dx = Tensor::empty(rt, x_shape)?;
     let (gm, gn, gk) = (geo.n * geo.h * geo.w, geo.ci, geo.co * geo.ks * geo.ks);
-    rt.dispatch(Shader::Conv2d, "conv2d_bwd_data", &[g.buffer(), w.buffer(), dx.buffer()], &geo.params(gm, gn, gk, gk), grid(gm, gn, 1))?;
+    rt.dispatch(Shader::Conv2d, "conv2d_bwd_data", &[g.buffer(), w.buffer(), dx.buffer(), w.buffer()], &geo.params(gm, gn, gk, gk), grid(gm, gn, 1))?;
     Ok(dx)
 }
 
@@ -142,10 +156,10 @@ pub fn conv2d_backward_weight(rt: &Runtime, x: &Tensor, w_shape: &[usize], strid
     let dw = Tensor::empty(rt, w_shape)?;
     let params = geo.params(gm, gn, gk, k_split);
     if splits == 1 {
-        rt.dispatch(Shader::Conv2d, "conv2d_bwd_weight", &[g.buffer(), x.buffer(), dw.buffer()], &params, grid(gm, gn, 1))?;
+        rt.dispatch(Shader::Conv2d, "conv2d_bwd_weight", &[g.buffer(), x.buffer(), dw.buffer(), x.buffer()], &params, grid(gm, gn, 1))?;
     } else {
         let partial = Tensor::empty(rt, &[splits as usize, (gm * gn) as usize])?;
-        rt.dispatch(Shader::Conv2d, "conv2d_bwd_weight", &[g.buffer(), x.buffer(), partial.buffer()], &params, grid(gm, gn, splits))?;
+        rt.dispatch(Shader::Conv2d, "conv2d_bwd_weight", &[g.buffer(), x.buffer(), partial.buffer(), x.buffer()], &params, grid(gm, gn, splits))?;
         reduce::sum_rows_into(rt, &partial, &dw)?;
     }
     Ok(dw)

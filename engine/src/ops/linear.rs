@@ -1,13 +1,13 @@
 //! Dense layer `y = x w^T + b`, and the plain product `a b`. A dense layer is a 1x1 convolution
 //! of 1x1 images, so it runs on the implicit-GEMM kernels of `conv2d` (one tuned GEMM engine, no
-//! second one to keep correct); the bias is a row broadcast in `arith`, its gradient a column
-//! sum in `reduce`.
+//! second one to keep correct); the bias is added in the GEMM's epilogue, its gradient is a
+//! column sum in `reduce`.
 //!
 //! Shapes: x (N, IN), w (OUT, IN), b (OUT,) -> y (N, OUT).
 
 use crate::autodiff::{no_grad, GradSink, Op};
 use crate::error::{shape_err, Result};
-use crate::ops::{arith, conv2d, reduce};
+use crate::ops::{conv2d, reduce};
 use crate::runtime::Runtime;
 use crate::tensor::Tensor;
 
@@ -23,11 +23,7 @@ pub fn linear(rt: &Runtime, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Resul
         let bs = b.map(|b| b.shape()).unwrap_or(&[]);
         return Err(shape_err("linear", &[xs, ws, bs], "x (N, IN), w (OUT, IN) and a bias (OUT,)"));
     }
-    let y = matmul_nt(rt, x, w)?;
-    let y = match b {
-        Some(b) => arith::add_row_bias_raw(rt, &y, b)?,
-        None => y,
-    };
+    let y = conv2d::conv2d_raw(rt, &as_image(x)?, &as_image(w)?, 1, 0, b)?.reshape(&[xs[0], ws[0]])?;
     let mut inputs = vec![x, w];
     inputs.extend(b);
     Ok(Tensor::from_op(y, &inputs, || Op::Linear { x: x.clone(), w: w.clone(), b: b.cloned() }))
