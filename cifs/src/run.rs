@@ -144,6 +144,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CifsError + '_ {
     move |source| CifsError::Io { path: path.display().to_string(), source }
 }
 
+/// A training step whose loss and logits are still on their way back.
+struct InFlight {
+    reads: Vec<engine::runtime::PendingRead>,
+    labels: Vec<u32>,
+    step: usize,
+}
+
+fn bytemuck_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()
+}
+
 /// Generator for one purpose of one epoch, from the seed alone.
 fn epoch_rng(seed: u64, epoch: usize, purpose: u64) -> Rng {
     Rng::new(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ purpose.wrapping_mul(0xD1B5_4A32_D192_ED03))
@@ -263,21 +274,36 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
         let mut attack_rng = epoch_rng(cfg.seed, epoch, 1);
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        // Step i's loss and logits are read while step i+1 runs: the host records the next step
+        // instead of waiting for the GPU (one step of delay in the progress display).
+        let mut in_flight: Option<InFlight> = None;
+        let mut settle = |f: InFlight| -> Result<()> {
+            let mut reads = f.reads.into_iter();
+            let mut next = || -> Result<Vec<f32>> { Ok(bytemuck_f32(&rt.finish_read(reads.next().expect("loss and logits"))?)) };
+            let loss = next()?[0];
+            if !loss.is_finite() {
+                let kept = if paths.last().is_file() { format!("the last good checkpoint ({}) is kept", paths.last().display()) } else { "no checkpoint was written yet".into() };
+                return Err(CifsError::Diverged { loss, epoch: epoch + 1, step: f.step + 1, kept });
+            }
+            correct += predictions(&next()?, classes).iter().zip(&f.labels).filter(|(p, l)| **p == **l as usize).count();
+            loss_sum += loss as f64 * f.labels.len() as f64;
+            seen += f.labels.len();
+            events.batch(f.step + 1, loss_sum / seen as f64, correct as f64 / seen as f64, seen as f64 / started.elapsed().as_secs_f64());
+            Ok(())
+        };
         for (step, batch) in pass.enumerate() {
             let batch = batch?;
             let n = batch.len();
             let x = Tensor::from_f32(rt, &[n, 3, 32, 32], &batch.images)?;
             let y = Tensor::from_u32(rt, &[n], &batch.labels)?;
             let r = train_step(rt, &model, &sgd, &x, &y, attack.as_ref(), cfg.beta, &mut attack_rng)?;
-            let loss = r.loss.to_vec(rt)?[0];
-            if !loss.is_finite() {
-                let kept = if paths.last().is_file() { format!("the last good checkpoint ({}) is kept", paths.last().display()) } else { "no checkpoint was written yet".into() };
-                return Err(CifsError::Diverged { loss, epoch: epoch + 1, step: step + 1, kept });
+            let reads = rt.read_later(&[(r.loss.buffer(), 4), (r.output.logits.buffer(), r.output.logits.numel() as u64 * 4)])?;
+            if let Some(previous) = in_flight.replace(InFlight { reads, labels: batch.labels, step }) {
+                settle(previous)?;
             }
-            correct += predictions(&r.output.logits.to_vec(rt)?, classes).iter().zip(&batch.labels).filter(|(p, l)| **p == **l as usize).count();
-            loss_sum += loss as f64 * n as f64;
-            seen += n;
-            events.batch(step + 1, loss_sum / seen as f64, correct as f64 / seen as f64, seen as f64 / started.elapsed().as_secs_f64());
+        }
+        if let Some(last) = in_flight.take() {
+            settle(last)?;
         }
         let train_seconds = started.elapsed().as_secs_f64();
         let evaluate_now = (epoch + 1) % cfg.eval_every == 0 || epoch + 1 == cfg.total_epochs();

@@ -19,6 +19,8 @@ pub struct Recorder {
     stats: RecorderStats,
     /// Dispatches per kernel entry point (where a step's dispatches go).
     by_entry: HashMap<&'static str, u64>,
+    /// MAP_READ buffers of finished asynchronous readbacks, by size, for the next ones.
+    spare: HashMap<u64, Vec<wgpu::Buffer>>,
 }
 
 impl Recorder {
@@ -49,13 +51,25 @@ impl Recorder {
         self.encoder.get_or_insert_with(|| device.create_command_encoder(&Default::default()))
     }
 
-    /// Submits everything recorded so far as one command buffer. Cheap when nothing is pending.
-    pub fn flush(&mut self, queue: &wgpu::Queue) {
+    /// Submits everything recorded so far as one command buffer (its index; `None` when nothing
+    /// was pending).
+    pub fn flush(&mut self, queue: &wgpu::Queue) -> Option<wgpu::SubmissionIndex> {
         self.pass = None;
-        if let Some(enc) = self.encoder.take() {
-            queue.submit([enc.finish()]);
-            self.stats.submits += 1;
-        }
+        let enc = self.encoder.take()?;
+        self.stats.submits += 1;
+        Some(queue.submit([enc.finish()]))
+    }
+
+    /// A MAP_READ buffer of `size` bytes for an asynchronous readback: a spare one, or a new one.
+    pub fn take_spare(&mut self, device: &wgpu::Device, size: u64) -> wgpu::Buffer {
+        self.spare.get_mut(&size).and_then(Vec::pop).unwrap_or_else(|| {
+            device.create_buffer(&wgpu::BufferDescriptor { label: Some("async readback"), size, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false })
+        })
+    }
+
+    /// Gives a finished asynchronous readback's buffer back for reuse.
+    pub fn return_spare(&mut self, size: u64, buf: wgpu::Buffer) {
+        self.spare.entry(size).or_default().push(buf);
     }
 
     /// A MAP_READ buffer of `size` bytes, made once per size.

@@ -123,19 +123,45 @@ impl Runtime {
             rec.flush(&self.gpu.queue);
             staging
         };
-        let mut out = self.map_read(&staging)?;
+        let mut out = self.map_read(&staging, None)?;
         out.truncate(bytes as usize);
         Ok(out)
     }
 
-    /// Maps a MAP_READ buffer after the work submitted so far and returns its contents.
-    fn map_read(&self, buf: &wgpu::Buffer) -> Result<Vec<u8>> {
+    /// Starts reading `bytes` bytes of each buffer back without waiting: records the copies,
+    /// submits everything recorded so far, and returns at once. Work recorded afterwards runs on
+    /// the GPU while the host has not yet asked for these results, so a training loop can read
+    /// step i's loss while step i+1 runs ([`Runtime::finish_read`] waits for this submission only).
+    pub fn read_later(&self, reads: &[(&GpuBuffer, u64)]) -> Result<Vec<PendingRead>> {
+        let mut rec = self.recorder.borrow_mut();
+        let mut staged = Vec::new();
+        for &(buf, bytes) in reads {
+            let size = bytes.max(4).div_ceil(4) * 4;
+            let staging = rec.take_spare(&self.gpu.device, size);
+            rec.encoder(&self.gpu.device).copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, size);
+            staged.push((staging, size, bytes));
+        }
+        let submission = rec.flush(&self.gpu.queue);
+        Ok(staged.into_iter().map(|(staging, size, bytes)| PendingRead { staging, size, bytes, submission: submission.clone() }).collect())
+    }
+
+    /// The bytes of a readback started by [`Runtime::read_later`], once its submission is done.
+    pub fn finish_read(&self, p: PendingRead) -> Result<Vec<u8>> {
+        let mut out = self.map_read(&p.staging, p.submission)?;
+        out.truncate(p.bytes as usize);
+        self.recorder.borrow_mut().return_spare(p.size, p.staging);
+        Ok(out)
+    }
+
+    /// Maps a MAP_READ buffer once `submission` (default: all work submitted so far) is done and
+    /// returns its contents.
+    fn map_read(&self, buf: &wgpu::Buffer, submission: Option<wgpu::SubmissionIndex>) -> Result<Vec<u8>> {
         let err = |e: &dyn std::fmt::Display| EngineError::Readback(e.to_string());
         let (tx, rx) = std::sync::mpsc::channel();
         buf.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        self.gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| err(&e))?;
+        self.gpu.device.poll(wgpu::PollType::Wait { submission_index: submission, timeout: None }).map_err(|e| err(&e))?;
         rx.recv().map_err(|e| err(&e))?.map_err(|e| err(&e))?;
         let out = buf.get_mapped_range(..).map_err(|e| err(&e))?.to_vec();
         buf.unmap();
@@ -189,7 +215,7 @@ impl Runtime {
             return Ok((out, Timing { wall_s, gpu_s: None }));
         }
         let readback = self.timer.borrow().as_ref().expect("timer created by stamp()").readback.clone();
-        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&self.map_read(&readback)?);
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&self.map_read(&readback, None)?);
         let ns = ticks[1].wrapping_sub(ticks[0]) as f64 * self.gpu.queue.get_timestamp_period() as f64;
         Ok((out, Timing { wall_s, gpu_s: Some(ns * 1e-9) }))
     }
@@ -230,6 +256,14 @@ impl Runtime {
         });
         Ok(())
     }
+}
+
+/// A readback in flight (see [`Runtime::read_later`]).
+pub struct PendingRead {
+    staging: wgpu::Buffer,
+    size: u64,
+    bytes: u64,
+    submission: Option<wgpu::SubmissionIndex>,
 }
 
 /// Both clocks of one timed piece of work, in seconds.

@@ -124,3 +124,18 @@ fn a_one_dimensional_dispatch_beyond_one_grid_row_covers_every_item() {
     let v = t.to_vec(&rt).unwrap();
     assert!(v[n - 300..].iter().all(|&x| x == 3.0) && v[0] == 3.0, "the tail past the first grid row was not written");
 }
+
+#[test]
+fn a_read_started_early_sees_the_work_before_it_not_after() {
+    // The training loop reads step i's loss while step i+1 is recorded and running.
+    let rt = crate::common::rt();
+    let t = Tensor::empty(&rt, &[1000]).unwrap();
+    engine::ops::arith::fill_into(&rt, &t, 1.0).unwrap();
+    let pending = rt.read_later(&[(t.buffer(), 4000)]).unwrap().pop().unwrap();
+    let submits = rt.stats().submits;
+    engine::ops::arith::fill_into(&rt, &t, 2.0).unwrap();
+    let early: Vec<f32> = bytemuck::pod_collect_to_vec(&rt.finish_read(pending).unwrap());
+    assert_eq!(early, vec![1.0; 1000], "the early read saw later work");
+    assert_eq!(rt.stats().submits, submits, "finishing a read submits nothing");
+    assert_eq!(t.to_vec(&rt).unwrap(), vec![2.0; 1000]);
+}
