@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use cifs::attack::AttackLoss;
 use cifs::evaluate::{evaluate, Attack, AttackResult, EvalSettings};
-use cifs::run::{Adversary, TrainConfig};
+use cifs::run::{Adversary, Method, TrainConfig};
 use cifs::{ModelConfig, ModelKind};
 use datasets::DatasetKind;
 use engine::Runtime;
@@ -132,6 +132,13 @@ struct TrainArgs {
     /// How the main phase makes its training images.
     #[arg(long = "adv", value_enum, default_value_t = Adversary::Pgd)]
     adversary: Adversary,
+    /// The adversarial objective: pgd-at (the reference's) or trades (its KL attack takes
+    /// --eps, --step-size and --attack-steps; the natural part is the joint loss for CIFS models).
+    #[arg(long, value_enum, default_value_t = Method::PgdAt)]
+    method: Method,
+    /// TRADES's KL weight.
+    #[arg(long, default_value = "6", value_parser = non_negative)]
+    trades_beta: f32,
     #[arg(long, default_value = "8/255", value_parser = non_negative)]
     eps: f32,
     #[arg(long, default_value = "2/255", value_parser = non_negative)]
@@ -358,6 +365,8 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<(), String> {
         weight_decay: a.weight_decay,
         milestones: milestones(&a.milestones)?,
         adversary: a.adversary,
+        method: a.method,
+        trades_beta: a.trades_beta,
         eps: a.eps,
         step_size: a.step_size,
         attack_steps: a.attack_steps as usize,

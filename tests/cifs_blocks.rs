@@ -346,3 +346,79 @@ fn a_pgd10_step_costs_the_fused_dispatch_count() {
     assert_eq!(step["scale"], 12, "only the nonlinear probe's slope scales");
     assert!(total <= 1642, "{total} dispatches per PGD-10 step");
 }
+
+#[test]
+fn trades_attack_stays_in_the_box_and_raises_the_kl() {
+    let rt = rt();
+    let model = small_model(&rt, ModelKind::ResNet18Cifs, 2, 25);
+    let mut r = rng(26);
+    let xv = r.uniform_vec(3 * 3072, 0.0, 1.0);
+    let x = Tensor::from_f32(&rt, &[3, 3, 32, 32], &xv).unwrap();
+    let eps = 8.0 / 255.0;
+    let trades = cifs::trades::Trades { eps, step: 2.0 / 255.0, steps: 3, beta: 6.0 };
+    let adv = trades.attack(&rt, &model, &x, &mut engine::Rng::new(1)).unwrap();
+    let v = adv.to_vec(&rt).unwrap();
+    assert_eq!(in_eps_ball(&v, &xv, eps), None);
+    let kl = |img: &Tensor| {
+        engine::no_grad(|| {
+            let a = model.forward(&rt, &x, None, Mode::Eval).unwrap().logits;
+            let b = model.forward(&rt, img, None, Mode::Eval).unwrap().logits;
+            engine::ops::kl_div::kl_div(&rt, &a, &b).unwrap().to_vec(&rt).unwrap()[0]
+        })
+    };
+    // A gradient ascent of the KL beats a random corner of the same eps-ball.
+    let corner: Vec<f32> = xv.iter().map(|&v| (v + if r.below(2) == 1 { eps } else { -eps }).clamp(0.0, 1.0)).collect();
+    let random = kl(&Tensor::from_f32(&rt, &[3, 3, 32, 32], &corner).unwrap());
+    assert!(kl(&adv) > random, "KL after the attack {} <= at a random corner {random}", kl(&adv));
+    assert!(trades.validate().is_ok() && cifs::trades::Trades { beta: -1.0, ..trades }.validate().is_err());
+}
+
+/// The TRADES loss's gradient w.r.t. the classifier's weights and bias (smooth in them: the
+/// features are fixed, and CE and KL are smooth) against central differences of the loss itself,
+/// through both the natural and the adversarial branch.
+#[test]
+fn trades_loss_gradient_matches_finite_differences() {
+    let rt = rt();
+    let model = small_model(&rt, ModelKind::ResNet18Cifs, 2, 27);
+    let mut r = rng(28);
+    let x = Tensor::from_f32(&rt, &[3, 3, 32, 32], &r.uniform_vec(3 * 3072, 0.0, 1.0)).unwrap();
+    let y = Tensor::from_u32(&rt, &[3], &[1, 4, 7]).unwrap();
+    let trades = cifs::trades::Trades { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, beta: 6.0 };
+    let adv = trades.attack(&rt, &model, &x, &mut engine::Rng::new(2)).unwrap();
+    let loss_now = || engine::no_grad(|| trades.loss(&rt, &model, &x, &adv, &y, 2.0).unwrap().0.to_vec(&rt).unwrap()[0] as f64);
+    let (loss, _) = trades.loss(&rt, &model, &x, &adv, &y, 2.0).unwrap();
+    let grads = autodiff::backward(&rt, &loss).unwrap();
+    for p in [&model.linear.weight, &model.linear.bias] {
+        let analytic = grads.get(p.leaf()).unwrap().to_vec(&rt).unwrap();
+        let data = p.leaf().to_vec(&rt).unwrap();
+        let (mut got, mut want) = (vec![], vec![]);
+        for j in (0..data.len()).step_by((data.len() / 6).max(1)) {
+            let h = tol::FD_STEP as f32;
+            let mut d = data.clone();
+            d[j] = data[j] + h;
+            p.leaf().write_f32(&rt, &d).unwrap();
+            let plus = loss_now();
+            d[j] = data[j] - h;
+            p.leaf().write_f32(&rt, &d).unwrap();
+            let minus = loss_now();
+            p.leaf().write_f32(&rt, &data).unwrap();
+            got.push(analytic[j]);
+            want.push((plus - minus) / ((data[j] + h) as f64 - (data[j] - h) as f64));
+        }
+        assert_close(&format!("TRADES d/d{}", p.name), &got, &want, tol::FD);
+    }
+}
+
+#[test]
+fn trades_training_steps_fit_a_fixed_batch() {
+    let rt = rt();
+    let model = small_model(&rt, ModelKind::ResNet18, 4, 29);
+    let sgd = cifs::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
+    let mut r = rng(30);
+    let x = Tensor::from_f32(&rt, &[8, 3, 32, 32], &r.uniform_vec(8 * 3072, 0.0, 1.0)).unwrap();
+    let y = Tensor::from_u32(&rt, &[8], &[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+    let trades = cifs::trades::Trades { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, beta: 6.0 };
+    let losses: Vec<f32> = (0..8).map(|_| trades.train_step(&rt, &model, &sgd, &x, &y, 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0]).collect();
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(losses[7] < losses[0], "TRADES did not reduce its loss on a fixed batch: {losses:?}");
+}

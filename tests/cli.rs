@@ -138,6 +138,12 @@ fn train_resume_eval_and_bad_input() {
     let correct = |r: &serde_json::Value| r["correct"].as_u64().unwrap();
     assert!(rows[2..5].iter().all(|r| correct(&rows[5]) <= correct(r)));
 
+    // TRADES instead of PGD-AT: one adversarial epoch, recorded in config.json.
+    let t = root.join("trades");
+    ok(&train_args(d, t.to_str().unwrap(), &["--epochs", "1", "--clean-epochs", "0", "--method", "trades", "--trades-beta", "3"]));
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.join("config.json")).unwrap()).unwrap();
+    assert_eq!((config["method"].as_str(), config["trades_beta"].as_f64()), (Some("trades"), Some(3.0)));
+
     // A checkpoint of another width cannot seed this run.
     let c = root.join("c");
     let e = fails(&train_args(d, c.to_str().unwrap(), &["--epochs", "1", "--width", "4", "--init-from", best.to_str().unwrap()]));

@@ -19,6 +19,7 @@ pub mod resnet;
 pub mod run;
 pub mod square;
 pub mod state;
+pub mod trades;
 pub mod train;
 
 pub use error::{CifsError, Result};

@@ -27,6 +27,7 @@ use crate::hostloss::predictions;
 use crate::optim::Sgd;
 use crate::plots;
 use crate::resnet::{ModelConfig, ModelKind, ResNet18};
+use crate::trades::Trades;
 use crate::train::train_step;
 
 /// How the training images of the main phase are made.
@@ -38,6 +39,19 @@ pub enum Adversary {
     Pgd,
     /// No attack: clean training.
     None,
+}
+
+/// The adversarial training objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum Method {
+    /// Madry et al.'s PGD adversarial training on the joint loss (the reference's).
+    #[serde(rename = "pgd-at")]
+    #[cfg_attr(feature = "cli", value(name = "pgd-at"))]
+    PgdAt,
+    /// TRADES: natural loss + trades-beta x KL(f(x) || f(x')), x' from PGD on that KL.
+    #[serde(rename = "trades")]
+    Trades,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -58,6 +72,9 @@ pub struct TrainConfig {
     /// Main-phase epochs (0-based) from which the lr is 10x smaller, each.
     pub milestones: Vec<usize>,
     pub adversary: Adversary,
+    pub method: Method,
+    /// TRADES's KL weight.
+    pub trades_beta: f32,
     pub eps: f32,
     pub step_size: f32,
     pub attack_steps: usize,
@@ -76,6 +93,11 @@ impl TrainConfig {
         Pgd { eps: self.eps, step: self.step_size, steps: self.attack_steps, loss: AttackLoss::Joint { beta: self.beta } }
     }
 
+    /// TRADES with the configured attack settings.
+    pub fn trades(&self) -> Trades {
+        Trades { eps: self.eps, step: self.step_size, steps: self.attack_steps, beta: self.trades_beta }
+    }
+
     /// Refuses settings that would run but mean nothing (negative or non-finite rates, weights
     /// or attack settings; empty batches), naming the setting.
     pub fn validate(&self) -> Result<()> {
@@ -85,7 +107,8 @@ impl TrainConfig {
         check_setting(self.lr.is_finite() && self.lr >= 0.0, "lr", self.lr, "the learning rate must be finite and at least 0")?;
         check_setting(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum), "momentum", self.momentum, "must be in [0, 1)")?;
         check_setting(self.weight_decay.is_finite() && self.weight_decay >= 0.0, "weight decay", self.weight_decay, "must be finite and at least 0")?;
-        self.attack().validate()
+        self.attack().validate()?;
+        self.trades().validate()
     }
 
     pub fn total_epochs(&self) -> usize {
@@ -296,7 +319,10 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
             let n = batch.len();
             let x = Tensor::from_f32(rt, &[n, 3, 32, 32], &batch.images)?;
             let y = Tensor::from_u32(rt, &[n], &batch.labels)?;
-            let r = train_step(rt, &model, &sgd, &x, &y, attack.as_ref(), cfg.beta, &mut attack_rng)?;
+            let r = match (&attack, cfg.method) {
+                (Some(_), Method::Trades) => cfg.trades().train_step(rt, &model, &sgd, &x, &y, cfg.beta, &mut attack_rng)?,
+                _ => train_step(rt, &model, &sgd, &x, &y, attack.as_ref(), cfg.beta, &mut attack_rng)?,
+            };
             let reads = rt.read_later(&[(r.loss.buffer(), 4), (r.output.logits.buffer(), r.output.logits.numel() as u64 * 4)])?;
             if let Some(previous) = in_flight.replace(InFlight { reads, labels: batch.labels, step }) {
                 settle(previous)?;

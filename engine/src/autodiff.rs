@@ -85,6 +85,8 @@ pub enum Op {
     CrossEntropy { logits: Tensor, labels: Tensor, probs: Tensor, weight: f32 },
     MarginLoss { logits: Tensor, labels: Tensor, confidence: f32 },
     DlrLoss { logits: Tensor, labels: Tensor, targets: Option<Tensor> },
+    /// KL(softmax(a) || softmax(b)), batch mean.
+    KlDiv { a: Tensor, b: Tensor },
 }
 
 impl Op {
@@ -113,6 +115,7 @@ impl Op {
             Op::CrossEntropy { .. } => "cross_entropy",
             Op::MarginLoss { .. } => "margin_loss",
             Op::DlrLoss { .. } => "dlr_loss",
+            Op::KlDiv { .. } => "kl_div",
         }
     }
 
@@ -132,7 +135,7 @@ impl Op {
                 v.extend(residual.iter());
                 v
             }
-            Op::Add { a, b } | Op::Mul { a, b } | Op::MatMul { a, b } => vec![a, b],
+            Op::Add { a, b } | Op::Mul { a, b } | Op::MatMul { a, b } | Op::KlDiv { a, b } => vec![a, b],
             Op::ChannelScale { z, m } => vec![z, m],
             Op::Linear { x, w, b } => {
                 let mut v = vec![x, w];
@@ -178,6 +181,7 @@ impl Op {
                 sink.add(logits, ops::margin_loss::margin_loss_backward(rt, logits, labels, *confidence, g)?)
             }
             Op::DlrLoss { logits, labels, targets } => sink.add(logits, ops::dlr_loss::dlr_loss_backward(rt, logits, labels, targets.as_ref(), g)?),
+            Op::KlDiv { a, b } => ops::kl_div::kl_div_backward(rt, a, b, g, sink),
         }
     }
 }

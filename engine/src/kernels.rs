@@ -13,6 +13,7 @@ pub enum Shader {
     CrossEntropy,
     DlrLoss,
     Index,
+    KlDiv,
     MarginLoss,
     Optim,
     Pool,
@@ -21,7 +22,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 14] = [
+    pub const ALL: [Shader; 15] = [
         Shader::Activation,
         Shader::Arith,
         Shader::Attack,
@@ -31,6 +32,7 @@ impl Shader {
         Shader::CrossEntropy,
         Shader::DlrLoss,
         Shader::Index,
+        Shader::KlDiv,
         Shader::MarginLoss,
         Shader::Optim,
         Shader::Pool,
@@ -49,6 +51,7 @@ impl Shader {
             Shader::CrossEntropy => "cross_entropy.wgsl",
             Shader::DlrLoss => "dlr_loss.wgsl",
             Shader::Index => "index.wgsl",
+            Shader::KlDiv => "kl_div.wgsl",
             Shader::MarginLoss => "margin_loss.wgsl",
             Shader::Optim => "optim.wgsl",
             Shader::Pool => "pool.wgsl",
@@ -68,6 +71,7 @@ impl Shader {
             Shader::CrossEntropy => include_str!("../../shaders/cross_entropy.wgsl"),
             Shader::DlrLoss => include_str!("../../shaders/dlr_loss.wgsl"),
             Shader::Index => include_str!("../../shaders/index.wgsl"),
+            Shader::KlDiv => include_str!("../../shaders/kl_div.wgsl"),
             Shader::MarginLoss => include_str!("../../shaders/margin_loss.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
             Shader::Pool => include_str!("../../shaders/pool.wgsl"),

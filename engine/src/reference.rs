@@ -340,3 +340,22 @@ pub fn batchnorm_act_backward(x: &[f64], xs: [usize; 4], mean: &[f64], var: &[f6
     let (dx, dgamma, dbeta) = batchnorm_backward(x, xs, mean, var, gamma, eps, train, &masked);
     (dx, dgamma, dbeta, masked)
 }
+
+/// `(1/N) sum_r KL(softmax(a_r) || softmax(b_r))` and its gradients w.r.t. a and b.
+pub fn kl_div(a: &[f64], b: &[f64], cols: usize) -> (f64, Vec<f64>, Vec<f64>) {
+    let rows = a.len() / cols;
+    let (p, q) = (softmax_rows(a, cols), softmax_rows(b, cols));
+    let mut loss = 0.0;
+    let (mut da, mut db) = (vec![0.0; a.len()], vec![0.0; b.len()]);
+    for r in 0..rows {
+        let range = r * cols..(r + 1) * cols;
+        let d: Vec<f64> = range.clone().map(|i| p[i].ln() - q[i].ln()).collect();
+        let kl: f64 = range.clone().zip(&d).map(|(i, d)| p[i] * d).sum();
+        loss += kl / rows as f64;
+        for (k, i) in range.enumerate() {
+            da[i] = p[i] * (d[k] - kl) / rows as f64;
+            db[i] = (q[i] - p[i]) / rows as f64;
+        }
+    }
+    (loss, da, db)
+}

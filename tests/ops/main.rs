@@ -15,6 +15,7 @@ mod conv2d;
 mod cross_entropy;
 mod dlr_loss;
 mod index;
+mod kl_div;
 mod linear;
 mod margin_loss;
 mod optim;

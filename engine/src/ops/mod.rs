@@ -10,6 +10,7 @@ pub mod conv2d;
 pub mod cross_entropy;
 pub mod dlr_loss;
 pub mod index;
+pub mod kl_div;
 pub mod linear;
 pub mod margin_loss;
 pub mod optim;
@@ -32,6 +33,7 @@ pub fn param_sizes() -> Vec<(Shader, usize)> {
         (Shader::CrossEntropy, size_of::<cross_entropy::Params>()),
         (Shader::DlrLoss, size_of::<dlr_loss::Params>()),
         (Shader::Index, size_of::<index::Params>()),
+        (Shader::KlDiv, size_of::<kl_div::Params>()),
         (Shader::MarginLoss, size_of::<margin_loss::Params>()),
         (Shader::Optim, size_of::<optim::Params>()),
         (Shader::Pool, size_of::<pool::Params>()),
