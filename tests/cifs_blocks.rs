@@ -24,11 +24,16 @@ use engine::{autodiff, Runtime, Tensor};
 /// of the unperturbed z times the perturbed z, plus the probe logits of the perturbed z. With the
 /// linear probe the mask does not depend on z at all; with the nonlinear one it does, and the
 /// full function's derivative would (rightly) disagree with the reference's gradient.
-fn probe_fd(nonlinear: bool, train: bool, seed: u64) {
+fn probe_fd(kind: &str, train: bool, seed: u64) {
     let rt = rt();
     let mut r = rng(seed);
     let (n, c, classes) = (3, 6, 4);
-    let probe = if nonlinear { Probe::nonlinear(&rt, "b", c, classes, &mut r) } else { Probe::linear(&rt, "b", c, classes, &mut r) }.unwrap();
+    let probe = match kind {
+        "nonlinear" => Probe::nonlinear(&rt, "b", c, classes, &mut r),
+        "linear" => Probe::linear(&rt, "b", c, classes, &mut r),
+        _ => Probe::cas(&rt, "b", c, classes, &mut r),
+    }
+    .unwrap();
     // Bounded away from 0 so the unperturbed mask can be read back as out / z.
     let z = r.uniform_vec(n * c * 4, 0.5, 2.0);
     let labels = Tensor::from_u32(&rt, &[n], &[0, 3, 1]).unwrap();
@@ -88,20 +93,28 @@ fn probe_fd(nonlinear: bool, train: bool, seed: u64) {
             got.push(analytic[j]);
             want.push((plus - minus) / ((data[j] + h) as f64 - (data[j] - h) as f64));
         }
-        assert_close(&format!("CIFS block ({}, {}) d/d{name}", if nonlinear { "nonlinear" } else { "linear" }, if train { "train" } else { "eval" }), &got, &want, tol::FD);
+        assert_close(&format!("{kind} probe block ({}) d/d{name}", if train { "train" } else { "eval" }), &got, &want, tol::FD);
     }
 }
 
 #[test]
 fn cifs_linear_probe_block_finite_differences() {
-    probe_fd(false, true, 201);
-    probe_fd(false, false, 202);
+    probe_fd("linear", true, 201);
+    probe_fd("linear", false, 202);
 }
 
 #[test]
 fn cifs_nonlinear_probe_block_finite_differences() {
-    probe_fd(true, true, 203);
-    probe_fd(true, false, 204);
+    probe_fd("nonlinear", true, 203);
+    probe_fd("nonlinear", false, 204);
+}
+
+/// CAS (the paper's baseline): the mask is the raw weight row of the label (train) or of the
+/// predicted class (eval), not detached, so the probe's weights get gradients through the mask.
+#[test]
+fn cas_block_finite_differences() {
+    probe_fd("cas", true, 205);
+    probe_fd("cas", false, 206);
 }
 
 #[test]
@@ -421,4 +434,24 @@ fn trades_training_steps_fit_a_fixed_batch() {
     let losses: Vec<f32> = (0..8).map(|_| trades.train_step(&rt, &model, &sgd, &x, &y, 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0]).collect();
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     assert!(losses[7] < losses[0], "TRADES did not reduce its loss on a fixed batch: {losses:?}");
+}
+
+#[test]
+fn cas_model_trains_and_its_checkpoint_is_recognised() {
+    let rt = rt();
+    let model = small_model(&rt, ModelKind::ResNet18Cas, 4, 31);
+    let sgd = cifs::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
+    let mut r = rng(32);
+    let x = Tensor::from_f32(&rt, &[8, 3, 32, 32], &r.uniform_vec(8 * 3072, 0.0, 1.0)).unwrap();
+    let y = Tensor::from_u32(&rt, &[8], &[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+    let pgd = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, loss: AttackLoss::Joint { beta: 2.0 } };
+    let losses: Vec<f32> = (0..6).map(|_| cifs::train::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0]).collect();
+    assert!(losses.iter().all(|l| l.is_finite()) && losses[5] < losses[0], "{losses:?}");
+    let out = model.forward(&rt, &x, None, Mode::Eval).unwrap();
+    assert_eq!(out.probes.len(), 2, "both layer4 blocks carry a CAS probe");
+    let path = std::env::temp_dir().join(format!("cifs-wgpu-cas-{}.safetensors", std::process::id()));
+    cifs::checkpoint::save_model(&rt, &model, &path, &[]).unwrap();
+    let loaded = cifs::checkpoint::load_model(&rt, &path).unwrap();
+    assert_eq!(loaded.config.kind, ModelKind::ResNet18Cas);
+    assert_eq!(loaded.forward(&rt, &x, None, Mode::Eval).unwrap().logits.to_vec(&rt).unwrap(), out.logits.to_vec(&rt).unwrap());
 }

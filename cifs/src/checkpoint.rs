@@ -40,8 +40,15 @@ pub fn infer_config(bytes: &[u8], path: &Path) -> Result<(String, ModelConfig)> 
     if conv1.len() != 4 || conv1[1] != 3 || lin.len() != 2 || lin[1] != 8 * conv1[0] {
         return Err(unknown(&p, format!("conv1.weight {conv1:?} and linear.weight {lin:?} are not those of a CIFAR ResNet-18")));
     }
-    let cifs = names.iter().any(|n| n.starts_with(&format!("{prefix}layer4.0.Probe.")));
-    let config = ModelConfig { kind: if cifs { ModelKind::ResNet18Cifs } else { ModelKind::ResNet18 }, width: conv1[0], classes: lin[0] };
+    let has = |part: &str| names.iter().any(|n| n.starts_with(&format!("{prefix}layer4.0.{part}")));
+    let kind = if has("Probe.") {
+        ModelKind::ResNet18Cifs
+    } else if has("CAS.") {
+        ModelKind::ResNet18Cas
+    } else {
+        ModelKind::ResNet18
+    };
+    let config = ModelConfig { kind, width: conv1[0], classes: lin[0] };
     Ok((prefix.to_string(), config))
 }
 

@@ -10,6 +10,10 @@
 //! Built from recorded ops, this gives exactly the reference's gradient flow: into z through the
 //! product (m constant in z) and through p; into the probe weights through m (second-order terms:
 //! sigmoid's derivative appears via the sigmoid op) and through p; never from m into z.
+//!
+//! The CAS baseline (Bai et al. 2021, DESIGN-SETUPS §5) is a probe of the same shape whose mask is
+//! the raw weight row of one class: `m[n, :] = W[y_n, :]` in training, `W[argmax p_n, :]` in eval,
+//! no softmax, not detached (the probe's weights train through the mask too).
 
 use engine::ops::{activation, arith, index, linear, pool, softmax, channel_scale};
 use engine::{Rng, Runtime, Tensor};
@@ -48,6 +52,8 @@ pub enum Probe {
     Linear { fc: Linear },
     /// `<block>.Probe.Probe.0.fc.*` (C -> 128, then softplus) and `<block>.Probe.Probe.1.*` (128 -> K).
     Nonlinear { hidden: Linear, out: Linear },
+    /// CAS: `<block>.CAS.fc.{weight,bias}` (C -> K); the mask is a raw weight row.
+    Cas { fc: Linear },
 }
 
 impl Probe {
@@ -62,9 +68,13 @@ impl Probe {
         })
     }
 
+    pub fn cas(rt: &Runtime, block: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
+        Ok(Probe::Cas { fc: Linear::new(rt, &format!("{block}.CAS.fc"), c, classes, rng)? })
+    }
+
     pub fn linears(&self) -> Vec<&Linear> {
         match self {
-            Probe::Linear { fc } => vec![fc],
+            Probe::Linear { fc } | Probe::Cas { fc } => vec![fc],
             Probe::Nonlinear { hidden, out } => vec![hidden, out],
         }
     }
@@ -74,7 +84,7 @@ impl Probe {
     pub fn apply(&self, rt: &Runtime, z: &Tensor, rule: PairRule, grad: bool) -> Result<Masked> {
         let g = pool::global_avg_pool(rt, z)?;
         let logits = match self {
-            Probe::Linear { fc } => fc.forward(rt, &g, grad)?,
+            Probe::Linear { fc } | Probe::Cas { fc } => fc.forward(rt, &g, grad)?,
             Probe::Nonlinear { hidden, out } => {
                 let s = activation::softplus(rt, &hidden.forward(rt, &g, grad)?, SOFTPLUS_BETA)?;
                 out.forward(rt, &s, grad)?
@@ -89,8 +99,11 @@ impl Probe {
             }
             PairRule::Eval => index::top2(rt, &logits)?,
         };
-        let r = self.relevance(rt, &g.detach(), &a, &b, grad)?;
-        let mask = softmax::softmax(rt, &r)?;
+        let mask = match self {
+            // CAS: the raw weight row of the label (train) or the predicted class (eval).
+            Probe::Cas { fc } => index::gather_rows(rt, fc.weight.get(grad), &a)?,
+            _ => softmax::softmax(rt, &self.relevance(rt, &g.detach(), &a, &b, grad)?)?,
+        };
         Ok(Masked { out: channel_scale::channel_scale(rt, z, &mask)?, logits, pooled: g, mask })
     }
 
@@ -98,7 +111,7 @@ impl Probe {
     fn relevance(&self, rt: &Runtime, g: &Tensor, a: &Tensor, b: &Tensor, grad: bool) -> Result<Tensor> {
         let pair_rows = |w: &Tensor| -> Result<Tensor> { Ok(arith::add(rt, &index::gather_rows(rt, w, a)?, &index::gather_rows(rt, w, b)?)?) };
         match self {
-            Probe::Linear { fc } => pair_rows(fc.weight.get(grad)),
+            Probe::Linear { fc } | Probe::Cas { fc } => pair_rows(fc.weight.get(grad)),
             Probe::Nonlinear { hidden, out } => {
                 let u = hidden.forward(rt, g, grad)?;
                 let slope = activation::sigmoid(rt, &arith::scale(rt, &u, SOFTPLUS_BETA)?)?;

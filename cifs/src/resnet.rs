@@ -24,6 +24,11 @@ pub enum ModelKind {
     #[cfg_attr(feature = "cli", value(name = "resnet18"))]
     #[serde(rename = "resnet18")]
     ResNet18,
+    /// ResNet-18 with CAS (channel-wise activation suppressing) in both layer4 blocks: the
+    /// paper's main baseline.
+    #[cfg_attr(feature = "cli", value(name = "resnet18-cas"))]
+    #[serde(rename = "resnet18-cas")]
+    ResNet18Cas,
 }
 
 impl ModelKind {
@@ -31,13 +36,10 @@ impl ModelKind {
         match self {
             ModelKind::ResNet18 => "resnet18",
             ModelKind::ResNet18Cifs => "resnet18-cifs",
+            ModelKind::ResNet18Cas => "resnet18-cas",
         }
     }
 
-    /// Whether the model has CIFS probes (and so a joint loss).
-    pub fn has_cifs(self) -> bool {
-        matches!(self, ModelKind::ResNet18Cifs)
-    }
 }
 
 impl std::fmt::Display for ModelKind {
@@ -177,12 +179,13 @@ impl ResNet18 {
             for i in 0..2 {
                 let name = format!("layer{}.{i}", l + 1);
                 let mut block = BasicBlock::new(rt, &name, cin, cout, if i == 0 { stride } else { 1 }, rng)?;
-                if config.kind == ModelKind::ResNet18Cifs && l == 3 {
-                    block.probe = Some(if i == 0 {
-                        Probe::nonlinear(rt, &name, cout, config.classes, rng)?
-                    } else {
-                        Probe::linear(rt, &name, cout, config.classes, rng)?
-                    });
+                if l == 3 {
+                    block.probe = match config.kind {
+                        ModelKind::ResNet18Cifs if i == 0 => Some(Probe::nonlinear(rt, &name, cout, config.classes, rng)?),
+                        ModelKind::ResNet18Cifs => Some(Probe::linear(rt, &name, cout, config.classes, rng)?),
+                        ModelKind::ResNet18Cas => Some(Probe::cas(rt, &name, cout, config.classes, rng)?),
+                        ModelKind::ResNet18 => None,
+                    };
                 }
                 blocks.push(block);
                 cin = cout;
@@ -253,7 +256,7 @@ mod tests {
 
     #[test]
     fn model_names_are_the_cli_and_config_names() {
-        for kind in [ModelKind::ResNet18, ModelKind::ResNet18Cifs] {
+        for kind in [ModelKind::ResNet18, ModelKind::ResNet18Cifs, ModelKind::ResNet18Cas] {
             assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{}\"", kind.name()));
         }
     }
