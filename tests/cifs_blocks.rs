@@ -334,8 +334,9 @@ fn the_training_step_uses_the_attack_it_is_given() {
 /// carries the ReLU and the residual add (no `relu_fwd`/`relu_bwd`), eval-mode batch norm reads the
 /// running statistics directly (no `bn_eval_stats`), dense layers add their bias in the GEMM
 /// (no `add_row_bias`), the joint loss's weights sit in the cross-entropy kernels (no `scale`
-/// outside the nonlinear probe's slope), and the backward seed is a shared constant (no `fill`). The
-/// count (1642 here; 2419 before these fusions) does not depend on batch or width.
+/// outside the nonlinear probe's slope), the backward seed is a shared constant (no `fill`), and the
+/// random start is generated on the GPU (one `uniform_fill`, no host upload). The count (1643
+/// here; 2419 before these changes) does not depend on the batch.
 #[test]
 fn a_pgd10_step_costs_the_fused_dispatch_count() {
     let rt = rt();
@@ -357,7 +358,8 @@ fn a_pgd10_step_costs_the_fused_dispatch_count() {
     // The nonlinear probe's slope sigmoid(5 u): its scale in each of the 11 forwards, and once in
     // the training backward (the attack's backward needs no gradient for the probe's weights).
     assert_eq!(step["scale"], 12, "only the nonlinear probe's slope scales");
-    assert!(total <= 1642, "{total} dispatches per PGD-10 step");
+    assert_eq!(step["uniform_fill"], 1, "the random start");
+    assert!(total <= 1643, "{total} dispatches per PGD-10 step");
 }
 
 #[test]

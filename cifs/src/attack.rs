@@ -69,7 +69,7 @@ pub enum Start<'a> {
     Zero,
     /// A given perturbation (N, 3, H, W); it is projected first.
     Given(&'a Tensor),
-    /// U(-eps, eps) drawn from the generator.
+    /// U(-eps, eps), generated on the GPU from a seed drawn from the generator.
     Random(&'a mut Rng),
 }
 
@@ -95,7 +95,7 @@ impl Pgd {
                 }
                 rt.copy(d.buffer(), delta.buffer(), d.numel() as u64 * 4);
             }
-            Start::Random(rng) => delta.write_f32(rt, &rng.uniform_vec(x.numel(), -self.eps as f64, self.eps as f64))?,
+            Start::Random(rng) => engine::ops::random::uniform_into(rt, &delta, -self.eps, self.eps, rng.next_u64())?,
         }
         let mut adv = pgd_project(rt, x, &delta, self.eps)?;
         for _ in 0..self.steps {

@@ -17,12 +17,13 @@ pub enum Shader {
     MarginLoss,
     Optim,
     Pool,
+    Random,
     Reduce,
     Softmax,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 15] = [
+    pub const ALL: [Shader; 16] = [
         Shader::Activation,
         Shader::Arith,
         Shader::Attack,
@@ -36,6 +37,7 @@ impl Shader {
         Shader::MarginLoss,
         Shader::Optim,
         Shader::Pool,
+        Shader::Random,
         Shader::Reduce,
         Shader::Softmax,
     ];
@@ -55,6 +57,7 @@ impl Shader {
             Shader::MarginLoss => "margin_loss.wgsl",
             Shader::Optim => "optim.wgsl",
             Shader::Pool => "pool.wgsl",
+            Shader::Random => "random.wgsl",
             Shader::Reduce => "reduce.wgsl",
             Shader::Softmax => "softmax.wgsl",
         }
@@ -75,6 +78,7 @@ impl Shader {
             Shader::MarginLoss => include_str!("../../shaders/margin_loss.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
             Shader::Pool => include_str!("../../shaders/pool.wgsl"),
+            Shader::Random => include_str!("../../shaders/random.wgsl"),
             Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
             Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
         }

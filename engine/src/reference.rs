@@ -359,3 +359,16 @@ pub fn kl_div(a: &[f64], b: &[f64], cols: usize) -> (f64, Vec<f64>, Vec<f64>) {
     }
     (loss, da, db)
 }
+
+fn pcg(v: u32) -> u32 {
+    let state = v.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
+    (word >> 22) ^ word
+}
+
+/// The stream of `ops::random::uniform`: element i is `lo + (hi - lo) u`, u = (h >> 8) / 2^24,
+/// h a PCG hash of (seed, i).
+pub fn uniform(n: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
+    let key = pcg(seed as u32 ^ pcg((seed >> 32) as u32));
+    (0..n as u32).map(|i| lo + (hi - lo) * ((pcg(i ^ key) >> 8) as f32 * (1.0 / 16_777_216.0))).collect()
+}

@@ -20,5 +20,6 @@ mod linear;
 mod margin_loss;
 mod optim;
 mod pool;
+mod random;
 mod runtime;
 mod softmax;

@@ -15,6 +15,7 @@ pub mod linear;
 pub mod margin_loss;
 pub mod optim;
 pub mod pool;
+pub mod random;
 pub mod reduce;
 pub mod softmax;
 
@@ -37,6 +38,7 @@ pub fn param_sizes() -> Vec<(Shader, usize)> {
         (Shader::MarginLoss, size_of::<margin_loss::Params>()),
         (Shader::Optim, size_of::<optim::Params>()),
         (Shader::Pool, size_of::<pool::Params>()),
+        (Shader::Random, size_of::<random::Params>()),
         (Shader::Reduce, size_of::<reduce::Params>()),
         (Shader::Softmax, size_of::<softmax::Params>()),
     ]
