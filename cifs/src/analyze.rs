@@ -101,11 +101,17 @@ struct TapValues {
 
 fn read(rt: &Runtime, model: &ResNet18, x: &Tensor) -> Result<TapValues> {
     let (out, taps): (_, Taps) = no_grad(|| model.forward_with_taps(rt, x, None, Mode::Eval))?;
-    Ok(TapValues {
-        features: taps.features.to_vec(rt)?,
-        blocks: taps.blocks.iter().map(|b| Ok((b.mask.to_vec(rt)?, b.pooled.to_vec(rt)?))).collect::<engine::Result<_>>()?,
-        logits: out.logits.to_vec(rt)?,
-    })
+    let mut wanted = vec![&out.logits, &taps.features];
+    for b in &taps.blocks {
+        wanted.extend([&b.mask, &b.pooled]);
+    }
+    let mut values = Tensor::read_all(rt, &wanted)?.into_iter();
+    let (logits, features) = (values.next().expect("logits"), values.next().expect("features"));
+    let mut blocks = Vec::new();
+    while let (Some(mask), Some(pooled)) = (values.next(), values.next()) {
+        blocks.push((mask, pooled));
+    }
+    Ok(TapValues { features, blocks, logits })
 }
 
 fn add_row(sum: &mut [f64], values: &[f32], row: usize) {

@@ -216,11 +216,13 @@ impl Apgd {
         };
         let grads = autodiff::backward(rt, &scalar)?;
         let grad = grads.get(&leaf).ok_or(engine::EngineError::NothingRequiresGrad)?.clone();
-        let probes = match loss {
-            ApgdLoss::Untargeted(AttackLoss::Joint { .. }) => out.probes.iter().map(|p| p.to_vec(rt)).collect::<engine::Result<_>>()?,
-            _ => Vec::new(),
-        };
-        Ok(Point { logits: out.logits.to_vec(rt)?, probes, grad })
+        // One submit and one wait per iteration for everything the step control needs.
+        let mut wanted = vec![&out.logits];
+        if matches!(loss, ApgdLoss::Untargeted(AttackLoss::Joint { .. })) {
+            wanted.extend(&out.probes);
+        }
+        let mut values = Tensor::read_all(rt, &wanted)?.into_iter();
+        Ok(Point { logits: values.next().expect("the logits"), probes: values.collect(), grad })
     }
 
     /// One run from a random start keyed by `key`; returns, per image, whether it stayed robust

@@ -115,10 +115,8 @@ pub fn save_training(rt: &Runtime, model: &ResNet18, sgd: &Sgd, run: &RunState, 
     let mut meta = model_metadata(model);
     meta.insert("epoch".into(), run.epoch.to_string());
     meta.insert("best_pgd20".into(), format!("{}", run.best_pgd20));
-    let mut momentum = Vec::new();
-    for (p, v) in model.params().iter().zip(&sgd.velocity) {
-        momentum.push(Entry { name: format!("optim.velocity.{}", p.name), shape: v.shape().to_vec(), values: v.to_vec(rt)? });
-    }
+    let values = engine::Tensor::read_all(rt, &sgd.velocity.iter().collect::<Vec<_>>())?;
+    let momentum = model.params().iter().zip(&sgd.velocity).zip(values).map(|((p, v), values)| Entry { name: format!("optim.velocity.{}", p.name), shape: v.shape().to_vec(), values }).collect();
     let bytes = to_safetensors(rt, model, momentum, meta)?;
     write_atomic(path, &bytes).map_err(io(path))
 }

@@ -174,10 +174,6 @@ struct InFlight {
     step: usize,
 }
 
-fn bytemuck_f32(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()
-}
-
 /// Generator for one purpose of one epoch, from the seed alone.
 fn epoch_rng(seed: u64, epoch: usize, purpose: u64) -> Rng {
     Rng::new(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ purpose.wrapping_mul(0xD1B5_4A32_D192_ED03))
@@ -302,7 +298,7 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
         let mut in_flight: Option<InFlight> = None;
         let mut settle = |f: InFlight| -> Result<()> {
             let mut reads = f.reads.into_iter();
-            let mut next = || -> Result<Vec<f32>> { Ok(bytemuck_f32(&rt.finish_read(reads.next().expect("loss and logits"))?)) };
+            let mut next = || -> Result<Vec<f32>> { Ok(rt.finish_read_f32(reads.next().expect("loss and logits"))?) };
             let loss = next()?[0];
             if !loss.is_finite() {
                 let kept = if paths.last().is_file() { format!("the last good checkpoint ({}) is kept", paths.last().display()) } else { "no checkpoint was written yet".into() };

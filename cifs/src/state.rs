@@ -87,20 +87,16 @@ pub struct Entry {
 
 /// The model's state: parameters and BN running statistics as f32, plus the BN batch counters.
 pub fn state_dict(rt: &Runtime, model: &ResNet18) -> Result<(Vec<Entry>, BTreeMap<String, i64>)> {
-    let mut floats = Vec::new();
-    let mut push = |name: String, t: &Tensor| -> Result<()> {
-        floats.push(Entry { name, shape: t.shape().to_vec(), values: t.to_vec(rt)? });
-        Ok(())
-    };
-    for p in model.params() {
-        push(p.name.clone(), p.leaf())?;
-    }
+    let mut named: Vec<(String, &Tensor)> = model.params().iter().map(|p| (p.name.clone(), p.leaf())).collect();
     let mut counters = BTreeMap::new();
     for bn in model.batchnorms() {
-        push(format!("{}.running_mean", bn.name), &bn.running_mean)?;
-        push(format!("{}.running_var", bn.name), &bn.running_var)?;
+        named.push((format!("{}.running_mean", bn.name), &bn.running_mean));
+        named.push((format!("{}.running_var", bn.name), &bn.running_var));
         counters.insert(format!("{}.num_batches_tracked", bn.name), bn.num_batches_tracked.get());
     }
+    // One submit and one wait for the whole state, not one per tensor.
+    let values = Tensor::read_all(rt, &named.iter().map(|(_, t)| *t).collect::<Vec<_>>())?;
+    let floats = named.iter().zip(values).map(|((name, t), values)| Entry { name: name.clone(), shape: t.shape().to_vec(), values }).collect();
     Ok((floats, counters))
 }
 

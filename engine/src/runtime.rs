@@ -145,6 +145,11 @@ impl Runtime {
         Ok(staged.into_iter().map(|(staging, size, bytes)| PendingRead { staging, size, bytes, submission: submission.clone() }).collect())
     }
 
+    /// The f32 values of a readback started by [`Runtime::read_later`].
+    pub fn finish_read_f32(&self, p: PendingRead) -> Result<Vec<f32>> {
+        Ok(bytemuck::pod_collect_to_vec(&self.finish_read(p)?))
+    }
+
     /// The bytes of a readback started by [`Runtime::read_later`], once its submission is done.
     pub fn finish_read(&self, p: PendingRead) -> Result<Vec<u8>> {
         let mut out = self.map_read(&p.staging, p.submission)?;

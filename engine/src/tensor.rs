@@ -149,6 +149,13 @@ impl Tensor {
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
+    /// The values of several f32 tensors, read back with one submit and one wait (instead of
+    /// one of each per tensor).
+    pub fn read_all(rt: &Runtime, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
+        let reads: Vec<(&GpuBuffer, u64)> = tensors.iter().map(|t| (t.buffer(), t.numel() as u64 * 4)).collect();
+        rt.read_later(&reads)?.into_iter().map(|p| rt.finish_read_f32(p)).collect()
+    }
+
     pub fn to_vec_u32(&self, rt: &Runtime) -> Result<Vec<u32>> {
         let bytes = rt.read_bytes(&self.0.buf, self.numel() as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
