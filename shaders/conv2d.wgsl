@@ -7,20 +7,30 @@
 //                      A[m, k] = x patch value, B[k, co] = w[co, k]; plus bias[co] if has_bias.
 //                      bindings: 0 x, 1 w, 2 y (overwritten), 3 bias (w when unused; the backward
 //                      entries share the store code, so they bind a stand-in there too)
-//   conv2d_bwd_data    dx = A * B:  M = N*H*W input pixels, N = CI, K = CO*ks*ks
-//                      A[m, k] = g at the output pixel that tap k maps input pixel m to (0 if none)
-//                      B[k, ci] = w[co, ci, ky, kx].  bindings: 0 g, 1 w, 2 dx (overwritten)
+//   conv2d_bwd_data    dx by output phase: the input pixels (iy, ix) with iy % stride = py and
+//                      ix % stride = px receive gradient only through the taps ky = r_y (mod
+//                      stride), r_y = (py + pad) % stride, so each phase is a stride-1
+//                      convolution of g with those taps, flipped and transposed (no zero taps are
+//                      gathered; stride 1 is the single phase with every tap). Workgroup z is the
+//                      phase; M = N * pixels of the phase, N = CI, K = CO * taps of the phase.
+//                      B is the weight re-laid out by conv2d_flip_weights, phase after phase, so
+//                      that it reads like the forward's.  bindings: 0 g, 1 flipped w, 2 dx
 //   conv2d_bwd_weight  dw = A * B:  M = CO, N = CI*ks*ks, K = N*OH*OW (batch and space)
 //                      A[co, k] = g[n, co, oy, ox], B[k, j] = x patch value.
 //                      Split-K: workgroup z handles K range [z*k_split, (z+1)*k_split) and writes
 //                      its partial product to dst[z, co, j]; reduce.wgsl sums the splits (with one
 //                      split it is dw itself).  bindings: 0 g, 1 x, 2 partials (overwritten)
+//   conv2d_flip_weights  w (CO, CI, ks, ks) -> for each phase in order, (CI, CO, taps_y, taps_x)
+//                      with the taps reversed: the B operand of conv2d_bwd_data (a permutation of
+//                      w, one thread per element, 1-D grid).  bindings: 0 w, 2 flipped w
 // Tiling: a 64x64 output tile per workgroup of 256 threads, K in slices of 16 staged in workgroup
 // memory; each thread accumulates a 4x4 register block at rows tx + 16 i, cols ty + 16 j, so
 // consecutive threads touch consecutive pixels (coalesced NCHW stores). The tiles are laid out so
 // that a thread's four rows (and four columns) are one vec4: per depth step it reads two vec4s
-// and does four vec4 multiply-adds. Grid: (ceil(M/64),
-// ceil(N/64), splits). Tails in M, N and K are guarded by zero-filled loads and skipped stores.
+// and does four vec4 multiply-adds. Grid: (ceil(M/64), ceil(N/64), splits or phases). Tails in
+// M, N and K are guarded by zero-filled loads and skipped stores.
+// The depth index is split into (channel, tap row, tap column) without integer division in the
+// K loop: `div_exact` divides through a reciprocal computed once per thread and corrects by one.
 
 struct Params {
     n: u32,
@@ -33,10 +43,10 @@ struct Params {
     ks: u32,
     stride: u32,
     pad: u32,
-    gm: u32,       // GEMM rows
+    gm: u32,       // GEMM rows (FWD, BWD_WEIGHT; BWD_DATA derives its own per phase)
     gn: u32,       // GEMM cols
-    gk: u32,       // GEMM depth
-    k_split: u32,  // depth handled by one workgroup along z
+    gk: u32,       // GEMM depth (FWD, BWD_WEIGHT)
+    k_split: u32,  // depth handled by one workgroup along z (BWD_WEIGHT)
     has_bias: u32, // conv2d_fwd: add bias[co] to every output (the dense layers' bias)
     _p1: u32,
 }
@@ -55,11 +65,111 @@ const BK: u32 = 16u;
 @group(0) @binding(1) var<storage, read> src_b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(1) var<storage, read_write> flipped: array<f32>; // conv2d_flip_weights only
 
 // Tiles are stored so that the four rows (columns) one thread multiplies, tx + 16 i (ty + 16 j),
 // sit in one vec4: row r of depth kl lives at tile_a[kl * 16 + r % 16][r / 16].
 var<workgroup> tile_a: array<vec4<f32>, 256>; // [BK][BM / 4]
 var<workgroup> tile_b: array<vec4<f32>, 256>; // [BK][BN / 4]
+
+// a / d for a < 2^24 and d >= 1, given inv = 1 / d. The float quotient is within one of the
+// true one (relative error under 2^-23 on a quotient under 2^23), so one correction each way
+// makes it exact: two multiplies and two compares instead of a ~20-instruction division.
+fn div_exact(a: u32, d: u32, inv: f32) -> u32 {
+    var q = u32(f32(a) * inv);
+    if (q * d > a) {
+        q -= 1u;
+    }
+    if ((q + 1u) * d <= a) {
+        q += 1u;
+    }
+    return q;
+}
+
+// Taps ky in [0, ks) with ky % stride == r.
+fn taps(r: u32) -> u32 {
+    if (r >= p.ks) {
+        return 0u;
+    }
+    return (p.ks - r + p.stride - 1u) / p.stride;
+}
+
+// Workgroup-uniform geometry: which GEMM this workgroup computes (the phase of the backward-data
+// pass, the depth range of a split) and the shape of the tensor its A operand gathers from.
+struct Phase {
+    py: u32,      // BWD_DATA: output phase (rows iy % stride == py, columns ix % stride == px)
+    px: u32,
+    taps_y: u32,  // FWD, BWD_DATA: kernel taps per row and column of the gathered window
+    taps_x: u32,
+    step: u32,    // gathered row = output row * step + off_y + tap row
+    off_y: i32,
+    off_x: i32,
+    rows: u32,    // output rows and columns per image of this GEMM
+    cols: u32,
+    src_c: u32,   // gathered tensor (x for FWD, g for BWD_DATA): channels, height, width
+    src_h: u32,
+    src_w: u32,
+    gm: u32,
+    gk: u32,
+    k_begin: u32,
+    k_end: u32,
+    b_off: u32,   // BWD_DATA: first flipped weight of this phase
+}
+
+fn phase_of(mode: u32, z: u32) -> Phase {
+    var f: Phase;
+    f.gm = p.gm;
+    f.gk = p.gk;
+    f.k_begin = 0u;
+    f.k_end = p.gk;
+    switch mode {
+        case FWD: {
+            f.taps_y = p.ks;
+            f.taps_x = p.ks;
+            f.step = p.stride;
+            f.off_y = -i32(p.pad);
+            f.off_x = -i32(p.pad);
+            f.rows = p.oh;
+            f.cols = p.ow;
+            f.src_c = p.ci;
+            f.src_h = p.h;
+            f.src_w = p.w;
+        }
+        case BWD_DATA: {
+            let s = p.stride;
+            f.py = z / s;
+            f.px = z - f.py * s;
+            let ry = (f.py + p.pad) % s;
+            let rx = (f.px + p.pad) % s;
+            f.taps_y = taps(ry);
+            f.taps_x = taps(rx);
+            // Input row s*a + py takes g row a + c - t from tap ry + s*t, c = (py + pad - ry) / s;
+            // with the taps reversed (t' = taps - 1 - t) that is row a + c - taps + 1 + t'.
+            f.step = 1u;
+            f.off_y = i32((f.py + p.pad - ry) / s) - i32(f.taps_y) + 1;
+            f.off_x = i32((f.px + p.pad - rx) / s) - i32(f.taps_x) + 1;
+            f.rows = select(0u, (p.h - f.py + s - 1u) / s, f.py < p.h);
+            f.cols = select(0u, (p.w - f.px + s - 1u) / s, f.px < p.w);
+            f.src_c = p.co;
+            f.src_h = p.oh;
+            f.src_w = p.ow;
+            f.gm = p.n * f.rows * f.cols;
+            f.gk = p.co * f.taps_y * f.taps_x;
+            f.k_end = f.gk;
+            var before = 0u;
+            for (var q = 0u; q < z; q++) {
+                let qy = q / s;
+                before += taps((qy + p.pad) % s) * taps((q - qy * s + p.pad) % s);
+            }
+            f.b_off = before * p.ci * p.co;
+        }
+        default: {
+            f.k_begin = z * p.k_split;
+            f.k_end = min(p.gk, f.k_begin + p.k_split);
+        }
+    }
+    return f;
+}
 
 // Per-thread constants of the gather. A thread always loads the same tile row (for A) and the
 // same tile column (for B), so the decomposition of its row index m and column index j is done
@@ -67,123 +177,87 @@ var<workgroup> tile_b: array<vec4<f32>, 256>; // [BK][BN / 4]
 struct Gather {
     row_ok: bool,
     col_ok: bool,
-    a_base: u32,  // FWD: n*ci*h*w; BWD_DATA: n*co*oh*ow; BWD_WEIGHT: co (= m)
-    a_y: i32,     // FWD: oy*stride - pad; BWD_DATA: iy + pad
-    a_x: i32,     // FWD: ox*stride - pad; BWD_DATA: ix + pad
-    b_base: u32,  // FWD: j*gk; BWD_DATA: ci (= j); BWD_WEIGHT: c*h*w
+    a_base: u32,  // FWD, BWD_DATA: channel 0 of the gathered image; BWD_WEIGHT: co (= m)
+    a_y: i32,     // FWD, BWD_DATA: gathered row and column of tap (0, 0)
+    a_x: i32,
+    b_base: u32,  // FWD, BWD_DATA: start of column j of B; BWD_WEIGHT: c*h*w
     b_y: i32,     // BWD_WEIGHT: ky - pad
     b_x: i32,     // BWD_WEIGHT: kx - pad
+    kk: u32,      // FWD, BWD_DATA: taps per channel, taps per row, and their reciprocals;
+    kw: u32,      // BWD_WEIGHT: OH*OW and OW (the depth is batch x space)
+    inv_kk: f32,
+    inv_kw: f32,
 }
 
-fn prepare(mode: u32, m: u32, j: u32) -> Gather {
+fn prepare(mode: u32, f: Phase, m: u32, j: u32) -> Gather {
     var g: Gather;
-    g.row_ok = m < p.gm;
+    g.row_ok = m < f.gm;
     g.col_ok = j < p.gn;
-    let kk = p.ks * p.ks;
-    switch mode {
-        case FWD: {
-            let ohw = p.oh * p.ow;
-            let n = m / ohw;
-            let r = m - n * ohw;
-            let oy = r / p.ow;
-            let ox = r - oy * p.ow;
-            g.a_base = n * p.ci * p.h * p.w;
-            g.a_y = i32(oy * p.stride) - i32(p.pad);
-            g.a_x = i32(ox * p.stride) - i32(p.pad);
-            g.b_base = j * p.gk;
-        }
-        case BWD_DATA: {
-            let hw = p.h * p.w;
-            let n = m / hw;
-            let r = m - n * hw;
-            let iy = r / p.w;
-            g.a_base = n * p.co * p.oh * p.ow;
-            g.a_y = i32(iy + p.pad);
-            g.a_x = i32(r - iy * p.w + p.pad);
-            g.b_base = j;
-        }
-        default: {
-            g.a_base = m;
-            let c = j / kk;
-            let t = j - c * kk;
-            let ky = t / p.ks;
-            g.b_base = c * p.h * p.w;
-            g.b_y = i32(ky) - i32(p.pad);
-            g.b_x = i32(t - ky * p.ks) - i32(p.pad);
-        }
+    if (mode == BWD_WEIGHT) {
+        g.a_base = m;
+        let kk = p.ks * p.ks;
+        let c = j / kk;
+        let t = j - c * kk;
+        let ky = t / p.ks;
+        g.b_base = c * p.h * p.w;
+        g.b_y = i32(ky) - i32(p.pad);
+        g.b_x = i32(t - ky * p.ks) - i32(p.pad);
+        g.kk = p.oh * p.ow;
+        g.kw = p.ow;
+    } else {
+        let plane = f.rows * f.cols;
+        let n = m / max(plane, 1u);
+        let r = m - n * plane;
+        let row = r / max(f.cols, 1u);
+        g.a_base = n * f.src_c * f.src_h * f.src_w;
+        g.a_y = i32(row * f.step) + f.off_y;
+        g.a_x = i32((r - row * f.cols) * f.step) + f.off_x;
+        g.b_base = f.b_off + j * f.gk;
+        g.kk = max(f.taps_y * f.taps_x, 1u);
+        g.kw = max(f.taps_x, 1u);
     }
+    g.inv_kk = 1.0 / f32(g.kk);
+    g.inv_kw = 1.0 / f32(g.kw);
     return g;
 }
 
-// x at (row iy, column ix) of the plane starting at `base` (from src_b if `from_b`), 0 in the padding.
-fn x_at(from_b: bool, base: u32, iy: i32, ix: i32) -> f32 {
-    if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) {
+// Element (iy, ix) of the h x w plane starting at `base` (from src_b if `from_b`), 0 outside it.
+fn plane_at(from_b: bool, base: u32, iy: i32, ix: i32, h: u32, w: u32) -> f32 {
+    if (iy < 0 || ix < 0 || iy >= i32(h) || ix >= i32(w)) {
         return 0.0;
     }
-    let i = base + u32(iy) * p.w + u32(ix);
+    let i = base + u32(iy) * w + u32(ix);
     if (from_b) {
         return src_b[i];
     }
     return src_a[i];
 }
 
-fn load_a(mode: u32, g: Gather, k: u32) -> f32 {
-    let kk = p.ks * p.ks;
-    switch mode {
-        case FWD: {
-            let c = k / kk;
-            let t = k - c * kk;
-            let ky = t / p.ks;
-            let kx = t - ky * p.ks;
-            return x_at(false, g.a_base + c * p.h * p.w, g.a_y + i32(ky), g.a_x + i32(kx));
-        }
-        case BWD_DATA: {
-            let co = k / kk;
-            let t = k - co * kk;
-            let ky = t / p.ks;
-            let kx = t - ky * p.ks;
-            let ty = g.a_y - i32(ky);
-            let tx = g.a_x - i32(kx);
-            if (ty < 0 || tx < 0) { return 0.0; }
-            let oy = u32(ty) / p.stride;
-            let ox = u32(tx) / p.stride;
-            if (oy * p.stride != u32(ty) || ox * p.stride != u32(tx) || oy >= p.oh || ox >= p.ow) {
-                return 0.0;
-            }
-            return src_a[g.a_base + (co * p.oh + oy) * p.ow + ox];
-        }
-        default: { // BWD_WEIGHT: A[co, k] = g[n, co, oy, ox], k = (n, oy, ox)
-            let ohw = p.oh * p.ow;
-            let n = k / ohw;
-            let r = k - n * ohw;
-            return src_a[(n * p.co + g.a_base) * ohw + r];
-        }
+fn load_a(mode: u32, f: Phase, g: Gather, k: u32) -> f32 {
+    if (mode == BWD_WEIGHT) { // A[co, k] = g[n, co, oy, ox], k = (n, oy, ox)
+        let n = div_exact(k, g.kk, g.inv_kk);
+        return src_a[(n * p.co + g.a_base) * g.kk + k - n * g.kk];
     }
+    // A[m, k] = gathered value at channel c, tap (ky, kx), k = (c, ky, kx)
+    let c = div_exact(k, g.kk, g.inv_kk);
+    let t = k - c * g.kk;
+    let ky = div_exact(t, g.kw, g.inv_kw);
+    let kx = t - ky * g.kw;
+    return plane_at(false, g.a_base + c * f.src_h * f.src_w, g.a_y + i32(ky), g.a_x + i32(kx), f.src_h, f.src_w);
 }
 
 fn load_b(mode: u32, g: Gather, k: u32) -> f32 {
-    let kk = p.ks * p.ks;
-    switch mode {
-        case FWD: {
-            return src_b[g.b_base + k];
-        }
-        case BWD_DATA: {
-            let co = k / kk;
-            let t = k - co * kk;
-            return src_b[(co * p.ci + g.b_base) * kk + t];
-        }
-        default: { // BWD_WEIGHT: B[k, j] = x patch value, k = (n, oy, ox)
-            let ohw = p.oh * p.ow;
-            let n = k / ohw;
-            let r = k - n * ohw;
-            let oy = r / p.ow;
-            let ox = r - oy * p.ow;
-            return x_at(true, n * p.ci * p.h * p.w + g.b_base, i32(oy * p.stride) + g.b_y, i32(ox * p.stride) + g.b_x);
-        }
+    if (mode == BWD_WEIGHT) { // B[k, j] = x patch value, k = (n, oy, ox)
+        let n = div_exact(k, g.kk, g.inv_kk);
+        let r = k - n * g.kk;
+        let oy = div_exact(r, g.kw, g.inv_kw);
+        let ox = r - oy * g.kw;
+        return plane_at(true, n * p.ci * p.h * p.w + g.b_base, i32(oy * p.stride) + g.b_y, i32(ox * p.stride) + g.b_x, p.h, p.w);
     }
+    return src_b[g.b_base + k];
 }
 
-fn store(mode: u32, split: u32, m: u32, j: u32, v: f32) {
+fn store(mode: u32, f: Phase, split: u32, m: u32, j: u32, v: f32) {
     switch mode {
         case FWD: {
             let ohw = p.oh * p.ow;
@@ -196,10 +270,12 @@ fn store(mode: u32, split: u32, m: u32, j: u32, v: f32) {
             dst[(n * p.co + j) * ohw + r] = out;
         }
         case BWD_DATA: {
-            let hw = p.h * p.w;
-            let n = m / hw;
-            let r = m - n * hw;
-            dst[(n * p.ci + j) * hw + r] = v;
+            let plane = f.rows * f.cols;
+            let n = m / plane;
+            let r = m - n * plane;
+            let a = r / f.cols;
+            let b = r - a * f.cols;
+            dst[(n * p.ci + j) * p.h * p.w + (a * p.stride + f.py) * p.w + b * p.stride + f.px] = v;
         }
         default: {
             dst[(split * p.gm + m) * p.gn + j] = v;
@@ -208,28 +284,27 @@ fn store(mode: u32, split: u32, m: u32, j: u32, v: f32) {
 }
 
 fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
+    let f = phase_of(mode, wid.z);
     let tx = lid % 16u;
     let ty = lid / 16u;
     let m0 = wid.x * BM;
     let n0 = wid.y * BN;
-    let k_begin = wid.z * p.k_split;
-    let k_end = min(p.gk, k_begin + p.k_split);
     // acc[i][j]: row tx + 16 i, column ty + 16 j.
     var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     // Every load of this thread hits tile row lid % 64 of A and tile column lid % 64 of B.
     let lrow = lid % BM;
-    let g = prepare(mode, m0 + lrow, n0 + lrow);
-    for (var k0 = k_begin; k0 < k_end; k0 += BK) {
+    let g = prepare(mode, f, m0 + lrow, n0 + lrow);
+    for (var k0 = f.k_begin; k0 < f.k_end; k0 += BK) {
         for (var r = 0u; r < 4u; r++) {
             let kl = lid / BM + 4u * r;
             let k = k0 + kl;
             var va = 0.0;
-            if (g.row_ok && k < k_end) {
-                va = load_a(mode, g, k);
+            if (g.row_ok && k < f.k_end) {
+                va = load_a(mode, f, g, k);
             }
             tile_a[kl * 16u + lrow % 16u][lrow / 16u] = va;
             var vb = 0.0;
-            if (g.col_ok && k < k_end) {
+            if (g.col_ok && k < f.k_end) {
                 vb = load_b(mode, g, k);
             }
             tile_b[kl * 16u + lrow % 16u][lrow / 16u] = vb;
@@ -249,8 +324,8 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
         let m = m0 + tx + 16u * i;
         for (var j = 0u; j < 4u; j++) {
             let n = n0 + ty + 16u * j;
-            if (m < p.gm && n < p.gn) {
-                store(mode, wid.z, m, n, acc[i][j]);
+            if (m < f.gm && n < p.gn) {
+                store(mode, f, wid.z, m, n, acc[i][j]);
             }
         }
     }
@@ -269,4 +344,35 @@ fn conv2d_bwd_data(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
 @compute @workgroup_size(256)
 fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     gemm(BWD_WEIGHT, wid, lid);
+}
+
+// One thread per weight w[co, ci, ky, kx]: its place among the flipped weights of its phase.
+@compute @workgroup_size(256)
+fn conv2d_flip_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    let kk = p.ks * p.ks;
+    if (i >= p.co * p.ci * kk) {
+        return;
+    }
+    let s = p.stride;
+    let t = i % kk;
+    let ky = t / p.ks;
+    let kx = t - ky * p.ks;
+    let ci = (i / kk) % p.ci;
+    let co = i / (kk * p.ci);
+    let ry = ky % s;
+    let rx = kx % s;
+    let py = (ry + s - p.pad % s) % s;
+    let px = (rx + s - p.pad % s) % s;
+    let phase = py * s + px;
+    var before = 0u;
+    for (var q = 0u; q < phase; q++) {
+        let qy = q / s;
+        before += taps((qy + p.pad) % s) * taps((q - qy * s + p.pad) % s);
+    }
+    let ny = taps(ry);
+    let nx = taps(rx);
+    let fy = ny - 1u - ky / s; // reversed tap order
+    let fx = nx - 1u - kx / s;
+    flipped[before * p.ci * p.co + ((ci * p.co + co) * ny + fy) * nx + fx] = src_a[i];
 }

@@ -41,6 +41,24 @@ fn conv1x1_stride2_shortcut() {
 }
 
 #[test]
+fn conv3x3_stride2_odd_sizes_every_phase_tiles() {
+    // Odd height and width give phases of different sizes; 70 input channels and 130 images
+    // span several tiles in every phase of the backward-data GEMM.
+    check(8, [130, 70, 7, 9], 5, 3, 2, 1);
+}
+
+#[test]
+fn conv_unpadded_and_wide_kernels_at_strides_two_and_three() {
+    // Phases whose taps start past the window (k3 p0 s2), a 5x5 kernel with pad 2, and a stride
+    // of 3, where some phases get a single tap and a 1x1 kernel leaves phases with none.
+    check(9, [2, 3, 9, 9], 4, 3, 2, 0);
+    check(10, [2, 3, 8, 7], 4, 5, 2, 2);
+    check(11, [2, 3, 10, 11], 4, 3, 3, 1);
+    check(12, [2, 3, 7, 7], 4, 1, 3, 0);
+    check(13, [2, 3, 6, 6], 4, 2, 2, 1);
+}
+
+#[test]
 fn conv_multi_tile_and_split_k() {
     // GEMM dims beyond one 64x64 tile in M and N, K not a multiple of 16, and a weight gradient
     // depth (8*10*10 = 800) that is cut into several split-K slices.
@@ -68,5 +86,5 @@ fn conv_skips_weight_gradient_when_weight_is_frozen() {
     let before = rt.stats().dispatches;
     let grads = autodiff::backward_with(&rt, &y, g).unwrap();
     assert!(grads.get(&x).is_some() && grads.get(&w).is_none());
-    assert_eq!(rt.stats().dispatches - before, 1, "only the backward-data kernel runs");
+    assert_eq!(rt.stats().dispatches - before, 2, "only the backward-data kernels run (weight re-layout and GEMM)");
 }

@@ -65,7 +65,7 @@ impl Geom {
         if h + 2 * pad < ks || wd + 2 * pad < ks {
             return Err(shape_err("conv2d", &[x, w], "a kernel no larger than the padded input"));
         }
-        Ok(Geom {
+        let g = Geom {
             n: x[0] as u32,
             ci: x[1] as u32,
             h,
@@ -76,7 +76,13 @@ impl Geom {
             ks,
             stride,
             pad,
-        })
+        };
+        // The kernels split GEMM depth indices through float reciprocals, exact below 2^24.
+        let depth = [g.ci * g.ks * g.ks, g.co * g.ks * g.ks, g.n * g.oh * g.ow];
+        if depth.iter().any(|&d| d >= 1 << 24) {
+            return Err(shape_err("conv2d", &[x, w], "channels x taps and batch x output pixels under 2^24"));
+        }
+        Ok(g)
     }
 
     fn params(&self, gm: u32, gn: u32, gk: u32, k_split: u32) -> Params {
@@ -128,11 +134,22 @@ pub(crate) fn conv2d_raw(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad:
 
 /// Gradient w.r.t. the input: `dx[n,ci,iy,ix] = sum_{co,ky,kx} g[n,co,oy,ox] w[co,ci,ky,kx]`
 /// over the output pixels (oy, ox) whose window covers (iy, ix) at tap (ky, kx).
+///
+/// Computed as `stride * stride` stride-1 convolutions of `g`, one per output phase (the input
+/// pixels with the same row and column remainder), each with only the taps that reach it,
+/// flipped and transposed: no gathered zero taps at stride 2, and the same gather as the
+/// forward (coalesced along pixels, B contiguous along K). Two dispatches: the weight
+/// re-layout and one GEMM whose grid z is the phase.
 pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride: u32, pad: u32, g: &Tensor) -> Result<Tensor> {
     let geo = Geom::new(x_shape, w.shape(), stride, pad)?;
+    let params = geo.params(0, geo.ci, 0, 0);
+    let flipped = Tensor::empty(rt, &[w.numel()])?;
+    rt.dispatch(Shader::Conv2d, "conv2d_flip_weights", &[w.buffer(), flipped.buffer()], &params, Work::Items(w.numel() as u64))?;
     let dx = Tensor::empty(rt, x_shape)?;
-    let (gm, gn, gk) = (geo.n * geo.h * geo.w, geo.ci, geo.co * geo.ks * geo.ks);
-    rt.dispatch(Shader::Conv2d, "conv2d_bwd_data", &[g.buffer(), w.buffer(), dx.buffer(), w.buffer()], &geo.params(gm, gn, gk, gk), grid(gm, gn, 1))?;
+    // Phase (0, 0) has the most pixels; the other phases' workgroups past their rows idle.
+    let rows = geo.n * geo.h.div_ceil(stride) * geo.w.div_ceil(stride);
+    let bufs = [g.buffer(), flipped.buffer(), dx.buffer(), flipped.buffer()];
+    rt.dispatch(Shader::Conv2d, "conv2d_bwd_data", &bufs, &params, grid(rows, geo.ci, stride * stride))?;
     Ok(dx)
 }
 
