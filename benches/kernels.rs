@@ -7,10 +7,13 @@
 //! GB/s and as % of the measured ceiling; JSON goes to `target/bench-kernels.json` (or
 //! `BENCH_JSON`). `BENCH_BATCH` (default 128) and `BENCH_WIDTH` (default 64) shrink the shapes
 //! for slow adapters such as lavapipe; `BENCH_REPS` sets the runs per kernel (default 10).
+//! Each convolution kernel is timed under every tile configuration (`engine::tune::Tile`); its
+//! row reports the fastest, and the JSON lists them all with the heuristic's pick beside.
 
 use cifs::probe::{PairRule, Probe};
 use engine::Rng;
 use engine::ops::{attack, batchnorm, conv2d, linear, optim};
+use engine::tune::Tile;
 use engine::{Runtime, Tensor};
 
 fn env(name: &str, default: usize) -> usize {
@@ -23,6 +26,23 @@ struct Row {
     /// GFLOP/s for compute-bound kernels, GB/s for memory-bound ones.
     rate: f64,
     unit: &'static str,
+    /// Convolutions: the median under each tile configuration, and the heuristic's pick.
+    tiles: Vec<(Tile, f64)>,
+    heuristic: Option<Tile>,
+}
+
+/// The median of `f` under each tile configuration, fastest first.
+fn per_tile(rt: &Runtime, reps: usize, mut f: impl FnMut()) -> Vec<(Tile, f64)> {
+    let mut out: Vec<(Tile, f64)> = Tile::ALL
+        .into_iter()
+        .map(|t| {
+            rt.force_tile(Some(t));
+            (t, measure(rt, reps, &mut f))
+        })
+        .collect();
+    rt.force_tile(None);
+    out.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap());
+    out
 }
 
 fn measure(rt: &Runtime, reps: usize, mut f: impl FnMut()) -> f64 {
@@ -48,7 +68,14 @@ fn main() {
     let mut rows: Vec<Row> = Vec::new();
     let push = |rows: &mut Vec<Row>, name: String, ms: f64, work: f64, unit: &'static str| {
         println!("  {name:<44} {ms:>10.3} ms {:>9.1} {unit}", work / ms / 1e6);
-        rows.push(Row { name, median_ms: ms, rate: work / ms / 1e6, unit });
+        rows.push(Row { name, median_ms: ms, rate: work / ms / 1e6, unit, tiles: Vec::new(), heuristic: None });
+    };
+    // A convolution kernel: the fastest tile's time and rate, then every tile's.
+    let push_conv = |rows: &mut Vec<Row>, name: String, tiles: Vec<(Tile, f64)>, heuristic: Tile, flops: f64| {
+        let (best, ms) = tiles[0];
+        let all: Vec<String> = tiles.iter().map(|(t, ms)| format!("{} {ms:.3}", t.name())).collect();
+        println!("  {name:<44} {ms:>10.3} ms {:>9.1} GFLOP/s  best {} (heuristic {}; {})", flops / ms / 1e6, best.name(), heuristic.name(), all.join(", "));
+        rows.push(Row { name, median_ms: ms, rate: flops / ms / 1e6, unit: "GFLOP/s", tiles, heuristic: Some(heuristic) });
     };
 
     // Ceilings: SGEMM (the conv GEMM engine as a dense matmul) and a device-side copy.
@@ -79,12 +106,13 @@ fn main() {
         let pad = (k as u32 - 1) / 2;
         let y = conv2d::conv2d(&rt, &x, &wt, s, pad).unwrap();
         let flops = 2.0 * y.numel() as f64 * (ci * k * k) as f64;
-        let ms = measure(&rt, reps, || drop(conv2d::conv2d(&rt, &x, &wt, s, pad).unwrap()));
-        push(&mut rows, format!("conv fwd {name} {ci}->{co} {hw}x{hw} k{k} s{s}"), ms, flops, "GFLOP/s");
-        let ms = measure(&rt, reps, || drop(conv2d::conv2d_backward_data(&rt, x.shape(), &wt, s, pad, &y).unwrap()));
-        push(&mut rows, format!("conv bwd-data {name}"), ms, flops, "GFLOP/s");
-        let ms = measure(&rt, reps, || drop(conv2d::conv2d_backward_weight(&rt, &x, wt.shape(), s, pad, &y).unwrap()));
-        push(&mut rows, format!("conv bwd-weight {name}"), ms, flops, "GFLOP/s");
+        let heuristic = conv2d::heuristic_tiles(x.shape(), wt.shape(), s, pad).unwrap();
+        let tiles = per_tile(&rt, reps, || drop(conv2d::conv2d(&rt, &x, &wt, s, pad).unwrap()));
+        push_conv(&mut rows, format!("conv fwd {name} {ci}->{co} {hw}x{hw} k{k} s{s}"), tiles, heuristic[0], flops);
+        let tiles = per_tile(&rt, reps, || drop(conv2d::conv2d_backward_data(&rt, x.shape(), &wt, s, pad, &y).unwrap()));
+        push_conv(&mut rows, format!("conv bwd-data {name}"), tiles, heuristic[1], flops);
+        let tiles = per_tile(&rt, reps, || drop(conv2d::conv2d_backward_weight(&rt, &x, wt.shape(), s, pad, &y).unwrap()));
+        push_conv(&mut rows, format!("conv bwd-weight {name}"), tiles, heuristic[2], flops);
     }
 
     // Batch norm at the largest and smallest maps (bytes: read x, write y; backward reads x, g twice).
@@ -123,8 +151,13 @@ fn main() {
         .iter()
         .map(|r| {
             let ceiling = if r.unit == "GFLOP/s" { flops_ceiling } else { bw_ceiling };
+            let tiles: Vec<String> = r.tiles.iter().map(|(t, ms)| format!("\"{}\":{ms:.4}", t.name())).collect();
+            let tiles = match r.heuristic {
+                Some(h) => format!(r#","best_tile":"{}","heuristic_tile":"{}","tile_ms":{{{}}}"#, r.tiles[0].0.name(), h.name(), tiles.join(",")),
+                None => String::new(),
+            };
             format!(
-                r#"{{"kernel":"{}","median_ms":{:.4},"rate":{:.2},"unit":"{}","percent_of_ceiling":{:.1}}}"#,
+                r#"{{"kernel":"{}","median_ms":{:.4},"rate":{:.2},"unit":"{}","percent_of_ceiling":{:.1}{tiles}}}"#,
                 r.name, r.median_ms, r.rate, r.unit, 100.0 * r.rate / ceiling
             )
         })

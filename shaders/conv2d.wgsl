@@ -23,12 +23,13 @@
 //   conv2d_flip_weights  w (CO, CI, ks, ks) -> for each phase in order, (CI, CO, taps_y, taps_x)
 //                      with the taps reversed: the B operand of conv2d_bwd_data (a permutation of
 //                      w, one thread per element, 1-D grid).  bindings: 0 w, 2 flipped w
-// Tiling: a 64x64 output tile per workgroup of 256 threads, K in slices of 16 staged in workgroup
-// memory; each thread accumulates a 4x4 register block at rows tx + 16 i, cols ty + 16 j, so
-// consecutive threads touch consecutive pixels (coalesced NCHW stores). The tiles are laid out so
-// that a thread's four rows (and four columns) are one vec4: per depth step it reads two vec4s
-// and does four vec4 multiply-adds. Grid: (ceil(M/64), ceil(N/64), splits or phases). Tails in
-// M, N and K are guarded by zero-filled loads and skipped stores.
+// Tiling: a BM x BN output tile per workgroup of 256 threads (64x64, 128x64, 64x128 or 128x128:
+// the overridable RM, RN), K in slices of 16 staged in workgroup memory; each thread accumulates
+// an RM x RN register block at rows tx + 16 i, cols ty + 16 j, so consecutive threads touch
+// consecutive pixels (coalesced NCHW stores). The tiles are laid out so that each four of a
+// thread's rows (and columns) are one vec4: per depth step it reads (RM + RN) / 4 vec4s and does
+// RM RN / 4 vec4 multiply-adds. Grid: (ceil(M/BM), ceil(N/BN), splits or phases). Tails in M, N
+// and K are guarded by zero-filled loads and skipped stores.
 // The depth index is split into (channel, tap row, tap column) without integer division in the
 // K loop: `div_exact` divides through a reciprocal computed once per thread and corrects by one.
 
@@ -56,10 +57,16 @@ const FWD: u32 = 0u;
 const BWD_DATA: u32 = 1u;
 const BWD_WEIGHT: u32 = 2u;
 
-// BM == BN: a thread loads tile row lid % 64 of A and tile column lid % 64 of B (see gemm).
-const BM: u32 = 64u;
+// Tile configuration, chosen per (kernel, shape) by the host (engine/src/tune.rs): each of the
+// 16 x 16 threads computes RM x RN outputs (4 or 8 each), so a workgroup's tile is BM x BN =
+// 16 RM x 16 RN (64x64 up to 128x128). Larger tiles read fewer workgroup-memory words per
+// multiply-add (RM RN / (RM + RN) per word); smaller ones make more workgroups for small layers.
+override RM: u32 = 4u;
+override RN: u32 = 4u;
+const BM: u32 = 64u;  // the tile of the default configuration (RM = RN = 4)
 const BN: u32 = 64u;
 const BK: u32 = 16u;
+const MAX_ACC: u32 = 16u; // vec4 accumulators of the largest configuration (8 x 8 / 4)
 
 @group(0) @binding(0) var<storage, read> src_a: array<f32>;
 @group(0) @binding(1) var<storage, read> src_b: array<f32>;
@@ -67,10 +74,11 @@ const BK: u32 = 16u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(1) var<storage, read_write> flipped: array<f32>; // conv2d_flip_weights only
 
-// Tiles are stored so that the four rows (columns) one thread multiplies, tx + 16 i (ty + 16 j),
-// sit in one vec4: row r of depth kl lives at tile_a[kl * 16 + r % 16][r / 16].
-var<workgroup> tile_a: array<vec4<f32>, 256>; // [BK][BM / 4]
-var<workgroup> tile_b: array<vec4<f32>, 256>; // [BK][BN / 4]
+// Tiles are stored so that each four rows (columns) one thread multiplies, tx + 16 i for
+// i = 4q .. 4q + 3 (likewise ty + 16 j), sit in one vec4: row r = tx + 16 i of depth kl lives at
+// tile_a[kl * 4 RM + (i / 4) * 16 + tx][i % 4].
+var<workgroup> tile_a: array<vec4<f32>, BK * 4u * RM>; // [BK][16 RM / 4]
+var<workgroup> tile_b: array<vec4<f32>, BK * 4u * RN>; // [BK][16 RN / 4]
 
 // a / d for a < 2^24 and d >= 1, given inv = 1 / d. The float quotient is within one of the
 // true one (relative error under 2^-23 on a quotient under 2^23), so one correction each way
@@ -283,49 +291,67 @@ fn store(mode: u32, f: Phase, split: u32, m: u32, j: u32, v: f32) {
     }
 }
 
+fn tile_slot(depth: u32, r: u32, per_thread: u32) -> u32 {
+    let i = r / 16u;
+    return depth * 4u * per_thread + (i / 4u) * 16u + r % 16u;
+}
+
 fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
     let f = phase_of(mode, wid.z);
+    let bm = 16u * RM;
+    let bn = 16u * RN;
     let tx = lid % 16u;
     let ty = lid / 16u;
-    let m0 = wid.x * BM;
-    let n0 = wid.y * BN;
-    // acc[i][j]: row tx + 16 i, column ty + 16 j.
-    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
-    // Every load of this thread hits tile row lid % 64 of A and tile column lid % 64 of B.
-    let lrow = lid % BM;
-    let g = prepare(mode, f, m0 + lrow, n0 + lrow);
+    let m0 = wid.x * bm;
+    let n0 = wid.y * bn;
+    // acc[i * RN / 4 + j / 4][j % 4]: row tx + 16 i, column ty + 16 j.
+    var acc: array<vec4<f32>, MAX_ACC>; // zero-initialised, as every WGSL variable
+    // Every load of this thread hits tile row lid % bm of A and tile column lid % bn of B, at
+    // depths lid / bm + (256 / bm) r: 256 threads cover the bm x 16 A slice in bm / 16 loads.
+    let arow = lid % bm;
+    let bcol = lid % bn;
+    let g = prepare(mode, f, m0 + arow, n0 + bcol);
     for (var k0 = f.k_begin; k0 < f.k_end; k0 += BK) {
-        for (var r = 0u; r < 4u; r++) {
-            let kl = lid / BM + 4u * r;
+        for (var r = 0u; r < RM; r++) {
+            let kl = lid / bm + (256u / bm) * r;
             let k = k0 + kl;
             var va = 0.0;
             if (g.row_ok && k < f.k_end) {
                 va = load_a(mode, f, g, k);
             }
-            tile_a[kl * 16u + lrow % 16u][lrow / 16u] = va;
+            tile_a[tile_slot(kl, arow, RM)][(arow / 16u) % 4u] = va;
+        }
+        for (var r = 0u; r < RN; r++) {
+            let kl = lid / bn + (256u / bn) * r;
+            let k = k0 + kl;
             var vb = 0.0;
             if (g.col_ok && k < f.k_end) {
                 vb = load_b(mode, g, k);
             }
-            tile_b[kl * 16u + lrow % 16u][lrow / 16u] = vb;
+            tile_b[tile_slot(kl, bcol, RN)][(bcol / 16u) % 4u] = vb;
         }
         workgroupBarrier();
         for (var kl = 0u; kl < BK; kl++) {
-            let a = tile_a[kl * 16u + tx];
-            let b = tile_b[kl * 16u + ty];
-            acc[0] += a.x * b;
-            acc[1] += a.y * b;
-            acc[2] += a.z * b;
-            acc[3] += a.w * b;
+            for (var qa = 0u; qa < RM / 4u; qa++) {
+                let a = tile_a[kl * 4u * RM + qa * 16u + tx];
+                for (var qb = 0u; qb < RN / 4u; qb++) {
+                    let b = tile_b[kl * 4u * RN + qb * 16u + ty];
+                    let row = 4u * qa * (RN / 4u) + qb;
+                    acc[row] += a.x * b;
+                    acc[row + RN / 4u] += a.y * b;
+                    acc[row + 2u * (RN / 4u)] += a.z * b;
+                    acc[row + 3u * (RN / 4u)] += a.w * b;
+                }
+            }
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
+    for (var i = 0u; i < RM; i++) {
         let m = m0 + tx + 16u * i;
-        for (var j = 0u; j < 4u; j++) {
+        for (var j = 0u; j < RN; j++) {
             let n = n0 + ty + 16u * j;
             if (m < f.gm && n < p.gn) {
-                store(mode, f, wid.z, m, n, acc[i][j]);
+                store(mode, f, wid.z, m, n, acc[i * (RN / 4u) + j / 4u][j % 4u]);
             }
         }
     }

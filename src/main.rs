@@ -26,6 +26,10 @@ struct Cli {
     /// Overrides the CIFS_WGPU_ADAPTER environment variable.
     #[arg(long, global = true)]
     adapter: Option<String>,
+    /// Use the built-in tile rule for the convolution kernels instead of timing the candidates
+    /// at each new shape (and remembering the fastest in the tuning cache; see `tune`).
+    #[arg(long, global = true)]
+    no_tune: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +49,21 @@ enum Command {
     /// Per-step wall-clock and GPU time, dispatches and submits of the PGD-10 AT step, the clean
     /// training step and the eval forward.
     Bench(BenchArgs),
+    /// Time every tile configuration of the convolution kernels at each shape of a model's
+    /// training and evaluation steps on this GPU, keep the fastest in the tuning cache
+    /// ($XDG_CACHE_HOME/cifs-wgpu/tune-<adapter>.json, or $CIFS_WGPU_TUNE_CACHE), and print the
+    /// choices. `train`, `eval` and `bench` otherwise tune each shape at its first use.
+    Tune(TuneArgs),
+}
+
+#[derive(Args)]
+struct TuneArgs {
+    #[arg(long, value_enum, default_value_t = ModelKind::ResNet18Cifs)]
+    model: ModelKind,
+    #[arg(long, default_value_t = 64)]
+    width: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
 }
 
 #[derive(Args)]
@@ -209,8 +228,8 @@ struct Trained {
 
 impl Trained {
     /// The runtime, the checkpoint's model and the dataset, checked to have as many classes.
-    fn open(&self, adapter: Option<&str>) -> Result<(Runtime, cifs::ResNet18, datasets::Splits), String> {
-        let rt = open_runtime(adapter)?;
+    fn open(&self, adapter: Option<&str>, tune: bool) -> Result<(Runtime, cifs::ResNet18, datasets::Splits), String> {
+        let rt = open_runtime(adapter, tune)?;
         let model = cifs::checkpoint::load_model(&rt, &self.checkpoint).map_err(|e| e.to_string())?;
         eprintln!("model: {} width {} from {}", model.config.kind, model.config.width, self.checkpoint.display());
         let (splits, _) = load_data(self.dataset, self.data_dir.as_deref(), self.no_download)?;
@@ -306,9 +325,47 @@ impl AttackArgs {
     }
 }
 
-fn open_runtime(adapter: Option<&str>) -> Result<Runtime, String> {
+/// The runtime on the chosen adapter; with tuning on, its tile choices are timed at first use
+/// and remembered in the adapter's tuning cache.
+fn open_runtime(adapter: Option<&str>, tune: bool) -> Result<Runtime, String> {
     let pref = adapter.map(str::to_string).or_else(|| std::env::var(engine::gpu::ADAPTER_ENV).ok());
-    Runtime::with_preference(pref.as_deref()).map_err(|e| e.to_string())
+    let rt = Runtime::with_preference(pref.as_deref()).map_err(|e| e.to_string())?;
+    if tune {
+        for w in rt.enable_tuning(engine::tune::default_cache_path(&rt.gpu.info.name)) {
+            eprintln!("warning: {w}");
+        }
+    }
+    Ok(rt)
+}
+
+fn tune(adapter: Option<&str>, a: TuneArgs) -> Result<(), String> {
+    let rt = open_runtime(adapter, true)?;
+    let (before, _, path) = rt.tuning();
+    let config = ModelConfig { kind: a.model, width: a.width, classes: 10 };
+    println!("tuning {} width {}, batch {} on {}", a.model, a.width, a.batch_size, rt.gpu.info.name);
+    let spinner = display::bar(0, "{spinner} {pos} shapes timed  {msg}");
+    let shown = spinner.clone();
+    rt.observe_tuning(move |key, choice| {
+        shown.inc(1);
+        shown.set_message(format!("{key}: {}", choice.tile.name()));
+    });
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    cifs::bench::bench_steps(&rt, config, a.batch_size, 1, 0, |kind, _| spinner.set_message(kind.to_string())).map_err(|e| e.to_string())?;
+    spinner.finish_and_clear();
+    let (after, warnings, _) = rt.tuning();
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    let names: Vec<String> = engine::tune::Tile::ALL.iter().map(|t| t.name()).collect();
+    println!("{:<18} {:<52} {:>8}  {}", "kernel", "shape", "tile", names.iter().map(|n| format!("{n:>9}")).collect::<String>());
+    for (key, c) in &after {
+        let (kernel, shape) = key.split_once(' ').unwrap_or((key.as_str(), ""));
+        let ms: String = names.iter().map(|n| c.ms.get(n).map(|v| format!("{v:>9.3}")).unwrap_or_else(|| format!("{:>9}", "-"))).collect();
+        let new = if before.contains_key(key) { "" } else { "  (new)" };
+        println!("{kernel:<18} {shape:<52} {:>8}  {ms}{new}", c.tile.name());
+    }
+    println!("times in ms per run; {} shapes, {} newly timed; cache: {}", after.len(), after.len() - before.len(), path.map(|p| p.display().to_string()).unwrap_or_else(|| "none (no cache directory)".into()));
+    Ok(())
 }
 
 fn info(adapter: Option<&str>) -> Result<(), String> {
@@ -317,7 +374,7 @@ fn info(adapter: Option<&str>) -> Result<(), String> {
     for a in &all {
         println!("  [{}] {} ({}, {}) driver: {} {}", a.index, a.name, a.backend, a.device_type, a.driver, a.driver_info);
     }
-    let rt = open_runtime(adapter)?;
+    let rt = open_runtime(adapter, true)?;
     let s = rt.gpu.summary();
     let l = &rt.gpu.limits;
     println!("chosen: {} ({}, {})", s.name, s.backend, s.device_type);
@@ -327,6 +384,11 @@ fn info(adapter: Option<&str>) -> Result<(), String> {
     println!("  max workgroup invocations: {}, workgroup storage: {} KiB", l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_storage_size >> 10);
     println!("  max workgroups per dimension: {}", l.max_compute_workgroups_per_dimension);
     println!("  immediate data: {} bytes; timestamp queries: {}", l.max_immediate_size, rt.gpu.has_timestamps());
+    let (choices, _, path) = rt.tuning();
+    match path {
+        Some(p) => println!("tuning cache: {} ({} shapes tuned)", p.display(), choices.len()),
+        None => println!("tuning cache: none (neither XDG_CACHE_HOME nor HOME is set)"),
+    }
     Ok(())
 }
 
@@ -344,12 +406,12 @@ fn load_data(kind: DatasetKind, dir: Option<&Path>, no_download: bool) -> Result
     Ok((splits, dir))
 }
 
-fn train(adapter: Option<&str>, a: TrainArgs) -> Result<(), String> {
+fn train(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String> {
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}-w{}-s{}", a.dataset, a.model, a.width, a.seed)));
     if !a.resume && out.join("last.safetensors").is_file() {
         return Err(format!("{} already holds a run; pass --resume to continue it or choose another --out", out.display()));
     }
-    let rt = open_runtime(adapter)?;
+    let rt = open_runtime(adapter, tune)?;
     eprintln!("adapter: {} ({:?})", rt.gpu.info.name, rt.gpu.info.backend);
     let (splits, dir) = load_data(a.dataset, a.data_dir.as_deref(), a.no_download)?;
     let cfg = TrainConfig {
@@ -386,8 +448,8 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn eval(adapter: Option<&str>, a: EvalArgs) -> Result<(), String> {
-    let (rt, model, splits) = a.trained.open(adapter)?;
+fn eval(adapter: Option<&str>, tune: bool, a: EvalArgs) -> Result<(), String> {
+    let (rt, model, splits) = a.trained.open(adapter, tune)?;
     let test = Arc::new(match a.limit { Some(n) => splits.test.balanced(n), None => splits.test });
     let bar = display::bar(test.len() as u64, "evaluating [{bar:25}] {pos}/{len} images ETA {eta}");
     let results = evaluate(&rt, &model, &test, &a.attacks, a.settings.settings(), |d, _| bar.set_position(d as u64)).map_err(|e| e.to_string())?;
@@ -400,11 +462,11 @@ fn eval(adapter: Option<&str>, a: EvalArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn analyze(adapter: Option<&str>, a: AnalyzeArgs) -> Result<(), String> {
+fn analyze(adapter: Option<&str>, tune: bool, a: AnalyzeArgs) -> Result<(), String> {
     if a.attack_kind == Attack::Natural {
         return Err("--attack natural makes no adversarial images; choose an attack (pgd20, apgd-ce, autoattack, ...)".into());
     }
-    let (rt, model, splits) = a.trained.open(adapter)?;
+    let (rt, model, splits) = a.trained.open(adapter, tune)?;
     let model_name = format!("{} width {}", model.config.kind, model.config.width);
     let classes: Vec<usize> = if a.class == "all" {
         (0..model.config.classes).collect()
@@ -478,8 +540,8 @@ fn utc_date() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn bench(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
-    let rt = open_runtime(adapter)?;
+fn bench(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String> {
+    let rt = open_runtime(adapter, tune)?;
     let config = ModelConfig { kind: a.model, width: a.width, classes: 10 };
     let info = &rt.gpu.info;
     println!("adapter: {} ({:?}, {:?}), driver {} {}", info.name, info.backend, info.device_type, info.driver, info.driver_info);
@@ -506,6 +568,8 @@ fn bench(adapter: Option<&str>, a: BenchArgs) -> Result<(), String> {
             "date": utc_date(), "commit": env!("CIFS_WGPU_COMMIT"),
             "model": a.model, "width": a.width, "batch_size": a.batch_size, "warmup": a.warmup,
             "results": results,
+            "tuning": if tune { "on" } else { "off (--no-tune)" },
+            "tiles": rt.tuning().0.into_iter().map(|(k, c)| (k, c.tile.name())).collect::<std::collections::BTreeMap<_, _>>(),
         });
         std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("JSON serialises")).map_err(|e| format!("{}: {e}", path.display()))?;
     }
@@ -517,10 +581,12 @@ fn main() -> ExitCode {
     let adapter = cli.adapter.as_deref();
     let result = match cli.command {
         Command::Info => info(adapter),
-        Command::Train(a) => train(adapter, a),
-        Command::Eval(a) => eval(adapter, a),
-        Command::Analyze(a) => analyze(adapter, a),
-        Command::Bench(a) => bench(adapter, a),
+        Command::Train(a) => train(adapter, !cli.no_tune, a),
+        Command::Eval(a) => eval(adapter, !cli.no_tune, a),
+        Command::Analyze(a) => analyze(adapter, !cli.no_tune, a),
+        Command::Bench(a) => bench(adapter, !cli.no_tune, a),
+        Command::Tune(a) if cli.no_tune => Err(format!("`tune --no-tune` has nothing to do (model {})", a.model)),
+        Command::Tune(a) => tune(adapter, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

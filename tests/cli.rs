@@ -35,8 +35,18 @@ fn make_folder(root: &Path) {
     }
 }
 
+/// The tuning cache every command of this test shares (commands tune each new shape once).
+fn tune_cache() -> PathBuf {
+    std::env::temp_dir().join(format!("cifs-wgpu-cli-tune-{}.json", std::process::id()))
+}
+
 fn cli(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_cifs-wgpu")).args(args).env("XDG_RUNTIME_DIR", std::env::temp_dir()).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cifs-wgpu"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env("CIFS_WGPU_TUNE_CACHE", tune_cache())
+        .output()
+        .unwrap();
     eprintln!("$ cifs-wgpu {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     out
 }
@@ -179,6 +189,19 @@ fn train_resume_eval_and_bad_input() {
     let e = fails(&["analyze", "--checkpoint", best.to_str().unwrap(), "folder", "--data-dir", d, "--class", "purple"]);
     assert!(e.contains("purple") && e.contains("blue, green, red"), "{e}");
     assert!(fails(&["--adapter", "no-such-rt", "info"]).contains("no-such-rt"));
+
+    // Tile tuning: the commands above timed each convolution shape once into the shared cache;
+    // `tune` reports the choices for another batch, `info` counts them, `--no-tune` skips it.
+    let cache: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tune_cache()).unwrap()).unwrap();
+    let before = cache["choices"].as_object().unwrap().len();
+    assert!(before > 0 && cache["version"] == 1, "{cache}");
+    let table = ok(&["tune", "--width", "8", "--batch-size", "3"]);
+    assert!(table.contains("conv2d_bwd_data") && table.contains("(new)") && table.contains("newly timed"), "{table}");
+    assert!(ok(&["info"]).contains("shapes tuned"));
+    assert!(fails(&["--no-tune", "tune"]).contains("nothing to do"));
+    std::fs::write(tune_cache(), "{ corrupt").unwrap();
+    let out = cli(&["bench", "--width", "4", "--batch-size", "2", "--steps", "1", "--warmup", "0", "--model", "resnet18"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ignoring the tuning cache"));
 
     // Divergence: the loss blows up in epoch 2; the epoch-1 checkpoint survives and still loads.
     let e = fails(&train_args(d, b_s, &["--epochs", "2", "--resume", "--lr", "1e38", "--adv", "none"]));

@@ -17,6 +17,7 @@ pub mod rng;
 pub mod runtime;
 pub mod tensor;
 pub mod timer;
+pub mod tune;
 
 pub use autodiff::{backward, no_grad, Gradients, NoGrad};
 pub use error::{EngineError, Result};

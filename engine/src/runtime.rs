@@ -16,6 +16,7 @@ use crate::pipelines::KernelCache;
 use crate::pool::{BufferPool, GpuBuffer};
 use crate::recorder::Recorder;
 use crate::timer::{Clock, Timer};
+use crate::tune::{Choice, Tile, TuneMode, Tuner};
 
 /// Counters for tests and benchmarks: proof that a warm step allocates nothing, and how many
 /// dispatches and submits a step costs.
@@ -37,6 +38,10 @@ pub struct Runtime {
     timer: RefCell<Option<Timer>>,
     /// A (1,) tensor holding 1.0, filled once: the seed of every scalar backward.
     one: RefCell<Option<crate::tensor::Tensor>>,
+    /// Tile configurations of the GEMM kernels (heuristic unless tuning is enabled).
+    tuner: RefCell<Tuner>,
+    /// Told of each shape as it is tuned (the CLI's progress display).
+    tune_observer: RefCell<Option<TuneObserver>>,
 }
 
 impl Runtime {
@@ -51,7 +56,17 @@ impl Runtime {
     }
 
     pub fn on(gpu: Gpu) -> Runtime {
-        Runtime { gpu, pool: BufferPool::default(), kernels: KernelCache::default(), recorder: RefCell::default(), timer: RefCell::new(None), one: RefCell::new(None) }
+        let tuner = RefCell::new(Tuner::heuristic(&device_key(&gpu)));
+        Runtime {
+            gpu,
+            pool: BufferPool::default(),
+            kernels: KernelCache::default(),
+            recorder: RefCell::default(),
+            timer: RefCell::new(None),
+            one: RefCell::new(None),
+            tuner,
+            tune_observer: RefCell::new(None),
+        }
     }
 
     pub fn stats(&self) -> RuntimeStats {
@@ -184,6 +199,70 @@ impl Runtime {
         self.gpu.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| EngineError::Gpu(e.to_string()))
     }
 
+    // ---- tile configurations ---------------------------------------------------------------
+
+    /// Times the GEMM tile configurations at each new shape and keeps the fastest, remembered
+    /// in `cache` (see [`crate::tune::default_cache_path`]). Returns warnings about the file.
+    pub fn enable_tuning(&self, cache: Option<std::path::PathBuf>) -> Vec<String> {
+        let forced = self.tuner.borrow().forced();
+        let mut t = Tuner::with_cache(&device_key(&self.gpu), cache);
+        t.force(forced);
+        let warnings = std::mem::take(&mut t.warnings);
+        *self.tuner.borrow_mut() = t;
+        warnings
+    }
+
+    /// Runs every GEMM with `tile` (or goes back to choosing with `None`): tests and benches.
+    pub fn force_tile(&self, tile: Option<Tile>) {
+        self.tuner.borrow_mut().force(tile);
+    }
+
+    /// Calls `f` with each shape's key and choice as it is tuned.
+    pub fn observe_tuning(&self, f: impl Fn(&str, &Choice) + 'static) {
+        *self.tune_observer.borrow_mut() = Some(Box::new(f));
+    }
+
+    /// The tuned choices so far (with the cache's), warnings not yet taken, and the cache path.
+    pub fn tuning(&self) -> (std::collections::BTreeMap<String, Choice>, Vec<String>, Option<std::path::PathBuf>) {
+        let mut t = self.tuner.borrow_mut();
+        (t.choices().clone(), std::mem::take(&mut t.warnings), t.path().map(|p| p.to_path_buf()))
+    }
+
+    /// The tile for `kernel` at `shape`: forced, remembered, or (tuning on) measured now by
+    /// running `run` with every candidate, three timed runs each after one warm-up (which
+    /// compiles the variant); otherwise `heuristic`. `run` must only overwrite its outputs.
+    pub fn tile_for(&self, kernel: &str, shape: &str, heuristic: Tile, run: &dyn Fn(Tile) -> Result<()>) -> Result<Tile> {
+        let key = format!("{kernel} {shape}");
+        {
+            let t = self.tuner.borrow();
+            if let Some(tile) = t.forced().or_else(|| t.cached(&key)) {
+                return Ok(tile);
+            }
+            if t.mode() == TuneMode::Heuristic {
+                return Ok(heuristic);
+            }
+        }
+        const RUNS: usize = 3;
+        let mut ms = std::collections::BTreeMap::new();
+        let mut best = (f64::INFINITY, heuristic);
+        for tile in Tile::ALL {
+            run(tile)?;
+            let (done, timing) = self.timed_both(|| (0..RUNS).try_for_each(|_| run(tile)))?;
+            done?;
+            let t = timing.gpu_s.unwrap_or(timing.wall_s) * 1e3 / RUNS as f64;
+            ms.insert(tile.name(), t);
+            if t < best.0 {
+                best = (t, tile);
+            }
+        }
+        let choice = Choice { tile: best.1, ms };
+        if let Some(f) = self.tune_observer.borrow().as_ref() {
+            f(&key, &choice);
+        }
+        self.tuner.borrow_mut().record(key, choice);
+        Ok(best.1)
+    }
+
     // ---- timing ---------------------------------------------------------------------------
 
     fn stamp(&self, index: u32) {
@@ -261,6 +340,14 @@ impl Runtime {
         });
         Ok(())
     }
+}
+
+type TuneObserver = Box<dyn Fn(&str, &Choice)>;
+
+/// What a tuning cache is valid for: the adapter and its driver.
+fn device_key(gpu: &Gpu) -> String {
+    let s = gpu.summary();
+    format!("{} ({}) / {} {}", s.name, s.backend, s.driver, s.driver_info)
 }
 
 /// A readback in flight (see [`Runtime::read_later`]).

@@ -2,27 +2,36 @@
 
 use crate::common::*;
 use engine::ops::conv2d::conv2d;
+use engine::tune::Tile;
 use engine::{autodiff, reference as cpu, Tensor};
 
+/// Forward and both backward passes against the CPU, under every tile configuration.
 fn check(seed: u64, xs: [usize; 4], co: usize, k: usize, stride: u32, pad: u32) {
     let rt = rt();
+    for tile in Tile::ALL {
+        rt.force_tile(Some(tile));
+        check_on(&rt, seed, xs, co, k, stride, pad);
+    }
+}
+
+fn check_on(rt: &engine::Runtime, seed: u64, xs: [usize; 4], co: usize, k: usize, stride: u32, pad: u32) {
     let mut r = rng(seed);
     let ws = [co, xs[1], k, k];
     let x = r.uniform_vec(xs.iter().product(), -1.0, 1.0);
     let w = r.uniform_vec(ws.iter().product(), -0.5, 0.5);
-    let xt = Tensor::leaf(&rt, &xs, &x).unwrap();
-    let wt = Tensor::leaf(&rt, &ws, &w).unwrap();
-    let y = conv2d(&rt, &xt, &wt, stride, pad).unwrap();
+    let xt = Tensor::leaf(rt, &xs, &x).unwrap();
+    let wt = Tensor::leaf(rt, &ws, &w).unwrap();
+    let y = conv2d(rt, &xt, &wt, stride, pad).unwrap();
     let want = cpu::conv2d(&to_f64(&x), xs, &to_f64(&w), ws, stride as usize, pad as usize);
     assert_eq!(y.numel(), want.len());
-    assert_close("conv2d forward", &y.to_vec(&rt).unwrap(), &want, tol::FWD);
+    assert_close("conv2d forward", &y.to_vec(rt).unwrap(), &want, tol::FWD);
 
     let g = r.uniform_vec(want.len(), -1.0, 1.0);
-    let gt = Tensor::from_f32(&rt, y.shape(), &g).unwrap();
-    let grads = autodiff::backward_with(&rt, &y, gt).unwrap();
+    let gt = Tensor::from_f32(rt, y.shape(), &g).unwrap();
+    let grads = autodiff::backward_with(rt, &y, gt).unwrap();
     let (dx, dw) = cpu::conv2d_backward(&to_f64(&x), xs, &to_f64(&w), ws, stride as usize, pad as usize, &to_f64(&g));
-    assert_close("conv2d backward data", &grads.get(&xt).unwrap().to_vec(&rt).unwrap(), &dx, tol::BWD);
-    assert_close("conv2d backward weight", &grads.get(&wt).unwrap().to_vec(&rt).unwrap(), &dw, tol::BWD);
+    assert_close("conv2d backward data", &grads.get(&xt).unwrap().to_vec(rt).unwrap(), &dx, tol::BWD);
+    assert_close("conv2d backward weight", &grads.get(&wt).unwrap().to_vec(rt).unwrap(), &dw, tol::BWD);
 }
 
 #[test]
@@ -87,4 +96,50 @@ fn conv_skips_weight_gradient_when_weight_is_frozen() {
     let grads = autodiff::backward_with(&rt, &y, g).unwrap();
     assert!(grads.get(&x).is_some() && grads.get(&w).is_none());
     assert_eq!(rt.stats().dispatches - before, 2, "only the backward-data kernels run (weight re-layout and GEMM)");
+}
+
+#[test]
+fn tuning_times_every_tile_once_per_shape_and_remembers_it() {
+    let dir = std::env::temp_dir().join(format!("cifs-wgpu-tuning-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("tune.json");
+    let run = |rt: &engine::Runtime| {
+        let mut r = rng(21);
+        let x = Tensor::leaf(rt, &[2, 6, 9, 9], &r.uniform_vec(972, -1.0, 1.0)).unwrap();
+        let w = Tensor::leaf(rt, &[5, 6, 3, 3], &r.uniform_vec(270, -0.5, 0.5)).unwrap();
+        let y = conv2d(rt, &x, &w, 2, 1).unwrap();
+        let grads = autodiff::backward_with(rt, &y, Tensor::from_f32(rt, y.shape(), &vec![1.0; y.numel()]).unwrap()).unwrap();
+        [y.to_vec(rt).unwrap(), grads.get(&x).unwrap().to_vec(rt).unwrap(), grads.get(&w).unwrap().to_vec(rt).unwrap()]
+    };
+    let plain = run(&rt());
+
+    let tuned_rt = rt();
+    assert!(tuned_rt.enable_tuning(Some(path.clone())).is_empty());
+    let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counter = seen.clone();
+    tuned_rt.observe_tuning(move |_, _| counter.set(counter.get() + 1));
+    let tuned = run(&tuned_rt);
+    for (a, b) in plain.iter().zip(&tuned) {
+        assert_close("tuned vs heuristic tiles", a, &to_f64(b), tol::FWD);
+    }
+    let (choices, warnings, at) = tuned_rt.tuning();
+    assert!(warnings.is_empty() && at.as_deref() == Some(path.as_path()));
+    let kernels: Vec<&str> = choices.keys().map(|k| k.split(' ').next().unwrap()).collect();
+    assert_eq!(kernels, ["conv2d_bwd_data", "conv2d_bwd_weight", "conv2d_fwd"]);
+    assert_eq!(seen.get(), 3, "each shape timed once");
+    assert!(choices.values().all(|c| c.ms.len() == Tile::ALL.len() && c.ms.values().all(|ms| *ms > 0.0)));
+    run(&tuned_rt);
+    assert_eq!(seen.get(), 3, "a tuned shape is not timed again");
+
+    // A new process (runtime) reads the choices back instead of timing again.
+    let again = rt();
+    assert!(again.enable_tuning(Some(path.clone())).is_empty());
+    let again_seen = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counter = again_seen.clone();
+    again.observe_tuning(move |_, _| counter.set(counter.get() + 1));
+    run(&again);
+    assert_eq!(again_seen.get(), 0);
+    let tiles = |c: &std::collections::BTreeMap<String, engine::tune::Choice>| c.iter().map(|(k, c)| (k.clone(), c.tile)).collect::<Vec<_>>();
+    assert_eq!(tiles(&again.tuning().0), tiles(&choices));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -97,8 +97,16 @@ fn wgsl_const(s: Shader, name: &str) -> u32 {
 
 #[test]
 fn conv_tile_sizes_are_the_shaders_own() {
-    use engine::ops::conv2d::{TILE_K, TILE_M, TILE_N};
-    assert_eq!((wgsl_const(Shader::Conv2d, "BM"), wgsl_const(Shader::Conv2d, "BN"), wgsl_const(Shader::Conv2d, "BK")), (TILE_M, TILE_N, TILE_K));
+    use engine::ops::conv2d::TILE_K;
+    use engine::tune::Tile;
+    assert_eq!(wgsl_const(Shader::Conv2d, "BK"), TILE_K);
+    // The shader's default configuration (its overridable RM = RN = 4) is the 64x64 tile.
+    assert_eq!((wgsl_const(Shader::Conv2d, "BM"), wgsl_const(Shader::Conv2d, "BN")), (Tile::T64X64.rows(), Tile::T64X64.cols()));
+    let m = module(Shader::Conv2d);
+    let overrides: Vec<_> = m.overrides.iter().filter_map(|(_, o)| o.name.clone()).collect();
+    for t in Tile::ALL {
+        assert!(t.constants().iter().all(|(name, _)| overrides.iter().any(|o| o == name)), "{overrides:?}");
+    }
 }
 
 #[test]

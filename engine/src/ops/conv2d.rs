@@ -13,6 +13,7 @@ use crate::runtime::Runtime;
 use crate::kernels::Shader;
 use crate::ops::reduce;
 use crate::tensor::Tensor;
+use crate::tune::Tile;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug)]
@@ -35,10 +36,8 @@ pub struct Params {
     pub _p: u32,
 }
 
-/// Output tile of one workgroup (rows x cols) and the depth slice; BM/BN/BK in the WGSL (a
-/// runtime test reads them from the shader with naga and compares).
-pub const TILE_M: u32 = 64;
-pub const TILE_N: u32 = 64;
+/// The depth slice staged per step (BK in the WGSL; a test reads it from the shader with naga).
+/// The output tile of a workgroup is a [`Tile`], chosen per shape (`crate::tune`).
 pub const TILE_K: u32 = 16;
 
 /// Geometry of one convolution, checked once.
@@ -107,8 +106,37 @@ impl Geom {
     }
 }
 
-fn grid(gm: u32, gn: u32, splits: u32) -> Work {
-    Work::Groups([gm.div_ceil(TILE_M), gn.div_ceil(TILE_N), splits])
+fn grid(tile: Tile, gm: u32, gn: u32, layers: u32) -> Work {
+    Work::Groups([gm.div_ceil(tile.rows()), gn.div_ceil(tile.cols()), layers])
+}
+
+/// The GEMMs of the three kernels at one geometry: (rows, columns, independent layers: output
+/// phases or split-K slices at the 64x64 tile), as the heuristic sees them.
+fn gemm_dims(g: &Geom) -> [(u32, u32, u32); 3] {
+    let weight_depth = g.n * g.oh * g.ow;
+    let weight_tiles = Tile::T64X64.cover(g.co, g.ci * g.ks * g.ks).0 as u32;
+    [
+        (g.n * g.oh * g.ow, g.co, 1),
+        (g.n * g.h.div_ceil(g.stride) * g.w.div_ceil(g.stride), g.ci, g.stride * g.stride),
+        (g.co, g.ci * g.ks * g.ks, weight_splits(weight_tiles, weight_depth)),
+    ]
+}
+
+/// The tiles the heuristic picks for forward, backward-data and backward-weight (benchmarks
+/// report them beside the measured best).
+pub fn heuristic_tiles(x_shape: &[usize], w_shape: &[usize], stride: u32, pad: u32) -> Result<[Tile; 3]> {
+    let g = Geom::new(x_shape, w_shape, stride, pad)?;
+    Ok(gemm_dims(&g).map(|(m, n, layers)| Tile::heuristic(m, n, layers)))
+}
+
+/// Runs `run` with the tile configuration chosen for `entry` at this geometry (tuned, cached or
+/// by the heuristic for a `gm` x `gn` GEMM repeated over `layers` phases or splits).
+fn tiled(rt: &Runtime, kernel: usize, g: &Geom, run: impl Fn(Tile) -> Result<()>) -> Result<()> {
+    const ENTRIES: [&str; 3] = ["conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weight"];
+    let shape = format!("n={} ci={} h={} w={} co={} k={} s={} p={}", g.n, g.ci, g.h, g.w, g.co, g.ks, g.stride, g.pad);
+    let (m, n, layers) = gemm_dims(g)[kernel];
+    let tile = rt.tile_for(ENTRIES[kernel], &shape, Tile::heuristic(m, n, layers), &run)?;
+    run(tile)
 }
 
 /// Convolution forward. Records `Op::Conv2d` when `x` or `w` requires grad.
@@ -128,7 +156,7 @@ pub(crate) fn conv2d_raw(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad:
     let (gm, gn, gk) = (g.n * g.oh * g.ow, g.co, g.ci * g.ks * g.ks);
     let params = Params { has_bias: bias.is_some() as u32, ..g.params(gm, gn, gk, gk) };
     let bufs = [x.buffer(), w.buffer(), y.buffer(), bias.unwrap_or(w).buffer()];
-    rt.dispatch(Shader::Conv2d, "conv2d_fwd", &bufs, &params, grid(gm, gn, 1))?;
+    tiled(rt, 0, &g, |t| rt.dispatch_with(Shader::Conv2d, "conv2d_fwd", &t.constants(), &bufs, &params, grid(t, gm, gn, 1)))?;
     Ok(y)
 }
 
@@ -149,7 +177,10 @@ pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride:
     // Phase (0, 0) has the most pixels; the other phases' workgroups past their rows idle.
     let rows = geo.n * geo.h.div_ceil(stride) * geo.w.div_ceil(stride);
     let bufs = [g.buffer(), flipped.buffer(), dx.buffer(), flipped.buffer()];
-    rt.dispatch(Shader::Conv2d, "conv2d_bwd_data", &bufs, &params, grid(rows, geo.ci, stride * stride))?;
+    let phases = stride * stride;
+    tiled(rt, 1, &geo, |t| {
+        rt.dispatch_with(Shader::Conv2d, "conv2d_bwd_data", &t.constants(), &bufs, &params, grid(t, rows, geo.ci, phases))
+    })?;
     Ok(dx)
 }
 
@@ -165,20 +196,25 @@ fn weight_splits(tiles: u32, gk: u32) -> u32 {
 pub fn conv2d_backward_weight(rt: &Runtime, x: &Tensor, w_shape: &[usize], stride: u32, pad: u32, g: &Tensor) -> Result<Tensor> {
     let geo = Geom::new(x.shape(), w_shape, stride, pad)?;
     let (gm, gn, gk) = (geo.co, geo.ci * geo.ks * geo.ks, geo.n * geo.oh * geo.ow);
-    let tiles = gm.div_ceil(TILE_M) * gn.div_ceil(TILE_N);
-    let splits = weight_splits(tiles, gk);
-    // Round each split's depth to whole K slices so no slice straddles two workgroups.
-    let k_split = gk.div_ceil(splits).div_ceil(TILE_K) * TILE_K;
-    let splits = gk.div_ceil(k_split);
     let dw = Tensor::empty(rt, w_shape)?;
-    let params = geo.params(gm, gn, gk, k_split);
-    if splits == 1 {
-        rt.dispatch(Shader::Conv2d, "conv2d_bwd_weight", &[g.buffer(), x.buffer(), dw.buffer(), x.buffer()], &params, grid(gm, gn, 1))?;
-    } else {
-        let partial = Tensor::empty(rt, &[splits as usize, (gm * gn) as usize])?;
-        rt.dispatch(Shader::Conv2d, "conv2d_bwd_weight", &[g.buffer(), x.buffer(), partial.buffer(), x.buffer()], &params, grid(gm, gn, splits))?;
-        reduce::sum_rows_into(rt, &partial, &dw)?;
-    }
+    let splits_for = |t: Tile| {
+        let splits = weight_splits(t.cover(gm, gn).0 as u32, gk);
+        // Round each split's depth to whole K slices so no slice straddles two workgroups.
+        let k_split = gk.div_ceil(splits).div_ceil(TILE_K) * TILE_K;
+        (gk.div_ceil(k_split), k_split)
+    };
+    tiled(rt, 2, &geo, |t| {
+        let (splits, k_split) = splits_for(t);
+        let params = geo.params(gm, gn, gk, k_split);
+        let constants = t.constants();
+        if splits == 1 {
+            rt.dispatch_with(Shader::Conv2d, "conv2d_bwd_weight", &constants, &[g.buffer(), x.buffer(), dw.buffer(), x.buffer()], &params, grid(t, gm, gn, 1))
+        } else {
+            let partial = Tensor::empty(rt, &[splits as usize, (gm * gn) as usize])?;
+            rt.dispatch_with(Shader::Conv2d, "conv2d_bwd_weight", &constants, &[g.buffer(), x.buffer(), partial.buffer(), x.buffer()], &params, grid(t, gm, gn, splits))?;
+            reduce::sum_rows_into(rt, &partial, &dw)
+        }
+    })?;
     Ok(dw)
 }
 
