@@ -61,12 +61,14 @@ const BWD_WEIGHT: u32 = 2u;
 // 16 x 16 threads computes RM x RN outputs (4 or 8 each), so a workgroup's tile is BM x BN =
 // 16 RM x 16 RN (64x64 up to 128x128). Larger tiles read fewer workgroup-memory words per
 // multiply-add (RM RN / (RM + RN) per word); smaller ones make more workgroups for small layers.
-override RM: u32 = 4u;
-override RN: u32 = 4u;
-const BM: u32 = 64u;  // the tile of the default configuration (RM = RN = 4)
-const BN: u32 = 64u;
+// They are specialisation constants: the host rewrites these two declarations with the chosen
+// values before compiling (engine/src/pipelines.rs), so the tile sizes and every expression
+// and branch on them fold at compile time; as written, the shader is the 64x64 configuration.
+const RM: u32 = 4u;
+const RN: u32 = 4u;
+const BM: u32 = 16u * RM;
+const BN: u32 = 16u * RN;
 const BK: u32 = 16u;
-const MAX_ACC: u32 = 16u; // vec4 accumulators of the largest configuration (8 x 8 / 4)
 
 @group(0) @binding(0) var<storage, read> src_a: array<f32>;
 @group(0) @binding(1) var<storage, read> src_b: array<f32>;
@@ -77,8 +79,8 @@ const MAX_ACC: u32 = 16u; // vec4 accumulators of the largest configuration (8 x
 // Tiles are stored so that each four rows (columns) one thread multiplies, tx + 16 i for
 // i = 4q .. 4q + 3 (likewise ty + 16 j), sit in one vec4: row r = tx + 16 i of depth kl lives at
 // tile_a[kl * 4 RM + (i / 4) * 16 + tx][i % 4].
-var<workgroup> tile_a: array<vec4<f32>, BK * 4u * RM>; // [BK][16 RM / 4]
-var<workgroup> tile_b: array<vec4<f32>, BK * 4u * RN>; // [BK][16 RN / 4]
+var<workgroup> tile_a: array<vec4<f32>, 512>; // [BK][BM / 4], sized for BM = 128
+var<workgroup> tile_b: array<vec4<f32>, 512>; // [BK][BN / 4]
 
 // a / d for a < 2^24 and d >= 1, given inv = 1 / d. The float quotient is within one of the
 // true one (relative error under 2^-23 on a quotient under 2^23), so one correction each way
@@ -296,24 +298,51 @@ fn tile_slot(depth: u32, r: u32, per_thread: u32) -> u32 {
     return depth * 4u * per_thread + (i / 4u) * 16u + r % 16u;
 }
 
+// The four outputs (m, n + 16 e), e = 0..3, of one accumulator.
+fn store4(mode: u32, f: Phase, split: u32, m: u32, n: u32, v: vec4<f32>) {
+    if (m >= f.gm) {
+        return;
+    }
+    for (var e = 0u; e < 4u; e++) {
+        if (n + 16u * e < p.gn) {
+            store(mode, f, split, m, n + 16u * e, v[e]);
+        }
+    }
+}
+
 fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
     let f = phase_of(mode, wid.z);
-    let bm = 16u * RM;
-    let bn = 16u * RN;
     let tx = lid % 16u;
     let ty = lid / 16u;
-    let m0 = wid.x * bm;
-    let n0 = wid.y * bn;
-    // acc[i * RN / 4 + j / 4][j % 4]: row tx + 16 i, column ty + 16 j.
-    var acc: array<vec4<f32>, MAX_ACC>; // zero-initialised, as every WGSL variable
-    // Every load of this thread hits tile row lid % bm of A and tile column lid % bn of B, at
-    // depths lid / bm + (256 / bm) r: 256 threads cover the bm x 16 A slice in bm / 16 loads.
-    let arow = lid % bm;
-    let bcol = lid % bn;
+    let m0 = wid.x * BM;
+    let n0 = wid.y * BN;
+    // Accumulator c<r><q>: rows tx + 16 r, columns ty + 64 q + 16 e (e the vec4 component).
+    // Named registers, not an array: every access is static, so nothing can spill to memory;
+    // the blocks a configuration does not use are compiled out (RM, RN are constants).
+    var c00 = vec4<f32>(0.0);
+    var c10 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0);
+    var c30 = vec4<f32>(0.0);
+    var c40 = vec4<f32>(0.0);
+    var c50 = vec4<f32>(0.0);
+    var c60 = vec4<f32>(0.0);
+    var c70 = vec4<f32>(0.0);
+    var c01 = vec4<f32>(0.0);
+    var c11 = vec4<f32>(0.0);
+    var c21 = vec4<f32>(0.0);
+    var c31 = vec4<f32>(0.0);
+    var c41 = vec4<f32>(0.0);
+    var c51 = vec4<f32>(0.0);
+    var c61 = vec4<f32>(0.0);
+    var c71 = vec4<f32>(0.0);
+    // Every load of this thread hits tile row lid % BM of A and tile column lid % BN of B, at
+    // depths lid / BM + (256 / BM) r: 256 threads cover the BM x 16 A slice in RM loads.
+    let arow = lid % BM;
+    let bcol = lid % BN;
     let g = prepare(mode, f, m0 + arow, n0 + bcol);
     for (var k0 = f.k_begin; k0 < f.k_end; k0 += BK) {
         for (var r = 0u; r < RM; r++) {
-            let kl = lid / bm + (256u / bm) * r;
+            let kl = lid / BM + (256u / BM) * r;
             let k = k0 + kl;
             var va = 0.0;
             if (g.row_ok && k < f.k_end) {
@@ -322,7 +351,7 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
             tile_a[tile_slot(kl, arow, RM)][(arow / 16u) % 4u] = va;
         }
         for (var r = 0u; r < RN; r++) {
-            let kl = lid / bn + (256u / bn) * r;
+            let kl = lid / BN + (256u / BN) * r;
             let k = k0 + kl;
             var vb = 0.0;
             if (g.col_ok && k < f.k_end) {
@@ -332,29 +361,40 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
         }
         workgroupBarrier();
         for (var kl = 0u; kl < BK; kl++) {
-            for (var qa = 0u; qa < RM / 4u; qa++) {
-                let a = tile_a[kl * 4u * RM + qa * 16u + tx];
-                for (var qb = 0u; qb < RN / 4u; qb++) {
-                    let b = tile_b[kl * 4u * RN + qb * 16u + ty];
-                    let row = 4u * qa * (RN / 4u) + qb;
-                    acc[row] += a.x * b;
-                    acc[row + RN / 4u] += a.y * b;
-                    acc[row + 2u * (RN / 4u)] += a.z * b;
-                    acc[row + 3u * (RN / 4u)] += a.w * b;
+            let a0 = tile_a[kl * 4u * RM + tx];
+            let b0 = tile_b[kl * 4u * RN + ty];
+            c00 += a0.x * b0; c10 += a0.y * b0; c20 += a0.z * b0; c30 += a0.w * b0;
+            if (RN == 8u) {
+                let b1 = tile_b[kl * 4u * RN + 16u + ty];
+                c01 += a0.x * b1; c11 += a0.y * b1; c21 += a0.z * b1; c31 += a0.w * b1;
+            }
+            if (RM == 8u) {
+                let a1 = tile_a[kl * 4u * RM + 16u + tx];
+                c40 += a1.x * b0; c50 += a1.y * b0; c60 += a1.z * b0; c70 += a1.w * b0;
+                if (RN == 8u) {
+                    let b1 = tile_b[kl * 4u * RN + 16u + ty];
+                    c41 += a1.x * b1; c51 += a1.y * b1; c61 += a1.z * b1; c71 += a1.w * b1;
                 }
             }
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < RM; i++) {
-        let m = m0 + tx + 16u * i;
-        for (var j = 0u; j < RN; j++) {
-            let n = n0 + ty + 16u * j;
-            if (m < f.gm && n < p.gn) {
-                store(mode, f, wid.z, m, n, acc[i * (RN / 4u) + j / 4u][j % 4u]);
-            }
-        }
-    }
+    store4(mode, f, wid.z, m0 + tx + 0u, n0 + ty + 0u, c00);
+    if (RN == 8u) { store4(mode, f, wid.z, m0 + tx + 0u, n0 + ty + 64u, c01); }
+    store4(mode, f, wid.z, m0 + tx + 16u, n0 + ty + 0u, c10);
+    if (RN == 8u) { store4(mode, f, wid.z, m0 + tx + 16u, n0 + ty + 64u, c11); }
+    store4(mode, f, wid.z, m0 + tx + 32u, n0 + ty + 0u, c20);
+    if (RN == 8u) { store4(mode, f, wid.z, m0 + tx + 32u, n0 + ty + 64u, c21); }
+    store4(mode, f, wid.z, m0 + tx + 48u, n0 + ty + 0u, c30);
+    if (RN == 8u) { store4(mode, f, wid.z, m0 + tx + 48u, n0 + ty + 64u, c31); }
+    if (RM == 8u) { store4(mode, f, wid.z, m0 + tx + 64u, n0 + ty + 0u, c40); }
+    if (RM == 8u && RN == 8u) { store4(mode, f, wid.z, m0 + tx + 64u, n0 + ty + 64u, c41); }
+    if (RM == 8u) { store4(mode, f, wid.z, m0 + tx + 80u, n0 + ty + 0u, c50); }
+    if (RM == 8u && RN == 8u) { store4(mode, f, wid.z, m0 + tx + 80u, n0 + ty + 64u, c51); }
+    if (RM == 8u) { store4(mode, f, wid.z, m0 + tx + 96u, n0 + ty + 0u, c60); }
+    if (RM == 8u && RN == 8u) { store4(mode, f, wid.z, m0 + tx + 96u, n0 + ty + 64u, c61); }
+    if (RM == 8u) { store4(mode, f, wid.z, m0 + tx + 112u, n0 + ty + 0u, c70); }
+    if (RM == 8u && RN == 8u) { store4(mode, f, wid.z, m0 + tx + 112u, n0 + ty + 64u, c71); }
 }
 
 @compute @workgroup_size(256)
@@ -401,4 +441,54 @@ fn conv2d_flip_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     let fy = ny - 1u - ky / s; // reversed tap order
     let fx = nx - 1u - kx / s;
     flipped[before * p.ci * p.co + ((ci * p.co + co) * ny + fy) * nx + fx] = src_a[i];
+}
+
+// Backward-data for at most four input channels (the stem: RGB), where a GEMM tile would leave
+// all but CI of its columns idle: one thread per input pixel (n, iy, ix) sums, for every tap
+// that reaches it, g over the output channels times that tap's weights of its CI channels.
+// Consecutive threads read consecutive pixels of g; the weights are the same for all threads.
+// bindings: 0 g, 1 w, 2 dx (overwritten)
+@compute @workgroup_size(256)
+fn conv2d_bwd_data_narrow(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    let hw = p.h * p.w;
+    if (i >= p.n * hw) {
+        return;
+    }
+    let n = i / hw;
+    let r = i - n * hw;
+    let iy = r / p.w;
+    let ix = r - iy * p.w;
+    let kk = p.ks * p.ks;
+    let ohw = p.oh * p.ow;
+    var acc = vec4<f32>(0.0);
+    for (var ky = 0u; ky < p.ks; ky++) {
+        let ty = i32(iy + p.pad) - i32(ky);
+        let oy = u32(max(ty, 0)) / p.stride;
+        if (ty < 0 || oy * p.stride != u32(ty) || oy >= p.oh) {
+            continue;
+        }
+        for (var kx = 0u; kx < p.ks; kx++) {
+            let tx = i32(ix + p.pad) - i32(kx);
+            let ox = u32(max(tx, 0)) / p.stride;
+            if (tx < 0 || ox * p.stride != u32(tx) || ox >= p.ow) {
+                continue;
+            }
+            var gi = n * p.co * ohw + oy * p.ow + ox;
+            var wi = ky * p.ks + kx;
+            for (var co = 0u; co < p.co; co++) {
+                let gv = src_a[gi];
+                var wv = vec4<f32>(0.0);
+                for (var c = 0u; c < p.ci; c++) {
+                    wv[c] = src_b[wi + c * kk];
+                }
+                acc += gv * wv;
+                gi += ohw;
+                wi += p.ci * kk;
+            }
+        }
+    }
+    for (var c = 0u; c < p.ci; c++) {
+        dst[(n * p.ci + c) * hw + r] = acc[c];
+    }
 }

@@ -42,10 +42,13 @@ pub struct KernelStats {
 /// Workgroup size of each entry point of a shader (`None`: override-sized).
 type EntrySizes = HashMap<String, Option<[u32; 3]>>;
 
+/// A shader module: its source with the specialisation constants substituted.
+type ModuleKey = (Shader, Vec<(&'static str, u32)>);
+
 #[derive(Default)]
 pub struct KernelCache {
     kernels: RefCell<HashMap<KernelKey, Rc<Kernel>>>,
-    modules: RefCell<HashMap<Shader, wgpu::ShaderModule>>,
+    modules: RefCell<HashMap<ModuleKey, wgpu::ShaderModule>>,
     /// Workgroup sizes per entry point of each shader, read with naga.
     sizes: RefCell<HashMap<Shader, EntrySizes>>,
     bind_groups: RefCell<HashMap<(u64, Vec<u64>), wgpu::BindGroup>>,
@@ -61,6 +64,21 @@ pub fn workgroup_sizes(shader: Shader) -> Result<EntrySizes> {
         .iter()
         .map(|e| (e.name.clone(), if e.workgroup_size_overrides.is_some() { None } else { Some(e.workgroup_size) }))
         .collect())
+}
+
+/// The source of `shader` with each `const NAME: u32 = ...;` named in `constants` rewritten to
+/// the given value. Specialising the source (rather than through pipeline-overridable
+/// constants) lets naga fold every expression of the constants, array sizes included, so the
+/// driver compiles fixed loops and static register accesses for each variant.
+pub fn specialise(shader: Shader, constants: &[(&'static str, u32)]) -> Result<String> {
+    let mut source = shader.source().to_string();
+    for (name, value) in constants {
+        let decl = format!("const {name}: u32 = ");
+        let start = source.find(&decl).ok_or_else(|| EngineError::Shader { file: shader.file_name(), reason: format!("no `{decl}...;` to specialise") })?;
+        let end = start + source[start..].find(';').expect("a declaration ends with ;");
+        source.replace_range(start..end, &format!("{decl}{value}u"));
+    }
+    Ok(source)
 }
 
 impl KernelCache {
@@ -91,19 +109,18 @@ impl KernelCache {
         }
         let workgroup_size = self.workgroup_size(shader, entry)?;
         let mut modules = self.modules.borrow_mut();
-        let module = modules.entry(shader).or_insert_with(|| {
-            device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(shader.file_name()),
-                source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-            })
-        });
-        let values: Vec<(&str, f64)> = constants.iter().map(|(n, v)| (*n, *v as f64)).collect();
+        let module_key = (shader, constants.to_vec());
+        if !modules.contains_key(&module_key) {
+            let source = specialise(shader, constants)?;
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(shader.file_name()), source: wgpu::ShaderSource::Wgsl(source.into()) });
+            modules.insert(module_key.clone(), module);
+        }
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: None,
-            module,
+            module: &modules[&module_key],
             entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions { constants: &values, zero_initialize_workgroup_memory: false },
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &[], zero_initialize_workgroup_memory: false },
             cache: None,
         });
         let layout = pipeline.get_bind_group_layout(0);

@@ -59,12 +59,15 @@ fn conv3x3_stride2_odd_sizes_every_phase_tiles() {
 #[test]
 fn conv_unpadded_and_wide_kernels_at_strides_two_and_three() {
     // Phases whose taps start past the window (k3 p0 s2), a 5x5 kernel with pad 2, and a stride
-    // of 3, where some phases get a single tap and a 1x1 kernel leaves phases with none.
-    check(9, [2, 3, 9, 9], 4, 3, 2, 0);
-    check(10, [2, 3, 8, 7], 4, 5, 2, 2);
-    check(11, [2, 3, 10, 11], 4, 3, 3, 1);
-    check(12, [2, 3, 7, 7], 4, 1, 3, 0);
-    check(13, [2, 3, 6, 6], 4, 2, 2, 1);
+    // of 3, where some phases get a single tap and a 1x1 kernel leaves phases with none; each
+    // with 3 input channels (the direct narrow backward-data kernel) and 6 (the phase GEMM).
+    for ci in [3, 6] {
+        check(9, [2, ci, 9, 9], 4, 3, 2, 0);
+        check(10, [2, ci, 8, 7], 4, 5, 2, 2);
+        check(11, [2, ci, 10, 11], 4, 3, 3, 1);
+        check(12, [2, ci, 7, 7], 4, 1, 3, 0);
+        check(13, [2, ci, 6, 6], 4, 2, 2, 1);
+    }
 }
 
 #[test]
@@ -78,24 +81,30 @@ fn conv_multi_tile_and_split_k() {
 fn conv_gradient_finite_differences() {
     let rt = rt();
     let mut r = rng(5);
-    let xs = vec![2, 2, 5, 5];
-    let ws = vec![3, 2, 3, 3];
-    let inputs = vec![(xs.clone(), r.uniform_vec(100, -1.0, 1.0)), (ws, r.uniform_vec(54, -0.5, 0.5))];
-    grad_check(&rt, 6, &inputs, 12, |g, t| conv2d(g, &t[0], &t[1], 2, 1));
+    // 2 input channels (direct backward-data) and 5 (the phase GEMM).
+    for ci in [2, 5] {
+        let xs = vec![2, ci, 5, 5];
+        let ws = vec![3, ci, 3, 3];
+        let inputs = vec![(xs.clone(), r.uniform_vec(50 * ci, -1.0, 1.0)), (ws, r.uniform_vec(27 * ci, -0.5, 0.5))];
+        grad_check(&rt, 6, &inputs, 12, |g, t| conv2d(g, &t[0], &t[1], 2, 1));
+    }
 }
 
 #[test]
 fn conv_skips_weight_gradient_when_weight_is_frozen() {
     let rt = rt();
     let mut r = rng(7);
-    let x = Tensor::leaf(&rt, &[1, 2, 4, 4], &r.uniform_vec(32, -1.0, 1.0)).unwrap();
-    let w = Tensor::from_f32(&rt, &[2, 2, 3, 3], &r.uniform_vec(36, -1.0, 1.0)).unwrap();
-    let y = conv2d(&rt, &x, &w, 1, 1).unwrap();
-    let g = Tensor::from_f32(&rt, y.shape(), &vec![1.0; y.numel()]).unwrap();
-    let before = rt.stats().dispatches;
-    let grads = autodiff::backward_with(&rt, &y, g).unwrap();
-    assert!(grads.get(&x).is_some() && grads.get(&w).is_none());
-    assert_eq!(rt.stats().dispatches - before, 2, "only the backward-data kernels run (weight re-layout and GEMM)");
+    // Two input channels take the direct kernel (one dispatch), eight the phase GEMM (two).
+    for (ci, kernels) in [(2, 1), (8, 2)] {
+        let x = Tensor::leaf(&rt, &[1, ci, 4, 4], &r.uniform_vec(16 * ci, -1.0, 1.0)).unwrap();
+        let w = Tensor::from_f32(&rt, &[2, ci, 3, 3], &r.uniform_vec(18 * ci, -1.0, 1.0)).unwrap();
+        let y = conv2d(&rt, &x, &w, 1, 1).unwrap();
+        let g = Tensor::from_f32(&rt, y.shape(), &vec![1.0; y.numel()]).unwrap();
+        let before = rt.stats().dispatches;
+        let grads = autodiff::backward_with(&rt, &y, g).unwrap();
+        assert!(grads.get(&x).is_some() && grads.get(&w).is_none());
+        assert_eq!(rt.stats().dispatches - before, kernels, "only the backward-data kernels run ({ci} channels)");
+    }
 }
 
 #[test]

@@ -160,6 +160,10 @@ pub(crate) fn conv2d_raw(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad:
     Ok(y)
 }
 
+/// Up to this many input channels (the stem's RGB) the gradient w.r.t. the input is computed
+/// directly, a thread per input pixel, instead of by a GEMM whose tiles would be mostly empty.
+pub const NARROW_CHANNELS: u32 = 4;
+
 /// Gradient w.r.t. the input: `dx[n,ci,iy,ix] = sum_{co,ky,kx} g[n,co,oy,ox] w[co,ci,ky,kx]`
 /// over the output pixels (oy, ox) whose window covers (iy, ix) at tap (ky, kx).
 ///
@@ -167,10 +171,17 @@ pub(crate) fn conv2d_raw(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad:
 /// pixels with the same row and column remainder), each with only the taps that reach it,
 /// flipped and transposed: no gathered zero taps at stride 2, and the same gather as the
 /// forward (coalesced along pixels, B contiguous along K). Two dispatches: the weight
-/// re-layout and one GEMM whose grid z is the phase.
+/// re-layout and one GEMM whose grid z is the phase. With at most [`NARROW_CHANNELS`] input
+/// channels, one direct kernel instead.
 pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride: u32, pad: u32, g: &Tensor) -> Result<Tensor> {
     let geo = Geom::new(x_shape, w.shape(), stride, pad)?;
     let params = geo.params(0, geo.ci, 0, 0);
+    if geo.ci <= NARROW_CHANNELS {
+        let dx = Tensor::empty(rt, x_shape)?;
+        let bufs = [g.buffer(), w.buffer(), dx.buffer()];
+        rt.dispatch(Shader::Conv2d, "conv2d_bwd_data_narrow", &bufs, &params, Work::Items((geo.n * geo.h * geo.w) as u64))?;
+        return Ok(dx);
+    }
     let flipped = Tensor::empty(rt, &[w.numel()])?;
     rt.dispatch(Shader::Conv2d, "conv2d_flip_weights", &[w.buffer(), flipped.buffer()], &params, Work::Items(w.numel() as u64))?;
     let dx = Tensor::empty(rt, x_shape)?;
