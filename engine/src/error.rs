@@ -11,7 +11,9 @@ pub enum EngineError {
 
     #[error(
         "no GPU adapter found. Install a GPU driver with Vulkan, Metal or DX12 support, or on a \
-         CPU-only Linux machine install Mesa's lavapipe (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`)"
+         CPU-only Linux machine install Mesa's lavapipe (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`). \
+         In an NVIDIA container where nvidia-smi works, the Vulkan ICD may need to name libEGL_nvidia.so.0 \
+         (README, Requirements)"
     )]
     NoAdapter,
 

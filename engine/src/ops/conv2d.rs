@@ -111,14 +111,13 @@ fn grid(tile: Tile, gm: u32, gn: u32, layers: u32) -> Work {
 }
 
 /// The GEMMs of the three kernels at one geometry: (rows, columns, independent layers: output
-/// phases or split-K slices at the 64x64 tile), as the heuristic sees them.
+/// phases; for the weight gradient, whose split-K makes about 256 workgroups whatever the
+/// tile, as many as fill the device), as the heuristic sees them.
 fn gemm_dims(g: &Geom) -> [(u32, u32, u32); 3] {
-    let weight_depth = g.n * g.oh * g.ow;
-    let weight_tiles = Tile::T64X64.cover(g.co, g.ci * g.ks * g.ks).0 as u32;
     [
         (g.n * g.oh * g.ow, g.co, 1),
         (g.n * g.h.div_ceil(g.stride) * g.w.div_ceil(g.stride), g.ci, g.stride * g.stride),
-        (g.co, g.ci * g.ks * g.ks, weight_splits(weight_tiles, weight_depth)),
+        (g.co, g.ci * g.ks * g.ks, 256),
     ]
 }
 
