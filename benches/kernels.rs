@@ -130,7 +130,7 @@ fn main() {
     }
 
     // CIFS: probe, pair, relevance, mask on the layer4 output (nonlinear probe, train rule).
-    let probe = Probe::nonlinear(&rt, "layer4.0", 8 * w, 10, &mut rng).unwrap();
+    let probe = Probe::nonlinear(&rt, "layer4.0.Probe", 8 * w, cifs::probe::PROBE_HIDDEN, 10, &mut rng).unwrap();
     let z = rand(&rt, &mut rng, &[b, 8 * w, 4, 4]);
     let labels = Tensor::from_u32(&rt, &[b], &(0..b as u32).map(|i| i % 10).collect::<Vec<_>>()).unwrap();
     let ms = measure(&rt, reps, || drop(probe.apply(&rt, &z, PairRule::Train(&labels), true).unwrap()));

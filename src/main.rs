@@ -126,28 +126,32 @@ struct TrainArgs {
     /// Where the dataset is (or is downloaded to). Default: data/<dataset>.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = ModelKind::ResNet18Cifs)]
-    model: ModelKind,
+    /// [default: resnet18-cifs; fashion-mnist: resnet10-cifs]
+    #[arg(long, value_enum)]
+    model: Option<ModelKind>,
     /// Channels of the first stage (64 in the paper).
     #[arg(long, default_value_t = 64)]
     width: usize,
-    /// Epochs of the main (adversarial) phase.
-    #[arg(long, default_value_t = 120)]
-    epochs: usize,
-    /// Clean warm-up epochs before adversarial training (see the README for why 15).
-    #[arg(long, default_value_t = 15)]
-    clean_epochs: usize,
+    /// Epochs of the main (adversarial) phase [default: 120; fashion-mnist: 60].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Clean warm-up epochs before adversarial training (see the README for why 15)
+    /// [default: 15; fashion-mnist: 0].
+    #[arg(long)]
+    clean_epochs: Option<usize>,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
-    #[arg(long, default_value = "0.1", value_parser = non_negative)]
-    lr: f32,
+    /// [default: 0.1; svhn and fashion-mnist: 0.01]
+    #[arg(long, value_parser = non_negative)]
+    lr: Option<f32>,
     #[arg(long, default_value = "0.9", value_parser = unit_interval)]
     momentum: f32,
     #[arg(long, default_value = "2e-4", value_parser = non_negative)]
     weight_decay: f32,
-    /// Main-phase epochs at which the lr drops 10x, comma-separated.
-    #[arg(long, default_value = "75,90")]
-    milestones: String,
+    /// Main-phase epochs at which the lr drops 10x, comma-separated [default: 75,90;
+    /// fashion-mnist: 37,45].
+    #[arg(long)]
+    milestones: Option<String>,
     /// How the main phase makes its training images.
     #[arg(long = "adv", value_enum, default_value_t = Adversary::Pgd)]
     adversary: Adversary,
@@ -158,12 +162,15 @@ struct TrainArgs {
     /// TRADES's KL weight.
     #[arg(long, default_value = "6", value_parser = non_negative)]
     trades_beta: f32,
-    #[arg(long, default_value = "8/255", value_parser = non_negative)]
-    eps: f32,
-    #[arg(long, default_value = "2/255", value_parser = non_negative)]
-    step_size: f32,
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
-    attack_steps: u32,
+    /// [default: 8/255; fashion-mnist: 0.1]
+    #[arg(long, value_parser = non_negative)]
+    eps: Option<f32>,
+    /// [default: 2/255; fashion-mnist: 0.01]
+    #[arg(long, value_parser = non_negative)]
+    step_size: Option<f32>,
+    /// [default: 10; fashion-mnist: 40]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    attack_steps: Option<u32>,
     /// Weight of the CIFS probe losses in the joint loss.
     #[arg(long, default_value = "2", value_parser = non_negative)]
     beta: f32,
@@ -407,31 +414,37 @@ fn load_data(kind: DatasetKind, dir: Option<&Path>, no_download: bool) -> Result
 }
 
 fn train(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String> {
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}-w{}-s{}", a.dataset, a.model, a.width, a.seed)));
+    let model = a.model.unwrap_or(cifs::recipe::Recipe::for_dataset(a.dataset).model);
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}-w{}-s{}", a.dataset, model, a.width, a.seed)));
     if !a.resume && out.join("last.safetensors").is_file() {
         return Err(format!("{} already holds a run; pass --resume to continue it or choose another --out", out.display()));
     }
     let rt = open_runtime(adapter, tune)?;
     eprintln!("adapter: {} ({:?})", rt.gpu.info.name, rt.gpu.info.backend);
     let (splits, dir) = load_data(a.dataset, a.data_dir.as_deref(), a.no_download)?;
+    let recipe = cifs::recipe::Recipe::for_dataset(a.dataset);
+    let (channels, side) = model.input();
+    if splits.train.shape != (datasets::ImageShape { channels, side }) {
+        return Err(format!("{model} takes {channels}x{side}x{side} images and {} has {}; choose another --model", a.dataset, splits.train.shape));
+    }
     let cfg = TrainConfig {
         dataset: a.dataset.to_string(),
         data_dir: dir.display().to_string(),
-        model: a.model,
+        model,
         width: a.width,
-        epochs: a.epochs,
-        clean_epochs: a.clean_epochs,
+        epochs: a.epochs.unwrap_or(recipe.epochs),
+        clean_epochs: a.clean_epochs.unwrap_or(recipe.clean_epochs),
         batch_size: a.batch_size,
-        lr: a.lr,
+        lr: a.lr.unwrap_or(recipe.lr),
         momentum: a.momentum,
         weight_decay: a.weight_decay,
-        milestones: milestones(&a.milestones)?,
+        milestones: match &a.milestones { Some(m) => milestones(m)?, None => recipe.milestones.clone() },
         adversary: a.adversary,
         method: a.method,
         trades_beta: a.trades_beta,
-        eps: a.eps,
-        step_size: a.step_size,
-        attack_steps: a.attack_steps as usize,
+        eps: a.eps.unwrap_or(recipe.eps),
+        step_size: a.step_size.unwrap_or(recipe.step_size),
+        attack_steps: a.attack_steps.unwrap_or(recipe.attack_steps) as usize,
         beta: a.beta,
         eval_every: a.eval_every as usize,
         eval_limit: a.eval_limit,
@@ -439,6 +452,7 @@ fn train(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String> 
         limit_test: a.limit_test,
         seed: a.seed,
         init_from: a.init_from.map(|p| p.display().to_string()),
+        augment: recipe.augment,
     };
     eprintln!("writing to {}", out.display());
     let history = cifs::run::run(&rt, &cfg, splits, &out, a.resume, &mut display::TrainDisplay::default()).map_err(|e| e.to_string())?;
@@ -476,6 +490,12 @@ fn analyze(adapter: Option<&str>, tune: bool, a: AnalyzeArgs) -> Result<(), Stri
             None => return Err(format!("no class `{}` in this dataset; its classes are: {}", a.class, splits.test.classes.join(", "))),
         }
     };
+    let features = model.linear.weight.leaf().numel() / model.config.classes;
+    let (_, shown) = cifs::analyze::analysed_blocks(&model, features);
+    let skipped: Vec<&str> = model.blocks.iter().filter(|b| b.probe.is_some() && !shown.contains(&b.name)).map(|b| b.name.as_str()).collect();
+    if !skipped.is_empty() {
+        eprintln!("note: the figures order channels by the classifier's weights; the masks of {} (other channel counts) are not drawn", skipped.join(", "));
+    }
     if model.blocks.iter().all(|b| b.probe.is_none()) {
         eprintln!("note: {model_name} has no CIFS block: the mask figures and the NR shares without the mask are skipped");
     }

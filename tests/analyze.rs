@@ -22,7 +22,7 @@ fn setup(rt: &Runtime) -> (ResNet18, Arc<datasets::Dataset>) {
     let mut r = rng(41);
     let labels = vec![0u8, 2, 5, 0, 5, 2, 0];
     let images = (0..labels.len() * 3072).map(|i| ((i / 1024) as f64 * 20.0 + r.uniform(0.0, 120.0)) as u8).collect();
-    (model, Arc::new(datasets::Dataset { images, labels, classes: (0..10).map(|c| format!("c{c}")).collect() }))
+    (model, Arc::new(datasets::Dataset { images, labels, classes: (0..10).map(|c| format!("c{c}")).collect(), shape: datasets::ImageShape::RGB32 }))
 }
 
 /// Per-channel sums of one image's features, masks and unmasked outputs, natural and adversarial.

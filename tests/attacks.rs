@@ -178,6 +178,7 @@ fn autoattack_is_at_most_each_of_its_attacks_and_reproducible() {
         images: x.iter().map(|&v| (v * 255.0).round() as u8).collect(),
         labels: labels.iter().map(|&l| l as u8).collect(),
         classes: (0..10).map(|c| format!("c{c}")).collect(),
+        shape: datasets::ImageShape::RGB32,
     });
     // Small budgets (lavapipe): 4 APGD iterations, 2 target classes, 15 Square queries.
     let settings = EvalSettings { iterations: 4, target_classes: 2, queries: 15, seed: 5, ..EvalSettings::reference(16.0 / 255.0, 5) };

@@ -29,7 +29,10 @@ fn probe_fd(kind: &str, train: bool, seed: u64) {
     let mut r = rng(seed);
     let (n, c, classes) = (3, 6, 4);
     let probe = match kind {
-        "nonlinear" => Probe::nonlinear(&rt, "b", c, classes, &mut r),
+        "nonlinear" => Probe::nonlinear(&rt, "b", c, cifs::probe::PROBE_HIDDEN, classes, &mut r),
+        // ResNet-10-CIFS's probes: the mask scaled by 2.
+        "nonlinear-x2" => Probe::nonlinear(&rt, "b", c, 7, classes, &mut r).map(|p| p.scaled(2.0)),
+        "linear-x2" => Probe::linear(&rt, "b", c, classes, &mut r).map(|p| p.scaled(2.0)),
         "linear" => Probe::linear(&rt, "b", c, classes, &mut r),
         _ => Probe::cas(&rt, "b", c, classes, &mut r),
     }
@@ -107,6 +110,12 @@ fn cifs_linear_probe_block_finite_differences() {
 fn cifs_nonlinear_probe_block_finite_differences() {
     probe_fd("nonlinear", true, 203);
     probe_fd("nonlinear", false, 204);
+}
+
+#[test]
+fn scaled_mask_probe_blocks_finite_differences() {
+    probe_fd("nonlinear-x2", true, 207);
+    probe_fd("linear-x2", false, 208);
 }
 
 /// CAS (the paper's baseline): the mask is the raw weight row of the label (train) or of the

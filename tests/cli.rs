@@ -208,3 +208,42 @@ fn train_resume_eval_and_bad_input() {
     assert!(e.contains("diverged") && e.contains("epoch 3"), "{e}");
     assert_eq!(model_tensors(&a.join("last.safetensors")), model_tensors(&b.join("last.safetensors")), "the last good checkpoint was touched");
 }
+
+/// Writes Fashion-MNIST-format files (uncompressed IDX) with `n` images of two brightness
+/// classes: class 0 dark, class 1 bright.
+fn make_fashion(dir: &Path, prefix: &str, n: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = engine::Rng::new(n as u64);
+    let mut images: Vec<u8> = [0x803u32, n, 28, 28].iter().flat_map(|d| d.to_be_bytes()).collect();
+    let mut labels: Vec<u8> = [0x801u32, n].iter().flat_map(|d| d.to_be_bytes()).collect();
+    for i in 0..n {
+        let label = (i % 2) as u8;
+        images.extend((0..784).map(|_| (if label == 1 { 180.0 } else { 40.0 } + rng.uniform(-30.0, 30.0)) as u8));
+        labels.push(label);
+    }
+    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+}
+
+#[test]
+fn fashion_mnist_trains_resnet10_cifs_by_default_and_evaluates() {
+    let root = tmpdir("fmnist");
+    let data = root.join("data");
+    make_fashion(&data, "train", 8);
+    make_fashion(&data, "t10k", 4);
+    let (d, out) = (data.to_str().unwrap(), root.join("run"));
+    let args = ["train", "fashion-mnist", "--data-dir", d, "--no-download", "--out", out.to_str().unwrap(), "--width", "4", "--batch-size", "4", "--epochs", "1", "--attack-steps", "2", "--eval-limit", "4"];
+    ok(&args);
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"], "resnet10-cifs");
+    assert_eq!((config["eps"].as_f64().unwrap() as f32, config["lr"].as_f64().unwrap() as f32, config["augment"].as_bool()), (0.1, 0.01, Some(false)));
+    let best = out.join("best.safetensors");
+    let table = ok(&["eval", "--checkpoint", best.to_str().unwrap(), "fashion-mnist", "--data-dir", d, "--no-download", "--attacks", "natural,pgd2", "--eps", "0.1"]);
+    assert!(table.contains("pgd2") && table.contains("Ankle boot"), "{table}");
+    let an = root.join("analysis");
+    let log = ok(&["analyze", "--checkpoint", best.to_str().unwrap(), "fashion-mnist", "--data-dir", d, "--no-download", "--class", "Trouser", "--attack", "pgd2", "--eps", "0.1", "--out", an.to_str().unwrap()]);
+    assert!(log.contains("Trouser") && an.join("Trouser/mask-layer4-0.png").is_file(), "{log}");
+    // A model built for other images is refused before anything runs.
+    let e = fails(&["train", "fashion-mnist", "--data-dir", d, "--no-download", "--model", "resnet18-cifs", "--out", root.join("x").to_str().unwrap()]);
+    assert!(e.contains("3x32x32") && e.contains("1x28x28"), "{e}");
+}

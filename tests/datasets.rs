@@ -282,7 +282,7 @@ fn crop_flip_is_a_padded_shift_and_optional_flip() {
     let img: Vec<u8> = (0..IMAGE_BYTES).map(|i| (i % 250 + 1) as u8).collect();
     for (dy, dx, flip) in [(0i8, 0i8, false), (-4, 3, false), (2, -1, true), (4, 4, true)] {
         let mut out = vec![0f32; IMAGE_BYTES];
-        datasets::augment::crop_flip(&img, &mut out, Crop { dy, dx, flip });
+        datasets::augment::crop_flip(&img, &mut out, Crop { dy, dx, flip }, datasets::ImageShape::RGB32);
         for c in 0..3 {
             for y in 0..32isize {
                 for x in 0..32isize {
@@ -298,7 +298,7 @@ fn crop_flip_is_a_padded_shift_and_optional_flip() {
 }
 
 fn numbered(n: usize) -> Arc<Dataset> {
-    Arc::new(Dataset { images: (0..n).flat_map(|i| vec![i as u8; IMAGE_BYTES]).collect(), labels: (0..n as u8).collect(), classes: vec!["a".into(), "b".into()] })
+    Arc::new(Dataset { images: (0..n).flat_map(|i| vec![i as u8; IMAGE_BYTES]).collect(), labels: (0..n as u8).collect(), classes: vec!["a".into(), "b".into()], shape: datasets::ImageShape::RGB32 })
 }
 
 #[test]
@@ -324,7 +324,7 @@ fn batches_serve_the_given_order_with_the_given_crops() {
 #[test]
 fn a_loader_that_dies_part_way_is_an_error_not_a_short_epoch() {
     // Five labels but pixels for three images: the producer panics on the fourth.
-    let data = Arc::new(Dataset { images: vec![0u8; 3 * IMAGE_BYTES], labels: vec![0; 5], classes: vec!["a".into(), "b".into()] });
+    let data = Arc::new(Dataset { images: vec![0u8; 3 * IMAGE_BYTES], labels: vec![0; 5], classes: vec!["a".into(), "b".into()], shape: datasets::ImageShape::RGB32 });
     let got: Vec<_> = batches(data, Pass::in_order(5, 1)).unwrap().collect();
     assert_eq!(got.iter().filter(|b| b.is_ok()).count(), 3);
     let e = got.last().unwrap().as_ref().err().expect("the pass must end with an error").to_string();
@@ -335,7 +335,7 @@ fn a_loader_that_dies_part_way_is_an_error_not_a_short_epoch() {
 fn limits_take_a_fixed_class_balanced_subset() {
     // A class-sorted split, as an image folder gives: 5 of class 0, then 3 of class 1, 4 of class 2.
     let labels: Vec<u8> = [vec![0u8; 5], vec![1; 3], vec![2; 4]].concat();
-    let d = Dataset { images: (0..12).flat_map(|i| vec![i as u8; IMAGE_BYTES]).collect(), labels, classes: vec!["a".into(), "b".into(), "c".into()] };
+    let d = Dataset { images: (0..12).flat_map(|i| vec![i as u8; IMAGE_BYTES]).collect(), labels, classes: vec!["a".into(), "b".into(), "c".into()], shape: datasets::ImageShape::RGB32 };
     let sub = d.clone().balanced(7);
     // Classes in turn: a0 b5 c8, a1 b6 c9, a2; kept in file order.
     assert_eq!(sub.labels, vec![0, 0, 0, 1, 1, 2, 2]);
@@ -344,4 +344,85 @@ fn limits_take_a_fixed_class_balanced_subset() {
     assert_eq!(d.clone().balanced(10).labels.iter().filter(|&&l| l == 1).count(), 3);
     assert_eq!(d.clone().balanced(100), d, "a limit past the split keeps it whole");
     assert_eq!(d.clone().balanced(7), sub, "the subset is fixed");
+}
+
+/// Serves several files from memory by URL.
+struct Files {
+    bodies: std::collections::HashMap<String, Vec<u8>>,
+    opened: usize,
+}
+
+impl Downloader for Files {
+    fn open(&mut self, url: &str) -> Result<(Box<dyn Read>, Option<u64>), String> {
+        self.opened += 1;
+        let body = self.bodies.get(url).ok_or_else(|| format!("404 {url}"))?.clone();
+        let len = body.len() as u64;
+        Ok((Box::new(std::io::Cursor::new(body)), Some(len)))
+    }
+}
+
+fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = [magic].iter().chain(dims).flat_map(|d| d.to_be_bytes()).collect();
+    out.extend_from_slice(data);
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Four small Fashion-MNIST files (3 training and 2 test images; pixel 0 of image i is i + 1 and
+/// its label 9 - i), gzipped, with remotes describing them.
+fn fashion_files() -> (Files, [Remote; 4]) {
+    let images = |n: u32| idx(0x803, &[n, 28, 28], &(0..n as usize * 784).map(|k| if k % 784 == 0 { (k / 784 + 1) as u8 } else { 0 }).collect::<Vec<_>>());
+    let labels = |n: u32| idx(0x801, &[n], &(0..n).map(|i| 9 - i as u8).collect::<Vec<_>>());
+    let raw = [images(3), labels(3), images(2), labels(2)];
+    let names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"];
+    let mut bodies = std::collections::HashMap::new();
+    let remotes = std::array::from_fn(|i| {
+        let gz = gzip(&raw[i]);
+        let url: &'static str = Box::leak(format!("https://example.invalid/{}", names[i]).into_boxed_str());
+        let remote = Remote { url, size: gz.len() as u64, md5: Box::leak(md5_hex(&gz).into_boxed_str()) };
+        bodies.insert(url.to_string(), gz);
+        remote
+    });
+    (Files { bodies, opened: 0 }, remotes)
+}
+
+#[test]
+fn fashion_mnist_downloads_verifies_and_reads_idx_files() {
+    use datasets::fashion_mnist;
+    let (mut net, remotes) = fashion_files();
+    let dir = tmpdir("fmnist");
+    let s = fashion_mnist::load_from(&dir, Some(&mut net), &remotes).unwrap();
+    assert_eq!((s.train.len(), s.test.len(), net.opened), (3, 2, 4));
+    assert_eq!(s.train.shape, datasets::ImageShape::GRAY28);
+    assert_eq!((s.train.image(2)[0], s.train.image(2)[1], s.train.labels[2]), (3, 0, 7));
+    assert_eq!(s.test.image(1).len(), 784);
+    assert_eq!(s.train.classes[9], "Ankle boot");
+    // Present files are verified and read without the network.
+    let again = fashion_mnist::load_from(&dir, None, &remotes).unwrap();
+    assert_eq!(again.train, s.train);
+
+    // A damaged download is refused by its MD5.
+    let bad = tmpdir("fmnist-bad");
+    let mut tampered = fashion_files().0;
+    tampered.bodies.get_mut(remotes[1].url).unwrap()[12] ^= 1;
+    let e = fashion_mnist::load_from(&bad, Some(&mut tampered), &remotes).unwrap_err().to_string();
+    assert!(e.contains("MD5") || e.contains("md5"), "{e}");
+    // Missing files with downloading off, a truncated or foreign decompressed file, bad labels.
+    let empty = tmpdir("fmnist-empty");
+    assert!(fashion_mnist::load_from(&empty, None, &remotes).unwrap_err().to_string().contains("--no-download"));
+    let raw = dir.join("train-images-idx3-ubyte");
+    let full = idx(0x803, &[3, 28, 28], &[0u8; 3 * 784]);
+    std::fs::write(&raw, &full[..100]).unwrap();
+    let e = fashion_mnist::load_from(&dir, None, &remotes).unwrap_err().to_string();
+    assert!(e.contains("truncated") && e.contains("train-images-idx3-ubyte"), "{e}");
+    std::fs::write(&raw, idx(0x801, &[3], &[0, 1, 2])).unwrap();
+    assert!(fashion_mnist::load_from(&dir, None, &remotes).unwrap_err().to_string().contains("magic"));
+    std::fs::write(&raw, &full).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), idx(0x801, &[3], &[0, 12, 2])).unwrap();
+    assert!(fashion_mnist::load_from(&dir, None, &remotes).unwrap_err().to_string().contains("label 12"));
 }

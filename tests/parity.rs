@@ -1,5 +1,6 @@
-//! Oracle parity: our ResNet-18 / ResNet18-CIFS against the reference PyTorch implementation's
-//! own float64 numbers (`tests/fixtures`, plus the directory in CIFS_FIXTURES if set). For every
+//! Oracle parity: our ResNet-18 / ResNet18-CIFS and ResNet-10-CIFS (Fashion-MNIST, 1x28x28)
+//! against the reference PyTorch implementation's own float64 numbers (`tests/fixtures`, plus the
+//! directory in CIFS_FIXTURES if set; a fixture's `arch` metadata names its model). For every
 //! fixture: eval forward (logits, probe logits, joint loss) and input gradient; 3 PGD steps from
 //! the given start; train forward, every parameter gradient, BN running stats after it; and all
 //! parameters and buffers after two SGD steps.
@@ -59,7 +60,15 @@ impl Fixture<'_> {
         Tensor::from_u32(rt, &[y.len()], &y).unwrap()
     }
     fn model(&self, rt: &Runtime, bytes: &[u8]) -> ResNet18 {
-        let kind = if self.meta["cifs"] == "True" { ModelKind::ResNet18Cifs } else { ModelKind::ResNet18 };
+        // `arch` names the architecture; fixtures without it are the ResNet-18 pair.
+        let cifs = self.meta["cifs"] == "True";
+        let kind = match self.meta.get("arch").map(String::as_str) {
+            None if cifs => ModelKind::ResNet18Cifs,
+            None => ModelKind::ResNet18,
+            Some("resnet10_gray_cifs") => ModelKind::ResNet10Cifs,
+            Some("resnet10_gray") => ModelKind::ResNet10,
+            Some(other) => panic!("{}: fixture architecture `{other}` is not built in cifs-wgpu", self.name),
+        };
         let config = ModelConfig { kind, width: self.meta["width"].parse().unwrap(), classes: 10 };
         let model = ResNet18::new(rt, config, &mut engine::Rng::new(0)).unwrap();
         load_state_dict(rt, &model, bytes, "param.", &self.name).unwrap();
@@ -170,7 +179,19 @@ fn matches_reference_pytorch_fixtures() {
         println!("fixture {name}");
         let bytes = std::fs::read(path).unwrap();
         let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-        let meta = meta.metadata().clone().unwrap_or_default();
+        let mut meta = meta.metadata().clone().unwrap_or_default();
+        // The settings may also (or only) be in the `.json` beside the tensors.
+        if let Ok(text) = std::fs::read_to_string(path.with_extension("json")) {
+            let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}.json: {e}"));
+            for (k, v) in doc.as_object().unwrap().iter().filter(|(k, _)| *k != "tensors") {
+                let text = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Bool(b) => if *b { "True".into() } else { "False".into() },
+                    other => other.to_string(),
+                };
+                meta.entry(k.clone()).or_insert(text);
+            }
+        }
         let st = SafeTensors::deserialize(&bytes).unwrap();
         run_fixture(&rt, &Fixture { name, st, meta }, &bytes, &mut failures);
     }

@@ -114,6 +114,19 @@ fn read(rt: &Runtime, model: &ResNet18, x: &Tensor) -> Result<TapValues> {
     Ok(TapValues { features, blocks, logits })
 }
 
+/// Of the model's CIFS blocks (in probe order), the positions and names of those whose output has
+/// `channels` channels: the ones the classifier-ordered figures can show.
+pub fn analysed_blocks(model: &ResNet18, channels: usize) -> (Vec<usize>, Vec<String>) {
+    model
+        .blocks
+        .iter()
+        .filter(|b| b.probe.is_some())
+        .enumerate()
+        .filter(|(_, b)| b.bn2.weight.leaf().numel() == channels)
+        .map(|(k, b)| (k, b.name.clone()))
+        .unzip()
+}
+
 fn add_row(sum: &mut [f64], values: &[f32], row: usize) {
     let c = sum.len();
     for (s, v) in sum.iter_mut().zip(&values[row * c..(row + 1) * c]) {
@@ -125,7 +138,10 @@ fn add_row(sum: &mut [f64], values: &[f32], row: usize) {
 pub fn analyze(rt: &Runtime, model: &ResNet18, data: &Arc<Dataset>, classes: &[usize], attack: Attack, s: EvalSettings, mut progress: impl FnMut(usize, usize)) -> Result<Analysis> {
     let weights = model.linear.weight.leaf().to_vec(rt)?;
     let channels = weights.len() / model.config.classes;
-    let n_blocks = model.blocks.iter().filter(|b| b.probe.is_some()).count();
+    // The figures order channels by the classifier's weights, so they cover the CIFS blocks whose
+    // output has the classifier's channels (ResNet-10-CIFS's layer3 probe is left out).
+    let (kept, names) = analysed_blocks(model, channels);
+    let n_blocks = kept.len();
     let mut sums: Vec<Option<Sums>> = (0..model.config.classes).map(|_| None).collect();
     for &c in classes {
         let zero = vec![0.0; channels];
@@ -138,7 +154,7 @@ pub fn analyze(rt: &Runtime, model: &ResNet18, data: &Arc<Dataset>, classes: &[u
     for batch in batches(data.clone(), Pass { batch_size: s.batch_size, order, crops: None })? {
         let batch = batch?;
         let n = batch.len();
-        let x = Tensor::from_f32(rt, &[n, 3, 32, 32], &batch.images)?;
+        let x = Tensor::from_f32(rt, &batch.dims(), &batch.images)?;
         let y = Tensor::from_u32(rt, &[n], &batch.labels)?;
         let ids: Vec<u64> = ids_all[done..done + n].iter().map(|&i| i as u64).collect();
         let b = Batch { x: &x, x_host: &batch.images, labels: &y, labels_host: &batch.labels, ids: &ids };
@@ -153,7 +169,7 @@ pub fn analyze(rt: &Runtime, model: &ResNet18, data: &Arc<Dataset>, classes: &[u
             sum.robust_correct += (pa[row] == label as usize) as usize;
             add_row(&mut sum.natural, &natural.features, row);
             add_row(&mut sum.adversarial, &adversarial.features, row);
-            for (k, block) in sum.blocks.iter_mut().enumerate() {
+            for (&k, block) in kept.iter().zip(sum.blocks.iter_mut()) {
                 add_row(&mut block[0], &natural.blocks[k].0, row);
                 add_row(&mut block[1], &adversarial.blocks[k].0, row);
                 add_row(&mut block[2], &natural.blocks[k].1, row);
@@ -163,7 +179,6 @@ pub fn analyze(rt: &Runtime, model: &ResNet18, data: &Arc<Dataset>, classes: &[u
         done += n;
         progress(done, total);
     }
-    let names: Vec<String> = model.blocks.iter().enumerate().filter(|(_, b)| b.probe.is_some()).map(|(i, _)| format!("layer{}.{}", i / 2 + 1, i % 2)).collect();
     let mean = |v: &[f64], n: usize| v.iter().map(|x| x / n.max(1) as f64).collect::<Vec<f64>>();
     let stats = classes
         .iter()

@@ -45,7 +45,8 @@ pub fn bench_steps(rt: &Runtime, config: ModelConfig, batch: usize, steps: usize
     let mut rng = Rng::new(0);
     let model = ResNet18::new(rt, config, &mut rng)?;
     let sgd = Sgd::new(rt, &model, 0.1, 0.9, 2e-4)?;
-    let x = Tensor::from_f32(rt, &[batch, 3, 32, 32], &rng.uniform_vec(batch * 3072, 0.0, 1.0))?;
+    let (c, side) = config.kind.input();
+    let x = Tensor::from_f32(rt, &[batch, c, side, side], &rng.uniform_vec(batch * c * side * side, 0.0, 1.0))?;
     let labels: Vec<u32> = (0..batch).map(|_| rng.below(config.classes as u64) as u32).collect();
     let y = Tensor::from_u32(rt, &[batch], &labels)?;
     let pgd = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 10, loss: AttackLoss::Joint { beta: 2.0 } };

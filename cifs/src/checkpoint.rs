@@ -32,22 +32,30 @@ pub fn infer_config(bytes: &[u8], path: &Path) -> Result<(String, ModelConfig)> 
     } else if names.contains(&"module.conv1.weight") {
         "module."
     } else {
-        return Err(unknown(&p, "no `conv1.weight`: not a ResNet-18 checkpoint".into()));
+        return Err(unknown(&p, "no `conv1.weight`: not a ResNet checkpoint".into()));
     };
     let (conv1, _) = read_f32(&st, &format!("{prefix}conv1.weight"), &p)?;
     let (lin, _) = read_f32(&st, &format!("{prefix}linear.weight"), &p)?;
     // Check the ranks before reading any dimension: a malformed file must be an error, not a panic.
-    if conv1.len() != 4 || conv1[1] != 3 || lin.len() != 2 || lin[1] != 8 * conv1[0] {
-        return Err(unknown(&p, format!("conv1.weight {conv1:?} and linear.weight {lin:?} are not those of a CIFAR ResNet-18")));
+    if conv1.len() != 4 || lin.len() != 2 || lin[1] != 8 * conv1[0] {
+        return Err(unknown(&p, format!("conv1.weight {conv1:?} and linear.weight {lin:?} are not those of a CIFAR ResNet")));
     }
+    let named = |n: &str| names.contains(&format!("{prefix}{n}").as_str());
     let has = |part: &str| names.iter().any(|n| n.starts_with(&format!("{prefix}layer4.0.{part}")));
-    let kind = if has("Probe.") {
+    let kind = if named("Probe_0.Probe.0.fc.weight") {
+        ModelKind::ResNet10Cifs
+    } else if !named("layer1.1.conv1.weight") {
+        ModelKind::ResNet10
+    } else if has("Probe.") {
         ModelKind::ResNet18Cifs
     } else if has("CAS.") {
         ModelKind::ResNet18Cas
     } else {
         ModelKind::ResNet18
     };
+    if conv1[1] != kind.input().0 {
+        return Err(unknown(&p, format!("conv1.weight {conv1:?} takes {} input channels; a {kind} takes {}", conv1[1], kind.input().0)));
+    }
     let config = ModelConfig { kind, width: conv1[0], classes: lin[0] };
     Ok((prefix.to_string(), config))
 }

@@ -43,6 +43,9 @@ pub enum CifsError {
     )]
     BatchTooLarge { batch: usize, max: usize, need_mib: u64, limit_mib: u64, adapter: String },
 
+    #[error("{model} takes {takes} images and {dataset} has {has}; choose a model for this dataset (--model)")]
+    ImagesDoNotFit { model: String, takes: String, dataset: String, has: String },
+
     #[error("input of shape {shape:?}: this model takes {expected}")]
     InputShape { shape: Vec<usize>, expected: String },
 

@@ -272,7 +272,7 @@ pub fn evaluate(rt: &Runtime, model: &ResNet18, data: &Arc<Dataset>, attacks: &[
     for batch in batches(data.clone(), Pass::in_order(total, s.batch_size))? {
         let batch = batch?;
         let n = batch.len();
-        let x = Tensor::from_f32(rt, &[n, 3, 32, 32], &batch.images)?;
+        let x = Tensor::from_f32(rt, &batch.dims(), &batch.images)?;
         let y = Tensor::from_u32(rt, &[n], &batch.labels)?;
         let ids: Vec<u64> = (seen..seen + n).map(|i| i as u64).collect();
         let b = Batch { x: &x, x_host: &batch.images, labels: &y, labels_host: &batch.labels, ids: &ids };

@@ -15,6 +15,7 @@ pub mod loss;
 pub mod optim;
 pub mod plots;
 pub mod probe;
+pub mod recipe;
 pub mod resnet;
 pub mod run;
 pub mod square;

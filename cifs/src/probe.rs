@@ -6,7 +6,7 @@
 //!   r = d(p_a + p_b)/dg in closed form, with g held constant (stop-gradient):
 //!       linear     r[n, c] = W[a, c] + W[b, c]
 //!       nonlinear  r[n, c] = sum_j (W2[a, j] + W2[b, j]) sigmoid(5 u[n, j]) W1[j, c]
-//!   m = softmax_c(r);  output z * m (broadcast over H, W); the probe logits p are returned too.
+//!   m = s * softmax_c(r) (s the model's mask scale);  output z * m (broadcast over H, W); the probe logits p are returned too.
 //! Built from recorded ops, this gives exactly the reference's gradient flow: into z through the
 //! product (m constant in z) and through p; into the probe weights through m (second-order terms:
 //! sigmoid's derivative appears via the sigmoid op) and through p; never from m into z.
@@ -23,7 +23,7 @@ use crate::layers::Linear;
 
 /// Beta of the nonlinear probe's softplus.
 pub const SOFTPLUS_BETA: f32 = 5.0;
-/// Hidden width of the nonlinear probe.
+/// Hidden width of the nonlinear probe of the ResNets (the WideResNet's is 240).
 pub const PROBE_HIDDEN: usize = 128;
 
 /// How the class pair (a, b) of each sample is chosen.
@@ -47,35 +47,51 @@ pub struct Masked {
     pub mask: Tensor,
 }
 
-pub enum Probe {
-    /// State-dict names `<block>.Probe.Probe.1.{weight,bias}`.
+pub enum Kind {
+    /// State-dict names `<module>.Probe.1.{weight,bias}`.
     Linear { fc: Linear },
-    /// `<block>.Probe.Probe.0.fc.*` (C -> 128, then softplus) and `<block>.Probe.Probe.1.*` (128 -> K).
+    /// `<module>.Probe.0.fc.*` (C -> hidden, then softplus) and `<module>.Probe.1.*` (hidden -> K).
     Nonlinear { hidden: Linear, out: Linear },
     /// CAS: `<block>.CAS.fc.{weight,bias}` (C -> K); the mask is a raw weight row.
     Cas { fc: Linear },
 }
 
+/// A probe and the factor its softmax mask is scaled by (1 for ResNet18-CIFS and the WideResNet,
+/// 2 for the reference's ResNet-10; DESIGN-SETUPS §0).
+pub struct Probe {
+    pub kind: Kind,
+    pub mask_scale: f32,
+}
+
 impl Probe {
-    pub fn linear(rt: &Runtime, block: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
-        Ok(Probe::Linear { fc: Linear::new(rt, &format!("{block}.Probe.Probe.1"), c, classes, rng)? })
+    /// A linear probe; `module` is the reference's name of the CIFS module (`layer4.1.Probe`,
+    /// `Probe_1`), under which its layers are `Probe.1`.
+    pub fn linear(rt: &Runtime, module: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
+        Ok(Probe { kind: Kind::Linear { fc: Linear::new(rt, &format!("{module}.Probe.1"), c, classes, rng)? }, mask_scale: 1.0 })
     }
 
-    pub fn nonlinear(rt: &Runtime, block: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
-        Ok(Probe::Nonlinear {
-            hidden: Linear::new(rt, &format!("{block}.Probe.Probe.0.fc"), c, PROBE_HIDDEN, rng)?,
-            out: Linear::new(rt, &format!("{block}.Probe.Probe.1"), PROBE_HIDDEN, classes, rng)?,
-        })
+    /// A nonlinear probe with `hidden` units (`module` as for [`Probe::linear`]).
+    pub fn nonlinear(rt: &Runtime, module: &str, c: usize, hidden: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
+        let kind = Kind::Nonlinear {
+            hidden: Linear::new(rt, &format!("{module}.Probe.0.fc"), c, hidden, rng)?,
+            out: Linear::new(rt, &format!("{module}.Probe.1"), hidden, classes, rng)?,
+        };
+        Ok(Probe { kind, mask_scale: 1.0 })
     }
 
     pub fn cas(rt: &Runtime, block: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
-        Ok(Probe::Cas { fc: Linear::new(rt, &format!("{block}.CAS.fc"), c, classes, rng)? })
+        Ok(Probe { kind: Kind::Cas { fc: Linear::new(rt, &format!("{block}.CAS.fc"), c, classes, rng)? }, mask_scale: 1.0 })
+    }
+
+    /// The same probe with its softmax mask multiplied by `scale`.
+    pub fn scaled(self, scale: f32) -> Probe {
+        Probe { mask_scale: scale, ..self }
     }
 
     pub fn linears(&self) -> Vec<&Linear> {
-        match self {
-            Probe::Linear { fc } | Probe::Cas { fc } => vec![fc],
-            Probe::Nonlinear { hidden, out } => vec![hidden, out],
+        match &self.kind {
+            Kind::Linear { fc } | Kind::Cas { fc } => vec![fc],
+            Kind::Nonlinear { hidden, out } => vec![hidden, out],
         }
     }
 
@@ -83,9 +99,9 @@ impl Probe {
     /// analysis looks at. `grad`: whether gradients must reach the probe's parameters (train mode).
     pub fn apply(&self, rt: &Runtime, z: &Tensor, rule: PairRule, grad: bool) -> Result<Masked> {
         let g = pool::global_avg_pool(rt, z)?;
-        let logits = match self {
-            Probe::Linear { fc } | Probe::Cas { fc } => fc.forward(rt, &g, grad)?,
-            Probe::Nonlinear { hidden, out } => {
+        let logits = match &self.kind {
+            Kind::Linear { fc } | Kind::Cas { fc } => fc.forward(rt, &g, grad)?,
+            Kind::Nonlinear { hidden, out } => {
                 let s = activation::softplus(rt, &hidden.forward(rt, &g, grad)?, SOFTPLUS_BETA)?;
                 out.forward(rt, &s, grad)?
             }
@@ -99,10 +115,13 @@ impl Probe {
             }
             PairRule::Eval => index::top2(rt, &logits)?,
         };
-        let mask = match self {
+        let mask = match &self.kind {
             // CAS: the raw weight row of the label (train) or the predicted class (eval).
-            Probe::Cas { fc } => index::gather_rows(rt, fc.weight.get(grad), &a)?,
-            _ => softmax::softmax(rt, &self.relevance(rt, &g.detach(), &a, &b, grad)?)?,
+            Kind::Cas { fc } => index::gather_rows(rt, fc.weight.get(grad), &a)?,
+            _ => {
+                let m = softmax::softmax(rt, &self.relevance(rt, &g.detach(), &a, &b, grad)?)?;
+                if self.mask_scale == 1.0 { m } else { arith::scale(rt, &m, self.mask_scale)? }
+            }
         };
         Ok(Masked { out: channel_scale::channel_scale(rt, z, &mask)?, logits, pooled: g, mask })
     }
@@ -110,9 +129,9 @@ impl Probe {
     /// The closed-form relevance r (N, C) of the class pair, from the stop-gradient features `g`.
     fn relevance(&self, rt: &Runtime, g: &Tensor, a: &Tensor, b: &Tensor, grad: bool) -> Result<Tensor> {
         let pair_rows = |w: &Tensor| -> Result<Tensor> { Ok(arith::add(rt, &index::gather_rows(rt, w, a)?, &index::gather_rows(rt, w, b)?)?) };
-        match self {
-            Probe::Linear { fc } | Probe::Cas { fc } => pair_rows(fc.weight.get(grad)),
-            Probe::Nonlinear { hidden, out } => {
+        match &self.kind {
+            Kind::Linear { fc } | Kind::Cas { fc } => pair_rows(fc.weight.get(grad)),
+            Kind::Nonlinear { hidden, out } => {
                 let u = hidden.forward(rt, g, grad)?;
                 let slope = activation::sigmoid(rt, &arith::scale(rt, &u, SOFTPLUS_BETA)?)?;
                 let q = arith::mul(rt, &pair_rows(out.weight.get(grad))?, &slope)?;

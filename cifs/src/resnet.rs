@@ -1,8 +1,11 @@
-//! ResNet-18 (CIFAR variant) and ResNet18-CIFS (DESIGN §3), with PyTorch state-dict names.
+//! ResNet-18 (CIFAR variant) and ResNet18-CIFS (DESIGN §3), and the reference's ResNet-10 for
+//! Fashion-MNIST (DESIGN-SETUPS §2), with PyTorch state-dict names.
 //!
-//! stem conv3x3(3->w) BN ReLU; layer1..4 of two BasicBlocks each (w, 2w, 4w, 8w channels,
-//! strides 1, 2, 2, 2); avg_pool2d(4); linear(8w -> classes). In ResNet18-CIFS the two blocks of
-//! layer4 mask their output with a probe: block 0 nonlinear, block 1 linear.
+//! stem conv3x3(in->w) BN ReLU; layer1..4 of two BasicBlocks each (ResNet-10: one) (w, 2w, 4w,
+//! 8w channels, strides 1, 2, 2, 2); avg_pool2d(4); linear(8w -> classes). In ResNet18-CIFS the
+//! two blocks of layer4 mask their output with a probe: block 0 nonlinear, block 1 linear. In
+//! ResNet10-CIFS (1x28x28 inputs) layer3's output is masked by a nonlinear probe (`Probe_0`) and
+//! layer4's by a linear one (`Probe_1`), both masks scaled by 2.
 
 use engine::ops::batchnorm::Act;
 use engine::ops::pool;
@@ -10,7 +13,7 @@ use engine::{Rng, Runtime, Tensor};
 
 use crate::error::{check_setting, CifsError, Result};
 use crate::layers::{BatchNorm, Conv, Linear, Param};
-use crate::probe::{Masked, PairRule, Probe};
+use crate::probe::{Masked, PairRule, Probe, PROBE_HIDDEN};
 
 /// The architectures the command line names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -29,17 +32,45 @@ pub enum ModelKind {
     #[cfg_attr(feature = "cli", value(name = "resnet18-cas"))]
     #[serde(rename = "resnet18-cas")]
     ResNet18Cas,
+    /// The reference's ResNet-10 for Fashion-MNIST (1x28x28 inputs) with CIFS after layer3 and
+    /// layer4, masks scaled by 2.
+    #[cfg_attr(feature = "cli", value(name = "resnet10-cifs"))]
+    #[serde(rename = "resnet10-cifs")]
+    ResNet10Cifs,
+    /// Plain ResNet-10 for Fashion-MNIST (1x28x28 inputs).
+    #[cfg_attr(feature = "cli", value(name = "resnet10"))]
+    #[serde(rename = "resnet10")]
+    ResNet10,
 }
 
 impl ModelKind {
+    pub const ALL: [ModelKind; 5] = [ModelKind::ResNet18Cifs, ModelKind::ResNet18, ModelKind::ResNet18Cas, ModelKind::ResNet10Cifs, ModelKind::ResNet10];
+
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::ResNet18 => "resnet18",
             ModelKind::ResNet18Cifs => "resnet18-cifs",
             ModelKind::ResNet18Cas => "resnet18-cas",
+            ModelKind::ResNet10Cifs => "resnet10-cifs",
+            ModelKind::ResNet10 => "resnet10",
         }
     }
 
+    /// BasicBlocks per stage.
+    pub fn blocks_per_layer(self) -> usize {
+        match self {
+            ModelKind::ResNet10Cifs | ModelKind::ResNet10 => 1,
+            _ => 2,
+        }
+    }
+
+    /// The images the architecture is built for: (channels, side).
+    pub fn input(self) -> (usize, usize) {
+        match self {
+            ModelKind::ResNet10Cifs | ModelKind::ResNet10 => (1, 28),
+            _ => (3, 32),
+        }
+    }
 }
 
 impl std::fmt::Display for ModelKind {
@@ -90,6 +121,8 @@ pub struct Taps {
 }
 
 pub struct BasicBlock {
+    /// State-dict name (`layer4.0`).
+    pub name: String,
     pub conv1: Conv,
     pub bn1: BatchNorm,
     pub conv2: Conv,
@@ -106,6 +139,7 @@ impl BasicBlock {
             None
         };
         Ok(BasicBlock {
+            name: name.to_string(),
             conv1: Conv::new(rt, &format!("{name}.conv1"), cin, cout, 3, stride, rng)?,
             bn1: BatchNorm::new(rt, &format!("{name}.bn1"), cout)?,
             conv2: Conv::new(rt, &format!("{name}.conv2"), cout, cout, 3, 1, rng)?,
@@ -170,23 +204,25 @@ impl ResNet18 {
         check_setting(config.width >= 1, "width", config.width, "must be at least 1")?;
         check_setting(config.classes >= 2, "classes", config.classes, "a classifier needs at least 2 classes")?;
         let w = config.width;
-        let conv1 = Conv::new(rt, "conv1", 3, w, 3, 1, rng)?;
+        let (channels, _) = config.kind.input();
+        let conv1 = Conv::new(rt, "conv1", channels, w, 3, 1, rng)?;
         let bn1 = BatchNorm::new(rt, "bn1", w)?;
         let mut blocks = Vec::new();
         let mut cin = w;
+        let k = config.classes;
         for (l, (mult, stride)) in [(1, 1), (2, 2), (4, 2), (8, 2)].into_iter().enumerate() {
             let cout = w * mult;
-            for i in 0..2 {
+            for i in 0..config.kind.blocks_per_layer() {
                 let name = format!("layer{}.{i}", l + 1);
                 let mut block = BasicBlock::new(rt, &name, cin, cout, if i == 0 { stride } else { 1 }, rng)?;
-                if l == 3 {
-                    block.probe = match config.kind {
-                        ModelKind::ResNet18Cifs if i == 0 => Some(Probe::nonlinear(rt, &name, cout, config.classes, rng)?),
-                        ModelKind::ResNet18Cifs => Some(Probe::linear(rt, &name, cout, config.classes, rng)?),
-                        ModelKind::ResNet18Cas => Some(Probe::cas(rt, &name, cout, config.classes, rng)?),
-                        ModelKind::ResNet18 => None,
-                    };
-                }
+                block.probe = match (config.kind, l) {
+                    (ModelKind::ResNet18Cifs, 3) if i == 0 => Some(Probe::nonlinear(rt, &format!("{name}.Probe"), cout, PROBE_HIDDEN, k, rng)?),
+                    (ModelKind::ResNet18Cifs, 3) => Some(Probe::linear(rt, &format!("{name}.Probe"), cout, k, rng)?),
+                    (ModelKind::ResNet18Cas, 3) => Some(Probe::cas(rt, &name, cout, k, rng)?),
+                    (ModelKind::ResNet10Cifs, 2) => Some(Probe::nonlinear(rt, "Probe_0", cout, PROBE_HIDDEN, k, rng)?.scaled(2.0)),
+                    (ModelKind::ResNet10Cifs, 3) => Some(Probe::linear(rt, "Probe_1", cout, k, rng)?.scaled(2.0)),
+                    _ => None,
+                };
                 blocks.push(block);
                 cin = cout;
             }
@@ -202,8 +238,9 @@ impl ResNet18 {
 
     /// As [`ResNet18::forward`], also returning what the analysis looks at inside the model.
     pub fn forward_with_taps(&self, rt: &Runtime, x: &Tensor, labels: Option<&Tensor>, mode: Mode) -> Result<(Output, Taps)> {
-        if x.shape().len() != 4 || x.shape()[1] != 3 || x.shape()[2] < 32 || x.shape()[3] < 32 {
-            return Err(CifsError::InputShape { shape: x.shape().to_vec(), expected: "(N, 3, 32, 32) images".into() });
+        let (channels, side) = self.config.kind.input();
+        if x.shape().len() != 4 || x.shape()[1] != channels || x.shape()[2] < side || x.shape()[3] < side {
+            return Err(CifsError::InputShape { shape: x.shape().to_vec(), expected: format!("(N, {channels}, {side}, {side}) images for {}", self.config.kind) });
         }
         let train = mode == Mode::Train;
         let rule = match (mode, labels) {
@@ -214,12 +251,12 @@ impl ResNet18 {
         let mut h = self.bn1.forward_act(rt, &self.conv1.forward(rt, x, train)?, train, Act { residual: None, relu: true })?;
         let mut probes = Vec::new();
         let mut blocks = Vec::new();
-        for (i, block) in self.blocks.iter().enumerate() {
+        for block in &self.blocks {
             let (out, masked) = block.forward(rt, &h, rule, train)?;
             h = out;
             if let Some(m) = masked {
                 probes.push(m.logits);
-                blocks.push(BlockTap { name: format!("layer{}.{}", i / 2 + 1, i % 2), pooled: m.pooled, mask: m.mask });
+                blocks.push(BlockTap { name: block.name.clone(), pooled: m.pooled, mask: m.mask });
             }
         }
         let pooled = pool::avg_pool2d(rt, &h, 4)?;
@@ -256,7 +293,7 @@ mod tests {
 
     #[test]
     fn model_names_are_the_cli_and_config_names() {
-        for kind in [ModelKind::ResNet18, ModelKind::ResNet18Cifs, ModelKind::ResNet18Cas] {
+        for kind in ModelKind::ALL {
             assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{}\"", kind.name()));
         }
     }

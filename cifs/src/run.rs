@@ -85,6 +85,14 @@ pub struct TrainConfig {
     pub limit_test: Option<usize>,
     pub seed: u64,
     pub init_from: Option<String>,
+    /// Random crop (padding 4) and horizontal flip of the training images (off for
+    /// Fashion-MNIST, as its reference setting has no augmentation).
+    #[serde(default = "yes")]
+    pub augment: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl TrainConfig {
@@ -197,15 +205,15 @@ fn check_batch_fits(rt: &Runtime, batch: usize, width: usize) -> Result<()> {
     Ok(())
 }
 
-/// One training pass over `n` examples: a shuffled order and a random crop and flip for each,
-/// all drawn from `seed`, so an epoch replays exactly.
-fn train_pass(n: usize, batch_size: usize, seed: u64) -> Pass {
+/// One training pass over `n` examples: a shuffled order and (with `augment`) a random crop and
+/// flip for each, all drawn from `seed`, so an epoch replays exactly.
+fn train_pass(n: usize, batch_size: usize, seed: u64, augment: bool) -> Pass {
     let mut rng = Rng::new(seed);
     let mut order: Vec<usize> = (0..n).collect();
     rng.shuffle(&mut order);
     let span = 2 * datasets::augment::PAD as u64 + 1;
     let crops = order.iter().map(|_| Crop::from_draws(rng.below(span), rng.below(span), rng.below(2))).collect();
-    Pass { batch_size, order, crops: Some(crops) }
+    Pass { batch_size, order, crops: augment.then_some(crops) }
 }
 
 pub struct RunPaths {
@@ -256,6 +264,10 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
     cfg.validate()?;
     check_batch_fits(rt, cfg.batch_size, cfg.width)?;
     let classes = splits.train.classes.len();
+    let (channels, side) = cfg.model.input();
+    if splits.train.shape != (datasets::ImageShape { channels, side }) {
+        return Err(CifsError::ImagesDoNotFit { model: cfg.model.to_string(), takes: format!("{channels}x{side}x{side}"), dataset: cfg.dataset.clone(), has: splits.train.shape.to_string() });
+    }
     let train = Arc::new(match cfg.limit_train { Some(n) => splits.train.balanced(n), None => splits.train });
     let test_n = cfg.limit_test.unwrap_or(usize::MAX).min(cfg.eval_limit);
     let test = Arc::new(splits.test.balanced(test_n));
@@ -288,7 +300,7 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
         }
         sgd.lr = lr;
         let attack = (phase == Phase::Adversarial).then(|| cfg.attack());
-        let pass = batches(train.clone(), train_pass(train.len(), cfg.batch_size, epoch_rng(cfg.seed, epoch, 0).next_u64()))?;
+        let pass = batches(train.clone(), train_pass(train.len(), cfg.batch_size, epoch_rng(cfg.seed, epoch, 0).next_u64(), cfg.augment))?;
         events.epoch_start(epoch + 1, cfg.total_epochs(), phase, lr, pass.count);
         let mut attack_rng = epoch_rng(cfg.seed, epoch, 1);
         let started = Instant::now();
@@ -313,7 +325,7 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
         for (step, batch) in pass.enumerate() {
             let batch = batch?;
             let n = batch.len();
-            let x = Tensor::from_f32(rt, &[n, 3, 32, 32], &batch.images)?;
+            let x = Tensor::from_f32(rt, &batch.dims(), &batch.images)?;
             let y = Tensor::from_u32(rt, &[n], &batch.labels)?;
             let r = match (&attack, cfg.method) {
                 (Some(_), Method::Trades) => cfg.trades().train_step(rt, &model, &sgd, &x, &y, cfg.beta, &mut attack_rng)?,

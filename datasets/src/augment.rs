@@ -1,8 +1,8 @@
-//! Training augmentation, as torchvision's RandomCrop(32, padding=4) + RandomHorizontalFlip:
-//! pad with 4 zero pixels, take a 32x32 window, flip left-right. The caller draws each image's
+//! Training augmentation, as torchvision's RandomCrop(side, padding=4) + RandomHorizontalFlip:
+//! pad with 4 zero pixels, take a window of the image's size, flip left-right. The caller draws each image's
 //! [`Crop`] (this crate holds no random generator), so the same draws replay the same batches.
 
-use crate::dataset::SIDE;
+use crate::dataset::ImageShape;
 
 pub const PAD: usize = 4;
 
@@ -24,17 +24,18 @@ impl Crop {
     }
 }
 
-/// Writes the augmented image (CHW bytes) into `out` as floats in [0, 1].
-pub fn crop_flip(img: &[u8], out: &mut [f32], crop: Crop) {
+/// Writes the augmented image (CHW bytes of `shape`) into `out` as floats in [0, 1].
+pub fn crop_flip(img: &[u8], out: &mut [f32], crop: Crop, shape: ImageShape) {
     let (dy, dx) = (crop.dy as isize, crop.dx as isize);
-    let s = SIDE as isize;
-    for c in 0..3 {
+    let s = shape.side as isize;
+    let plane = shape.side * shape.side;
+    for c in 0..shape.channels {
         for y in 0..s {
             for x in 0..s {
                 let sx = if crop.flip { s - 1 - x } else { x } + dx;
                 let sy = y + dy;
-                let v = if (0..s).contains(&sx) && (0..s).contains(&sy) { img[c * SIDE * SIDE + (sy * s + sx) as usize] as f32 / 255.0 } else { 0.0 };
-                out[c * SIDE * SIDE + (y * s + x) as usize] = v;
+                let v = if (0..s).contains(&sx) && (0..s).contains(&sy) { img[c * plane + (sy * s + sx) as usize] as f32 / 255.0 } else { 0.0 };
+                out[c * plane + (y * s + x) as usize] = v;
             }
         }
     }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::dataset::{Dataset, Splits, IMAGE_BYTES};
+use crate::dataset::{Dataset, ImageShape, Splits, IMAGE_BYTES};
 use crate::download::{download_verified, Downloader, Remote};
 use crate::error::{corrupt, io_err, DatasetError, Result};
 
@@ -40,7 +40,7 @@ pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
 }
 
 fn read_split(dir: &Path, files: &[String]) -> Result<Dataset> {
-    let mut d = Dataset { images: Vec::new(), labels: Vec::new(), classes: CLASSES.iter().map(|s| s.to_string()).collect() };
+    let mut d = Dataset { images: Vec::new(), labels: Vec::new(), classes: CLASSES.iter().map(|s| s.to_string()).collect(), shape: ImageShape::RGB32 };
     for f in files {
         let path = dir.join(f);
         let bytes = std::fs::read(&path).map_err(io_err(&path))?;

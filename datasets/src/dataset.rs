@@ -1,17 +1,42 @@
-//! An in-memory image-classification split: 32x32 RGB images as bytes in CHW order.
+//! An in-memory image-classification split: square images as bytes in CHW order.
 
-/// Side of every image.
+/// Side of the CIFAR-10 / SVHN / folder images.
 pub const SIDE: usize = 32;
-/// Bytes of one image: 3 channels of 32x32.
+/// Bytes of one of those images: 3 channels of 32x32.
 pub const IMAGE_BYTES: usize = 3 * SIDE * SIDE;
+
+/// Channels and side of a dataset's images (all square).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageShape {
+    pub channels: usize,
+    pub side: usize,
+}
+
+impl ImageShape {
+    /// CIFAR-10, SVHN, image folders.
+    pub const RGB32: ImageShape = ImageShape { channels: 3, side: SIDE };
+    /// Fashion-MNIST.
+    pub const GRAY28: ImageShape = ImageShape { channels: 1, side: 28 };
+
+    pub fn bytes(&self) -> usize {
+        self.channels * self.side * self.side
+    }
+}
+
+impl std::fmt::Display for ImageShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}x{}", self.channels, self.side, self.side)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataset {
-    /// N images, each `IMAGE_BYTES` bytes: the red plane, then green, then blue, rows top-down.
+    /// N images, each `shape.bytes()` bytes: channel planes in order (R, G, B), rows top-down.
     pub images: Vec<u8>,
     /// N labels, each < `classes.len()`.
     pub labels: Vec<u8>,
     pub classes: Vec<String>,
+    pub shape: ImageShape,
 }
 
 impl Dataset {
@@ -24,7 +49,8 @@ impl Dataset {
     }
 
     pub fn image(&self, i: usize) -> &[u8] {
-        &self.images[i * IMAGE_BYTES..(i + 1) * IMAGE_BYTES]
+        let b = self.shape.bytes();
+        &self.images[i * b..(i + 1) * b]
     }
 
     /// A fixed, class-balanced subset of `n` examples (all if fewer): the classes take turns,
@@ -55,6 +81,7 @@ impl Dataset {
             images: chosen.iter().flat_map(|&i| self.image(i).iter().copied()).collect(),
             labels: chosen.iter().map(|&i| self.labels[i]).collect(),
             classes: self.classes,
+            shape: self.shape,
         }
     }
 }

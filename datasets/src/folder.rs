@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::dataset::{Dataset, Splits, IMAGE_BYTES, SIDE};
+use crate::dataset::{Dataset, ImageShape, Splits, IMAGE_BYTES, SIDE};
 use crate::error::{corrupt, io_err, DatasetError, Result};
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -59,7 +59,7 @@ fn read_split(root: &Path, split: &str, classes: &[String]) -> Result<Dataset> {
     for d in decoded {
         images.extend(d?);
     }
-    Ok(Dataset { images, labels: files.iter().map(|(_, l)| *l).collect(), classes: classes.to_vec() })
+    Ok(Dataset { images, labels: files.iter().map(|(_, l)| *l).collect(), classes: classes.to_vec(), shape: ImageShape::RGB32 })
 }
 
 /// Loads `root/train` and `root/test`; the classes are the sorted sub-folders of `root/train`.

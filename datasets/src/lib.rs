@@ -1,4 +1,4 @@
-//! `datasets`: CIFAR-10 / SVHN / image-folder readers, verified downloads, augmentation and
+//! `datasets`: CIFAR-10 / SVHN / Fashion-MNIST / image-folder readers, verified downloads, augmentation and
 //! background batching, all on the CPU. Nothing here knows about GPUs, draws on the terminal or
 //! opens a connection (the caller's [`download::Downloader`] does), and nothing here is random
 //! (the caller chooses the order and the crops of a [`loader::Pass`]).
@@ -8,6 +8,7 @@ pub mod cifar10;
 pub mod dataset;
 pub mod download;
 pub mod error;
+pub mod fashion_mnist;
 pub mod folder;
 pub mod loader;
 pub mod mat;
@@ -15,7 +16,7 @@ pub mod svhn;
 
 use std::path::Path;
 
-pub use dataset::{Dataset, Splits, IMAGE_BYTES, SIDE};
+pub use dataset::{Dataset, ImageShape, Splits, IMAGE_BYTES, SIDE};
 pub use download::Downloader;
 pub use error::{DatasetError, Result};
 
@@ -29,6 +30,9 @@ pub enum DatasetKind {
     Svhn,
     /// An image folder: ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/*.
     Folder,
+    /// Fashion-MNIST, the official gzip IDX files (downloaded when missing); 1x28x28 images.
+    #[cfg_attr(feature = "cli", value(name = "fashion-mnist"))]
+    FashionMnist,
 }
 
 impl DatasetKind {
@@ -37,6 +41,7 @@ impl DatasetKind {
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Svhn => "svhn",
             DatasetKind::Folder => "folder",
+            DatasetKind::FashionMnist => "fashion-mnist",
         }
     }
 
@@ -58,6 +63,7 @@ pub fn load(kind: DatasetKind, dir: &Path, net: Option<&mut dyn Downloader>) -> 
         DatasetKind::Cifar10 => cifar10::load(dir, net),
         DatasetKind::Svhn => svhn::load(dir, net),
         DatasetKind::Folder => folder::load(dir),
+        DatasetKind::FashionMnist => fashion_mnist::load(dir, net),
     }
 }
 

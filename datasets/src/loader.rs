@@ -11,13 +11,21 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::augment::{crop_flip, to_float, Crop};
-use crate::dataset::{Dataset, IMAGE_BYTES};
+use crate::dataset::{Dataset, ImageShape};
 use crate::error::{DatasetError, Result};
 
-/// One batch: images (n, 3, 32, 32) as floats in [0, 1], labels (n,).
+/// One batch: images (n, channels, side, side) as floats in [0, 1], labels (n,).
 pub struct Batch {
     pub images: Vec<f32>,
     pub labels: Vec<u32>,
+    pub shape: ImageShape,
+}
+
+impl Batch {
+    /// The images' tensor shape: (n, channels, side, side).
+    pub fn dims(&self) -> [usize; 4] {
+        [self.len(), self.shape.channels, self.shape.side, self.shape.side]
+    }
 }
 
 impl Batch {
@@ -95,17 +103,18 @@ pub fn batches(data: Arc<Dataset>, pass: Pass) -> Result<Batches> {
     let count = pass.order.len().div_ceil(bs);
     let (tx, rx) = sync_channel(4);
     let handle = std::thread::spawn(move || {
+        let (shape, bytes) = (data.shape, data.shape.bytes());
         for (b, chunk) in pass.order.chunks(bs).enumerate() {
-            let mut images = vec![0f32; chunk.len() * IMAGE_BYTES];
+            let mut images = vec![0f32; chunk.len() * bytes];
             for (k, &i) in chunk.iter().enumerate() {
-                let out = &mut images[k * IMAGE_BYTES..(k + 1) * IMAGE_BYTES];
+                let out = &mut images[k * bytes..(k + 1) * bytes];
                 match &pass.crops {
-                    Some(crops) => crop_flip(data.image(i), out, crops[b * bs + k]),
+                    Some(crops) => crop_flip(data.image(i), out, crops[b * bs + k], shape),
                     None => to_float(data.image(i), out),
                 }
             }
             let labels = chunk.iter().map(|&i| data.labels[i] as u32).collect();
-            if tx.send(Batch { images, labels }).is_err() {
+            if tx.send(Batch { images, labels, shape }).is_err() {
                 return;
             }
         }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::dataset::{Dataset, Splits, IMAGE_BYTES, SIDE};
+use crate::dataset::{Dataset, ImageShape, Splits, IMAGE_BYTES, SIDE};
 use crate::download::{download_verified, Downloader, Remote};
 use crate::error::{corrupt, io_err, DatasetError, Result};
 use crate::mat::read_mat;
@@ -46,7 +46,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
         }
         labels.push((v as u8) % 10);
     }
-    Ok(Dataset { images, labels, classes: (0..10).map(|d| d.to_string()).collect() })
+    Ok(Dataset { images, labels, classes: (0..10).map(|d| d.to_string()).collect(), shape: ImageShape::RGB32 })
 }
 
 fn load_file(dir: &Path, name: &str, remote: &Remote, net: Option<&mut dyn Downloader>) -> Result<Dataset> {
