@@ -60,8 +60,13 @@ enum Command {
 struct TuneArgs {
     #[arg(long, value_enum, default_value_t = ModelKind::ResNet18Cifs)]
     model: ModelKind,
-    #[arg(long, default_value_t = 64)]
-    width: usize,
+    /// ResNets: channels of the first stage [default: 64]; WideResNet: the widen factor
+    /// [default: 10].
+    #[arg(long)]
+    width: Option<usize>,
+    /// WideResNet depth, 6 n + 4 [default: 28].
+    #[arg(long)]
+    depth: Option<usize>,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
 }
@@ -70,8 +75,13 @@ struct TuneArgs {
 struct BenchArgs {
     #[arg(long, value_enum, default_value_t = ModelKind::ResNet18Cifs)]
     model: ModelKind,
-    #[arg(long, default_value_t = 64)]
-    width: usize,
+    /// ResNets: channels of the first stage [default: 64]; WideResNet: the widen factor
+    /// [default: 10].
+    #[arg(long)]
+    width: Option<usize>,
+    /// WideResNet depth, 6 n + 4 [default: 28].
+    #[arg(long)]
+    depth: Option<usize>,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
     /// Timed steps of each kind (after the warm-up ones).
@@ -129,9 +139,13 @@ struct TrainArgs {
     /// [default: resnet18-cifs; fashion-mnist: resnet10-cifs]
     #[arg(long, value_enum)]
     model: Option<ModelKind>,
-    /// Channels of the first stage (64 in the paper).
-    #[arg(long, default_value_t = 64)]
-    width: usize,
+    /// ResNets: channels of the first stage [default: 64]; WideResNet: the widen factor
+    /// [default: 10].
+    #[arg(long)]
+    width: Option<usize>,
+    /// WideResNet depth, 6 n + 4 [default: 28].
+    #[arg(long)]
+    depth: Option<usize>,
     /// Epochs of the main (adversarial) phase [default: 120; fashion-mnist: 60].
     #[arg(long)]
     epochs: Option<usize>,
@@ -334,6 +348,11 @@ impl AttackArgs {
 
 /// The runtime on the chosen adapter; with tuning on, its tile choices are timed at first use
 /// and remembered in the adapter's tuning cache.
+/// The model the command line describes: width and depth default by kind.
+fn model_config(kind: ModelKind, width: Option<usize>, depth: Option<usize>, classes: usize) -> ModelConfig {
+    ModelConfig { kind, width: width.unwrap_or(kind.default_width()), classes, depth: depth.unwrap_or(kind.default_depth()) }
+}
+
 fn open_runtime(adapter: Option<&str>, tune: bool) -> Result<Runtime, String> {
     let pref = adapter.map(str::to_string).or_else(|| std::env::var(engine::gpu::ADAPTER_ENV).ok());
     let rt = Runtime::with_preference(pref.as_deref()).map_err(|e| e.to_string())?;
@@ -348,8 +367,8 @@ fn open_runtime(adapter: Option<&str>, tune: bool) -> Result<Runtime, String> {
 fn tune(adapter: Option<&str>, a: TuneArgs) -> Result<(), String> {
     let rt = open_runtime(adapter, true)?;
     let (before, _, path) = rt.tuning();
-    let config = ModelConfig { kind: a.model, width: a.width, classes: 10 };
-    println!("tuning {} width {}, batch {} on {}", a.model, a.width, a.batch_size, rt.gpu.info.name);
+    let config = model_config(a.model, a.width, a.depth, 10);
+    println!("tuning {} width {}, batch {} on {}", a.model, config.width, a.batch_size, rt.gpu.info.name);
     let spinner = display::bar(0, "{spinner} {pos} shapes timed  {msg}");
     let shown = spinner.clone();
     rt.observe_tuning(move |key, choice| {
@@ -415,7 +434,8 @@ fn load_data(kind: DatasetKind, dir: Option<&Path>, no_download: bool) -> Result
 
 fn train(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String> {
     let model = a.model.unwrap_or(cifs::recipe::Recipe::for_dataset(a.dataset).model);
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}-w{}-s{}", a.dataset, model, a.width, a.seed)));
+    let width = a.width.unwrap_or(model.default_width());
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}-w{}-s{}", a.dataset, model, width, a.seed)));
     if !a.resume && out.join("last.safetensors").is_file() {
         return Err(format!("{} already holds a run; pass --resume to continue it or choose another --out", out.display()));
     }
@@ -431,7 +451,8 @@ fn train(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String> 
         dataset: a.dataset.to_string(),
         data_dir: dir.display().to_string(),
         model,
-        width: a.width,
+        width,
+        depth: a.depth.filter(|_| model.is_wrn()),
         epochs: a.epochs.unwrap_or(recipe.epochs),
         clean_epochs: a.clean_epochs.unwrap_or(recipe.clean_epochs),
         batch_size: a.batch_size,
@@ -562,10 +583,10 @@ fn utc_date() -> String {
 
 fn bench(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String> {
     let rt = open_runtime(adapter, tune)?;
-    let config = ModelConfig { kind: a.model, width: a.width, classes: 10 };
+    let config = model_config(a.model, a.width, a.depth, 10);
     let info = &rt.gpu.info;
     println!("adapter: {} ({:?}, {:?}), driver {} {}", info.name, info.backend, info.device_type, info.driver, info.driver_info);
-    println!("{} width {}, batch {}, {} warm-up + {} timed steps each", a.model, a.width, a.batch_size, a.warmup, a.steps);
+    println!("{} width {}, batch {}, {} warm-up + {} timed steps each", a.model, config.width, a.batch_size, a.warmup, a.steps);
     let bar = display::bar(((a.warmup + a.steps.max(1)) * cifs::bench::STEPS.len()) as u64, "[{bar:25}] {pos}/{len} {msg}");
     let mut done = 0;
     let results = cifs::bench::bench_steps(&rt, config, a.batch_size, a.steps, a.warmup, |kind, _| {
@@ -586,7 +607,7 @@ fn bench(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String> 
             "adapter": info.name, "backend": format!("{:?}", info.backend), "device_type": format!("{:?}", info.device_type),
             "driver": info.driver, "driver_info": info.driver_info,
             "date": utc_date(), "commit": env!("CIFS_WGPU_COMMIT"),
-            "model": a.model, "width": a.width, "batch_size": a.batch_size, "warmup": a.warmup,
+            "model": a.model, "width": config.width, "depth": config.depth, "batch_size": a.batch_size, "warmup": a.warmup,
             "results": results,
             "tuning": if tune { "on" } else { "off (--no-tune)" },
             "tiles": rt.tuning().0.into_iter().map(|(k, c)| (k, c.tile.name())).collect::<std::collections::BTreeMap<_, _>>(),

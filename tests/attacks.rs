@@ -112,7 +112,7 @@ fn apgd_step_size_control_matches_torchattacks() {
 const STEPS: usize = 15;
 
 fn setup(rt: &Runtime, n: usize) -> (ResNet18, Vec<f32>, Vec<u32>) {
-    let model = ResNet18::new(rt, ModelConfig { kind: ModelKind::ResNet18Cifs, width: 2, classes: 10 }, &mut engine::Rng::new(31)).unwrap();
+    let model = ResNet18::new(rt, ModelConfig::new(ModelKind::ResNet18Cifs, 2, 10), &mut engine::Rng::new(31)).unwrap();
     // Each image a colour of its own plus noise: images that differ as a whole, as photos do.
     let mut r = rng(32);
     let colours: Vec<f64> = (0..n * 3).map(|_| r.uniform(0.15, 0.85)).collect();

@@ -152,7 +152,7 @@ fn engine_err(e: CifsError) -> engine::EngineError {
 }
 
 fn small_model(rt: &Runtime, kind: ModelKind, width: usize, seed: u64) -> ResNet18 {
-    ResNet18::new(rt, ModelConfig { kind, width, classes: 10 }, &mut engine::Rng::new(seed)).unwrap()
+    ResNet18::new(rt, ModelConfig::new(kind, width, 10), &mut engine::Rng::new(seed)).unwrap()
 }
 
 #[test]
@@ -468,4 +468,39 @@ fn cas_model_trains_and_its_checkpoint_is_recognised() {
     let loaded = cifs::checkpoint::load_model(&rt, &path).unwrap();
     assert_eq!(loaded.config.kind, ModelKind::ResNet18Cas);
     assert_eq!(loaded.forward(&rt, &x, None, Mode::Eval).unwrap().logits.to_vec(&rt).unwrap(), out.logits.to_vec(&rt).unwrap());
+}
+
+/// WRN-28-10 has the reference's parameter count (36 479 194 without CIFS; the CIFS probes add
+/// 640 x 240 + 240 + 240 x 10 + 10 and 640 x 10 + 10), and a depth that is not 6 n + 4 is refused.
+#[test]
+fn wide_resnet_28_10_has_the_reference_parameter_count() {
+    let rt = rt();
+    let count = |kind| ResNet18::new(&rt, ModelConfig::new(kind, 10, 10), &mut engine::Rng::new(1)).unwrap().params().iter().map(|p| p.leaf().numel()).sum::<usize>();
+    assert_eq!(count(ModelKind::Wrn), 36_479_194);
+    assert_eq!(count(ModelKind::WrnCifs), 36_479_194 + 640 * 240 + 240 + 2400 + 10 + 6410);
+    let bad = ResNet18::new(&rt, ModelConfig { kind: ModelKind::Wrn, width: 1, classes: 10, depth: 20 }, &mut engine::Rng::new(1));
+    assert!(bad.is_err_and(|e| e.to_string().contains("6 n + 4")));
+}
+
+/// Another depth and widen factor than the oracle fixture's (WRN-22-2 with CIFS): it trains on a
+/// fixed batch, carries both probes, and its checkpoint is recognised with depth and width.
+#[test]
+fn wide_resnet_cifs_of_another_size_trains_and_its_checkpoint_is_recognised() {
+    let rt = rt();
+    let model = ResNet18::new(&rt, ModelConfig { kind: ModelKind::WrnCifs, width: 2, classes: 10, depth: 22 }, &mut engine::Rng::new(41)).unwrap();
+    let sgd = cifs::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
+    let mut r = rng(42);
+    let x = Tensor::from_f32(&rt, &[4, 3, 32, 32], &r.uniform_vec(4 * 3072, 0.0, 1.0)).unwrap();
+    let y = Tensor::from_u32(&rt, &[4], &[0, 1, 2, 3]).unwrap();
+    let pgd = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 1, loss: AttackLoss::Joint { beta: 2.0 } };
+    let losses: Vec<f32> = (0..5).map(|_| cifs::train::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0]).collect();
+    assert!(losses.iter().all(|l| l.is_finite()) && losses[4] < losses[0], "{losses:?}");
+    let out = model.forward(&rt, &x, None, Mode::Eval).unwrap();
+    assert_eq!(out.probes.len(), 2, "block3's last block and the head carry probes");
+    let path = std::env::temp_dir().join(format!("cifs-wgpu-wrn-{}.safetensors", std::process::id()));
+    cifs::checkpoint::save_model(&rt, &model, &path, &[]).unwrap();
+    let loaded = cifs::checkpoint::load_model(&rt, &path).unwrap();
+    assert_eq!((loaded.config.kind, loaded.config.depth, loaded.config.width), (ModelKind::WrnCifs, 22, 2));
+    assert_eq!(loaded.forward(&rt, &x, None, Mode::Eval).unwrap().logits.to_vec(&rt).unwrap(), out.logits.to_vec(&rt).unwrap());
+    std::fs::remove_file(&path).unwrap();
 }

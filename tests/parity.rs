@@ -67,9 +67,15 @@ impl Fixture<'_> {
             None => ModelKind::ResNet18,
             Some("resnet10_gray_cifs") => ModelKind::ResNet10Cifs,
             Some("resnet10_gray") => ModelKind::ResNet10,
+            Some(a) if a.starts_with("wrn") => if cifs { ModelKind::WrnCifs } else { ModelKind::Wrn },
             Some(other) => panic!("{}: fixture architecture `{other}` is not built in cifs-wgpu", self.name),
         };
-        let config = ModelConfig { kind, width: self.meta["width"].parse().unwrap(), classes: 10 };
+        let meta = |k: &str| self.meta.get(k).map(|v| v.parse::<usize>().unwrap());
+        let config = if kind.is_wrn() {
+            ModelConfig { kind, width: meta("widen_factor").unwrap(), classes: 10, depth: meta("depth").unwrap() }
+        } else {
+            ModelConfig::new(kind, meta("width").unwrap(), 10)
+        };
         let model = ResNet18::new(rt, config, &mut engine::Rng::new(0)).unwrap();
         load_state_dict(rt, &model, bytes, "param.", &self.name).unwrap();
         model

@@ -34,13 +34,24 @@ pub fn infer_config(bytes: &[u8], path: &Path) -> Result<(String, ModelConfig)> 
     } else {
         return Err(unknown(&p, "no `conv1.weight`: not a ResNet checkpoint".into()));
     };
+    let named = |n: &str| names.contains(&format!("{prefix}{n}").as_str());
+    if named("block1.layer.0.conv1.weight") {
+        // A pre-activation WideResNet: widen factor from block1's width, depth from its blocks.
+        let (b1, _) = read_f32(&st, &format!("{prefix}block1.layer.0.conv1.weight"), &p)?;
+        let (fc, _) = read_f32(&st, &format!("{prefix}fc.weight"), &p)?;
+        let n = (0..).take_while(|i| named(&format!("block1.layer.{i}.conv1.weight"))).count();
+        if b1.len() != 4 || b1[0] % 16 != 0 || fc.len() != 2 || fc[1] != 4 * b1[0] {
+            return Err(unknown(&p, format!("block1.layer.0.conv1.weight {b1:?} and fc.weight {fc:?} are not those of a WideResNet")));
+        }
+        let kind = if named("Probe.Probe.1.weight") { ModelKind::WrnCifs } else { ModelKind::Wrn };
+        return Ok((prefix.to_string(), ModelConfig { kind, width: b1[0] / 16, classes: fc[0], depth: 6 * n + 4 }));
+    }
     let (conv1, _) = read_f32(&st, &format!("{prefix}conv1.weight"), &p)?;
     let (lin, _) = read_f32(&st, &format!("{prefix}linear.weight"), &p)?;
     // Check the ranks before reading any dimension: a malformed file must be an error, not a panic.
     if conv1.len() != 4 || lin.len() != 2 || lin[1] != 8 * conv1[0] {
         return Err(unknown(&p, format!("conv1.weight {conv1:?} and linear.weight {lin:?} are not those of a CIFAR ResNet")));
     }
-    let named = |n: &str| names.contains(&format!("{prefix}{n}").as_str());
     let has = |part: &str| names.iter().any(|n| n.starts_with(&format!("{prefix}layer4.0.{part}")));
     let kind = if named("Probe_0.Probe.0.fc.weight") {
         ModelKind::ResNet10Cifs
@@ -56,7 +67,7 @@ pub fn infer_config(bytes: &[u8], path: &Path) -> Result<(String, ModelConfig)> 
     if conv1[1] != kind.input().0 {
         return Err(unknown(&p, format!("conv1.weight {conv1:?} takes {} input channels; a {kind} takes {}", conv1[1], kind.input().0)));
     }
-    let config = ModelConfig { kind, width: conv1[0], classes: lin[0] };
+    let config = ModelConfig::new(kind, conv1[0], lin[0]);
     Ok((prefix.to_string(), config))
 }
 
@@ -70,6 +81,9 @@ pub fn load_model(rt: &Runtime, path: &Path) -> Result<ResNet18> {
 }
 
 fn describe(c: &ModelConfig) -> String {
+    if c.kind.is_wrn() {
+        return format!("{}-{}-{} with {} classes", c.kind, c.depth, c.width, c.classes);
+    }
     format!("{} of width {} with {} classes", c.kind, c.width, c.classes)
 }
 

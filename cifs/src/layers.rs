@@ -55,9 +55,22 @@ impl Conv {
         Ok(Conv { weight, stride, pad: (k as u32 - 1) / 2 })
     }
 
+    /// The WideResNet's initialisation: N(0, sqrt(2 / (k k cout))) (He, fan-out).
+    pub fn he_normal(rt: &Runtime, name: &str, cin: usize, cout: usize, k: usize, stride: u32, rng: &mut Rng) -> Result<Conv> {
+        let std = (2.0 / (k * k * cout) as f64).sqrt();
+        let data: Vec<f32> = (0..cout * cin * k * k).map(|_| (std * normal(rng)) as f32).collect();
+        Ok(Conv { weight: Param::new(rt, format!("{name}.weight"), &[cout, cin, k, k], &data)?, stride, pad: (k as u32 - 1) / 2 })
+    }
+
     pub fn forward(&self, rt: &Runtime, x: &Tensor, grad: bool) -> Result<Tensor> {
         Ok(conv2d::conv2d(rt, x, self.weight.get(grad), self.stride, self.pad)?)
     }
+}
+
+/// A standard normal draw (Box-Muller).
+fn normal(rng: &mut Rng) -> f64 {
+    let u = rng.next_f64().max(f64::MIN_POSITIVE);
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * rng.next_f64()).cos()
 }
 
 pub struct BatchNorm {
@@ -110,6 +123,13 @@ impl Linear {
             weight: Param::uniform(rt, format!("{name}.weight"), &[cout, cin], bound, rng)?,
             bias: Param::uniform(rt, format!("{name}.bias"), &[cout], bound, rng)?,
         })
+    }
+
+    /// As [`Linear::new`] with the bias zeroed (the WideResNet's initialisation).
+    pub fn zero_bias(self, rt: &Runtime) -> Result<Linear> {
+        let shape = self.bias.leaf().shape().to_vec();
+        let bias = Param::new(rt, self.bias.name.clone(), &shape, &vec![0.0; shape.iter().product()])?;
+        Ok(Linear { bias, ..self })
     }
 
     pub fn forward(&self, rt: &Runtime, x: &Tensor, grad: bool) -> Result<Tensor> {

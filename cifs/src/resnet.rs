@@ -8,12 +8,15 @@
 //! layer4's by a linear one (`Probe_1`), both masks scaled by 2.
 
 use engine::ops::batchnorm::Act;
-use engine::ops::pool;
+use engine::ops::{arith, pool};
 use engine::{Rng, Runtime, Tensor};
 
 use crate::error::{check_setting, CifsError, Result};
 use crate::layers::{BatchNorm, Conv, Linear, Param};
 use crate::probe::{Masked, PairRule, Probe, PROBE_HIDDEN};
+
+/// Hidden width of the WideResNet's nonlinear probe.
+pub const WRN_PROBE_HIDDEN: usize = 240;
 
 /// The architectures the command line names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -41,10 +44,19 @@ pub enum ModelKind {
     #[cfg_attr(feature = "cli", value(name = "resnet10"))]
     #[serde(rename = "resnet10")]
     ResNet10,
+    /// Pre-activation WideResNet (`--depth`, `--widen`; WRN-28-10 by default) with CIFS inside
+    /// the last block of block3 (nonlinear probe, hidden 240) and after the final BN-ReLU (linear).
+    #[cfg_attr(feature = "cli", value(name = "wrn-cifs"))]
+    #[serde(rename = "wrn-cifs")]
+    WrnCifs,
+    /// Pre-activation WideResNet.
+    #[cfg_attr(feature = "cli", value(name = "wrn"))]
+    #[serde(rename = "wrn")]
+    Wrn,
 }
 
 impl ModelKind {
-    pub const ALL: [ModelKind; 5] = [ModelKind::ResNet18Cifs, ModelKind::ResNet18, ModelKind::ResNet18Cas, ModelKind::ResNet10Cifs, ModelKind::ResNet10];
+    pub const ALL: [ModelKind; 7] = [ModelKind::ResNet18Cifs, ModelKind::ResNet18, ModelKind::ResNet18Cas, ModelKind::ResNet10Cifs, ModelKind::ResNet10, ModelKind::WrnCifs, ModelKind::Wrn];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -53,7 +65,28 @@ impl ModelKind {
             ModelKind::ResNet18Cas => "resnet18-cas",
             ModelKind::ResNet10Cifs => "resnet10-cifs",
             ModelKind::ResNet10 => "resnet10",
+            ModelKind::WrnCifs => "wrn-cifs",
+            ModelKind::Wrn => "wrn",
         }
+    }
+
+    /// A pre-activation WideResNet (its `width` is the widen factor, and it has a `depth`).
+    pub fn is_wrn(self) -> bool {
+        matches!(self, ModelKind::WrnCifs | ModelKind::Wrn)
+    }
+
+    /// Depth when none is given: the WideResNet's 28; the ResNets' is fixed by their kind.
+    pub fn default_depth(self) -> usize {
+        match self {
+            ModelKind::WrnCifs | ModelKind::Wrn => 28,
+            ModelKind::ResNet10Cifs | ModelKind::ResNet10 => 10,
+            _ => 18,
+        }
+    }
+
+    /// `width` when none is given: 64 for the ResNets, the widen factor 10 for the WideResNet.
+    pub fn default_width(self) -> usize {
+        if self.is_wrn() { 10 } else { 64 }
     }
 
     /// BasicBlocks per stage.
@@ -82,9 +115,30 @@ impl std::fmt::Display for ModelKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelConfig {
     pub kind: ModelKind,
-    /// Channels of layer1 (64 in the paper).
+    /// ResNets: channels of layer1 (64 in the paper). WideResNet: the widen factor k (10).
     pub width: usize,
     pub classes: usize,
+    /// WideResNet: depth, 6 n + 4 for n blocks per group (28). ResNets: 18 or 10, by kind.
+    pub depth: usize,
+}
+
+impl ModelConfig {
+    /// A model of `kind` at its default depth.
+    pub fn new(kind: ModelKind, width: usize, classes: usize) -> ModelConfig {
+        ModelConfig { kind, width, classes, depth: kind.default_depth() }
+    }
+
+    /// Floats of the largest feature map of one image (the first stage's output).
+    pub fn widest_map(&self) -> usize {
+        let (_, side) = self.kind.input();
+        let channels = if self.kind.is_wrn() { 16 * self.width } else { self.width };
+        channels * side * side
+    }
+
+    /// Channels the classifier reads.
+    pub fn features(&self) -> usize {
+        if self.kind.is_wrn() { 64 * self.width } else { 8 * self.width }
+    }
 }
 
 /// Train: batch statistics, label pair rule, gradients into the parameters.
@@ -127,14 +181,19 @@ pub struct BasicBlock {
     pub bn1: BatchNorm,
     pub conv2: Conv,
     pub bn2: BatchNorm,
-    pub shortcut: Option<(Conv, BatchNorm)>,
+    /// The projection shortcut: conv 1x1 and (ResNets) its batch norm.
+    pub shortcut: Option<(Conv, Option<BatchNorm>)>,
+    /// ResNets: the probe masks the block's output. WideResNet: it masks the activated input of
+    /// the residual branch.
     pub probe: Option<Probe>,
+    /// Pre-activation (WideResNet): BN-ReLU before each conv, no BN on the shortcut.
+    pub preact: bool,
 }
 
 impl BasicBlock {
     fn new(rt: &Runtime, name: &str, cin: usize, cout: usize, stride: u32, rng: &mut Rng) -> Result<BasicBlock> {
         let shortcut = if stride != 1 || cin != cout {
-            Some((Conv::new(rt, &format!("{name}.shortcut.0"), cin, cout, 1, stride, rng)?, BatchNorm::new(rt, &format!("{name}.shortcut.1"), cout)?))
+            Some((Conv::new(rt, &format!("{name}.shortcut.0"), cin, cout, 1, stride, rng)?, Some(BatchNorm::new(rt, &format!("{name}.shortcut.1"), cout)?)))
         } else {
             None
         };
@@ -146,16 +205,59 @@ impl BasicBlock {
             bn2: BatchNorm::new(rt, &format!("{name}.bn2"), cout)?,
             shortcut,
             probe: None,
+            preact: false,
         })
+    }
+
+    /// The WideResNet's pre-activation block (reference names: `bn1`, `conv1`, `bn2`, `conv2`,
+    /// `convShortcut`), He-normal convolutions.
+    fn preact(rt: &Runtime, name: &str, cin: usize, cout: usize, stride: u32, rng: &mut Rng) -> Result<BasicBlock> {
+        let shortcut = if cin != cout { Some((Conv::he_normal(rt, &format!("{name}.convShortcut"), cin, cout, 1, stride, rng)?, None)) } else { None };
+        Ok(BasicBlock {
+            name: name.to_string(),
+            bn1: BatchNorm::new(rt, &format!("{name}.bn1"), cin)?,
+            conv1: Conv::he_normal(rt, &format!("{name}.conv1"), cin, cout, 3, stride, rng)?,
+            bn2: BatchNorm::new(rt, &format!("{name}.bn2"), cout)?,
+            conv2: Conv::he_normal(rt, &format!("{name}.conv2"), cout, cout, 3, 1, rng)?,
+            shortcut,
+            probe: None,
+            preact: true,
+        })
+    }
+
+    /// Pre-activation: a = ReLU(BN1(x)); the probe (if any) masks a; y = shortcut +
+    /// conv2(ReLU(BN2(conv1(a~)))), the shortcut being conv1x1(a) when the channels change and
+    /// the raw x otherwise.
+    fn forward_preact(&self, rt: &Runtime, x: &Tensor, rule: PairRule, train: bool) -> Result<(Tensor, Option<Masked>)> {
+        let relu = Act { residual: None, relu: true };
+        let a = self.bn1.forward_act(rt, x, train, relu)?;
+        let (branch_in, masked) = match &self.probe {
+            Some(p) => {
+                let m = p.apply(rt, &a, rule, train)?;
+                (m.out.clone(), Some(m))
+            }
+            None => (a.clone(), None),
+        };
+        let h = self.bn2.forward_act(rt, &self.conv1.forward(rt, &branch_in, train)?, train, relu)?;
+        let y = self.conv2.forward(rt, &h, train)?;
+        let short = match &self.shortcut {
+            Some((conv, _)) => conv.forward(rt, &a, train)?,
+            None => x.clone(),
+        };
+        Ok((arith::add(rt, &y, &short)?, masked))
     }
 
     /// ReLU(BN(conv(ReLU(BN(conv(x))))) + shortcut(x)), then the CIFS mask if this block has a
     /// probe (what the probe made of the block's output is returned too).
     fn forward(&self, rt: &Runtime, x: &Tensor, rule: PairRule, train: bool) -> Result<(Tensor, Option<Masked>)> {
+        if self.preact {
+            return self.forward_preact(rt, x, rule, train);
+        }
         let relu = Act { residual: None, relu: true };
         let h = self.bn1.forward_act(rt, &self.conv1.forward(rt, x, train)?, train, relu)?;
         let short = match &self.shortcut {
-            Some((conv, bn)) => bn.forward(rt, &conv.forward(rt, x, train)?, train)?,
+            Some((conv, Some(bn))) => bn.forward(rt, &conv.forward(rt, x, train)?, train)?,
+            Some((conv, None)) => conv.forward(rt, x, train)?,
             None => x.clone(),
         };
         // ReLU(BN(conv2(h)) + shortcut), fused into the batch norm's own dispatches.
@@ -171,14 +273,21 @@ impl BasicBlock {
 
     fn batchnorms(&self) -> Vec<&BatchNorm> {
         let mut v = vec![&self.bn1, &self.bn2];
-        v.extend(self.shortcut.as_ref().map(|(_, bn)| bn));
+        v.extend(self.shortcut.as_ref().and_then(|(_, bn)| bn.as_ref()));
         v
     }
 
     fn params(&self) -> Vec<&Param> {
-        let mut v = vec![&self.conv1.weight, &self.bn1.weight, &self.bn1.bias, &self.conv2.weight, &self.bn2.weight, &self.bn2.bias];
+        let mut v = if self.preact {
+            vec![&self.bn1.weight, &self.bn1.bias, &self.conv1.weight, &self.bn2.weight, &self.bn2.bias, &self.conv2.weight]
+        } else {
+            vec![&self.conv1.weight, &self.bn1.weight, &self.bn1.bias, &self.conv2.weight, &self.bn2.weight, &self.bn2.bias]
+        };
         if let Some((conv, bn)) = &self.shortcut {
-            v.extend([&conv.weight, &bn.weight, &bn.bias]);
+            v.push(&conv.weight);
+            if let Some(bn) = bn {
+                v.extend([&bn.weight, &bn.bias]);
+            }
         }
         if let Some(p) = &self.probe {
             for l in p.linears() {
@@ -189,13 +298,19 @@ impl BasicBlock {
     }
 }
 
+/// One of the model families: ResNet-18/10 (with CIFS or CAS) or the pre-activation WideResNet.
 pub struct ResNet18 {
     pub config: ModelConfig,
+    /// The stem convolution.
     pub conv1: Conv,
+    /// ResNets: the stem's batch norm. WideResNet: the final one (before the head), its `bn1`.
     pub bn1: BatchNorm,
-    /// layer1.0, layer1.1, ..., layer4.1
+    /// layer1.0, layer1.1, ..., layer4.1 (WideResNet: block1.layer.0, ..., block3.layer.{n-1})
     pub blocks: Vec<BasicBlock>,
+    /// The classifier (`linear`; WideResNet: `fc`).
     pub linear: Linear,
+    /// WideResNet-CIFS: the linear probe after the final BN-ReLU (`Probe.Probe.1`).
+    pub head_probe: Option<Probe>,
 }
 
 impl ResNet18 {
@@ -203,6 +318,9 @@ impl ResNet18 {
     pub fn new(rt: &Runtime, config: ModelConfig, rng: &mut Rng) -> Result<ResNet18> {
         check_setting(config.width >= 1, "width", config.width, "must be at least 1")?;
         check_setting(config.classes >= 2, "classes", config.classes, "a classifier needs at least 2 classes")?;
+        if config.kind.is_wrn() {
+            return ResNet18::wide(rt, config, rng);
+        }
         let w = config.width;
         let (channels, _) = config.kind.input();
         let conv1 = Conv::new(rt, "conv1", channels, w, 3, 1, rng)?;
@@ -228,7 +346,36 @@ impl ResNet18 {
             }
         }
         let linear = Linear::new(rt, "linear", 8 * w, config.classes, rng)?;
-        Ok(ResNet18 { config, conv1, bn1, blocks, linear })
+        Ok(ResNet18 { config, conv1, bn1, blocks, linear, head_probe: None })
+    }
+
+    /// The pre-activation WideResNet-depth-k (DESIGN-SETUPS §1): stem conv 3->16 (no BN), three
+    /// groups of n = (depth - 4) / 6 blocks (16k, 32k, 64k channels, strides 1, 2, 2), final
+    /// BN-ReLU, avg-pool 8, fc. With CIFS: the last block of block3 masks its branch's input
+    /// (nonlinear probe, hidden 240) and a linear probe masks the head.
+    fn wide(rt: &Runtime, config: ModelConfig, rng: &mut Rng) -> Result<ResNet18> {
+        let (k, depth, classes) = (config.width, config.depth, config.classes);
+        check_setting(depth >= 10 && (depth - 4) % 6 == 0, "depth", depth, "a WideResNet's depth is 6 n + 4 with n >= 1 (16, 22, 28, ...)")?;
+        let n = (depth - 4) / 6;
+        let cifs = config.kind == ModelKind::WrnCifs;
+        let conv1 = Conv::he_normal(rt, "conv1", 3, 16, 3, 1, rng)?;
+        let mut blocks = Vec::new();
+        let mut cin = 16;
+        for (g, (cout, stride)) in [(16 * k, 1), (32 * k, 2), (64 * k, 2)].into_iter().enumerate() {
+            for i in 0..n {
+                let name = format!("block{}.layer.{i}", g + 1);
+                let mut block = BasicBlock::preact(rt, &name, cin, cout, if i == 0 { stride } else { 1 }, rng)?;
+                if cifs && g == 2 && i == n - 1 {
+                    block.probe = Some(Probe::nonlinear(rt, &format!("{name}.Probe"), cout, WRN_PROBE_HIDDEN, classes, rng)?);
+                }
+                blocks.push(block);
+                cin = cout;
+            }
+        }
+        let bn1 = BatchNorm::new(rt, "bn1", 64 * k)?;
+        let linear = Linear::new(rt, "fc", 64 * k, classes, rng)?.zero_bias(rt)?;
+        let head_probe = if cifs { Some(Probe::linear(rt, "Probe", 64 * k, classes, rng)?) } else { None };
+        Ok(ResNet18 { config, conv1, bn1, blocks, linear, head_probe })
     }
 
     /// Forward pass on images x (N, 3, H, W) in [0, 1]. Train mode needs the labels (N,) u32.
@@ -248,7 +395,10 @@ impl ResNet18 {
             (Mode::Train, None) => return Err(CifsError::TrainNeedsLabels),
             (Mode::Eval, _) => PairRule::Eval,
         };
-        let mut h = self.bn1.forward_act(rt, &self.conv1.forward(rt, x, train)?, train, Act { residual: None, relu: true })?;
+        let relu = Act { residual: None, relu: true };
+        let wide = self.config.kind.is_wrn();
+        let stem = self.conv1.forward(rt, x, train)?;
+        let mut h = if wide { stem } else { self.bn1.forward_act(rt, &stem, train, relu)? };
         let mut probes = Vec::new();
         let mut blocks = Vec::new();
         for block in &self.blocks {
@@ -259,7 +409,16 @@ impl ResNet18 {
                 blocks.push(BlockTap { name: block.name.clone(), pooled: m.pooled, mask: m.mask });
             }
         }
-        let pooled = pool::avg_pool2d(rt, &h, 4)?;
+        if wide {
+            h = self.bn1.forward_act(rt, &h, train, relu)?;
+            if let Some(p) = &self.head_probe {
+                let m = p.apply(rt, &h, rule, train)?;
+                probes.push(m.logits);
+                blocks.push(BlockTap { name: "head".into(), pooled: m.pooled, mask: m.mask });
+                h = m.out;
+            }
+        }
+        let pooled = pool::avg_pool2d(rt, &h, if wide { 8 } else { 4 })?;
         let n = pooled.shape()[0];
         let feat = pooled.numel() / n;
         let features = pooled.reshape(&[n, feat])?;
@@ -269,11 +428,21 @@ impl ResNet18 {
 
     /// Every trainable parameter, in state-dict order.
     pub fn params(&self) -> Vec<&Param> {
-        let mut v = vec![&self.conv1.weight, &self.bn1.weight, &self.bn1.bias];
+        let wide = self.config.kind.is_wrn();
+        let mut v = vec![&self.conv1.weight];
+        if !wide {
+            v.extend([&self.bn1.weight, &self.bn1.bias]);
+        }
         for b in &self.blocks {
             v.extend(b.params());
         }
+        if wide {
+            v.extend([&self.bn1.weight, &self.bn1.bias]);
+        }
         v.extend([&self.linear.weight, &self.linear.bias]);
+        for l in self.head_probe.iter().flat_map(|p| p.linears()) {
+            v.extend([&l.weight, &l.bias]);
+        }
         v
     }
 

@@ -60,7 +60,11 @@ pub struct TrainConfig {
     pub dataset: String,
     pub data_dir: String,
     pub model: ModelKind,
+    /// ResNets: channels of the first stage; WideResNet: the widen factor.
     pub width: usize,
+    /// WideResNet depth (None: the model's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<usize>,
     /// Epochs of the main phase (adversarial unless `adversary` is none).
     pub epochs: usize,
     /// Clean warm-up epochs before the main phase, at constant lr, with their own optimizer.
@@ -189,8 +193,8 @@ fn epoch_rng(seed: u64, epoch: usize, purpose: u64) -> Rng {
 
 /// Refuses a batch whose largest activation (layer1: N x width x 32 x 32 floats) exceeds what
 /// the adapter can bind, before any work starts.
-fn check_batch_fits(rt: &Runtime, batch: usize, width: usize) -> Result<()> {
-    let per_image = width as u64 * 1024 * 4;
+fn check_batch_fits(rt: &Runtime, batch: usize, config: &ModelConfig) -> Result<()> {
+    let per_image = config.widest_map() as u64 * 4;
     let need = batch as u64 * per_image;
     let limit = rt.gpu.limits.max_storage_buffer_binding_size;
     if need > limit {
@@ -262,8 +266,9 @@ fn write_metrics(path: &Path, all: &[EpochMetrics]) -> Result<()> {
 /// Runs (or, with `resume`, continues) training. Returns the metrics of every epoch.
 pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: bool, events: &mut dyn Events) -> Result<Vec<EpochMetrics>> {
     cfg.validate()?;
-    check_batch_fits(rt, cfg.batch_size, cfg.width)?;
     let classes = splits.train.classes.len();
+    let config = ModelConfig { kind: cfg.model, width: cfg.width, classes, depth: cfg.depth.unwrap_or(cfg.model.default_depth()) };
+    check_batch_fits(rt, cfg.batch_size, &config)?;
     let (channels, side) = cfg.model.input();
     if splits.train.shape != (datasets::ImageShape { channels, side }) {
         return Err(CifsError::ImagesDoNotFit { model: cfg.model.to_string(), takes: format!("{channels}x{side}x{side}"), dataset: cfg.dataset.clone(), has: splits.train.shape.to_string() });
@@ -277,7 +282,6 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
     std::fs::create_dir_all(out).map_err(io(out))?;
     let paths = RunPaths { out: out.to_path_buf() };
 
-    let config = ModelConfig { kind: cfg.model, width: cfg.width, classes };
     let model = ResNet18::new(rt, config, &mut Rng::new(cfg.seed))?;
     let new_sgd = || Sgd::new(rt, &model, cfg.lr, cfg.momentum, cfg.weight_decay);
     let mut sgd = new_sgd()?;
