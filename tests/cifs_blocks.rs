@@ -503,4 +503,8 @@ fn wide_resnet_cifs_of_another_size_trains_and_its_checkpoint_is_recognised() {
     assert_eq!((loaded.config.kind, loaded.config.depth, loaded.config.width), (ModelKind::WrnCifs, 22, 2));
     assert_eq!(loaded.forward(&rt, &x, None, Mode::Eval).unwrap().logits.to_vec(&rt).unwrap(), out.logits.to_vec(&rt).unwrap());
     std::fs::remove_file(&path).unwrap();
+    // With one block per group (depth 10) block3's only block is also its first: the probe
+    // masks its 2k-wide activated input (the channels change in that block).
+    let shallow = ResNet18::new(&rt, ModelConfig { kind: ModelKind::WrnCifs, width: 1, classes: 10, depth: 10 }, &mut engine::Rng::new(43)).unwrap();
+    assert_eq!(shallow.forward(&rt, &x, None, Mode::Eval).unwrap().probes.len(), 2);
 }

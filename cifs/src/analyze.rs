@@ -122,7 +122,7 @@ pub fn analysed_blocks(model: &ResNet18, channels: usize) -> (Vec<usize>, Vec<St
         .iter()
         .filter(|b| b.probe.is_some())
         .enumerate()
-        .filter(|(_, b)| b.bn2.weight.leaf().numel() == channels)
+        .filter(|(_, b)| b.probed_channels() == channels)
         .map(|(k, b)| (k, b.name.clone()))
         .unzip()
 }

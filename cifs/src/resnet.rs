@@ -271,6 +271,12 @@ impl BasicBlock {
         }
     }
 
+    /// Channels of the map the probe masks: the block's output (ResNets) or its input
+    /// (pre-activation).
+    pub fn probed_channels(&self) -> usize {
+        if self.preact { self.bn1.weight.leaf().numel() } else { self.bn2.weight.leaf().numel() }
+    }
+
     fn batchnorms(&self) -> Vec<&BatchNorm> {
         let mut v = vec![&self.bn1, &self.bn2];
         v.extend(self.shortcut.as_ref().and_then(|(_, bn)| bn.as_ref()));
@@ -366,7 +372,8 @@ impl ResNet18 {
                 let name = format!("block{}.layer.{i}", g + 1);
                 let mut block = BasicBlock::preact(rt, &name, cin, cout, if i == 0 { stride } else { 1 }, rng)?;
                 if cifs && g == 2 && i == n - 1 {
-                    block.probe = Some(Probe::nonlinear(rt, &format!("{name}.Probe"), cout, WRN_PROBE_HIDDEN, classes, rng)?);
+                    // It masks the block's activated input: cin channels (cout unless n = 1).
+                    block.probe = Some(Probe::nonlinear(rt, &format!("{name}.Probe"), cin, WRN_PROBE_HIDDEN, classes, rng)?);
                 }
                 blocks.push(block);
                 cin = cout;
