@@ -56,13 +56,14 @@ enum Command {
     Tune(TuneArgs),
 }
 
+/// The model and batch a benchmark or a tuning run builds.
 #[derive(Args)]
-struct TuneArgs {
+struct ModelArgs {
     #[arg(long, value_enum, default_value_t = ModelKind::ResNet18Cifs)]
     model: ModelKind,
     /// ResNets: channels of the first stage [default: 64]; WideResNet: the widen factor
-    /// [default: 10].
-    #[arg(long)]
+    /// [default: 10] (alias --widen).
+    #[arg(long, visible_alias = "widen")]
     width: Option<usize>,
     /// WideResNet depth, 6 n + 4 [default: 28].
     #[arg(long)]
@@ -71,19 +72,22 @@ struct TuneArgs {
     batch_size: usize,
 }
 
+impl ModelArgs {
+    fn config(&self) -> ModelConfig {
+        model_config(self.model, self.width, self.depth, 10)
+    }
+}
+
+#[derive(Args)]
+struct TuneArgs {
+    #[command(flatten)]
+    m: ModelArgs,
+}
+
 #[derive(Args)]
 struct BenchArgs {
-    #[arg(long, value_enum, default_value_t = ModelKind::ResNet18Cifs)]
-    model: ModelKind,
-    /// ResNets: channels of the first stage [default: 64]; WideResNet: the widen factor
-    /// [default: 10].
-    #[arg(long)]
-    width: Option<usize>,
-    /// WideResNet depth, 6 n + 4 [default: 28].
-    #[arg(long)]
-    depth: Option<usize>,
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
+    #[command(flatten)]
+    m: ModelArgs,
     /// Timed steps of each kind (after the warm-up ones).
     #[arg(long, default_value_t = 20)]
     steps: usize,
@@ -140,8 +144,8 @@ struct TrainArgs {
     #[arg(long, value_enum)]
     model: Option<ModelKind>,
     /// ResNets: channels of the first stage [default: 64]; WideResNet: the widen factor
-    /// [default: 10].
-    #[arg(long)]
+    /// [default: 10] (alias --widen).
+    #[arg(long, visible_alias = "widen")]
     width: Option<usize>,
     /// WideResNet depth, 6 n + 4 [default: 28].
     #[arg(long)]
@@ -367,8 +371,8 @@ fn open_runtime(adapter: Option<&str>, tune: bool) -> Result<Runtime, String> {
 fn tune(adapter: Option<&str>, a: TuneArgs) -> Result<(), String> {
     let rt = open_runtime(adapter, true)?;
     let (before, _, path) = rt.tuning();
-    let config = model_config(a.model, a.width, a.depth, 10);
-    println!("tuning {} width {}, batch {} on {}", a.model, config.width, a.batch_size, rt.gpu.info.name);
+    let config = a.m.config();
+    println!("tuning {} width {}, batch {} on {}", a.m.model, config.width, a.m.batch_size, rt.gpu.info.name);
     let spinner = display::bar(0, "{spinner} {pos} shapes timed  {msg}");
     let shown = spinner.clone();
     rt.observe_tuning(move |key, choice| {
@@ -376,7 +380,7 @@ fn tune(adapter: Option<&str>, a: TuneArgs) -> Result<(), String> {
         shown.set_message(format!("{key}: {}", choice.tile.name()));
     });
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-    cifs::bench::bench_steps(&rt, config, a.batch_size, 1, 0, |kind, _| spinner.set_message(kind.to_string())).map_err(|e| e.to_string())?;
+    cifs::bench::bench_steps(&rt, config, a.m.batch_size, 1, 0, |kind, _| spinner.set_message(kind.to_string())).map_err(|e| e.to_string())?;
     spinner.finish_and_clear();
     let (after, warnings, _) = rt.tuning();
     for w in warnings {
@@ -583,13 +587,13 @@ fn utc_date() -> String {
 
 fn bench(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String> {
     let rt = open_runtime(adapter, tune)?;
-    let config = model_config(a.model, a.width, a.depth, 10);
+    let config = a.m.config();
     let info = &rt.gpu.info;
     println!("adapter: {} ({:?}, {:?}), driver {} {}", info.name, info.backend, info.device_type, info.driver, info.driver_info);
-    println!("{} width {}, batch {}, {} warm-up + {} timed steps each", a.model, config.width, a.batch_size, a.warmup, a.steps);
+    println!("{} width {}, batch {}, {} warm-up + {} timed steps each", a.m.model, config.width, a.m.batch_size, a.warmup, a.steps);
     let bar = display::bar(((a.warmup + a.steps.max(1)) * cifs::bench::STEPS.len()) as u64, "[{bar:25}] {pos}/{len} {msg}");
     let mut done = 0;
-    let results = cifs::bench::bench_steps(&rt, config, a.batch_size, a.steps, a.warmup, |kind, _| {
+    let results = cifs::bench::bench_steps(&rt, config, a.m.batch_size, a.steps, a.warmup, |kind, _| {
         done += 1;
         bar.set_position(done);
         bar.set_message(kind.to_string());
@@ -607,7 +611,7 @@ fn bench(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String> 
             "adapter": info.name, "backend": format!("{:?}", info.backend), "device_type": format!("{:?}", info.device_type),
             "driver": info.driver, "driver_info": info.driver_info,
             "date": utc_date(), "commit": env!("CIFS_WGPU_COMMIT"),
-            "model": a.model, "width": config.width, "depth": config.depth, "batch_size": a.batch_size, "warmup": a.warmup,
+            "model": a.m.model, "width": config.width, "depth": config.depth, "batch_size": a.m.batch_size, "warmup": a.warmup,
             "results": results,
             "tuning": if tune { "on" } else { "off (--no-tune)" },
             "tiles": rt.tuning().0.into_iter().map(|(k, c)| (k, c.tile.name())).collect::<std::collections::BTreeMap<_, _>>(),
@@ -626,7 +630,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval(adapter, !cli.no_tune, a),
         Command::Analyze(a) => analyze(adapter, !cli.no_tune, a),
         Command::Bench(a) => bench(adapter, !cli.no_tune, a),
-        Command::Tune(a) if cli.no_tune => Err(format!("`tune --no-tune` has nothing to do (model {})", a.model)),
+        Command::Tune(a) if cli.no_tune => Err(format!("`tune --no-tune` has nothing to do (model {})", a.m.model)),
         Command::Tune(a) => tune(adapter, a),
     };
     match result {

@@ -44,7 +44,7 @@ pub enum ModelKind {
     #[cfg_attr(feature = "cli", value(name = "resnet10"))]
     #[serde(rename = "resnet10")]
     ResNet10,
-    /// Pre-activation WideResNet (`--depth`, `--widen`; WRN-28-10 by default) with CIFS inside
+    /// Pre-activation WideResNet (`--depth`, `--widen`/`--width` the widen factor; WRN-28-10 by default) with CIFS inside
     /// the last block of block3 (nonlinear probe, hidden 240) and after the final BN-ReLU (linear).
     #[cfg_attr(feature = "cli", value(name = "wrn-cifs"))]
     #[serde(rename = "wrn-cifs")]
