@@ -14,6 +14,12 @@ Written from DESIGN.md (not copied from the paper's repository):
     the code users run today); `--relevance closed-form` computes the same r in closed form
     (DESIGN §4), the fastest a PyTorch CIFS could be. Pair (a, b): train mode (label, 2nd largest
     probe logit), eval mode (top-1, top-2).
+  - WRN-depth-k (DESIGN-SETUPS §1), `--model wrn-cifs|wrn`: pre-activation blocks (BN-ReLU before
+    each conv; a 1x1 conv of the activated input as shortcut where the channels change, the raw
+    input otherwise), stem conv 3->16 without BN, groups of 16k, 32k, 64k channels, final
+    BN-ReLU, avg-pool 8, fc. With CIFS the last block of block3 masks its branch's activated
+    input (nonlinear probe, hidden 240) and a linear probe masks the head. `--width` is the widen
+    factor there (default 10), `--depth` 6n+4 (default 28).
   - Joint loss 3/(beta+1) (CE(final) + beta/K sum_k CE(p_k)), beta 2; plain CE without probes.
   - PGD-10 AT step: eval-mode attack (eps 8/255, step 2/255, random start, joint loss, input
     gradient only), then a train-mode forward on the adversarial batch, joint loss, backward,
@@ -26,8 +32,8 @@ CUDA that means TF32 convolutions, as it ships). The JSON uses the field names o
 `cifs-wgpu bench --json`; the fields PyTorch cannot measure (GPU timestamps, dispatches,
 submits) are null.
 
-  python3 benches/reference/pytorch_step.py [--device cuda|cpu] [--model resnet18-cifs|resnet18]
-      [--width 64] [--batch-size 128] [--steps 20] [--warmup 5] [--json FILE]
+  python3 benches/reference/pytorch_step.py [--device cuda|cpu]
+      [--model resnet18-cifs|resnet18|wrn-cifs|wrn] [--width 64 (WRN: 10)] [--depth 28 (WRN)] [--batch-size 128] [--steps 20] [--warmup 5] [--json FILE]
       [--relevance autograd|closed-form]
 """
 
@@ -50,9 +56,9 @@ PROBE_HIDDEN = 128
 class Hidden(nn.Module):
     """The nonlinear probe's first layer: Linear, then Softplus(beta 5)."""
 
-    def __init__(self, channels):
+    def __init__(self, channels, hidden=PROBE_HIDDEN):
         super().__init__()
-        self.fc = nn.Linear(channels, PROBE_HIDDEN)
+        self.fc = nn.Linear(channels, hidden)
 
     def forward(self, g):
         return F.softplus(self.fc(g), beta=SOFTPLUS_BETA)
@@ -62,12 +68,12 @@ class Probe(nn.Module):
     """The CIFS probe and mask on a block output z (N, C, H, W). Its parameters carry the
     reference's state-dict names (`Probe.Probe.0.fc.*`, `Probe.Probe.1.*`), as ours do."""
 
-    def __init__(self, channels, classes, nonlinear, relevance):
+    def __init__(self, channels, classes, nonlinear, relevance, hidden=PROBE_HIDDEN):
         super().__init__()
         self.nonlinear = nonlinear
         self.relevance = relevance
-        first = Hidden(channels) if nonlinear else nn.Identity()
-        self.Probe = nn.Sequential(first, nn.Linear(PROBE_HIDDEN if nonlinear else channels, classes))
+        first = Hidden(channels, hidden) if nonlinear else nn.Identity()
+        self.Probe = nn.Sequential(first, nn.Linear(hidden if nonlinear else channels, classes))
 
     @property
     def hidden(self):
@@ -158,6 +164,72 @@ class ResNet18(nn.Module):
         return self.linear(F.avg_pool2d(h, 4).flatten(1)), probes
 
 
+class PreActBlock(nn.Module):
+    """The WideResNet's block; names as the reference's: bn1, conv1, bn2, conv2, convShortcut."""
+
+    def __init__(self, cin, cout, stride, probe=None):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.equal = cin == cout
+        if not self.equal:
+            self.convShortcut = nn.Conv2d(cin, cout, 1, stride, bias=False)
+        if probe is not None:
+            self.Probe = probe
+
+    def forward(self, x, labels, probes):
+        a = F.relu(self.bn1(x))
+        branch = a
+        if hasattr(self, "Probe"):
+            branch, p = self.Probe(a, labels)
+            probes.append(p)
+        y = self.conv2(F.relu(self.bn2(self.conv1(branch))))
+        return y + (x if self.equal else self.convShortcut(a))
+
+
+class Group(nn.Module):
+    def __init__(self, blocks):
+        super().__init__()
+        self.layer = nn.ModuleList(blocks)
+
+
+class WideResNet(nn.Module):
+    """Names as the reference's: conv1, block{1,2,3}.layer.{i}.*, bn1, fc, Probe (the head's)."""
+
+    def __init__(self, depth=28, widen=10, classes=10, cifs=True, relevance="autograd"):
+        super().__init__()
+        n = (depth - 4) // 6
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        cin = 16
+        for g, (cout, stride) in enumerate([(16 * widen, 1), (32 * widen, 2), (64 * widen, 2)]):
+            blocks = []
+            for i in range(n):
+                probe = None
+                if cifs and g == 2 and i == n - 1:
+                    probe = Probe(cin, classes, nonlinear=True, relevance=relevance, hidden=240)
+                blocks.append(PreActBlock(cin, cout, stride if i == 0 else 1, probe))
+                cin = cout
+            setattr(self, f"block{g + 1}", Group(blocks))
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.fc = nn.Linear(cin, classes)
+        if cifs:
+            self.Probe = Probe(cin, classes, nonlinear=False, relevance=relevance)
+
+    def forward(self, x, labels=None):
+        probes = []
+        h = self.conv1(x)
+        for g in (self.block1, self.block2, self.block3):
+            for block in g.layer:
+                h = block(h, labels, probes)
+        h = F.relu(self.bn1(h))
+        if hasattr(self, "Probe"):
+            h, p = self.Probe(h, labels)
+            probes.append(p)
+        return self.fc(F.avg_pool2d(h, 8).flatten(1)), probes
+
+
 def joint_loss(logits, probes, labels, beta=2.0):
     ce = F.cross_entropy(logits, labels)
     if not probes:
@@ -224,8 +296,9 @@ def git_commit():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
-    ap.add_argument("--model", default="resnet18-cifs", choices=["resnet18-cifs", "resnet18"])
-    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--model", default="resnet18-cifs", choices=["resnet18-cifs", "resnet18", "wrn-cifs", "wrn"])
+    ap.add_argument("--width", type=int, help="ResNet width (64) or WRN widen factor (10)")
+    ap.add_argument("--depth", type=int, default=28, help="WRN depth, 6n+4")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
@@ -235,7 +308,13 @@ def main():
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = ResNet18(args.width, cifs=args.model == "resnet18-cifs", relevance=args.relevance).to(device)
+    cifs = args.model.endswith("-cifs")
+    if args.model.startswith("wrn"):
+        args.width = args.width or 10
+        model = WideResNet(args.depth, args.width, cifs=cifs, relevance=args.relevance).to(device)
+    else:
+        args.width = args.width or 64
+        model = ResNet18(args.width, cifs=cifs, relevance=args.relevance).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
     x = torch.rand(args.batch_size, 3, 32, 32, device=device)
     labels = torch.randint(0, 10, (args.batch_size,), device=device)
@@ -277,6 +356,7 @@ def main():
             "commit": git_commit(),
             "model": args.model,
             "width": args.width,
+            "depth": args.depth if args.model.startswith("wrn") else None,
             "batch_size": args.batch_size,
             "warmup": args.warmup,
             "results": results,
