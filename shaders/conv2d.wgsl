@@ -80,7 +80,10 @@ const BK: u32 = 16u;
 // i = 4q .. 4q + 3 (likewise ty + 16 j), sit in one vec4: row r = tx + 16 i of depth kl lives at
 // tile_a[kl * 4 RM + (i / 4) * 16 + tx][i % 4].
 var<workgroup> tile_a: array<vec4<f32>, 512>; // [BK][BM / 4], sized for BM = 128
-var<workgroup> tile_b: array<vec4<f32>, 512>; // [BK][BN / 4]
+// B's depth rows are padded by one vec4 (BP = BN / 4 + 1): the weight loads write sixteen depths
+// of a column at once, which would otherwise all fall in one bank.
+const BP: u32 = 4u * RN + 1u;
+var<workgroup> tile_b: array<vec4<f32>, 528>; // [BK][BP], sized for BN = 128
 
 // a / d for a < 2^24 and d >= 1, given inv = 1 / d. The float quotient is within one of the
 // true one (relative error under 2^-23 on a quotient under 2^23), so one correction each way
@@ -293,6 +296,10 @@ fn store(mode: u32, f: Phase, split: u32, m: u32, j: u32, v: f32) {
     }
 }
 
+fn b_slot(depth: u32, c: u32) -> u32 {
+    return depth * BP + ((c / 16u) / 4u) * 16u + c % 16u;
+}
+
 fn tile_slot(depth: u32, r: u32, per_thread: u32) -> u32 {
     let i = r / 16u;
     return depth * 4u * per_thread + (i / 4u) * 16u + r % 16u;
@@ -335,8 +342,8 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
     var c51 = vec4<f32>(0.0);
     var c61 = vec4<f32>(0.0);
     var c71 = vec4<f32>(0.0);
-    // Every load of this thread hits tile row lid % BM of A and tile column lid % BN of B, at
-    // depths lid / BM + (256 / BM) r: 256 threads cover the BM x 16 A slice in RM loads.
+    // Every A load of this thread hits tile row lid % BM, at depths lid / BM + (256 / BM) r:
+    // 256 threads cover the BM x 16 A slice in RM loads (consecutive threads, consecutive pixels).
     let arow = lid % BM;
     let bcol = lid % BN;
     let g = prepare(mode, f, m0 + arow, n0 + bcol);
@@ -350,29 +357,47 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
             }
             tile_a[tile_slot(kl, arow, RM)][(arow / 16u) % 4u] = va;
         }
-        for (var r = 0u; r < RN; r++) {
-            let kl = lid / BN + (256u / BN) * r;
-            let k = k0 + kl;
-            var vb = 0.0;
-            if (g.col_ok && k < f.k_end) {
-                vb = load_b(mode, g, k);
+        if (mode == BWD_WEIGHT) {
+            // B is gathered from x: consecutive threads take consecutive columns (patches).
+            for (var r = 0u; r < RN; r++) {
+                let kl = lid / BN + (256u / BN) * r;
+                let k = k0 + kl;
+                var vb = 0.0;
+                if (g.col_ok && k < f.k_end) {
+                    vb = load_b(mode, g, k);
+                }
+                tile_b[b_slot(kl, bcol)][(bcol / 16u) % 4u] = vb;
             }
-            tile_b[tile_slot(kl, bcol, RN)][(bcol / 16u) % 4u] = vb;
+        } else {
+            // B is the (flipped) weight, contiguous along K: sixteen consecutive threads read
+            // sixteen consecutive depths of one column (64 bytes), instead of one word from
+            // each of 32 columns a row apart.
+            let kl = lid % BK;
+            let k = k0 + kl;
+            for (var r = 0u; r < RN; r++) {
+                let col = lid / BK + 16u * r;
+                let j = n0 + col;
+                var vb = 0.0;
+                if (j < p.gn && k < f.k_end) {
+                    vb = src_b[f.b_off + j * f.gk + k];
+                }
+                tile_b[b_slot(kl, col)][(col / 16u) % 4u] = vb;
+            }
         }
         workgroupBarrier();
         for (var kl = 0u; kl < BK; kl++) {
             let a0 = tile_a[kl * 4u * RM + tx];
-            let b0 = tile_b[kl * 4u * RN + ty];
+            let b0 = tile_b[kl * BP + ty];
             c00 += a0.x * b0; c10 += a0.y * b0; c20 += a0.z * b0; c30 += a0.w * b0;
             if (RN == 8u) {
-                let b1 = tile_b[kl * 4u * RN + 16u + ty];
+                let b1 = tile_b[kl * BP + 16u + ty];
                 c01 += a0.x * b1; c11 += a0.y * b1; c21 += a0.z * b1; c31 += a0.w * b1;
             }
             if (RM == 8u) {
                 let a1 = tile_a[kl * 4u * RM + 16u + tx];
                 c40 += a1.x * b0; c50 += a1.y * b0; c60 += a1.z * b0; c70 += a1.w * b0;
                 if (RN == 8u) {
-                    let b1 = tile_b[kl * 4u * RN + 16u + ty];
+                    let b1 = tile_b[kl * BP + 16u + ty];
                     c41 += a1.x * b1; c51 += a1.y * b1; c61 += a1.z * b1; c71 += a1.w * b1;
                 }
             }
