@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One device call that measures everything a GPU session needs, after `../shared/gpu/prepare`
+# (carry [".gl", ".gpu"]):   bash benches/gpu/device-run.sh
+# Stage a: `cifs-wgpu bench` (tuned) for each of MODELS and the PyTorch script for the same models
+# in the same call; stage b: every test executable on the GPU, then the kernel bench (every tile).
+# Everything lands under $OUT/a and $OUT/b (summary.txt, logs.tar.gz with every JSON).
+# Knobs: MODELS ("resnet18-cifs resnet18"), WIDTH/BATCH/STEPS (64/128/20), PD (cuda),
+# TEST_S (100 per test executable), BENCH_S (200), BENCH_REPS (5), and the on-device variables.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+# Headless NVIDIA containers: the driver's ICD manifest names libGLX_nvidia.so.0, which cannot
+# create an instance without a display; the EGL library can (README, Requirements).
+for f in .gl/*.deb; do dpkg -x "$f" / 2>/dev/null; done; ldconfig 2>/dev/null
+L=/usr/local/nvidia/lib64
+if [ -e "$L/libEGL_nvidia.so.0" ]; then
+    J=/tmp/nvidia_egl_icd.json
+    printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s","api_version":"1.3.0"}}' "$L/libEGL_nvidia.so.0" > "$J"
+    export VK_DRIVER_FILES=$J VK_ICD_FILENAMES=$J LD_LIBRARY_PATH=$L${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
+export XDG_CACHE_HOME=${XDG_CACHE_HOME:-/tmp/tunecache}
+export MODELS=${MODELS:-resnet18-cifs resnet18} WIDTH=${WIDTH:-64} BATCH=${BATCH:-128} STEPS=${STEPS:-20} PD=${PD:-cuda}
+REF='for m in $MODELS; do w=$WIDTH; case $m in wrn*) w=${WRN_WIDTH:-10};; esac; python3 benches/reference/pytorch_step.py --device $PD --model $m --width $w --batch-size $BATCH --steps $STEPS --json /tmp/gpuwork/logs/pytorch-$m.json; done'
+OUT=$OUT/a STAGES="bench ref" BENCH_S=${BENCH_S:-200} REF_CMD="$REF" bash .gpu/on-device > /dev/null 2>&1
+cat "$OUT/a/summary.txt"
+OUT=$OUT/b STAGES="tests kernels" TEST_S=${TEST_S:-100} BENCH_S=${BENCH_S:-200} BENCH_REPS=${BENCH_REPS:-5} bash .gpu/on-device > /dev/null 2>&1
+cat "$OUT/b/summary.txt"
+# The op tests stalled once on an H200 with their default 16 threads (docs/PERFORMANCE.md):
+# OPS_SERIAL=1 also runs them one at a time, with each test's time, to tell a stall from a bug.
+if [ -n "${OPS_SERIAL:-}" ] && [ -x /tmp/gpuwork/bin/test-test-ops ]; then
+    (cd "$(cat /tmp/gpuwork/build-root 2>/dev/null || pwd)" && timeout "${TEST_S:-100}" /tmp/gpuwork/bin/test-test-ops --test-threads 1 -Z unstable-options --report-time) > "$OUT/ops-serial.log" 2>&1
+    echo "ops serial rc=$?: $(grep -E '^test result' "$OUT/ops-serial.log" | tail -n 1)"
+fi
