@@ -25,8 +25,8 @@ cat "$OUT/a/summary.txt"
 OUT=$OUT/b STAGES="tests kernels" TEST_S=${TEST_S:-100} BENCH_S=${BENCH_S:-200} BENCH_REPS=${BENCH_REPS:-5} bash .gpu/on-device > /dev/null 2>&1
 cat "$OUT/b/summary.txt"
 # The op tests stalled once on an H200 with their default 16 threads (docs/PERFORMANCE.md):
-# OPS_SERIAL=1 also runs them one at a time, with each test's time, to tell a stall from a bug.
+# OPS_SERIAL=1 also runs them one at a time, to tell a stall from a bug.
 if [ -n "${OPS_SERIAL:-}" ] && [ -x /tmp/gpuwork/bin/test-test-ops ]; then
-    (cd "$(cat /tmp/gpuwork/build-root 2>/dev/null || pwd)" && timeout "${TEST_S:-100}" /tmp/gpuwork/bin/test-test-ops --test-threads 1 -Z unstable-options --report-time) > "$OUT/ops-serial.log" 2>&1
+    (cd "$(cat /tmp/gpuwork/build-root 2>/dev/null || pwd)" && timeout "${TEST_S:-100}" /tmp/gpuwork/bin/test-test-ops --test-threads 1 --nocapture) > "$OUT/ops-serial.log" 2>&1
     echo "ops serial rc=$?: $(grep -E '^test result' "$OUT/ops-serial.log" | tail -n 1)"
 fi
