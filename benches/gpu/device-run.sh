@@ -5,6 +5,7 @@
 # in the same call; stage b: every test executable on the GPU, then the kernel bench (every tile).
 # Everything lands under $OUT/a and $OUT/b (summary.txt, logs.tar.gz with every JSON).
 # Knobs: MODELS ("resnet18-cifs resnet18"), WIDTH/BATCH/STEPS (64/128/20), PD (cuda),
+# WRN_MODELS (e.g. "wrn-cifs wrn": a stage a-wrn at WRN_WIDTH 10, WRN_DEPTH 28),
 # TEST_S (100 per test executable), BENCH_S (200), BENCH_REPS (5), and the on-device variables.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -19,9 +20,15 @@ if [ -e "$L/libEGL_nvidia.so.0" ]; then
 fi
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-/tmp/tunecache}
 export MODELS=${MODELS:-resnet18-cifs resnet18} WIDTH=${WIDTH:-64} BATCH=${BATCH:-128} STEPS=${STEPS:-20} PD=${PD:-cuda}
-REF='for m in $MODELS; do w=$WIDTH; case $m in wrn*) w=${WRN_WIDTH:-10};; esac; python3 benches/reference/pytorch_step.py --device $PD --model $m --width $w --batch-size $BATCH --steps $STEPS --json /tmp/gpuwork/logs/pytorch-$m.json; done'
+REF='for m in $MODELS; do python3 benches/reference/pytorch_step.py --device $PD --model $m --width $WIDTH --depth ${WRN_DEPTH:-28} --batch-size $BATCH --steps $STEPS --json /tmp/gpuwork/logs/pytorch-$m.json; done'
 OUT=$OUT/a STAGES="bench ref" BENCH_S=${BENCH_S:-200} REF_CMD="$REF" bash .gpu/on-device > /dev/null 2>&1
 cat "$OUT/a/summary.txt"
+if [ -n "${WRN_MODELS:-}" ]; then
+    # The WideResNet's width is its widen factor, and it has a depth: a stage of its own.
+    MODELS=$WRN_MODELS WIDTH=${WRN_WIDTH:-10} BENCH_ARGS="--depth ${WRN_DEPTH:-28}" OUT=$OUT/a-wrn STAGES="bench ref" \
+        BENCH_S=${BENCH_S:-200} REF_CMD="$REF" bash .gpu/on-device > /dev/null 2>&1
+    cat "$OUT/a-wrn/summary.txt"
+fi
 OUT=$OUT/b STAGES="tests kernels" TEST_S=${TEST_S:-100} BENCH_S=${BENCH_S:-200} BENCH_REPS=${BENCH_REPS:-5} bash .gpu/on-device > /dev/null 2>&1
 cat "$OUT/b/summary.txt"
 # The op tests stalled once on an H200 with their default 16 threads (docs/PERFORMANCE.md):
