@@ -253,7 +253,7 @@ struct Trained {
 
 impl Trained {
     /// The runtime, the checkpoint's model and the dataset, checked to have as many classes.
-    fn open(&self, adapter: Option<&str>, tune: bool) -> Result<(Runtime, cifs::ResNet18, datasets::Splits), String> {
+    fn open(&self, adapter: Option<&str>, tune: bool) -> Result<(Runtime, cifs::Model, datasets::Splits), String> {
         let rt = open_runtime(adapter, tune)?;
         let model = cifs::checkpoint::load_model(&rt, &self.checkpoint).map_err(|e| e.to_string())?;
         eprintln!("model: {} width {} from {}", model.config.kind, model.config.width, self.checkpoint.display());

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use cifs::analyze::{analyze, nr_share, write};
 use cifs::attack::{AttackLoss, Pgd, Start};
 use cifs::evaluate::{Attack, EvalSettings};
-use cifs::{Mode, ResNet18};
+use cifs::{Mode, Model};
 use common::*;
 use engine::{Runtime, Tensor};
 
 /// The small trained ResNet18-CIFS of the attack fixtures, and 7 images of classes 0, 2 and 5.
-fn setup(rt: &Runtime) -> (ResNet18, Arc<datasets::Dataset>) {
+fn setup(rt: &Runtime) -> (Model, Arc<datasets::Dataset>) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/attacks/success.safetensors");
     let model = cifs::checkpoint::load_model(rt, &path).unwrap();
     let mut r = rng(41);
@@ -26,7 +26,7 @@ fn setup(rt: &Runtime) -> (ResNet18, Arc<datasets::Dataset>) {
 }
 
 /// Per-channel sums of one image's features, masks and unmasked outputs, natural and adversarial.
-fn taps_of(rt: &Runtime, model: &ResNet18, x: &Tensor) -> Vec<Vec<f32>> {
+fn taps_of(rt: &Runtime, model: &Model, x: &Tensor) -> Vec<Vec<f32>> {
     let (_, taps) = engine::no_grad(|| model.forward_with_taps(rt, x, None, Mode::Eval)).unwrap();
     let mut v = vec![taps.features.to_vec(rt).unwrap()];
     for b in &taps.blocks {

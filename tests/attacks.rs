@@ -16,7 +16,7 @@ use cifs::apgd::{Apgd, ApgdLoss, Batch, StepControl};
 use cifs::attack::AttackLoss;
 use cifs::evaluate::{evaluate, Attack, EvalSettings};
 use cifs::square::{p_selection, side, Square};
-use cifs::{hostloss, Mode, ModelConfig, ModelKind, ResNet18};
+use cifs::{hostloss, Mode, ModelConfig, ModelKind, Model};
 use common::*;
 use engine::{autodiff, Runtime, Tensor};
 
@@ -111,8 +111,8 @@ fn apgd_step_size_control_matches_torchattacks() {
 /// so it is first trained a few clean steps to tell the images apart.
 const STEPS: usize = 15;
 
-fn setup(rt: &Runtime, n: usize) -> (ResNet18, Vec<f32>, Vec<u32>) {
-    let model = ResNet18::new(rt, ModelConfig::new(ModelKind::ResNet18Cifs, 2, 10), &mut engine::Rng::new(31)).unwrap();
+fn setup(rt: &Runtime, n: usize) -> (Model, Vec<f32>, Vec<u32>) {
+    let model = Model::new(rt, ModelConfig::new(ModelKind::ResNet18Cifs, 2, 10), &mut engine::Rng::new(31)).unwrap();
     // Each image a colour of its own plus noise: images that differ as a whole, as photos do.
     let mut r = rng(32);
     let colours: Vec<f64> = (0..n * 3).map(|_| r.uniform(0.15, 0.85)).collect();

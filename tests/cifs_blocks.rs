@@ -11,7 +11,7 @@ use cifs::attack::{cw_inf, fgsm, AttackLoss, Pgd, Start};
 use cifs::loss::joint_loss;
 use cifs::probe::{PairRule, Probe};
 use cifs::state::{load_state_dict, to_safetensors};
-use cifs::{CifsError, Mode, ModelConfig, ModelKind, Output, ResNet18};
+use cifs::{CifsError, Mode, ModelConfig, ModelKind, Output, Model};
 use common::*;
 use engine::{autodiff, Runtime, Tensor};
 
@@ -151,8 +151,8 @@ fn engine_err(e: CifsError) -> engine::EngineError {
     }
 }
 
-fn small_model(rt: &Runtime, kind: ModelKind, width: usize, seed: u64) -> ResNet18 {
-    ResNet18::new(rt, ModelConfig::new(kind, width, 10), &mut engine::Rng::new(seed)).unwrap()
+fn small_model(rt: &Runtime, kind: ModelKind, width: usize, seed: u64) -> Model {
+    Model::new(rt, ModelConfig::new(kind, width, 10), &mut engine::Rng::new(seed)).unwrap()
 }
 
 #[test]
@@ -475,10 +475,10 @@ fn cas_model_trains_and_its_checkpoint_is_recognised() {
 #[test]
 fn wide_resnet_28_10_has_the_reference_parameter_count() {
     let rt = rt();
-    let count = |kind| ResNet18::new(&rt, ModelConfig::new(kind, 10, 10), &mut engine::Rng::new(1)).unwrap().params().iter().map(|p| p.leaf().numel()).sum::<usize>();
+    let count = |kind| Model::new(&rt, ModelConfig::new(kind, 10, 10), &mut engine::Rng::new(1)).unwrap().params().iter().map(|p| p.leaf().numel()).sum::<usize>();
     assert_eq!(count(ModelKind::Wrn), 36_479_194);
     assert_eq!(count(ModelKind::WrnCifs), 36_479_194 + 640 * 240 + 240 + 2400 + 10 + 6410);
-    let bad = ResNet18::new(&rt, ModelConfig { kind: ModelKind::Wrn, width: 1, classes: 10, depth: 20 }, &mut engine::Rng::new(1));
+    let bad = Model::new(&rt, ModelConfig { kind: ModelKind::Wrn, width: 1, classes: 10, depth: 20 }, &mut engine::Rng::new(1));
     assert!(bad.is_err_and(|e| e.to_string().contains("6 n + 4")));
 }
 
@@ -487,7 +487,7 @@ fn wide_resnet_28_10_has_the_reference_parameter_count() {
 #[test]
 fn wide_resnet_cifs_of_another_size_trains_and_its_checkpoint_is_recognised() {
     let rt = rt();
-    let model = ResNet18::new(&rt, ModelConfig { kind: ModelKind::WrnCifs, width: 2, classes: 10, depth: 22 }, &mut engine::Rng::new(41)).unwrap();
+    let model = Model::new(&rt, ModelConfig { kind: ModelKind::WrnCifs, width: 2, classes: 10, depth: 22 }, &mut engine::Rng::new(41)).unwrap();
     let sgd = cifs::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
     let mut r = rng(42);
     let x = Tensor::from_f32(&rt, &[4, 3, 32, 32], &r.uniform_vec(4 * 3072, 0.0, 1.0)).unwrap();
@@ -505,6 +505,6 @@ fn wide_resnet_cifs_of_another_size_trains_and_its_checkpoint_is_recognised() {
     std::fs::remove_file(&path).unwrap();
     // With one block per group (depth 10) block3's only block is also its first: the probe
     // masks its 2k-wide activated input (the channels change in that block).
-    let shallow = ResNet18::new(&rt, ModelConfig { kind: ModelKind::WrnCifs, width: 1, classes: 10, depth: 10 }, &mut engine::Rng::new(43)).unwrap();
+    let shallow = Model::new(&rt, ModelConfig { kind: ModelKind::WrnCifs, width: 1, classes: 10, depth: 10 }, &mut engine::Rng::new(43)).unwrap();
     assert_eq!(shallow.forward(&rt, &x, None, Mode::Eval).unwrap().probes.len(), 2);
 }

@@ -17,7 +17,7 @@ use cifs::attack::{AttackLoss, Pgd, Start};
 use cifs::loss::joint_loss;
 use cifs::optim::Sgd;
 use cifs::state::{load_state_dict, read_f32, read_i64};
-use cifs::{Mode, ModelConfig, ModelKind, ResNet18};
+use cifs::{Mode, ModelConfig, ModelKind, Model};
 use common::{rt, rel_err};
 use engine::{autodiff, Runtime, Tensor};
 use safetensors::SafeTensors;
@@ -59,7 +59,7 @@ impl Fixture<'_> {
         let y: Vec<u32> = read_i64(&self.st, "input.y", &self.name).unwrap().iter().map(|&v| v as u32).collect();
         Tensor::from_u32(rt, &[y.len()], &y).unwrap()
     }
-    fn model(&self, rt: &Runtime, bytes: &[u8]) -> ResNet18 {
+    fn model(&self, rt: &Runtime, bytes: &[u8]) -> Model {
         // `arch` names the architecture; fixtures without it are the ResNet-18 pair.
         let cifs = self.meta["cifs"] == "True";
         let kind = match self.meta.get("arch").map(String::as_str) {
@@ -76,7 +76,7 @@ impl Fixture<'_> {
         } else {
             ModelConfig::new(kind, meta("width").unwrap(), 10)
         };
-        let model = ResNet18::new(rt, config, &mut engine::Rng::new(0)).unwrap();
+        let model = Model::new(rt, config, &mut engine::Rng::new(0)).unwrap();
         load_state_dict(rt, &model, bytes, "param.", &self.name).unwrap();
         model
     }

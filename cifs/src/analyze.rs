@@ -25,7 +25,7 @@ use crate::error::{CifsError, Result};
 use crate::evaluate::{adversarial_images, Attack, EvalSettings};
 use crate::hostloss::predictions;
 use crate::plots;
-use crate::resnet::{Mode, ResNet18, Taps};
+use crate::resnet::{Mode, Model, Taps};
 
 /// Per-channel means of one CIFS block, natural and adversarial.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,7 +99,7 @@ struct TapValues {
     logits: Vec<f32>,
 }
 
-fn read(rt: &Runtime, model: &ResNet18, x: &Tensor) -> Result<TapValues> {
+fn read(rt: &Runtime, model: &Model, x: &Tensor) -> Result<TapValues> {
     let (out, taps): (_, Taps) = no_grad(|| model.forward_with_taps(rt, x, None, Mode::Eval))?;
     let mut wanted = vec![&out.logits, &taps.features];
     for b in &taps.blocks {
@@ -116,7 +116,7 @@ fn read(rt: &Runtime, model: &ResNet18, x: &Tensor) -> Result<TapValues> {
 
 /// Of the model's CIFS blocks (in probe order), the positions and names of those whose output has
 /// `channels` channels: the ones the classifier-ordered figures can show.
-pub fn analysed_blocks(model: &ResNet18, channels: usize) -> (Vec<usize>, Vec<String>) {
+pub fn analysed_blocks(model: &Model, channels: usize) -> (Vec<usize>, Vec<String>) {
     model
         .blocks
         .iter()
@@ -135,7 +135,7 @@ fn add_row(sum: &mut [f64], values: &[f32], row: usize) {
 }
 
 /// Analyses the test images of `data` whose class is in `classes` (indices), under `attack`.
-pub fn analyze(rt: &Runtime, model: &ResNet18, data: &Arc<Dataset>, classes: &[usize], attack: Attack, s: EvalSettings, mut progress: impl FnMut(usize, usize)) -> Result<Analysis> {
+pub fn analyze(rt: &Runtime, model: &Model, data: &Arc<Dataset>, classes: &[usize], attack: Attack, s: EvalSettings, mut progress: impl FnMut(usize, usize)) -> Result<Analysis> {
     let weights = model.linear.weight.leaf().to_vec(rt)?;
     let channels = weights.len() / model.config.classes;
     // The figures order channels by the classifier's weights, so they cover the CIFS blocks whose

@@ -24,7 +24,7 @@ use engine::{autodiff, Rng, Runtime, Tensor};
 use crate::attack::AttackLoss;
 use crate::error::{check_setting, Result};
 use crate::hostloss;
-use crate::resnet::{Mode, ResNet18};
+use crate::resnet::{Mode, Model};
 
 /// Which loss an APGD run ascends.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -206,7 +206,7 @@ fn losses(loss: ApgdLoss, p: &Point, labels: &[u32], targets: Option<&[u32]>, cl
 
 impl Apgd {
     /// Model outputs and the input gradient of the loss at `x_adv`.
-    fn point(&self, rt: &Runtime, model: &ResNet18, x_adv: &Tensor, labels: &Tensor, loss: ApgdLoss, targets: Option<&Tensor>) -> Result<Point> {
+    fn point(&self, rt: &Runtime, model: &Model, x_adv: &Tensor, labels: &Tensor, loss: ApgdLoss, targets: Option<&Tensor>) -> Result<Point> {
         let leaf = x_adv.requiring_grad();
         let out = model.forward(rt, &leaf, Some(labels), Mode::Eval)?;
         let scalar = match (loss, targets) {
@@ -228,7 +228,7 @@ impl Apgd {
     /// One run from a random start keyed by `key`; returns, per image, whether it stayed robust
     /// (no iterate misclassified), and the images: a misclassified iterate where there was one,
     /// the start elsewhere.
-    fn single_run(&self, rt: &Runtime, model: &ResNet18, b: &Batch, loss: ApgdLoss, targets: Option<&[u32]>, key: u64) -> Result<(Vec<bool>, Vec<f32>)> {
+    fn single_run(&self, rt: &Runtime, model: &Model, b: &Batch, loss: ApgdLoss, targets: Option<&[u32]>, key: u64) -> Result<(Vec<bool>, Vec<f32>)> {
         let classes = model.config.classes;
         let shape = b.x.shape().to_vec();
         let n = b.ids.len();
@@ -279,7 +279,7 @@ impl Apgd {
     /// and target only on the images that survived so far) and clears the flags of those it
     /// breaks. Returns the batch's images after the attack: for each image it broke, the
     /// misclassified point; the clean image for the rest.
-    pub fn run(&self, rt: &Runtime, model: &ResNet18, b: &Batch, loss: ApgdLoss, robust: &mut [bool]) -> Result<Vec<f32>> {
+    pub fn run(&self, rt: &Runtime, model: &Model, b: &Batch, loss: ApgdLoss, robust: &mut [bool]) -> Result<Vec<f32>> {
         self.validate()?;
         let per = b.x_host.len() / b.ids.len();
         let mut images = b.x_host.to_vec();

@@ -10,7 +10,7 @@ use engine::{autodiff, Rng, Runtime, Tensor};
 
 use crate::error::{check_setting, CifsError, Result};
 use crate::loss::joint_loss;
-use crate::resnet::{Mode, Output, ResNet18};
+use crate::resnet::{Mode, Output, Model};
 
 /// The loss an attack ascends.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,7 +84,7 @@ impl Pgd {
     }
 
     /// The adversarial images for `x` (N, 3, H, W) in [0, 1] with labels (N,).
-    pub fn attack(&self, rt: &Runtime, model: &ResNet18, x: &Tensor, labels: &Tensor, start: Start) -> Result<Tensor> {
+    pub fn attack(&self, rt: &Runtime, model: &Model, x: &Tensor, labels: &Tensor, start: Start) -> Result<Tensor> {
         self.validate()?;
         let delta = Tensor::empty(rt, x.shape())?;
         match start {
@@ -110,12 +110,12 @@ impl Pgd {
 }
 
 /// FGSM: `clamp(x + eps sign(grad), 0, 1)`.
-pub fn fgsm(rt: &Runtime, model: &ResNet18, x: &Tensor, labels: &Tensor, eps: f32, loss: AttackLoss) -> Result<Tensor> {
+pub fn fgsm(rt: &Runtime, model: &Model, x: &Tensor, labels: &Tensor, eps: f32, loss: AttackLoss) -> Result<Tensor> {
     Pgd { eps, step: eps, steps: 1, loss }.attack(rt, model, x, labels, Start::Zero)
 }
 
 /// CW-inf as the reference evaluates it: `steps` PGD steps of `step` on the margin loss from zero.
 #[allow(clippy::too_many_arguments)]
-pub fn cw_inf(rt: &Runtime, model: &ResNet18, x: &Tensor, labels: &Tensor, eps: f32, step: f32, steps: usize, confidence: f32) -> Result<Tensor> {
+pub fn cw_inf(rt: &Runtime, model: &Model, x: &Tensor, labels: &Tensor, eps: f32, step: f32, steps: usize, confidence: f32) -> Result<Tensor> {
     Pgd { eps, step, steps, loss: AttackLoss::CwMargin { confidence } }.attack(rt, model, x, labels, Start::Zero)
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::attack::{AttackLoss, Pgd};
 use crate::error::Result;
 use crate::optim::Sgd;
-use crate::resnet::{Mode, ModelConfig, ResNet18};
+use crate::resnet::{Mode, ModelConfig, Model};
 use crate::train::train_step;
 
 /// The steps measured, in order, under their JSON names.
@@ -43,7 +43,7 @@ fn median(v: &mut [f64]) -> f64 {
 /// Times `warmup + steps` runs of each step kind and reports the medians of the last `steps`.
 pub fn bench_steps(rt: &Runtime, config: ModelConfig, batch: usize, steps: usize, warmup: usize, mut progress: impl FnMut(&str, usize)) -> Result<Vec<StepTiming>> {
     let mut rng = Rng::new(0);
-    let model = ResNet18::new(rt, config, &mut rng)?;
+    let model = Model::new(rt, config, &mut rng)?;
     let sgd = Sgd::new(rt, &model, 0.1, 0.9, 2e-4)?;
     let (c, side) = config.kind.input();
     let x = Tensor::from_f32(rt, &[batch, c, side, side], &rng.uniform_vec(batch * c * side * side, 0.0, 1.0))?;

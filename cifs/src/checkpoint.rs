@@ -11,7 +11,7 @@ use engine::{Rng, Runtime};
 
 use crate::error::{CifsError, Result};
 use crate::optim::Sgd;
-use crate::resnet::{ModelConfig, ModelKind, ResNet18};
+use crate::resnet::{ModelConfig, ModelKind, Model};
 use crate::state::{self, load_state_dict, read_f32, to_safetensors, write_atomic, Entry};
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CifsError + '_ {
@@ -72,10 +72,10 @@ pub fn infer_config(bytes: &[u8], path: &Path) -> Result<(String, ModelConfig)> 
 }
 
 /// Loads a model checkpoint (ours or the reference's) into a new model of the shape it holds.
-pub fn load_model(rt: &Runtime, path: &Path) -> Result<ResNet18> {
+pub fn load_model(rt: &Runtime, path: &Path) -> Result<Model> {
     let bytes = std::fs::read(path).map_err(io(path))?;
     let (prefix, config) = infer_config(&bytes, path)?;
-    let model = ResNet18::new(rt, config, &mut Rng::new(0))?;
+    let model = Model::new(rt, config, &mut Rng::new(0))?;
     load_state_dict(rt, &model, &bytes, &prefix, &path.display().to_string())?;
     Ok(model)
 }
@@ -87,7 +87,7 @@ fn describe(c: &ModelConfig) -> String {
     format!("{} of width {} with {} classes", c.kind, c.width, c.classes)
 }
 
-fn ensure_same_model(path: &Path, found: ModelConfig, model: &ResNet18) -> Result<()> {
+fn ensure_same_model(path: &Path, found: ModelConfig, model: &Model) -> Result<()> {
     if found != model.config {
         return Err(CifsError::WrongModel { path: path.display().to_string(), found: describe(&found), expected: describe(&model.config) });
     }
@@ -96,14 +96,14 @@ fn ensure_same_model(path: &Path, found: ModelConfig, model: &ResNet18) -> Resul
 
 /// Loads a model checkpoint's weights into `model`, which must be of the same architecture and
 /// width (`train --init-from`).
-pub fn load_weights_into(rt: &Runtime, model: &ResNet18, path: &Path) -> Result<()> {
+pub fn load_weights_into(rt: &Runtime, model: &Model, path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).map_err(io(path))?;
     let (prefix, config) = infer_config(&bytes, path)?;
     ensure_same_model(path, config, model)?;
     load_state_dict(rt, model, &bytes, &prefix, &path.display().to_string())
 }
 
-fn model_metadata(model: &ResNet18) -> BTreeMap<String, String> {
+fn model_metadata(model: &Model) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("format".to_string(), "cifs-wgpu/1".to_string()),
         ("arch".to_string(), model.config.kind.name().to_string()),
@@ -113,14 +113,14 @@ fn model_metadata(model: &ResNet18) -> BTreeMap<String, String> {
 }
 
 /// The bytes of a model-only checkpoint with `extra` metadata.
-pub fn model_bytes(rt: &Runtime, model: &ResNet18, extra: &[(&str, String)]) -> Result<Vec<u8>> {
+pub fn model_bytes(rt: &Runtime, model: &Model, extra: &[(&str, String)]) -> Result<Vec<u8>> {
     let mut meta = model_metadata(model);
     meta.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     to_safetensors(rt, model, Vec::new(), meta)
 }
 
 /// Writes a model-only checkpoint atomically.
-pub fn save_model(rt: &Runtime, model: &ResNet18, path: &Path, extra: &[(&str, String)]) -> Result<()> {
+pub fn save_model(rt: &Runtime, model: &Model, path: &Path, extra: &[(&str, String)]) -> Result<()> {
     write_atomic(path, &model_bytes(rt, model, extra)?).map_err(io(path))
 }
 
@@ -133,7 +133,7 @@ pub struct RunState {
 }
 
 /// Writes model, momentum buffers and run state atomically.
-pub fn save_training(rt: &Runtime, model: &ResNet18, sgd: &Sgd, run: &RunState, path: &Path) -> Result<()> {
+pub fn save_training(rt: &Runtime, model: &Model, sgd: &Sgd, run: &RunState, path: &Path) -> Result<()> {
     let mut meta = model_metadata(model);
     meta.insert("epoch".into(), run.epoch.to_string());
     meta.insert("best_pgd20".into(), format!("{}", run.best_pgd20));
@@ -144,7 +144,7 @@ pub fn save_training(rt: &Runtime, model: &ResNet18, sgd: &Sgd, run: &RunState, 
 }
 
 /// Restores model, momentum and run state from a training checkpoint written by `save_training`.
-pub fn load_training(rt: &Runtime, model: &ResNet18, sgd: &Sgd, path: &Path) -> Result<RunState> {
+pub fn load_training(rt: &Runtime, model: &Model, sgd: &Sgd, path: &Path) -> Result<RunState> {
     let bytes = std::fs::read(path).map_err(io(path))?;
     let (_, config) = infer_config(&bytes, path)?;
     ensure_same_model(path, config, model)?;

@@ -21,7 +21,7 @@ use crate::apgd::{Apgd, ApgdLoss, Batch};
 use crate::attack::{cw_inf, fgsm, AttackLoss, Pgd, Start};
 use crate::error::{check_setting, Result};
 use crate::hostloss::predictions;
-use crate::resnet::{Mode, ResNet18};
+use crate::resnet::{Mode, Model};
 use crate::square::Square;
 
 /// An evaluation attack: `natural`, `fgsm`, `pgd<steps>`, `cw<steps>` (e.g. pgd20, pgd100, cw30),
@@ -195,7 +195,7 @@ impl Attack {
 const AUTOATTACK: [Attack; 3] = [Attack::ApgdCe, Attack::ApgdT, Attack::Square];
 
 /// The adversarial images of a white-box PGD-family attack (natural: the images themselves).
-fn pgd_family(rt: &Runtime, model: &ResNet18, b: &Batch, attack: Attack, s: &EvalSettings) -> Result<Tensor> {
+fn pgd_family(rt: &Runtime, model: &Model, b: &Batch, attack: Attack, s: &EvalSettings) -> Result<Tensor> {
     Ok(match attack {
         Attack::Fgsm => fgsm(rt, model, b.x, b.labels, s.eps, s.loss)?,
         Attack::Pgd(steps) => Pgd { eps: s.eps, step: 0.1 * s.eps, steps, loss: s.loss }.attack(rt, model, b.x, b.labels, Start::Zero)?,
@@ -206,7 +206,7 @@ fn pgd_family(rt: &Runtime, model: &ResNet18, b: &Batch, attack: Attack, s: &Eva
 
 /// Runs an attack that works on the images still robust (APGD, Square); returns the batch's
 /// images after it.
-fn robust_set(rt: &Runtime, model: &ResNet18, b: &Batch, attack: Attack, s: &EvalSettings, robust: &mut [bool]) -> Result<Vec<f32>> {
+fn robust_set(rt: &Runtime, model: &Model, b: &Batch, attack: Attack, s: &EvalSettings, robust: &mut [bool]) -> Result<Vec<f32>> {
     match attack {
         Attack::ApgdCe => s.apgd().run(rt, model, b, ApgdLoss::Untargeted(s.loss), robust),
         Attack::ApgdDlr => s.apgd().run(rt, model, b, ApgdLoss::Untargeted(AttackLoss::Dlr), robust),
@@ -220,7 +220,7 @@ fn is_robust_set(attack: Attack) -> bool {
 }
 
 /// Which of the images of `b` survive `attack` (among those `robust` still marks).
-fn survive(rt: &Runtime, model: &ResNet18, b: &Batch, attack: Attack, s: &EvalSettings, robust: &mut [bool]) -> Result<()> {
+fn survive(rt: &Runtime, model: &Model, b: &Batch, attack: Attack, s: &EvalSettings, robust: &mut [bool]) -> Result<()> {
     if is_robust_set(attack) {
         return robust_set(rt, model, b, attack, s, robust).map(drop);
     }
@@ -234,7 +234,7 @@ fn survive(rt: &Runtime, model: &ResNet18, b: &Batch, attack: Attack, s: &EvalSe
 
 /// The adversarial images `attack` makes of the batch `b` (AutoAttack: each stage's images for
 /// the images it broke). Robust-set attacks run on the images classified correctly.
-pub fn adversarial_images(rt: &Runtime, model: &ResNet18, b: &Batch, attack: Attack, s: &EvalSettings) -> Result<Tensor> {
+pub fn adversarial_images(rt: &Runtime, model: &Model, b: &Batch, attack: Attack, s: &EvalSettings) -> Result<Tensor> {
     s.validate()?;
     if !is_robust_set(attack) && attack != Attack::AutoAttack {
         return pgd_family(rt, model, b, attack, s);
@@ -257,7 +257,7 @@ pub fn adversarial_images(rt: &Runtime, model: &ResNet18, b: &Batch, attack: Att
 }
 
 /// Runs each attack over every image of `data`; `on_batch(done, total)` reports progress.
-pub fn evaluate(rt: &Runtime, model: &ResNet18, data: &Arc<Dataset>, attacks: &[Attack], s: EvalSettings, mut on_batch: impl FnMut(usize, usize)) -> Result<Vec<AttackResult>> {
+pub fn evaluate(rt: &Runtime, model: &Model, data: &Arc<Dataset>, attacks: &[Attack], s: EvalSettings, mut on_batch: impl FnMut(usize, usize)) -> Result<Vec<AttackResult>> {
     s.validate()?;
     let classes = data.classes.len();
     let dlr_needed = if s.loss == AttackLoss::Dlr && attacks.iter().any(|a| matches!(a, Attack::Fgsm | Attack::Pgd(_) | Attack::ApgdCe | Attack::AutoAttack)) { 3 } else { 2 };

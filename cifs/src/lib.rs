@@ -1,5 +1,6 @@
-//! `cifs`: the science of the project on top of the engine. ResNet-18 and ResNet18-CIFS, the
-//! joint loss, attacks, training step and checkpoints. It builds everything from engine ops and
+//! `cifs`: the science of the project on top of the engine. The paper's models (ResNet-18 and
+//! ResNet-10 with CIFS or CAS, the pre-activation WideResNet), the joint loss, attacks, training
+//! and evaluation loops, analysis and checkpoints. It builds everything from engine ops and
 //! knows nothing about buffers or pipelines.
 
 pub mod analyze;
@@ -24,4 +25,4 @@ pub mod trades;
 pub mod train;
 
 pub use error::{CifsError, Result};
-pub use resnet::{Mode, ModelConfig, ModelKind, Output, ResNet18};
+pub use resnet::{Mode, Model, ModelConfig, ModelKind, Output};

@@ -1,5 +1,6 @@
-//! ResNet-18 (CIFAR variant) and ResNet18-CIFS (DESIGN §3), and the reference's ResNet-10 for
-//! Fashion-MNIST (DESIGN-SETUPS §2), with PyTorch state-dict names.
+//! The models, one [`Model`] type: ResNet-18 (CIFAR variant) and ResNet18-CIFS (DESIGN §3), the
+//! reference's ResNet-10 for Fashion-MNIST (DESIGN-SETUPS §2) and the pre-activation WideResNet
+//! (DESIGN-SETUPS §1), all with the reference's PyTorch state-dict names.
 //!
 //! stem conv3x3(in->w) BN ReLU; layer1..4 of two BasicBlocks each (ResNet-10: one) (w, 2w, 4w,
 //! 8w channels, strides 1, 2, 2, 2); avg_pool2d(4); linear(8w -> classes). In ResNet18-CIFS the
@@ -305,7 +306,7 @@ impl BasicBlock {
 }
 
 /// One of the model families: ResNet-18/10 (with CIFS or CAS) or the pre-activation WideResNet.
-pub struct ResNet18 {
+pub struct Model {
     pub config: ModelConfig,
     /// The stem convolution.
     pub conv1: Conv,
@@ -319,13 +320,13 @@ pub struct ResNet18 {
     pub head_probe: Option<Probe>,
 }
 
-impl ResNet18 {
+impl Model {
     /// A freshly initialised model (PyTorch default initialisation, drawn from `rng`).
-    pub fn new(rt: &Runtime, config: ModelConfig, rng: &mut Rng) -> Result<ResNet18> {
+    pub fn new(rt: &Runtime, config: ModelConfig, rng: &mut Rng) -> Result<Model> {
         check_setting(config.width >= 1, "width", config.width, "must be at least 1")?;
         check_setting(config.classes >= 2, "classes", config.classes, "a classifier needs at least 2 classes")?;
         if config.kind.is_wrn() {
-            return ResNet18::wide(rt, config, rng);
+            return Model::wide(rt, config, rng);
         }
         let w = config.width;
         let (channels, _) = config.kind.input();
@@ -352,14 +353,14 @@ impl ResNet18 {
             }
         }
         let linear = Linear::new(rt, "linear", 8 * w, config.classes, rng)?;
-        Ok(ResNet18 { config, conv1, bn1, blocks, linear, head_probe: None })
+        Ok(Model { config, conv1, bn1, blocks, linear, head_probe: None })
     }
 
     /// The pre-activation WideResNet-depth-k (DESIGN-SETUPS §1): stem conv 3->16 (no BN), three
     /// groups of n = (depth - 4) / 6 blocks (16k, 32k, 64k channels, strides 1, 2, 2), final
     /// BN-ReLU, avg-pool 8, fc. With CIFS: the last block of block3 masks its branch's input
     /// (nonlinear probe, hidden 240) and a linear probe masks the head.
-    fn wide(rt: &Runtime, config: ModelConfig, rng: &mut Rng) -> Result<ResNet18> {
+    fn wide(rt: &Runtime, config: ModelConfig, rng: &mut Rng) -> Result<Model> {
         let (k, depth, classes) = (config.width, config.depth, config.classes);
         check_setting(depth >= 10 && (depth - 4) % 6 == 0, "depth", depth, "a WideResNet's depth is 6 n + 4 with n >= 1 (16, 22, 28, ...)")?;
         let n = (depth - 4) / 6;
@@ -382,7 +383,7 @@ impl ResNet18 {
         let bn1 = BatchNorm::new(rt, "bn1", 64 * k)?;
         let linear = Linear::new(rt, "fc", 64 * k, classes, rng)?.zero_bias(rt)?;
         let head_probe = if cifs { Some(Probe::linear(rt, "Probe", 64 * k, classes, rng)?) } else { None };
-        Ok(ResNet18 { config, conv1, bn1, blocks, linear, head_probe })
+        Ok(Model { config, conv1, bn1, blocks, linear, head_probe })
     }
 
     /// Forward pass on images x (N, 3, H, W) in [0, 1]. Train mode needs the labels (N,) u32.
@@ -390,7 +391,7 @@ impl ResNet18 {
         Ok(self.forward_with_taps(rt, x, labels, mode)?.0)
     }
 
-    /// As [`ResNet18::forward`], also returning what the analysis looks at inside the model.
+    /// As [`Model::forward`], also returning what the analysis looks at inside the model.
     pub fn forward_with_taps(&self, rt: &Runtime, x: &Tensor, labels: Option<&Tensor>, mode: Mode) -> Result<(Output, Taps)> {
         let (channels, side) = self.config.kind.input();
         if x.shape().len() != 4 || x.shape()[1] != channels || x.shape()[2] < side || x.shape()[3] < side {

@@ -26,7 +26,7 @@ use crate::evaluate::{evaluate, Attack, EvalSettings};
 use crate::hostloss::predictions;
 use crate::optim::Sgd;
 use crate::plots;
-use crate::resnet::{ModelConfig, ModelKind, ResNet18};
+use crate::resnet::{ModelConfig, ModelKind, Model};
 use crate::trades::Trades;
 use crate::train::train_step;
 
@@ -282,7 +282,7 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
     std::fs::create_dir_all(out).map_err(io(out))?;
     let paths = RunPaths { out: out.to_path_buf() };
 
-    let model = ResNet18::new(rt, config, &mut Rng::new(cfg.seed))?;
+    let model = Model::new(rt, config, &mut Rng::new(cfg.seed))?;
     let new_sgd = || Sgd::new(rt, &model, cfg.lr, cfg.momentum, cfg.weight_decay);
     let mut sgd = new_sgd()?;
     let mut state = RunState { epoch: 0, best_pgd20: -1.0 };

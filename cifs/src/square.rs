@@ -18,7 +18,7 @@ use engine::{no_grad, Rng, Runtime, Tensor};
 use crate::apgd::Batch;
 use crate::error::{check_setting, Result};
 use crate::hostloss;
-use crate::resnet::{Mode, ResNet18};
+use crate::resnet::{Mode, Model};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Square {
@@ -63,7 +63,7 @@ impl Square {
         check_setting(self.p_init > 0.0 && self.p_init <= 1.0, "p_init", self.p_init, "must be in (0, 1]")
     }
 
-    fn margins(&self, rt: &Runtime, model: &ResNet18, shape: &[usize], images: &[f32], labels: &[u32]) -> Result<Vec<f64>> {
+    fn margins(&self, rt: &Runtime, model: &Model, shape: &[usize], images: &[f32], labels: &[u32]) -> Result<Vec<f64>> {
         let x = Tensor::from_f32(rt, shape, images)?;
         let logits = no_grad(|| model.forward(rt, &x, None, Mode::Eval))?.logits.to_vec(rt)?;
         Ok(hostloss::margins(&logits, labels, model.config.classes))
@@ -72,7 +72,7 @@ impl Square {
     /// Attacks the images of `b` that `robust` still marks and clears the flags of those it
     /// breaks. Returns the batch's images after the attack: each attacked image's best point
     /// (misclassified where the attack broke it), the clean image for the rest.
-    pub fn run(&self, rt: &Runtime, model: &ResNet18, b: &Batch, robust: &mut [bool]) -> Result<Vec<f32>> {
+    pub fn run(&self, rt: &Runtime, model: &Model, b: &Batch, robust: &mut [bool]) -> Result<Vec<f32>> {
         self.validate()?;
         let mut images = b.x_host.to_vec();
         let live: Vec<usize> = (0..robust.len()).filter(|&i| robust[i]).collect();

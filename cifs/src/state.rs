@@ -12,7 +12,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{CifsError, Result};
-use crate::resnet::ResNet18;
+use crate::resnet::Model;
 
 /// Opens safetensors bytes, naming `path` if they are not safetensors.
 pub fn open<'a>(bytes: &'a [u8], path: &str) -> Result<SafeTensors<'a>> {
@@ -62,7 +62,7 @@ fn load_into(st: &SafeTensors, key: &str, path: &str, rt: &Runtime, dst: &Tensor
 
 /// Loads every parameter and BN buffer of `model` from `bytes` (safetensors), reading each name
 /// with `prefix` in front. Fails, naming the tensor, if one is missing or of another shape.
-pub fn load_state_dict(rt: &Runtime, model: &ResNet18, bytes: &[u8], prefix: &str, path: &str) -> Result<()> {
+pub fn load_state_dict(rt: &Runtime, model: &Model, bytes: &[u8], prefix: &str, path: &str) -> Result<()> {
     let st = open(bytes, path)?;
     for p in model.params() {
         load_into(&st, &format!("{prefix}{}", p.name), path, rt, p.leaf())?;
@@ -86,7 +86,7 @@ pub struct Entry {
 }
 
 /// The model's state: parameters and BN running statistics as f32, plus the BN batch counters.
-pub fn state_dict(rt: &Runtime, model: &ResNet18) -> Result<(Vec<Entry>, BTreeMap<String, i64>)> {
+pub fn state_dict(rt: &Runtime, model: &Model) -> Result<(Vec<Entry>, BTreeMap<String, i64>)> {
     let mut named: Vec<(String, &Tensor)> = model.params().iter().map(|p| (p.name.clone(), p.leaf())).collect();
     let mut counters = BTreeMap::new();
     for bn in model.batchnorms() {
@@ -102,7 +102,7 @@ pub fn state_dict(rt: &Runtime, model: &ResNet18) -> Result<(Vec<Entry>, BTreeMa
 
 /// Serialises the model's state dict (f32 tensors, i64 BN counters), `extra` f32 tensors stored
 /// beside it, and `metadata`, as safetensors.
-pub fn to_safetensors(rt: &Runtime, model: &ResNet18, extra: Vec<Entry>, metadata: BTreeMap<String, String>) -> Result<Vec<u8>> {
+pub fn to_safetensors(rt: &Runtime, model: &Model, extra: Vec<Entry>, metadata: BTreeMap<String, String>) -> Result<Vec<u8>> {
     let (mut floats, counters) = state_dict(rt, model)?;
     floats.extend(extra);
     let float_bytes: Vec<(String, Vec<usize>, Vec<u8>)> =

@@ -17,7 +17,7 @@ use engine::{autodiff, no_grad, Rng, Runtime, Tensor};
 use crate::error::{check_setting, Result};
 use crate::loss::joint_loss;
 use crate::optim::Sgd;
-use crate::resnet::{Mode, Output, ResNet18};
+use crate::resnet::{Mode, Output, Model};
 use crate::train::StepResult;
 
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +48,7 @@ impl Trades {
     }
 
     /// The adversarial images: `steps` sign-gradient steps on KL(f(x) || f(x')) in eval mode.
-    pub fn attack(&self, rt: &Runtime, model: &ResNet18, x: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+    pub fn attack(&self, rt: &Runtime, model: &Model, x: &Tensor, rng: &mut Rng) -> Result<Tensor> {
         self.validate()?;
         let natural = no_grad(|| model.forward(rt, x, None, Mode::Eval))?.logits;
         let delta = Tensor::from_f32(rt, x.shape(), &normals(rng, x.numel()).iter().map(|v| (0.001 * v) as f32).collect::<Vec<_>>())?;
@@ -66,7 +66,7 @@ impl Trades {
     /// The TRADES loss of the natural images `x` and their adversarial versions `adv`, both in
     /// train mode; `joint_beta` weighs the CIFS probes in the natural part. Returns the loss and
     /// the natural outputs.
-    pub fn loss(&self, rt: &Runtime, model: &ResNet18, x: &Tensor, adv: &Tensor, labels: &Tensor, joint_beta: f32) -> Result<(Tensor, Output)> {
+    pub fn loss(&self, rt: &Runtime, model: &Model, x: &Tensor, adv: &Tensor, labels: &Tensor, joint_beta: f32) -> Result<(Tensor, Output)> {
         let natural = model.forward(rt, x, Some(labels), Mode::Train)?;
         let adversarial = model.forward(rt, adv, Some(labels), Mode::Train)?;
         let robust = engine::ops::arith::scale(rt, &kl_div(rt, &natural.logits, &adversarial.logits)?, self.beta)?;
@@ -76,7 +76,7 @@ impl Trades {
 
     /// One TRADES training step: attack (eval mode), loss (train mode), backward, SGD.
     #[allow(clippy::too_many_arguments)]
-    pub fn train_step(&self, rt: &Runtime, model: &ResNet18, sgd: &Sgd, x: &Tensor, labels: &Tensor, joint_beta: f32, rng: &mut Rng) -> Result<StepResult> {
+    pub fn train_step(&self, rt: &Runtime, model: &Model, sgd: &Sgd, x: &Tensor, labels: &Tensor, joint_beta: f32, rng: &mut Rng) -> Result<StepResult> {
         let adv = self.attack(rt, model, x, rng)?;
         let (loss, output) = self.loss(rt, model, x, &adv, labels, joint_beta)?;
         let grads = autodiff::backward(rt, &loss)?;

@@ -8,7 +8,7 @@ use crate::attack::{Pgd, Start};
 use crate::error::Result;
 use crate::loss::joint_loss;
 use crate::optim::Sgd;
-use crate::resnet::{Mode, Output, ResNet18};
+use crate::resnet::{Mode, Output, Model};
 
 /// What a step hands back: the loss (1,) and the outputs, still on the GPU.
 pub struct StepResult {
@@ -21,7 +21,7 @@ pub struct StepResult {
 /// (the reference's PGD-10 AT); `None` for clean training. `beta` weighs the training loss's
 /// probe terms.
 #[allow(clippy::too_many_arguments)]
-pub fn train_step(rt: &Runtime, model: &ResNet18, sgd: &Sgd, x: &Tensor, labels: &Tensor, attack: Option<&Pgd>, beta: f32, rng: &mut Rng) -> Result<StepResult> {
+pub fn train_step(rt: &Runtime, model: &Model, sgd: &Sgd, x: &Tensor, labels: &Tensor, attack: Option<&Pgd>, beta: f32, rng: &mut Rng) -> Result<StepResult> {
     let input = match attack {
         Some(pgd) => pgd.attack(rt, model, x, labels, Start::Random(rng))?,
         None => x.clone(),
