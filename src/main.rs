@@ -73,7 +73,7 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn config(&self) -> ModelConfig {
+    fn config(&self) -> Result<ModelConfig, String> {
         model_config(self.model, self.width, self.depth, 10)
     }
 }
@@ -353,8 +353,17 @@ impl AttackArgs {
 /// The runtime on the chosen adapter; with tuning on, its tile choices are timed at first use
 /// and remembered in the adapter's tuning cache.
 /// The model the command line describes: width and depth default by kind.
-fn model_config(kind: ModelKind, width: Option<usize>, depth: Option<usize>, classes: usize) -> ModelConfig {
-    ModelConfig { kind, width: width.unwrap_or(kind.default_width()), classes, depth: depth.unwrap_or(kind.default_depth()) }
+fn model_config(kind: ModelKind, width: Option<usize>, depth: Option<usize>, classes: usize) -> Result<ModelConfig, String> {
+    check_depth(kind, depth)?;
+    Ok(ModelConfig { kind, width: width.unwrap_or(kind.default_width()), classes, depth: depth.unwrap_or(kind.default_depth()) })
+}
+
+/// `--depth` only means something for the WideResNet; a ResNet's depth is its kind.
+fn check_depth(kind: ModelKind, depth: Option<usize>) -> Result<(), String> {
+    match depth {
+        Some(d) if !kind.is_wrn() => Err(format!("--depth {d}: only the WideResNet (wrn, wrn-cifs) takes a depth; {kind} has a fixed one")),
+        _ => Ok(()),
+    }
 }
 
 fn open_runtime(adapter: Option<&str>, tune: bool) -> Result<Runtime, String> {
@@ -371,7 +380,7 @@ fn open_runtime(adapter: Option<&str>, tune: bool) -> Result<Runtime, String> {
 fn tune(adapter: Option<&str>, a: TuneArgs) -> Result<(), String> {
     let rt = open_runtime(adapter, true)?;
     let (before, _, path) = rt.tuning();
-    let config = a.m.config();
+    let config = a.m.config()?;
     println!("tuning {} width {}, batch {} on {}", a.m.model, config.width, a.m.batch_size, rt.gpu.info.name);
     let spinner = display::bar(0, "{spinner} {pos} shapes timed  {msg}");
     let shown = spinner.clone();
@@ -438,6 +447,7 @@ fn load_data(kind: DatasetKind, dir: Option<&Path>, no_download: bool) -> Result
 
 fn train(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String> {
     let model = a.model.unwrap_or(cifs::recipe::Recipe::for_dataset(a.dataset).model);
+    check_depth(model, a.depth)?;
     let width = a.width.unwrap_or(model.default_width());
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}-w{}-s{}", a.dataset, model, width, a.seed)));
     if !a.resume && out.join("last.safetensors").is_file() {
@@ -456,7 +466,7 @@ fn train(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String> 
         data_dir: dir.display().to_string(),
         model,
         width,
-        depth: a.depth.filter(|_| model.is_wrn()),
+        depth: a.depth,
         epochs: a.epochs.unwrap_or(recipe.epochs),
         clean_epochs: a.clean_epochs.unwrap_or(recipe.clean_epochs),
         batch_size: a.batch_size,
@@ -587,7 +597,7 @@ fn utc_date() -> String {
 
 fn bench(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String> {
     let rt = open_runtime(adapter, tune)?;
-    let config = a.m.config();
+    let config = a.m.config()?;
     let info = &rt.gpu.info;
     println!("adapter: {} ({:?}, {:?}), driver {} {}", info.name, info.backend, info.device_type, info.driver, info.driver_info);
     println!("{} width {}, batch {}, {} warm-up + {} timed steps each", a.m.model, config.width, a.m.batch_size, a.warmup, a.steps);

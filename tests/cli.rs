@@ -246,4 +246,6 @@ fn fashion_mnist_trains_resnet10_cifs_by_default_and_evaluates() {
     // A model built for other images is refused before anything runs.
     let e = fails(&["train", "fashion-mnist", "--data-dir", d, "--no-download", "--model", "resnet18-cifs", "--out", root.join("x").to_str().unwrap()]);
     assert!(e.contains("3x32x32") && e.contains("1x28x28"), "{e}");
+    // Only the WideResNet takes a depth.
+    assert!(fails(&["bench", "--model", "resnet18", "--depth", "28"]).contains("--depth 28"));
 }
