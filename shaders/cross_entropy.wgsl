@@ -25,11 +25,7 @@ var<immediate> p: Params;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 
-// Workgroup size of the one-workgroup batch reductions and of the element-wise backward.
-const RED: u32 = 256u;
-
-var<workgroup> partial: array<f32, RED>;
-
+// RED (the workgroup size) and workgroup_sum come from workgroup_sum.wgsl, prepended.
 @compute @workgroup_size(RED)
 fn cross_entropy_fwd(@builtin(local_invocation_index) t: u32) {
     var acc = 0.0;
@@ -48,16 +44,9 @@ fn cross_entropy_fwd(@builtin(local_invocation_index) t: u32) {
         }
         acc += mx + log(sum) - logits[base + labels[r]];
     }
-    partial[t] = acc;
-    workgroupBarrier();
-    for (var s = RED / 2u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            partial[t] += partial[t + s];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(t, acc);
     if (t == 0u) {
-        loss[0] = p.weight * partial[0] / f32(p.rows);
+        loss[0] = p.weight * total / f32(p.rows);
     }
 }
 

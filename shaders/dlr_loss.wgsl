@@ -19,7 +19,6 @@ struct Params {
 }
 var<immediate> p: Params;
 
-const RED: u32 = 256u;
 const WG: u32 = 64u;
 const TINY: f32 = 1e-12;
 
@@ -30,8 +29,6 @@ const TINY: f32 = 1e-12;
 
 @group(0) @binding(3) var<storage, read> grad: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
-
-var<workgroup> partial: array<f32, RED>;
 
 // The four largest logits' classes of row r, largest first (ties: the lower index first).
 fn top4(r: u32) -> vec4<u32> {
@@ -84,6 +81,7 @@ fn parts(r: u32) -> Parts {
     return out;
 }
 
+// RED (the workgroup size) and workgroup_sum come from workgroup_sum.wgsl, prepended.
 @compute @workgroup_size(RED)
 fn dlr_loss_fwd(@builtin(local_invocation_index) t: u32) {
     var acc = 0.0;
@@ -91,16 +89,9 @@ fn dlr_loss_fwd(@builtin(local_invocation_index) t: u32) {
         let q = parts(r);
         acc -= q.num / q.d;
     }
-    partial[t] = acc;
-    workgroupBarrier();
-    for (var s = RED / 2u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            partial[t] += partial[t + s];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(t, acc);
     if (t == 0u) {
-        loss[0] = partial[0];
+        loss[0] = total;
     }
 }
 

@@ -18,7 +18,6 @@ struct Params {
 }
 var<immediate> p: Params;
 
-const RED: u32 = 256u;
 const WG: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -28,8 +27,6 @@ const WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> da: array<f32>;
 @group(0) @binding(4) var<storage, read_write> db: array<f32>;
-
-var<workgroup> partial: array<f32, RED>;
 
 // log-sum-exp of row r of a (from_a) or b.
 fn lse(from_a: bool, base: u32) -> f32 {
@@ -44,6 +41,7 @@ fn lse(from_a: bool, base: u32) -> f32 {
     return mx + log(s);
 }
 
+// RED (the workgroup size) and workgroup_sum come from workgroup_sum.wgsl, prepended.
 @compute @workgroup_size(RED)
 fn kl_div_fwd(@builtin(local_invocation_index) t: u32) {
     var acc = 0.0;
@@ -56,16 +54,9 @@ fn kl_div_fwd(@builtin(local_invocation_index) t: u32) {
             acc += exp(lp) * (lp - (b[base + j] - lb));
         }
     }
-    partial[t] = acc;
-    workgroupBarrier();
-    for (var s = RED / 2u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            partial[t] += partial[t + s];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(t, acc);
     if (t == 0u) {
-        loss[0] = partial[0] / f32(p.rows);
+        loss[0] = total / f32(p.rows);
     }
 }
 

@@ -33,11 +33,6 @@ fn row_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 
-// Workgroup size of the one-workgroup batch reductions and of the element-wise backward.
-const RED: u32 = 256u;
-
-var<workgroup> partial: array<f32, RED>;
-
 // Index of the largest logit of row r other than the label (the first one on ties).
 fn best_other(r: u32) -> u32 {
     let base = r * p.cols;
@@ -49,6 +44,7 @@ fn best_other(r: u32) -> u32 {
     return best;
 }
 
+// RED (the workgroup size) and workgroup_sum come from workgroup_sum.wgsl, prepended.
 @compute @workgroup_size(RED)
 fn margin_loss_fwd(@builtin(local_invocation_index) t: u32) {
     var acc = 0.0;
@@ -56,16 +52,9 @@ fn margin_loss_fwd(@builtin(local_invocation_index) t: u32) {
         let base = r * p.cols;
         acc -= max(logits[base + labels[r]] - logits[base + best_other(r)] + p.confidence, 0.0);
     }
-    partial[t] = acc;
-    workgroupBarrier();
-    for (var s = RED / 2u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            partial[t] += partial[t + s];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(t, acc);
     if (t == 0u) {
-        loss[0] = partial[0];
+        loss[0] = total;
     }
 }
 

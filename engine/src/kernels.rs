@@ -22,6 +22,16 @@ pub enum Shader {
     Softmax,
 }
 
+/// WGSL shared by several families (WGSL has no include): the file name of each such text.
+pub const SHARED_SOURCES: [&str; 1] = ["workgroup_sum.wgsl"];
+
+/// A loss family's source after the one-workgroup sum it shares with the other losses.
+macro_rules! with_workgroup_sum {
+    ($file:literal) => {
+        concat!(include_str!("../../shaders/workgroup_sum.wgsl"), include_str!($file))
+    };
+}
+
 impl Shader {
     pub const ALL: [Shader; 16] = [
         Shader::Activation,
@@ -63,6 +73,7 @@ impl Shader {
         }
     }
 
+    /// The WGSL this family compiles: its file, after the shared text it uses.
     pub fn source(self) -> &'static str {
         match self {
             Shader::Activation => include_str!("../../shaders/activation.wgsl"),
@@ -71,11 +82,11 @@ impl Shader {
             Shader::BatchNorm => include_str!("../../shaders/batchnorm.wgsl"),
             Shader::ChannelScale => include_str!("../../shaders/channel_scale.wgsl"),
             Shader::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
-            Shader::CrossEntropy => include_str!("../../shaders/cross_entropy.wgsl"),
-            Shader::DlrLoss => include_str!("../../shaders/dlr_loss.wgsl"),
+            Shader::CrossEntropy => with_workgroup_sum!("../../shaders/cross_entropy.wgsl"),
+            Shader::DlrLoss => with_workgroup_sum!("../../shaders/dlr_loss.wgsl"),
             Shader::Index => include_str!("../../shaders/index.wgsl"),
-            Shader::KlDiv => include_str!("../../shaders/kl_div.wgsl"),
-            Shader::MarginLoss => include_str!("../../shaders/margin_loss.wgsl"),
+            Shader::KlDiv => with_workgroup_sum!("../../shaders/kl_div.wgsl"),
+            Shader::MarginLoss => with_workgroup_sum!("../../shaders/margin_loss.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
             Shader::Pool => include_str!("../../shaders/pool.wgsl"),
             Shader::Random => include_str!("../../shaders/random.wgsl"),
