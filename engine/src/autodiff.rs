@@ -286,6 +286,24 @@ pub fn backward(rt: &Runtime, loss: &Tensor) -> Result<Gradients> {
 
 /// Back-propagates `seed` (the gradient arriving at `out`, same shape) through the graph.
 pub fn backward_with(rt: &Runtime, out: &Tensor, seed: Tensor) -> Result<Gradients> {
+    backward_observed(rt, out, seed, &mut |_| Ok(()))
+}
+
+/// A node of the recorded graph as the backward pass reaches it, its gradient complete and its
+/// own op's backward not yet run.
+pub struct Node<'a> {
+    /// The op that made the node (`"leaf"` for leaves).
+    pub op: &'static str,
+    /// The op's inputs, in the op's order (batch norm: x, gamma, beta, then the residual if any).
+    pub inputs: Vec<&'a Tensor>,
+    pub value: &'a Tensor,
+    pub grad: &'a Tensor,
+}
+
+/// [`backward_with`], calling `observe` at every node in the order the gradients are complete:
+/// a trace of the whole backward pass, to find the first op where two devices part ways, or to
+/// look at (and, in tests, adjust) what an op's backward is about to read.
+pub fn backward_observed(rt: &Runtime, out: &Tensor, seed: Tensor, observe: &mut dyn FnMut(Node) -> Result<()>) -> Result<Gradients> {
     if seed.shape() != out.shape() {
         return Err(EngineError::GradShape { op: "backward seed", got: seed.shape().to_vec(), want: out.shape().to_vec() });
     }
@@ -296,6 +314,7 @@ pub fn backward_with(rt: &Runtime, out: &Tensor, seed: Tensor) -> Result<Gradien
     let mut leaves = Gradients::default();
     for t in topo_order(out) {
         let Some(g) = grads.remove(&t.id()) else { continue };
+        observe(Node { op: t.op().map_or("leaf", |op| op.name()), inputs: t.op().map(|op| op.inputs()).unwrap_or_default(), value: &t, grad: &g })?;
         let Some(op) = t.op() else {
             leaves.map.insert(t.id(), g);
             continue;
