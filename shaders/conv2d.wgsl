@@ -24,7 +24,8 @@
 //                      with the taps reversed: the B operand of conv2d_bwd_data (a permutation of
 //                      w, one thread per element, 1-D grid).  bindings: 0 w, 2 flipped w
 // Tiling: a BM x BN output tile per workgroup of 256 threads (64x64, 128x64, 64x128 or 128x128:
-// the overridable RM, RN), K in slices of 16 staged in workgroup memory; each thread accumulates
+// the specialised RM, RN), K in slices of 16 staged in workgroup memory, the next slice's
+// global loads held in registers while this one is multiplied (prefetch); each thread accumulates
 // an RM x RN register block at rows tx + 16 i, cols ty + 16 j, so consecutive threads touch
 // consecutive pixels (coalesced NCHW stores). The tiles are laid out so that each four of a
 // thread's rows (and columns) are one vec4: per depth step it reads (RM + RN) / 4 vec4s and does
@@ -66,6 +67,9 @@ const BWD_WEIGHT: u32 = 2u;
 // and branch on them fold at compile time; as written, the shader is the 64x64 configuration.
 const RM: u32 = 4u;
 const RN: u32 = 4u;
+// 1: the next K slice's global loads are issued before this slice's multiply-adds (prefetch);
+// 0: each slice is loaded at the top of its step. Also chosen per shape (engine/src/tune.rs).
+const PREFETCH: u32 = 1u;
 const BM: u32 = 16u * RM;
 const BN: u32 = 16u * RN;
 const BK: u32 = 16u;
@@ -317,6 +321,55 @@ fn store4(mode: u32, f: Phase, split: u32, m: u32, n: u32, v: vec4<f32>) {
     }
 }
 
+// The A value thread `lid` loads for K slice `k0`, its r-th of RM: tile row lid % BM at depth
+// lid / BM + (256 / BM) r (zero outside the matrix).
+fn fetch_a(mode: u32, f: Phase, g: Gather, lid: u32, k0: u32, r: u32) -> f32 {
+    let k = k0 + lid / BM + (256u / BM) * r;
+    if (g.row_ok && k < f.k_end) {
+        return load_a(mode, f, g, k);
+    }
+    return 0.0;
+}
+
+fn put_a(lid: u32, r: u32, v: f32) {
+    let arow = lid % BM;
+    let kl = lid / BM + (256u / BM) * r;
+    tile_a[tile_slot(kl, arow, RM)][(arow / 16u) % 4u] = v;
+}
+
+// The B value thread `lid` loads for K slice `k0`, its r-th of RN. Backward-weight gathers B
+// from x: consecutive threads take consecutive columns (patches), at depth lid / BN + (256 / BN) r.
+// Otherwise B is the (flipped) weight, contiguous along K: sixteen consecutive threads read
+// sixteen consecutive depths of one column (64 bytes), column lid / BK + 16 r.
+fn fetch_b(mode: u32, f: Phase, g: Gather, lid: u32, n0: u32, k0: u32, r: u32) -> f32 {
+    if (mode == BWD_WEIGHT) {
+        let k = k0 + lid / BN + (256u / BN) * r;
+        if (g.col_ok && k < f.k_end) {
+            return load_b(mode, g, k);
+        }
+        return 0.0;
+    }
+    let k = k0 + lid % BK;
+    let j = n0 + lid / BK + 16u * r;
+    if (j < p.gn && k < f.k_end) {
+        return src_b[f.b_off + j * f.gk + k];
+    }
+    return 0.0;
+}
+
+fn put_b(mode: u32, lid: u32, r: u32, v: f32) {
+    var kl: u32;
+    var col: u32;
+    if (mode == BWD_WEIGHT) {
+        kl = lid / BN + (256u / BN) * r;
+        col = lid % BN;
+    } else {
+        kl = lid % BK;
+        col = lid / BK + 16u * r;
+    }
+    tile_b[b_slot(kl, col)][(col / 16u) % 4u] = v;
+}
+
 fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
     let f = phase_of(mode, wid.z);
     let tx = lid % 16u;
@@ -347,44 +400,116 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
     let arow = lid % BM;
     let bcol = lid % BN;
     let g = prepare(mode, f, m0 + arow, n0 + bcol);
-    for (var k0 = f.k_begin; k0 < f.k_end; k0 += BK) {
-        for (var r = 0u; r < RM; r++) {
-            let kl = lid / BM + (256u / BM) * r;
-            let k = k0 + kl;
-            var va = 0.0;
-            if (g.row_ok && k < f.k_end) {
-                va = load_a(mode, f, g, k);
-            }
-            tile_a[tile_slot(kl, arow, RM)][(arow / 16u) % 4u] = va;
+    // Register prefetch: the next K slice's global loads (pa*, pb*: RM and RN values) are issued
+    // before this slice's multiply-adds, so their latency hides behind the arithmetic instead of
+    // stalling at the top of the next step. Named registers for the same reason as the
+    // accumulators; the ones a configuration does not use are compiled out. Without PREFETCH the
+    // same registers are loaded at the top of each step instead.
+    var pa0 = 0.0;
+    var pa1 = 0.0;
+    var pa2 = 0.0;
+    var pa3 = 0.0;
+    var pa4 = 0.0;
+    var pa5 = 0.0;
+    var pa6 = 0.0;
+    var pa7 = 0.0;
+    var pb0 = 0.0;
+    var pb1 = 0.0;
+    var pb2 = 0.0;
+    var pb3 = 0.0;
+    var pb4 = 0.0;
+    var pb5 = 0.0;
+    var pb6 = 0.0;
+    var pb7 = 0.0;
+    if (PREFETCH == 1u) {
+        pa0 = fetch_a(mode, f, g, lid, f.k_begin, 0u);
+        pa1 = fetch_a(mode, f, g, lid, f.k_begin, 1u);
+        pa2 = fetch_a(mode, f, g, lid, f.k_begin, 2u);
+        pa3 = fetch_a(mode, f, g, lid, f.k_begin, 3u);
+        if (RM == 8u) {
+            pa4 = fetch_a(mode, f, g, lid, f.k_begin, 4u);
+            pa5 = fetch_a(mode, f, g, lid, f.k_begin, 5u);
+            pa6 = fetch_a(mode, f, g, lid, f.k_begin, 6u);
+            pa7 = fetch_a(mode, f, g, lid, f.k_begin, 7u);
         }
-        if (mode == BWD_WEIGHT) {
-            // B is gathered from x: consecutive threads take consecutive columns (patches).
-            for (var r = 0u; r < RN; r++) {
-                let kl = lid / BN + (256u / BN) * r;
-                let k = k0 + kl;
-                var vb = 0.0;
-                if (g.col_ok && k < f.k_end) {
-                    vb = load_b(mode, g, k);
-                }
-                tile_b[b_slot(kl, bcol)][(bcol / 16u) % 4u] = vb;
+        pb0 = fetch_b(mode, f, g, lid, n0, f.k_begin, 0u);
+        pb1 = fetch_b(mode, f, g, lid, n0, f.k_begin, 1u);
+        pb2 = fetch_b(mode, f, g, lid, n0, f.k_begin, 2u);
+        pb3 = fetch_b(mode, f, g, lid, n0, f.k_begin, 3u);
+        if (RN == 8u) {
+            pb4 = fetch_b(mode, f, g, lid, n0, f.k_begin, 4u);
+            pb5 = fetch_b(mode, f, g, lid, n0, f.k_begin, 5u);
+            pb6 = fetch_b(mode, f, g, lid, n0, f.k_begin, 6u);
+            pb7 = fetch_b(mode, f, g, lid, n0, f.k_begin, 7u);
+        }
+    }
+    for (var k0 = f.k_begin; k0 < f.k_end; k0 += BK) {
+        if (PREFETCH == 0u) {
+            pa0 = fetch_a(mode, f, g, lid, k0, 0u);
+            pa1 = fetch_a(mode, f, g, lid, k0, 1u);
+            pa2 = fetch_a(mode, f, g, lid, k0, 2u);
+            pa3 = fetch_a(mode, f, g, lid, k0, 3u);
+            if (RM == 8u) {
+                pa4 = fetch_a(mode, f, g, lid, k0, 4u);
+                pa5 = fetch_a(mode, f, g, lid, k0, 5u);
+                pa6 = fetch_a(mode, f, g, lid, k0, 6u);
+                pa7 = fetch_a(mode, f, g, lid, k0, 7u);
             }
-        } else {
-            // B is the (flipped) weight, contiguous along K: sixteen consecutive threads read
-            // sixteen consecutive depths of one column (64 bytes), instead of one word from
-            // each of 32 columns a row apart.
-            let kl = lid % BK;
-            let k = k0 + kl;
-            for (var r = 0u; r < RN; r++) {
-                let col = lid / BK + 16u * r;
-                let j = n0 + col;
-                var vb = 0.0;
-                if (j < p.gn && k < f.k_end) {
-                    vb = src_b[f.b_off + j * f.gk + k];
-                }
-                tile_b[b_slot(kl, col)][(col / 16u) % 4u] = vb;
+            pb0 = fetch_b(mode, f, g, lid, n0, k0, 0u);
+            pb1 = fetch_b(mode, f, g, lid, n0, k0, 1u);
+            pb2 = fetch_b(mode, f, g, lid, n0, k0, 2u);
+            pb3 = fetch_b(mode, f, g, lid, n0, k0, 3u);
+            if (RN == 8u) {
+                pb4 = fetch_b(mode, f, g, lid, n0, k0, 4u);
+                pb5 = fetch_b(mode, f, g, lid, n0, k0, 5u);
+                pb6 = fetch_b(mode, f, g, lid, n0, k0, 6u);
+                pb7 = fetch_b(mode, f, g, lid, n0, k0, 7u);
             }
+        }
+        put_a(lid, 0u, pa0);
+        put_a(lid, 1u, pa1);
+        put_a(lid, 2u, pa2);
+        put_a(lid, 3u, pa3);
+        if (RM == 8u) {
+            put_a(lid, 4u, pa4);
+            put_a(lid, 5u, pa5);
+            put_a(lid, 6u, pa6);
+            put_a(lid, 7u, pa7);
+        }
+        put_b(mode, lid, 0u, pb0);
+        put_b(mode, lid, 1u, pb1);
+        put_b(mode, lid, 2u, pb2);
+        put_b(mode, lid, 3u, pb3);
+        if (RN == 8u) {
+            put_b(mode, lid, 4u, pb4);
+            put_b(mode, lid, 5u, pb5);
+            put_b(mode, lid, 6u, pb6);
+            put_b(mode, lid, 7u, pb7);
         }
         workgroupBarrier();
+        let kn = k0 + BK;
+        if (PREFETCH == 1u && kn < f.k_end) {
+            pa0 = fetch_a(mode, f, g, lid, kn, 0u);
+            pa1 = fetch_a(mode, f, g, lid, kn, 1u);
+            pa2 = fetch_a(mode, f, g, lid, kn, 2u);
+            pa3 = fetch_a(mode, f, g, lid, kn, 3u);
+            if (RM == 8u) {
+                pa4 = fetch_a(mode, f, g, lid, kn, 4u);
+                pa5 = fetch_a(mode, f, g, lid, kn, 5u);
+                pa6 = fetch_a(mode, f, g, lid, kn, 6u);
+                pa7 = fetch_a(mode, f, g, lid, kn, 7u);
+            }
+            pb0 = fetch_b(mode, f, g, lid, n0, kn, 0u);
+            pb1 = fetch_b(mode, f, g, lid, n0, kn, 1u);
+            pb2 = fetch_b(mode, f, g, lid, n0, kn, 2u);
+            pb3 = fetch_b(mode, f, g, lid, n0, kn, 3u);
+            if (RN == 8u) {
+                pb4 = fetch_b(mode, f, g, lid, n0, kn, 4u);
+                pb5 = fetch_b(mode, f, g, lid, n0, kn, 5u);
+                pb6 = fetch_b(mode, f, g, lid, n0, kn, 6u);
+                pb7 = fetch_b(mode, f, g, lid, n0, kn, 7u);
+            }
+        }
         for (var kl = 0u; kl < BK; kl++) {
             let a0 = tile_a[kl * 4u * RM + tx];
             let b0 = tile_b[kl * BP + ty];

@@ -9,15 +9,7 @@
 # TEST_S (100 per test executable), BENCH_S (200), BENCH_REPS (5), and the on-device variables.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
-# Headless NVIDIA containers: the driver's ICD manifest names libGLX_nvidia.so.0, which cannot
-# create an instance without a display; the EGL library can (README, Requirements).
-for f in .gl/*.deb; do dpkg -x "$f" / 2>/dev/null; done; ldconfig 2>/dev/null
-L=/usr/local/nvidia/lib64
-if [ -e "$L/libEGL_nvidia.so.0" ]; then
-    J=/tmp/nvidia_egl_icd.json
-    printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s","api_version":"1.3.0"}}' "$L/libEGL_nvidia.so.0" > "$J"
-    export VK_DRIVER_FILES=$J VK_ICD_FILENAMES=$J LD_LIBRARY_PATH=$L${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-fi
+. benches/gpu/egl-icd.sh
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-/tmp/tunecache}
 export MODELS=${MODELS:-resnet18-cifs resnet18} WIDTH=${WIDTH:-64} BATCH=${BATCH:-128} STEPS=${STEPS:-20} PD=${PD:-cuda}
 REF='for m in $MODELS; do python3 benches/reference/pytorch_step.py --device $PD --model $m --width $WIDTH --depth ${WRN_DEPTH:-28} --batch-size $BATCH --steps $STEPS --json /tmp/gpuwork/logs/pytorch-$m.json; done'

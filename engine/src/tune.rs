@@ -1,7 +1,8 @@
 //! Which tile configuration a GEMM kernel runs with, per device and shape.
 //!
 //! The convolution GEMMs (`shaders/conv2d.wgsl`) take their register block, RM x RN outputs per
-//! thread, as pipeline-overridable constants: one source, four compiled variants. Which is fastest
+//! thread, and whether the next K slice is prefetched into registers, as constants written into
+//! the source before compiling: one source, eight compiled variants. Which is fastest
 //! depends on the GPU and on the shape (large tiles read workgroup memory less per multiply-add;
 //! small ones make enough workgroups to fill the device for small layers), so the choice is made
 //! per (adapter, driver, kernel, shape):
@@ -19,20 +20,37 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The register block of one thread: `rm` rows by `rn` columns (4 or 8 each); a workgroup of
-/// 16 x 16 threads covers a `16 rm` x `16 rn` output tile.
+/// 16 x 16 threads covers a `16 rm` x `16 rn` output tile. With `prefetch`, the next K slice's
+/// global loads are issued before this slice's multiply-adds (their latency hidden behind the
+/// arithmetic, at the cost of RM + RN more registers per thread). On the H200 that made some
+/// shapes 30% faster and others 30% slower (docs/PERFORMANCE.md), hence a tuning dimension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tile {
     pub rm: u32,
     pub rn: u32,
+    pub prefetch: bool,
 }
 
 impl Tile {
-    pub const T64X64: Tile = Tile { rm: 4, rn: 4 };
-    pub const T128X64: Tile = Tile { rm: 8, rn: 4 };
-    pub const T64X128: Tile = Tile { rm: 4, rn: 8 };
-    pub const T128X128: Tile = Tile { rm: 8, rn: 8 };
-    /// Every configuration the kernels are compiled for, largest first.
-    pub const ALL: [Tile; 4] = [Tile::T128X128, Tile::T128X64, Tile::T64X128, Tile::T64X64];
+    pub const T64X64: Tile = Tile { rm: 4, rn: 4, prefetch: true };
+    pub const T128X64: Tile = Tile { rm: 8, rn: 4, prefetch: true };
+    pub const T64X128: Tile = Tile { rm: 4, rn: 8, prefetch: true };
+    pub const T128X128: Tile = Tile { rm: 8, rn: 8, prefetch: true };
+    /// Every configuration the kernels are compiled for, largest first, prefetching first.
+    pub const ALL: [Tile; 8] = [
+        Tile::T128X128,
+        Tile::T128X64,
+        Tile::T64X128,
+        Tile::T64X64,
+        Tile::T128X128.without_prefetch(),
+        Tile::T128X64.without_prefetch(),
+        Tile::T64X128.without_prefetch(),
+        Tile::T64X64.without_prefetch(),
+    ];
+
+    pub const fn without_prefetch(self) -> Tile {
+        Tile { prefetch: false, ..self }
+    }
 
     pub fn rows(&self) -> u32 {
         16 * self.rm
@@ -42,14 +60,14 @@ impl Tile {
         16 * self.rn
     }
 
-    /// The pipeline-overridable constants that select this configuration.
-    pub fn constants(&self) -> [(&'static str, u32); 2] {
-        [("RM", self.rm), ("RN", self.rn)]
+    /// The shader constants that select this configuration.
+    pub fn constants(&self) -> [(&'static str, u32); 3] {
+        [("RM", self.rm), ("RN", self.rn), ("PREFETCH", self.prefetch as u32)]
     }
 
-    /// `128x64` (rows x columns of the output tile).
+    /// `128x64` (rows x columns of the output tile), `128x64-np` without the prefetch.
     pub fn name(&self) -> String {
-        format!("{}x{}", self.rows(), self.cols())
+        format!("{}x{}{}", self.rows(), self.cols(), if self.prefetch { "" } else { "-np" })
     }
 
     pub fn parse(s: &str) -> Option<Tile> {
@@ -94,7 +112,7 @@ pub struct Choice {
 }
 
 /// The cache file's format version; a file with another is ignored.
-pub const CACHE_VERSION: u64 = 1;
+pub const CACHE_VERSION: u64 = 2;
 
 /// Choices per `kernel shape` key, for one adapter and driver, optionally backed by a file.
 pub struct Tuner {

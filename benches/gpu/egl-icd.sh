@@ -1,0 +1,18 @@
+# Sourced by the device scripts here. Headless NVIDIA containers: the driver's ICD manifest names
+# libGLX_nvidia.so.0, which cannot create an instance without a display; the EGL library can
+# (README, Requirements). Also installs the packed Vulkan loader (.gl, from ../shared/gpu/prepare).
+L=/usr/local/nvidia/lib64
+if [ -e "$L/libEGL_nvidia.so.0" ]; then
+    for f in .gl/*.deb; do dpkg -x "$f" / 2>/dev/null; done; ldconfig 2>/dev/null
+    J=/tmp/nvidia_egl_icd.json
+    printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s","api_version":"1.3.0"}}' "$L/libEGL_nvidia.so.0" > "$J"
+    export VK_DRIVER_FILES=$J VK_ICD_FILENAMES=$J LD_LIBRARY_PATH=$L${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    export CIFS_WGPU_ADAPTER=${CIFS_WGPU_ADAPTER:-discrete}
+fi
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp} RUST_BACKTRACE=1
+# Unpacks .gpu's payload into $W (binaries in $W/bin) and makes the build root the tests expect.
+unpack_payload() {
+    W=/tmp/gpuwork; rm -rf "$W"; mkdir -p "$W"; tar -C "$W" -xJf .gpu/payload.tar.xz
+    broot=$(cat "$W/build-root"); local proj=$PWD
+    if [ "$broot" != "$proj" ] && [ ! -e "$broot" ]; then mkdir -p "$(dirname "$broot")"; ln -s "$proj" "$broot"; fi
+}
