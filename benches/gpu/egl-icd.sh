@@ -15,4 +15,6 @@ unpack_payload() {
     W=/tmp/gpuwork; rm -rf "$W"; mkdir -p "$W"; tar -C "$W" -xJf .gpu/payload.tar.xz
     broot=$(cat "$W/build-root"); local proj=$PWD
     if [ "$broot" != "$proj" ] && [ ! -e "$broot" ]; then mkdir -p "$(dirname "$broot")"; ln -s "$proj" "$broot"; fi
+    # The CLI tests run the binary where cargo built it.
+    mkdir -p "$proj/target/release"; cp "$W/bin/cifs-wgpu" "$proj/target/release/cifs-wgpu"
 }
