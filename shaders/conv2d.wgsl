@@ -5,14 +5,17 @@
 // One GEMM engine, three index maps (MODE is a compile-time argument, folded after inlining):
 //   conv2d_fwd         y  = A (M x K) * B (K x N):  M = N*OH*OW pixels, N = CO, K = CI*ks*ks
 //                      A[m, k] = x patch value, B[k, co] = w[co, k]; plus bias[co] if has_bias.
+//                      Split-K (small layers, to make enough workgroups): workgroup z handles
+//                      K range [z*k_split, (z+1)*k_split) and writes slab z of a (splits, y) array.
 //                      bindings: 0 x, 1 w, 2 y (overwritten), 3 bias (w when unused; the backward
 //                      entries share the store code, so they bind a stand-in there too)
 //   conv2d_bwd_data    dx by output phase: the input pixels (iy, ix) with iy % stride = py and
 //                      ix % stride = px receive gradient only through the taps ky = r_y (mod
 //                      stride), r_y = (py + pad) % stride, so each phase is a stride-1
 //                      convolution of g with those taps, flipped and transposed (no zero taps are
-//                      gathered; stride 1 is the single phase with every tap). Workgroup z is the
-//                      phase; M = N * pixels of the phase, N = CI, K = CO * taps of the phase.
+//                      gathered; stride 1 is the single phase with every tap). Workgroup z is
+//                      phase * splits + split (split-K as the forward's, slabs of dx's size);
+//                      M = N * pixels of the phase, N = CI, K = CO * taps of the phase.
 //                      B is the weight re-laid out by conv2d_flip_weights, phase after phase, so
 //                      that it reads like the forward's.  bindings: 0 g, 1 flipped w, 2 dx
 //   conv2d_bwd_weight  dw = A * B:  M = CO, N = CI*ks*ks, K = N*OH*OW (batch and space)
@@ -48,9 +51,9 @@ struct Params {
     gm: u32,       // GEMM rows (FWD, BWD_WEIGHT; BWD_DATA derives its own per phase)
     gn: u32,       // GEMM cols
     gk: u32,       // GEMM depth (FWD, BWD_WEIGHT)
-    k_split: u32,  // depth handled by one workgroup along z (BWD_WEIGHT)
-    has_bias: u32, // conv2d_fwd: add bias[co] to every output (the dense layers' bias)
-    _p1: u32,
+    k_split: u32,  // depth handled by one workgroup along z (a split of K; at least the depth if unsplit)
+    has_bias: u32, // conv2d_fwd: add bias[co] to every output (the dense layers' bias; unsplit only)
+    splits: u32,   // BWD_DATA: K splits per phase (grid z = phase * splits + split); 1 = none
 }
 var<immediate> p: Params;
 
@@ -131,6 +134,7 @@ struct Phase {
     k_begin: u32,
     k_end: u32,
     b_off: u32,   // BWD_DATA: first flipped weight of this phase
+    split: u32,   // which K split this workgroup computes (its partial sums go to slab `split`)
 }
 
 fn phase_of(mode: u32, z: u32) -> Phase {
@@ -139,8 +143,12 @@ fn phase_of(mode: u32, z: u32) -> Phase {
     f.gk = p.gk;
     f.k_begin = 0u;
     f.k_end = p.gk;
+    f.split = 0u;
     switch mode {
         case FWD: {
+            f.split = z;
+            f.k_begin = z * p.k_split;
+            f.k_end = min(p.gk, f.k_begin + p.k_split);
             f.taps_y = p.ks;
             f.taps_x = p.ks;
             f.step = p.stride;
@@ -154,8 +162,10 @@ fn phase_of(mode: u32, z: u32) -> Phase {
         }
         case BWD_DATA: {
             let s = p.stride;
-            f.py = z / s;
-            f.px = z - f.py * s;
+            let phase = z / p.splits;
+            f.split = z - phase * p.splits;
+            f.py = phase / s;
+            f.px = phase - f.py * s;
             let ry = (f.py + p.pad) % s;
             let rx = (f.px + p.pad) % s;
             f.taps_y = taps(ry);
@@ -172,15 +182,19 @@ fn phase_of(mode: u32, z: u32) -> Phase {
             f.src_w = p.ow;
             f.gm = p.n * f.rows * f.cols;
             f.gk = p.co * f.taps_y * f.taps_x;
-            f.k_end = f.gk;
+            // A split past this phase's depth (phases have fewer taps) multiplies nothing and
+            // stores zeros: its slab still covers the phase's pixels.
+            f.k_begin = min(f.gk, f.split * p.k_split);
+            f.k_end = min(f.gk, f.k_begin + p.k_split);
             var before = 0u;
-            for (var q = 0u; q < z; q++) {
+            for (var q = 0u; q < phase; q++) {
                 let qy = q / s;
                 before += taps((qy + p.pad) % s) * taps((q - qy * s + p.pad) % s);
             }
             f.b_off = before * p.ci * p.co;
         }
         default: {
+            f.split = z;
             f.k_begin = z * p.k_split;
             f.k_end = min(p.gk, f.k_begin + p.k_split);
         }
@@ -274,7 +288,9 @@ fn load_b(mode: u32, g: Gather, k: u32) -> f32 {
     return src_b[g.b_base + k];
 }
 
-fn store(mode: u32, f: Phase, split: u32, m: u32, j: u32, v: f32) {
+// Splits of K write their partial sums to slabs of the output's size, one after another
+// (engine/src/ops/conv2d.rs sums them with reduce.wgsl); unsplit, slab 0 is the output itself.
+fn store(mode: u32, f: Phase, m: u32, j: u32, v: f32) {
     switch mode {
         case FWD: {
             let ohw = p.oh * p.ow;
@@ -284,7 +300,7 @@ fn store(mode: u32, f: Phase, split: u32, m: u32, j: u32, v: f32) {
             if (p.has_bias != 0u) {
                 out += bias[j];
             }
-            dst[(n * p.co + j) * ohw + r] = out;
+            dst[f.split * p.n * p.co * ohw + (n * p.co + j) * ohw + r] = out;
         }
         case BWD_DATA: {
             let plane = f.rows * f.cols;
@@ -292,10 +308,10 @@ fn store(mode: u32, f: Phase, split: u32, m: u32, j: u32, v: f32) {
             let r = m - n * plane;
             let a = r / f.cols;
             let b = r - a * f.cols;
-            dst[(n * p.ci + j) * p.h * p.w + (a * p.stride + f.py) * p.w + b * p.stride + f.px] = v;
+            dst[f.split * p.n * p.ci * p.h * p.w + (n * p.ci + j) * p.h * p.w + (a * p.stride + f.py) * p.w + b * p.stride + f.px] = v;
         }
         default: {
-            dst[(split * p.gm + m) * p.gn + j] = v;
+            dst[(f.split * p.gm + m) * p.gn + j] = v;
         }
     }
 }
@@ -310,13 +326,13 @@ fn tile_slot(depth: u32, r: u32, per_thread: u32) -> u32 {
 }
 
 // The four outputs (m, n + 16 e), e = 0..3, of one accumulator.
-fn store4(mode: u32, f: Phase, split: u32, m: u32, n: u32, v: vec4<f32>) {
+fn store4(mode: u32, f: Phase, m: u32, n: u32, v: vec4<f32>) {
     if (m >= f.gm) {
         return;
     }
     for (var e = 0u; e < 4u; e++) {
         if (n + 16u * e < p.gn) {
-            store(mode, f, split, m, n + 16u * e, v[e]);
+            store(mode, f, m, n + 16u * e, v[e]);
         }
     }
 }
@@ -529,22 +545,22 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
         }
         workgroupBarrier();
     }
-    store4(mode, f, wid.z, m0 + tx + 0u, n0 + ty + 0u, c00);
-    if (RN == 8u) { store4(mode, f, wid.z, m0 + tx + 0u, n0 + ty + 64u, c01); }
-    store4(mode, f, wid.z, m0 + tx + 16u, n0 + ty + 0u, c10);
-    if (RN == 8u) { store4(mode, f, wid.z, m0 + tx + 16u, n0 + ty + 64u, c11); }
-    store4(mode, f, wid.z, m0 + tx + 32u, n0 + ty + 0u, c20);
-    if (RN == 8u) { store4(mode, f, wid.z, m0 + tx + 32u, n0 + ty + 64u, c21); }
-    store4(mode, f, wid.z, m0 + tx + 48u, n0 + ty + 0u, c30);
-    if (RN == 8u) { store4(mode, f, wid.z, m0 + tx + 48u, n0 + ty + 64u, c31); }
-    if (RM == 8u) { store4(mode, f, wid.z, m0 + tx + 64u, n0 + ty + 0u, c40); }
-    if (RM == 8u && RN == 8u) { store4(mode, f, wid.z, m0 + tx + 64u, n0 + ty + 64u, c41); }
-    if (RM == 8u) { store4(mode, f, wid.z, m0 + tx + 80u, n0 + ty + 0u, c50); }
-    if (RM == 8u && RN == 8u) { store4(mode, f, wid.z, m0 + tx + 80u, n0 + ty + 64u, c51); }
-    if (RM == 8u) { store4(mode, f, wid.z, m0 + tx + 96u, n0 + ty + 0u, c60); }
-    if (RM == 8u && RN == 8u) { store4(mode, f, wid.z, m0 + tx + 96u, n0 + ty + 64u, c61); }
-    if (RM == 8u) { store4(mode, f, wid.z, m0 + tx + 112u, n0 + ty + 0u, c70); }
-    if (RM == 8u && RN == 8u) { store4(mode, f, wid.z, m0 + tx + 112u, n0 + ty + 64u, c71); }
+    store4(mode, f, m0 + tx + 0u, n0 + ty + 0u, c00);
+    if (RN == 8u) { store4(mode, f, m0 + tx + 0u, n0 + ty + 64u, c01); }
+    store4(mode, f, m0 + tx + 16u, n0 + ty + 0u, c10);
+    if (RN == 8u) { store4(mode, f, m0 + tx + 16u, n0 + ty + 64u, c11); }
+    store4(mode, f, m0 + tx + 32u, n0 + ty + 0u, c20);
+    if (RN == 8u) { store4(mode, f, m0 + tx + 32u, n0 + ty + 64u, c21); }
+    store4(mode, f, m0 + tx + 48u, n0 + ty + 0u, c30);
+    if (RN == 8u) { store4(mode, f, m0 + tx + 48u, n0 + ty + 64u, c31); }
+    if (RM == 8u) { store4(mode, f, m0 + tx + 64u, n0 + ty + 0u, c40); }
+    if (RM == 8u && RN == 8u) { store4(mode, f, m0 + tx + 64u, n0 + ty + 64u, c41); }
+    if (RM == 8u) { store4(mode, f, m0 + tx + 80u, n0 + ty + 0u, c50); }
+    if (RM == 8u && RN == 8u) { store4(mode, f, m0 + tx + 80u, n0 + ty + 64u, c51); }
+    if (RM == 8u) { store4(mode, f, m0 + tx + 96u, n0 + ty + 0u, c60); }
+    if (RM == 8u && RN == 8u) { store4(mode, f, m0 + tx + 96u, n0 + ty + 64u, c61); }
+    if (RM == 8u) { store4(mode, f, m0 + tx + 112u, n0 + ty + 0u, c70); }
+    if (RM == 8u && RN == 8u) { store4(mode, f, m0 + tx + 112u, n0 + ty + 64u, c71); }
 }
 
 @compute @workgroup_size(256)

@@ -16,9 +16,10 @@ M=${MODEL:-resnet18-cifs}
 cd "$broot" || exit 1
 if [ -n "${TESTS:-}" ]; then
     for t in "$W"/bin/test-*; do
-        n=$(basename "$t"); timeout "${TEST_S:-100}" "$t" > "$OUT/$n.log" 2>&1; rc=$?
+        n=$(basename "$t"); timeout "${TEST_S:-100}" "$t" --nocapture > "$OUT/$n.log" 2>&1; rc=$?
         printf '%-28s rc=%-3s %s\n' "$n" "$rc" "$(grep -E '^test result' "$OUT/$n.log" | tail -n 1)" | tee -a "$OUT/tests-summary.txt"
-        [ $rc -eq 0 ] || grep -E 'panicked|FAILED|kink' "$OUT/$n.log" | head -n 8 | sed 's/^/    /' | tee -a "$OUT/tests-summary.txt"
+        [ $rc -eq 0 ] || grep -E 'panicked|FAILED' "$OUT/$n.log" | head -n 8 | sed 's/^/    /' | tee -a "$OUT/tests-summary.txt"
+        grep -E 'kink' "$OUT/$n.log" | head -n 8 | sed 's/^/    /' | tee -a "$OUT/tests-summary.txt"
     done
     mkdir -p "$OUT/t" && mv "$OUT"/test-*.log "$OUT/t/" && tar -C "$OUT" -czf "$OUT/test-logs.tar.gz" t && rm -rf "$OUT/t"
 fi

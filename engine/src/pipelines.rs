@@ -112,7 +112,17 @@ impl KernelCache {
         let module_key = (shader, constants.to_vec());
         if !modules.contains_key(&module_key) {
             let source = specialise(shader, constants)?;
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(shader.file_name()), source: wgpu::ShaderSource::Wgsl(source.into()) });
+            let desc = wgpu::ShaderModuleDescriptor { label: Some(shader.file_name()), source: wgpu::ShaderSource::Wgsl(source.into()) };
+            // Without loop bounding: by default naga gives every loop a hidden 64-bit countdown and
+            // an exit test per iteration (against infinite loops in untrusted shaders), which stands
+            // in the way of unrolling the GEMMs' inner K loop. Buffer bounds and integer-division
+            // checks stay on.
+            let checks = wgpu::ShaderRuntimeChecks { force_loop_bounding: false, ..wgpu::ShaderRuntimeChecks::checked() };
+            // SAFETY: `force_loop_bounding: false` requires that no shader loops forever. Every loop
+            // in shaders/ runs over a counter bounded by a size from the host (tensor dimensions,
+            // the K depth, a tree reduction halving to zero) and stops; none waits on other
+            // invocations.
+            let module = unsafe { device.create_shader_module_trusted(desc, checks) };
             modules.insert(module_key.clone(), module);
         }
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

@@ -112,7 +112,7 @@ pub struct Choice {
 }
 
 /// The cache file's format version; a file with another is ignored.
-pub const CACHE_VERSION: u64 = 2;
+pub const CACHE_VERSION: u64 = 3;
 
 /// Choices per `kernel shape` key, for one adapter and driver, optionally backed by a file.
 pub struct Tuner {

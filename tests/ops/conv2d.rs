@@ -78,6 +78,18 @@ fn conv_multi_tile_and_split_k() {
 }
 
 #[test]
+fn conv_split_k_forward_and_backward_data() {
+    use engine::ops::conv2d::depth_splits;
+    // Few output tiles and a deep K: forward and stride-1 backward-data both 128 * 9 = 1152
+    // deep, in two splits. Then 256 outputs at stride 2: backward-data phases 256, 512, 512 and
+    // 1024 deep, cut into splits of 512, so the shallowest phase's second split has no depth
+    // left (it must write zeros to its slab).
+    assert!(depth_splits(1, 128 * 9).0 == 2 && depth_splits(4, 256 * 4) == (2, 512), "these shapes must split");
+    check(14, [2, 128, 5, 5], 128, 3, 1, 1);
+    check(15, [1, 8, 7, 7], 256, 3, 2, 1);
+}
+
+#[test]
 fn conv_gradient_finite_differences() {
     let rt = rt();
     let mut r = rng(5);

@@ -33,7 +33,7 @@ pub struct Params {
     pub gk: u32,
     pub k_split: u32,
     pub has_bias: u32,
-    pub _p: u32,
+    pub splits: u32,
 }
 
 /// The depth slice staged per step (BK in the WGSL; a test reads it from the shader with naga).
@@ -101,7 +101,7 @@ impl Geom {
             gk,
             k_split,
             has_bias: 0,
-            _p: 0,
+            splits: 1,
         }
     }
 }
@@ -153,9 +153,20 @@ pub(crate) fn conv2d_raw(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad:
     }
     let y = Tensor::empty(rt, &[g.n as usize, g.co as usize, g.oh as usize, g.ow as usize])?;
     let (gm, gn, gk) = (g.n * g.oh * g.ow, g.co, g.ci * g.ks * g.ks);
-    let params = Params { has_bias: bias.is_some() as u32, ..g.params(gm, gn, gk, gk) };
-    let bufs = [x.buffer(), w.buffer(), y.buffer(), bias.unwrap_or(w).buffer()];
-    tiled(rt, 0, &g, |t| rt.dispatch_with(Shader::Conv2d, "conv2d_fwd", &t.constants(), &bufs, &params, grid(t, gm, gn, 1)))?;
+    tiled(rt, 0, &g, |t| {
+        // The bias is added in the epilogue, which a partial sum must not do: no split then.
+        let (splits, k_split) = if bias.is_some() { (1, gk) } else { depth_splits(t.cover(gm, gn).0 as u32, gk) };
+        let params = Params { has_bias: bias.is_some() as u32, ..g.params(gm, gn, gk, k_split) };
+        let constants = t.constants();
+        if splits == 1 {
+            let bufs = [x.buffer(), w.buffer(), y.buffer(), bias.unwrap_or(w).buffer()];
+            return rt.dispatch_with(Shader::Conv2d, "conv2d_fwd", &constants, &bufs, &params, grid(t, gm, gn, 1));
+        }
+        let partial = Tensor::empty(rt, &[splits as usize, y.numel()])?;
+        let bufs = [x.buffer(), w.buffer(), partial.buffer(), w.buffer()];
+        rt.dispatch_with(Shader::Conv2d, "conv2d_fwd", &constants, &bufs, &params, grid(t, gm, gn, splits))?;
+        reduce::sum_rows_into(rt, &partial, &y)
+    })?;
     Ok(y)
 }
 
@@ -174,7 +185,7 @@ pub const NARROW_CHANNELS: u32 = 4;
 /// channels, one direct kernel instead.
 pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride: u32, pad: u32, g: &Tensor) -> Result<Tensor> {
     let geo = Geom::new(x_shape, w.shape(), stride, pad)?;
-    let params = geo.params(0, geo.ci, 0, 0);
+    let params = geo.params(0, geo.ci, 0, u32::MAX);
     if geo.ci <= NARROW_CHANNELS {
         let dx = Tensor::empty(rt, x_shape)?;
         let bufs = [g.buffer(), w.buffer(), dx.buffer()];
@@ -186,12 +197,38 @@ pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride:
     let dx = Tensor::empty(rt, x_shape)?;
     // Phase (0, 0) has the most pixels; the other phases' workgroups past their rows idle.
     let rows = geo.n * geo.h.div_ceil(stride) * geo.w.div_ceil(stride);
-    let bufs = [g.buffer(), flipped.buffer(), dx.buffer(), flipped.buffer()];
     let phases = stride * stride;
+    // The deepest phase's GEMM (phase (0, 0) has the most taps).
+    let depth = geo.co * geo.ks.div_ceil(stride) * geo.ks.div_ceil(stride);
     tiled(rt, 1, &geo, |t| {
-        rt.dispatch_with(Shader::Conv2d, "conv2d_bwd_data", &t.constants(), &bufs, &params, grid(t, rows, geo.ci, phases))
+        let (splits, k_split) = depth_splits(t.cover(rows, geo.ci).0 as u32 * phases, depth);
+        let params = Params { k_split, splits, ..params };
+        if splits == 1 {
+            let bufs = [g.buffer(), flipped.buffer(), dx.buffer(), flipped.buffer()];
+            return rt.dispatch_with(Shader::Conv2d, "conv2d_bwd_data", &t.constants(), &bufs, &params, grid(t, rows, geo.ci, phases));
+        }
+        let partial = Tensor::empty(rt, &[splits as usize, dx.numel()])?;
+        let bufs = [g.buffer(), flipped.buffer(), partial.buffer(), flipped.buffer()];
+        rt.dispatch_with(Shader::Conv2d, "conv2d_bwd_data", &t.constants(), &bufs, &params, grid(t, rows, geo.ci, phases * splits))?;
+        reduce::sum_rows_into(rt, &partial, &dx)
     })?;
     Ok(dx)
+}
+
+/// Split-K for the forward and backward-data GEMMs of small layers (layer4 at batch 128 makes
+/// 64-128 output tiles, under one per compute unit of a large GPU): `(splits, depth per split)`,
+/// enough splits for about 256 workgroups with `groups` tiles, each at least 512 deep (32 K
+/// slices, so the extra pass that sums the slabs stays small against the GEMM), depth rounded
+/// to whole slices. One split when the tiles already fill the device or the depth is short.
+pub fn depth_splits(groups: u32, depth: u32) -> (u32, u32) {
+    let by_occupancy = 256u32.div_ceil(groups.max(1));
+    let by_depth = (depth / 512).max(1);
+    let splits = by_occupancy.min(by_depth).clamp(1, 16);
+    if splits == 1 {
+        return (1, depth);
+    }
+    let k_split = depth.div_ceil(splits).div_ceil(TILE_K) * TILE_K;
+    (depth.div_ceil(k_split), k_split)
 }
 
 /// How many depth slices the weight gradient's long reduction (batch x space) is cut into so
