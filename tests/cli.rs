@@ -194,7 +194,7 @@ fn train_resume_eval_and_bad_input() {
     // `tune` reports the choices for another batch, `info` counts them, `--no-tune` skips it.
     let cache: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tune_cache()).unwrap()).unwrap();
     let before = cache["choices"].as_object().unwrap().len();
-    assert!(before > 0 && cache["version"] == 1, "{cache}");
+    assert!(before > 0 && cache["version"] == engine::tune::CACHE_VERSION, "{cache}");
     let table = ok(&["tune", "--width", "8", "--batch-size", "3"]);
     assert!(table.contains("conv2d_bwd_data") && table.contains("(new)") && table.contains("newly timed"), "{table}");
     assert!(ok(&["info"]).contains("shapes tuned"));

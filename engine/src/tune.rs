@@ -81,6 +81,13 @@ impl Tile {
         (tm * tn, used)
     }
 
+    /// The configurations worth timing for a `gm` x `gn` GEMM: those whose tiles spend at least a
+    /// quarter of their outputs inside it (a tile mostly padding never wins: on the H200 the
+    /// 64x64 tiles were fastest for every GEMM under 64 x 64), and the 64x64 pair always.
+    pub fn candidates(gm: u32, gn: u32) -> Vec<Tile> {
+        Tile::ALL.into_iter().filter(|t| t.rm == 4 && t.rn == 4 || t.cover(gm, gn).1 >= 0.25).collect()
+    }
+
     /// The rule used without tuning: the largest tile that still makes `min_groups` workgroups
     /// (two waves of a large GPU, counting `layers` independent GEMMs such as split-K slices or
     /// output phases) and wastes at most a quarter of its outputs on padding; else the one that
@@ -253,6 +260,16 @@ mod tests {
         }
         assert_eq!(Tile::T128X64.cover(256, 64), (2, 1.0));
         assert_eq!(Tile::T128X128.cover(128, 64), (1, 0.5));
+    }
+
+    #[test]
+    fn tiles_mostly_padding_are_not_timed() {
+        // A GEMM smaller than any tile: the 64x64 pair only.
+        assert_eq!(Tile::candidates(10, 5), vec![Tile::T64X64, Tile::T64X64.without_prefetch()]);
+        // layer1 forward at batch 128 (131072 x 64): 128-column tiles are half padding, still timed.
+        assert_eq!(Tile::candidates(131072, 64).len(), 8);
+        // 64 x 20 columns: the 128-column tiles are 84% padding.
+        assert!(Tile::candidates(4096, 20).iter().all(|t| t.rn == 4));
     }
 
     #[test]

@@ -148,7 +148,8 @@ fn tuning_times_every_tile_once_per_shape_and_remembers_it() {
     let kernels: Vec<&str> = choices.keys().map(|k| k.split(' ').next().unwrap()).collect();
     assert_eq!(kernels, ["conv2d_bwd_data", "conv2d_bwd_weight", "conv2d_fwd"]);
     assert_eq!(seen.get(), 3, "each shape timed once");
-    assert!(choices.values().all(|c| c.ms.len() == Tile::ALL.len() && c.ms.values().all(|ms| *ms > 0.0)));
+    // Tiny GEMMs: only the configurations whose tiles are not mostly padding are timed.
+    assert!(choices.values().all(|c| c.ms.len() == Tile::candidates(10, 5).len() && c.ms.values().all(|ms| *ms > 0.0)), "{choices:?}");
     run(&tuned_rt);
     assert_eq!(seen.get(), 3, "a tuned shape is not timed again");
 
