@@ -34,6 +34,41 @@ fn fixture_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// Every fixture file (`*.safetensors`), directory by directory, sorted within each.
+fn fixture_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in fixture_dirs() {
+        let mut here: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("fixtures directory {} unreadable ({e})", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        assert!(!here.is_empty(), "no *.safetensors fixtures in {}", dir.display());
+        here.sort();
+        files.extend(here);
+    }
+    files
+}
+
+/// A fixture's settings: the safetensors metadata, and the `.json` beside it (which may hold
+/// them too, or only), values as text (`True`/`False` for booleans, as PyTorch prints them).
+fn fixture_meta(path: &std::path::Path, bytes: &[u8]) -> std::collections::HashMap<String, String> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
+    let mut meta = meta.metadata().clone().unwrap_or_default();
+    if let Ok(text) = std::fs::read_to_string(path.with_extension("json")) {
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.with_extension("json").display()));
+        for (k, v) in doc.as_object().unwrap().iter().filter(|(k, _)| *k != "tensors") {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Bool(b) => if *b { "True".into() } else { "False".into() },
+                other => other.to_string(),
+            };
+            meta.entry(k.clone()).or_insert(text);
+        }
+    }
+    meta
+}
+
 struct Fixture<'a> {
     name: String,
     st: SafeTensors<'a>,
@@ -293,37 +328,13 @@ fn relu_input(rt: &Runtime, node: &autodiff::Node) -> Option<Vec<f64>> {
 
 #[test]
 fn matches_reference_pytorch_fixtures() {
-    let mut files: Vec<PathBuf> = Vec::new();
-    for dir in fixture_dirs() {
-        let mut here: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("fixtures directory {} unreadable ({e})", dir.display()))
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        assert!(!here.is_empty(), "no *.safetensors fixtures in {}", dir.display());
-        here.sort();
-        files.extend(here);
-    }
     let rt = rt();
     let mut failures = Vec::new();
-    for path in &files {
+    for path in &fixture_files() {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
         println!("fixture {name}");
         let bytes = std::fs::read(path).unwrap();
-        let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-        let mut meta = meta.metadata().clone().unwrap_or_default();
-        // The settings may also (or only) be in the `.json` beside the tensors.
-        if let Ok(text) = std::fs::read_to_string(path.with_extension("json")) {
-            let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}.json: {e}"));
-            for (k, v) in doc.as_object().unwrap().iter().filter(|(k, _)| *k != "tensors") {
-                let text = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Bool(b) => if *b { "True".into() } else { "False".into() },
-                    other => other.to_string(),
-                };
-                meta.entry(k.clone()).or_insert(text);
-            }
-        }
+        let meta = fixture_meta(path, &bytes);
         let st = SafeTensors::deserialize(&bytes).unwrap();
         run_fixture(&rt, &Fixture { name, st, meta }, &bytes, &mut failures);
     }
@@ -350,50 +361,33 @@ fn train_grads(rt: &Runtime, fx: &Fixture, bytes: &[u8]) -> Vec<(String, Vec<f32
 fn train_gradients_repeat_and_hold_under_every_tile_configuration() {
     let rt = rt();
     let mut failures = Vec::new();
-    for dir in fixture_dirs() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        let mut paths: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "safetensors")).collect();
-        paths.sort();
-        for path in paths {
-            let name = path.file_stem().unwrap().to_string_lossy().to_string();
-            let bytes = std::fs::read(&path).unwrap();
-            let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-            let mut meta = meta.metadata().clone().unwrap_or_default();
-            if let Ok(text) = std::fs::read_to_string(path.with_extension("json")) {
-                let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
-                for (k, v) in doc.as_object().unwrap().iter().filter(|(k, _)| *k != "tensors") {
-                    let text = match v {
-                        serde_json::Value::String(s) => s.clone(),
-                        serde_json::Value::Bool(b) => if *b { "True".into() } else { "False".into() },
-                        other => other.to_string(),
-                    };
-                    meta.entry(k.clone()).or_insert(text);
-                }
-            }
-            let fx = Fixture { name: name.clone(), st: SafeTensors::deserialize(&bytes).unwrap(), meta };
-            let first = train_grads(&rt, &fx, &bytes);
-            let again = train_grads(&rt, &fx, &bytes);
-            let moved = first.iter().zip(&again).filter(|(a, b)| a.1 != b.1).map(|(a, _)| a.0.clone()).collect::<Vec<_>>();
-            println!("{name}: rerun changed {} of {} gradients {:?}", moved.len(), first.len(), moved.iter().take(4).collect::<Vec<_>>());
-            if !moved.is_empty() {
-                failures.push(format!("{name}: a rerun changed {} gradients", moved.len()));
-            }
-            for tile in engine::tune::Tile::ALL {
-                rt.force_tile(Some(tile));
-                let grads = train_grads(&rt, &fx, &bytes);
-                rt.force_tile(None);
-                let worst = |err: &dyn Fn(&str, &[f32]) -> f64| {
-                    grads.iter().map(|(p, g)| (p.clone(), err(p, g))).fold((String::new(), 0.0), |acc, (p, e)| if e > acc.1 { (p, e) } else { acc })
-                };
-                let (p, e) = worst(&|p, g| {
-                    let base: Vec<f64> = first.iter().find(|(q, _)| q == p).unwrap().1.iter().map(|&v| v as f64).collect();
-                    rel_err(g, &base)
-                });
-                let (rp, re) = worst(&|p, g| rel_err(g, &fx.f64(&format!("train.grad.{p}"))));
-                println!("{name} tile {}: worst departure from the default run {p} {e:.2e}; from the reference {rp} {re:.2e}", tile.name());
-                if e > 1e-5 {
-                    failures.push(format!("{name} tile {}: {p} departs from the default configuration's gradient by {e:.3e}", tile.name()));
-                }
+    for path in fixture_files() {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        let meta = fixture_meta(&path, &bytes);
+        let fx = Fixture { name: name.clone(), st: SafeTensors::deserialize(&bytes).unwrap(), meta };
+        let first = train_grads(&rt, &fx, &bytes);
+        let again = train_grads(&rt, &fx, &bytes);
+        let moved = first.iter().zip(&again).filter(|(a, b)| a.1 != b.1).map(|(a, _)| a.0.clone()).collect::<Vec<_>>();
+        println!("{name}: rerun changed {} of {} gradients {:?}", moved.len(), first.len(), moved.iter().take(4).collect::<Vec<_>>());
+        if !moved.is_empty() {
+            failures.push(format!("{name}: a rerun changed {} gradients", moved.len()));
+        }
+        for tile in engine::tune::Tile::ALL {
+            rt.force_tile(Some(tile));
+            let grads = train_grads(&rt, &fx, &bytes);
+            rt.force_tile(None);
+            let worst = |err: &dyn Fn(&str, &[f32]) -> f64| {
+                grads.iter().map(|(p, g)| (p.clone(), err(p, g))).fold((String::new(), 0.0), |acc, (p, e)| if e > acc.1 { (p, e) } else { acc })
+            };
+            let (p, e) = worst(&|p, g| {
+                let base: Vec<f64> = first.iter().find(|(q, _)| q == p).unwrap().1.iter().map(|&v| v as f64).collect();
+                rel_err(g, &base)
+            });
+            let (rp, re) = worst(&|p, g| rel_err(g, &fx.f64(&format!("train.grad.{p}"))));
+            println!("{name} tile {}: worst departure from the default run {p} {e:.2e}; from the reference {rp} {re:.2e}", tile.name());
+            if e > 1e-5 {
+                failures.push(format!("{name} tile {}: {p} departs from the default configuration's gradient by {e:.3e}", tile.name()));
             }
         }
     }
@@ -413,16 +407,7 @@ fn trace_train_step() {
     let name = name.to_string_lossy().to_string();
     let path = fixture_dirs().into_iter().map(|d| d.join(format!("{name}.safetensors"))).find(|p| p.exists()).expect("fixture not found");
     let bytes = std::fs::read(&path).unwrap();
-    let mut meta = std::collections::HashMap::new();
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path.with_extension("json")).unwrap()).unwrap();
-    for (k, v) in doc.as_object().unwrap() {
-        let text = match v {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Bool(b) => if *b { "True".into() } else { "False".into() },
-            other => other.to_string(),
-        };
-        meta.insert(k.clone(), text);
-    }
+    let meta = fixture_meta(&path, &bytes);
     let fx = Fixture { name: name.clone(), st: SafeTensors::deserialize(&bytes).unwrap(), meta };
     let rt = rt();
     let model = fx.model(&rt, &bytes);
