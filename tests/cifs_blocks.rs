@@ -370,8 +370,12 @@ fn a_pgd10_step_costs_the_fused_dispatch_count() {
     // the training backward (the attack's backward needs no gradient for the probe's weights).
     assert_eq!(step["scale"], 12, "only the nonlinear probe's slope scales");
     assert_eq!(step["uniform_fill"], 1, "the random start");
-    assert_eq!(step["conv2d_flip_weights"], step["conv2d_bwd_data"], "one re-layout per backward-data GEMM");
-    assert!(total <= 1917, "{total} dispatches per PGD-10 step");
+    // The weights change only at the optimizer step: each one is re-laid out for the
+    // backward-data GEMM once per step, for the 10 attack backwards and the training backward
+    // (the nonlinear probe's hidden layer runs twice in each pass, on one weight).
+    assert_eq!(step["conv2d_bwd_data"] % 11, 0, "the same backward-data GEMMs in every pass");
+    assert_eq!(step["conv2d_flip_weights"], step["conv2d_bwd_data"] / 11 - 1, "one re-layout per weight and step");
+    assert!(total <= 1655, "{total} dispatches per PGD-10 step");
 }
 
 #[test]

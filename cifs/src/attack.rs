@@ -98,14 +98,18 @@ impl Pgd {
             Start::Random(rng) => engine::ops::random::uniform_into(rt, &delta, -self.eps, self.eps, rng.next_u64())?,
         }
         let mut adv = pgd_project(rt, x, &delta, self.eps)?;
-        for _ in 0..self.steps {
-            let leaf = adv.requiring_grad();
-            let out = model.forward(rt, &leaf, Some(labels), Mode::Eval)?;
-            let grads = autodiff::backward(rt, &self.loss.of(rt, &out, labels)?)?;
-            let g = grads.get(&leaf).ok_or(engine::EngineError::NothingRequiresGrad)?;
-            adv = pgd_step(rt, x, g, &delta, self.eps, self.step)?;
-        }
-        Ok(adv)
+        // The weights stay as they are for the whole attack: their backward-data layouts are
+        // made once, not once per step.
+        rt.weights_frozen(|| {
+            for _ in 0..self.steps {
+                let leaf = adv.requiring_grad();
+                let out = model.forward(rt, &leaf, Some(labels), Mode::Eval)?;
+                let grads = autodiff::backward(rt, &self.loss.of(rt, &out, labels)?)?;
+                let g = grads.get(&leaf).ok_or(engine::EngineError::NothingRequiresGrad)?;
+                adv = pgd_step(rt, x, g, &delta, self.eps, self.step)?;
+            }
+            Ok(adv)
+        })
     }
 }
 

@@ -22,13 +22,18 @@ pub struct StepResult {
 /// probe terms.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(rt: &Runtime, model: &Model, sgd: &Sgd, x: &Tensor, labels: &Tensor, attack: Option<&Pgd>, beta: f32, rng: &mut Rng) -> Result<StepResult> {
-    let input = match attack {
-        Some(pgd) => pgd.attack(rt, model, x, labels, Start::Random(rng))?,
-        None => x.clone(),
-    };
-    let output = model.forward(rt, &input, Some(labels), Mode::Train)?;
-    let loss = joint_loss(rt, &output, labels, beta)?;
-    let grads = autodiff::backward(rt, &loss)?;
+    // The weights change only at the optimizer step: until then the attack's backward passes
+    // and the training backward share the weights' derived layouts.
+    let (output, loss, grads) = rt.weights_frozen(|| -> Result<_> {
+        let input = match attack {
+            Some(pgd) => pgd.attack(rt, model, x, labels, Start::Random(rng))?,
+            None => x.clone(),
+        };
+        let output = model.forward(rt, &input, Some(labels), Mode::Train)?;
+        let loss = joint_loss(rt, &output, labels, beta)?;
+        let grads = autodiff::backward(rt, &loss)?;
+        Ok((output, loss, grads))
+    })?;
     sgd.step(rt, model, &grads)?;
     Ok(StepResult { loss: loss.detach(), output: Output { logits: output.logits.detach(), probes: output.probes.iter().map(|p| p.detach()).collect() } })
 }

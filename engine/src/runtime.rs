@@ -42,7 +42,12 @@ pub struct Runtime {
     tuner: RefCell<Tuner>,
     /// Told of each shape as it is tuned (the CLI's progress display).
     tune_observer: RefCell<Option<TuneObserver>>,
+    /// Inside [`Runtime::weights_frozen`]: layouts derived from weights (the backward-data
+    /// pass's flipped weights), by (weight buffer, variant), each with the weight it came from.
+    derived: RefCell<Option<Derived>>,
 }
+
+type Derived = std::collections::HashMap<(u64, u64), (crate::tensor::Tensor, crate::tensor::Tensor)>;
 
 impl Runtime {
     /// A runtime on the adapter named by `CIFS_WGPU_ADAPTER`, or the best one.
@@ -66,7 +71,48 @@ impl Runtime {
             one: RefCell::new(None),
             tuner,
             tune_observer: RefCell::new(None),
+            derived: RefCell::new(None),
         }
+    }
+
+    /// Runs `f` with the promise that no weight is overwritten in place while it runs (no tensor
+    /// whose storage serves as a convolution's weights: other tensors may change, new ones be
+    /// made): an attack's iterations and the training pass after them, which run the same
+    /// weights forward and backward many times before the optimizer step. Layouts derived from a
+    /// weight (the flipped weights of the input-gradient convolution) are then made once per
+    /// weight and reused, instead of once per backward pass; they are dropped when `f` returns
+    /// (or unwinds). Nests.
+    pub fn weights_frozen<T>(&self, f: impl FnOnce() -> T) -> T {
+        struct Scope<'a>(&'a Runtime, bool);
+        impl Drop for Scope<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    self.0.derived.borrow_mut().take();
+                }
+            }
+        }
+        let outermost = self.derived.borrow().is_none();
+        if outermost {
+            *self.derived.borrow_mut() = Some(Derived::new());
+        }
+        let _scope = Scope(self, outermost);
+        f()
+    }
+
+    /// `make()`, or inside [`Runtime::weights_frozen`] the tensor it made for the same weight
+    /// storage and `variant` earlier in the scope (a parameter and its detached view share
+    /// storage). The weight is kept alive with it, so its buffer (the key) cannot go back to the
+    /// pool and serve another tensor while the scope lasts.
+    pub(crate) fn derived_from(&self, weight: &crate::tensor::Tensor, variant: u64, make: impl FnOnce() -> Result<crate::tensor::Tensor>) -> Result<crate::tensor::Tensor> {
+        let key = (weight.buffer().id(), variant);
+        if let Some(hit) = self.derived.borrow().as_ref().and_then(|d| d.get(&key)) {
+            return Ok(hit.1.clone());
+        }
+        let made = make()?;
+        if let Some(d) = self.derived.borrow_mut().as_mut() {
+            d.insert(key, (weight.clone(), made.clone()));
+        }
+        Ok(made)
     }
 
     pub fn stats(&self) -> RuntimeStats {

@@ -165,3 +165,26 @@ fn tuning_times_every_tile_once_per_shape_and_remembers_it() {
     assert_eq!(tiles(&again.tuning().0), tiles(&choices));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn frozen_weights_are_re_laid_out_once_per_scope() {
+    let rt = rt();
+    let mut r = rng(16);
+    let xs = [2, 6, 7, 7];
+    let x = Tensor::from_f32(&rt, &xs, &r.uniform_vec(588, -1.0, 1.0)).unwrap();
+    let w = Tensor::from_f32(&rt, &[5, 6, 3, 3], &r.uniform_vec(270, -0.5, 0.5)).unwrap();
+    let input_grad = || {
+        let leaf = x.requiring_grad();
+        let y = conv2d(&rt, &leaf, &w, 2, 1).unwrap();
+        let g = autodiff::backward_with(&rt, &y, Tensor::from_f32(&rt, y.shape(), &vec![1.0; y.numel()]).unwrap()).unwrap();
+        g.get(&leaf).unwrap().to_vec(&rt).unwrap()
+    };
+    let flips = || rt.dispatches_by_entry().get("conv2d_flip_weights").copied().unwrap_or(0);
+    let plain = input_grad();
+    let outside = flips();
+    let inside = rt.weights_frozen(|| [input_grad(), input_grad(), input_grad()]);
+    assert_eq!(flips() - outside, 1, "three backward passes in one scope re-lay the weights out once");
+    assert!(inside.iter().all(|g| *g == plain), "the cached layout gives the same gradient");
+    input_grad();
+    assert_eq!(flips() - outside, 2, "after the scope the layout is made again");
+}

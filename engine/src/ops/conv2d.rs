@@ -192,8 +192,12 @@ pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride:
         rt.dispatch(Shader::Conv2d, "conv2d_bwd_data_narrow", &bufs, &params, Work::Items((geo.n * geo.h * geo.w) as u64))?;
         return Ok(dx);
     }
-    let flipped = Tensor::empty(rt, &[w.numel()])?;
-    rt.dispatch(Shader::Conv2d, "conv2d_flip_weights", &[w.buffer(), flipped.buffer()], &params, Work::Items(w.numel() as u64))?;
+    // The layout depends on the weights, the stride and the padding's phase offset.
+    let flipped = rt.derived_from(w, (stride as u64) << 32 | pad as u64, || {
+        let flipped = Tensor::empty(rt, &[w.numel()])?;
+        rt.dispatch(Shader::Conv2d, "conv2d_flip_weights", &[w.buffer(), flipped.buffer()], &params, Work::Items(w.numel() as u64))?;
+        Ok(flipped)
+    })?;
     let dx = Tensor::empty(rt, x_shape)?;
     // Phase (0, 0) has the most pixels; the other phases' workgroups past their rows idle.
     let rows = geo.n * geo.h.div_ceil(stride) * geo.w.div_ceil(stride);
