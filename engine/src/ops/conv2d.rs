@@ -1,5 +1,6 @@
 //! 2-D convolution as implicit GEMM (`shaders/conv2d.wgsl`): forward, backward-data and
-//! backward-weight (split-K, folded by `reduce::sum_rows`).
+//! backward-weight, each split along K when its output tiles alone would leave a large GPU idle
+//! (partial sums folded by `reduce::sum_rows`).
 //!
 //! Shapes: x (N, CI, H, W), w (CO, CI, ks, ks) -> y (N, CO, OH, OW),
 //! OH = (H + 2 pad - ks) / stride + 1. Square kernels, no bias, no dilation, one group.
