@@ -295,17 +295,18 @@ impl<'a> Kinks<'a> {
 /// The input of the ReLU that made `node`, in float64, if it is one.
 fn relu_input(rt: &Runtime, node: &autodiff::Node) -> Option<Vec<f64>> {
     let read = |t: &Tensor| -> Vec<f64> { t.to_vec(rt).unwrap().iter().map(|&v| v as f64).collect() };
+    let inputs = node.inputs();
     match node.op {
-        "relu" => Some(read(node.inputs[0])),
+        "relu" => Some(read(inputs[0])),
         "batchnorm2d" => {
             let y = node.value.to_vec(rt).unwrap();
             if !(y.iter().all(|&v| v >= 0.0) && y.contains(&0.0)) {
                 return None; // no ReLU after this batch norm
             }
-            let s = node.inputs[0].shape();
+            let s = inputs[0].shape();
             let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
-            let (x, gamma, beta) = (read(node.inputs[0]), read(node.inputs[1]), read(node.inputs[2]));
-            let res = node.inputs.get(3).map(|r| read(r));
+            let (x, gamma, beta) = (read(inputs[0]), read(inputs[1]), read(inputs[2]));
+            let res = inputs.get(3).map(|r| read(r));
             let m = (n * hw) as f64;
             let mut pre = vec![0.0; x.len()];
             for ch in 0..c {

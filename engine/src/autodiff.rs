@@ -294,10 +294,16 @@ pub fn backward_with(rt: &Runtime, out: &Tensor, seed: Tensor) -> Result<Gradien
 pub struct Node<'a> {
     /// The op that made the node (`"leaf"` for leaves).
     pub op: &'static str,
-    /// The op's inputs, in the op's order (batch norm: x, gamma, beta, then the residual if any).
-    pub inputs: Vec<&'a Tensor>,
     pub value: &'a Tensor,
     pub grad: &'a Tensor,
+}
+
+impl<'a> Node<'a> {
+    /// The op's inputs, in the op's order (batch norm: x, gamma, beta, then the residual if
+    /// any); none for a leaf. Listed on request: the plain backward pass asks for none.
+    pub fn inputs(&self) -> Vec<&'a Tensor> {
+        self.value.op().map(|op| op.inputs()).unwrap_or_default()
+    }
 }
 
 /// [`backward_with`], calling `observe` at every node in the order the gradients are complete:
@@ -314,7 +320,7 @@ pub fn backward_observed(rt: &Runtime, out: &Tensor, seed: Tensor, observe: &mut
     let mut leaves = Gradients::default();
     for t in topo_order(out) {
         let Some(g) = grads.remove(&t.id()) else { continue };
-        observe(Node { op: t.op().map_or("leaf", |op| op.name()), inputs: t.op().map(|op| op.inputs()).unwrap_or_default(), value: &t, grad: &g })?;
+        observe(Node { op: t.op().map_or("leaf", |op| op.name()), value: &t, grad: &g })?;
         let Some(op) = t.op() else {
             leaves.map.insert(t.id(), g);
             continue;

@@ -275,9 +275,10 @@ impl Runtime {
     }
 
     /// The tile for `kernel` at `shape`: forced, remembered, or (tuning on) measured now by
-    /// running `run` with each of `candidates`, three timed runs each after one warm-up (which
-    /// compiles the variant); otherwise `heuristic`. `run` must only overwrite its outputs.
-    pub fn tile_for(&self, kernel: &str, shape: &str, heuristic: Tile, candidates: &[Tile], run: &dyn Fn(Tile) -> Result<()>) -> Result<Tile> {
+    /// running `run` with each of `candidates()` (asked only then), three timed runs each after
+    /// one warm-up (which compiles the variant); otherwise `heuristic`. `run` must only
+    /// overwrite its outputs.
+    pub fn tile_for(&self, kernel: &str, shape: &str, heuristic: Tile, candidates: &dyn Fn() -> Vec<Tile>, run: &dyn Fn(Tile) -> Result<()>) -> Result<Tile> {
         let key = format!("{kernel} {shape}");
         {
             let t = self.tuner.borrow();
@@ -291,7 +292,7 @@ impl Runtime {
         const RUNS: usize = 3;
         let mut ms = std::collections::BTreeMap::new();
         let mut best = (f64::INFINITY, heuristic);
-        for &tile in candidates {
+        for tile in candidates() {
             run(tile)?;
             let (done, timing) = self.timed_both(|| (0..RUNS).try_for_each(|_| run(tile)))?;
             done?;

@@ -22,8 +22,9 @@ use std::path::{Path, PathBuf};
 /// The register block of one thread: `rm` rows by `rn` columns (4 or 8 each); a workgroup of
 /// 16 x 16 threads covers a `16 rm` x `16 rn` output tile. With `prefetch`, the next K slice's
 /// global loads are issued before this slice's multiply-adds (their latency hidden behind the
-/// arithmetic, at the cost of RM + RN more registers per thread). On the H200 that made some
-/// shapes 30% faster and others 30% slower (docs/PERFORMANCE.md), hence a tuning dimension.
+/// arithmetic, at the cost of RM + RN more registers per thread). On the H200 with or without
+/// was a near tie that went either way by shape (docs/PERFORMANCE.md, run 6), hence a tuning
+/// dimension rather than a fixed choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tile {
     pub rm: u32,

@@ -135,7 +135,7 @@ fn tiled(rt: &Runtime, kernel: usize, g: &Geom, run: impl Fn(Tile) -> Result<()>
     const ENTRIES: [&str; 3] = ["conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weight"];
     let shape = format!("n={} ci={} h={} w={} co={} k={} s={} p={}", g.n, g.ci, g.h, g.w, g.co, g.ks, g.stride, g.pad);
     let (m, n, layers) = gemm_dims(g)[kernel];
-    let tile = rt.tile_for(ENTRIES[kernel], &shape, Tile::heuristic(m, n, layers), &Tile::candidates(m, n), &run)?;
+    let tile = rt.tile_for(ENTRIES[kernel], &shape, Tile::heuristic(m, n, layers), &|| Tile::candidates(m, n), &run)?;
     run(tile)
 }
 
