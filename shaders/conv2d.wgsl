@@ -28,14 +28,17 @@
 //                      w, one thread per element, 1-D grid).  bindings: 0 w, 2 flipped w
 // Tiling: a BM x BN output tile per workgroup of 256 threads (64x64, 128x64, 64x128 or 128x128:
 // the specialised RM, RN), K in slices of 16 staged in workgroup memory, the next slice's
-// global loads held in registers while this one is multiplied (prefetch); each thread accumulates
+// global loads held in registers while this one is multiplied (PREFETCH); with DOUBLE, two
+// workgroup tiles alternate, so a slice is stored into one while the other is multiplied and
+// each K step needs one barrier instead of two; each thread accumulates
 // an RM x RN register block at rows tx + 16 i, cols ty + 16 j, so consecutive threads touch
 // consecutive pixels (coalesced NCHW stores). The tiles are laid out so that each four of a
 // thread's rows (and columns) are one vec4: per depth step it reads (RM + RN) / 4 vec4s and does
 // RM RN / 4 vec4 multiply-adds. Grid: (ceil(M/BM), ceil(N/BN), splits or phases). Tails in M, N
 // and K are guarded by zero-filled loads and skipped stores.
 // The depth index is split into (channel, tap row, tap column) without integer division in the
-// K loop: `div_exact` divides through a reciprocal computed once per thread and corrects by one.
+// K loop: `div_exact` (div_exact.wgsl, prepended) divides through a reciprocal computed once per
+// thread and corrects by one.
 
 struct Params {
     n: u32,
@@ -73,6 +76,9 @@ const RN: u32 = 4u;
 // 1: the next K slice's global loads are issued before this slice's multiply-adds (prefetch);
 // 0: each slice is loaded at the top of its step. Also chosen per shape (engine/src/tune.rs).
 const PREFETCH: u32 = 1u;
+// 1: two workgroup tiles (double buffering; the host sets PREFETCH with it): the prefetched
+// slice is stored into the tile not being multiplied, one barrier per K step.
+const DOUBLE: u32 = 0u;
 const BM: u32 = 16u * RM;
 const BN: u32 = 16u * RN;
 const BK: u32 = 16u;
@@ -86,25 +92,15 @@ const BK: u32 = 16u;
 // Tiles are stored so that each four rows (columns) one thread multiplies, tx + 16 i for
 // i = 4q .. 4q + 3 (likewise ty + 16 j), sit in one vec4: row r = tx + 16 i of depth kl lives at
 // tile_a[kl * 4 RM + (i / 4) * 16 + tx][i % 4].
-var<workgroup> tile_a: array<vec4<f32>, 512>; // [BK][BM / 4], sized for BM = 128
 // B's depth rows are padded by one vec4 (BP = BN / 4 + 1): the weight loads write sixteen depths
-// of a column at once, which would otherwise all fall in one bank.
-const BP: u32 = 4u * RN + 1u;
-var<workgroup> tile_b: array<vec4<f32>, 528>; // [BK][BP], sized for BN = 128
-
-// a / d for a < 2^24 and d >= 1, given inv = 1 / d. The float quotient is within one of the
-// true one (relative error under 2^-23 on a quotient under 2^23), so one correction each way
-// makes it exact: two multiplies and two compares instead of a ~20-instruction division.
-fn div_exact(a: u32, d: u32, inv: f32) -> u32 {
-    var q = u32(f32(a) * inv);
-    if (q * d > a) {
-        q -= 1u;
-    }
-    if ((q + 1u) * d <= a) {
-        q += 1u;
-    }
-    return q;
-}
+// of a column at once, which would otherwise all fall in one bank. Double-buffered tiles are
+// not padded but swizzled (b_swz): two padded 128x128 tiles would need 33 280 bytes, over the
+// 32 KiB of workgroup memory lavapipe (and many GPUs) offer; unpadded they need exactly 32 KiB.
+const BP: u32 = 4u * RN + 1u - DOUBLE;
+const A_TILE: u32 = BK * 4u * RM; // vec4s per A tile: [BK][BM / 4]
+const B_TILE: u32 = BK * BP;      // vec4s per B tile: [BK][BP]
+var<workgroup> tile_a: array<vec4<f32>, (1u + DOUBLE) * A_TILE>;
+var<workgroup> tile_b: array<vec4<f32>, (1u + DOUBLE) * B_TILE>;
 
 // Taps ky in [0, ks) with ky % stride == r.
 fn taps(r: u32) -> u32 {
@@ -316,8 +312,18 @@ fn store(mode: u32, f: Phase, m: u32, j: u32, v: f32) {
     }
 }
 
+// Double-buffered B tiles: the vec4 slot s of depth row kl is stored at s ^ (kl % 8), spreading
+// the sixteen depths one weight load writes over eight banks as the padding does. The XOR
+// touches only the low three bits, so a slot stays within its group of sixteen.
+fn b_swz(depth: u32, s: u32) -> u32 {
+    if (DOUBLE == 1u) {
+        return s ^ (depth & 7u);
+    }
+    return s;
+}
+
 fn b_slot(depth: u32, c: u32) -> u32 {
-    return depth * BP + ((c / 16u) / 4u) * 16u + c % 16u;
+    return depth * BP + b_swz(depth, ((c / 16u) / 4u) * 16u + c % 16u);
 }
 
 fn tile_slot(depth: u32, r: u32, per_thread: u32) -> u32 {
@@ -347,10 +353,10 @@ fn fetch_a(mode: u32, f: Phase, g: Gather, lid: u32, k0: u32, r: u32) -> f32 {
     return 0.0;
 }
 
-fn put_a(lid: u32, r: u32, v: f32) {
+fn put_a(lid: u32, buf: u32, r: u32, v: f32) {
     let arow = lid % BM;
     let kl = lid / BM + (256u / BM) * r;
-    tile_a[tile_slot(kl, arow, RM)][(arow / 16u) % 4u] = v;
+    tile_a[buf * A_TILE + tile_slot(kl, arow, RM)][(arow / 16u) % 4u] = v;
 }
 
 // The B value thread `lid` loads for K slice `k0`, its r-th of RN. Backward-weight gathers B
@@ -373,7 +379,7 @@ fn fetch_b(mode: u32, f: Phase, g: Gather, lid: u32, n0: u32, k0: u32, r: u32) -
     return 0.0;
 }
 
-fn put_b(mode: u32, lid: u32, r: u32, v: f32) {
+fn put_b(mode: u32, lid: u32, buf: u32, r: u32, v: f32) {
     var kl: u32;
     var col: u32;
     if (mode == BWD_WEIGHT) {
@@ -383,7 +389,63 @@ fn put_b(mode: u32, lid: u32, r: u32, v: f32) {
         kl = lid % BK;
         col = lid / BK + 16u * r;
     }
-    tile_b[b_slot(kl, col)][(col / 16u) % 4u] = v;
+    tile_b[buf * B_TILE + b_slot(kl, col)][(col / 16u) % 4u] = v;
+}
+
+// One K slice's global values of one thread: RM of A, RN of B (named, not an array: every
+// access is static, so nothing can spill to memory; the unused ones are compiled out).
+struct Slice {
+    a0: f32, a1: f32, a2: f32, a3: f32, a4: f32, a5: f32, a6: f32, a7: f32,
+    b0: f32, b1: f32, b2: f32, b3: f32, b4: f32, b5: f32, b6: f32, b7: f32,
+}
+
+fn fetch_slice(mode: u32, f: Phase, g: Gather, lid: u32, n0: u32, k0: u32) -> Slice {
+    var s: Slice;
+    s.a0 = fetch_a(mode, f, g, lid, k0, 0u);
+    s.a1 = fetch_a(mode, f, g, lid, k0, 1u);
+    s.a2 = fetch_a(mode, f, g, lid, k0, 2u);
+    s.a3 = fetch_a(mode, f, g, lid, k0, 3u);
+    if (RM == 8u) {
+        s.a4 = fetch_a(mode, f, g, lid, k0, 4u);
+        s.a5 = fetch_a(mode, f, g, lid, k0, 5u);
+        s.a6 = fetch_a(mode, f, g, lid, k0, 6u);
+        s.a7 = fetch_a(mode, f, g, lid, k0, 7u);
+    }
+    s.b0 = fetch_b(mode, f, g, lid, n0, k0, 0u);
+    s.b1 = fetch_b(mode, f, g, lid, n0, k0, 1u);
+    s.b2 = fetch_b(mode, f, g, lid, n0, k0, 2u);
+    s.b3 = fetch_b(mode, f, g, lid, n0, k0, 3u);
+    if (RN == 8u) {
+        s.b4 = fetch_b(mode, f, g, lid, n0, k0, 4u);
+        s.b5 = fetch_b(mode, f, g, lid, n0, k0, 5u);
+        s.b6 = fetch_b(mode, f, g, lid, n0, k0, 6u);
+        s.b7 = fetch_b(mode, f, g, lid, n0, k0, 7u);
+    }
+    return s;
+}
+
+// Stores a slice into workgroup tile `buf` (0, or 1 when double-buffered).
+fn put_slice(mode: u32, lid: u32, buf: u32, s: Slice) {
+    put_a(lid, buf, 0u, s.a0);
+    put_a(lid, buf, 1u, s.a1);
+    put_a(lid, buf, 2u, s.a2);
+    put_a(lid, buf, 3u, s.a3);
+    if (RM == 8u) {
+        put_a(lid, buf, 4u, s.a4);
+        put_a(lid, buf, 5u, s.a5);
+        put_a(lid, buf, 6u, s.a6);
+        put_a(lid, buf, 7u, s.a7);
+    }
+    put_b(mode, lid, buf, 0u, s.b0);
+    put_b(mode, lid, buf, 1u, s.b1);
+    put_b(mode, lid, buf, 2u, s.b2);
+    put_b(mode, lid, buf, 3u, s.b3);
+    if (RN == 8u) {
+        put_b(mode, lid, buf, 4u, s.b4);
+        put_b(mode, lid, buf, 5u, s.b5);
+        put_b(mode, lid, buf, 6u, s.b6);
+        put_b(mode, lid, buf, 7u, s.b7);
+    }
 }
 
 fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
@@ -416,131 +478,56 @@ fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
     let arow = lid % BM;
     let bcol = lid % BN;
     let g = prepare(mode, f, m0 + arow, n0 + bcol);
-    // Register prefetch: the next K slice's global loads (pa*, pb*: RM and RN values) are issued
-    // before this slice's multiply-adds, so their latency hides behind the arithmetic instead of
-    // stalling at the top of the next step. Named registers for the same reason as the
-    // accumulators; the ones a configuration does not use are compiled out. Without PREFETCH the
-    // same registers are loaded at the top of each step instead.
-    var pa0 = 0.0;
-    var pa1 = 0.0;
-    var pa2 = 0.0;
-    var pa3 = 0.0;
-    var pa4 = 0.0;
-    var pa5 = 0.0;
-    var pa6 = 0.0;
-    var pa7 = 0.0;
-    var pb0 = 0.0;
-    var pb1 = 0.0;
-    var pb2 = 0.0;
-    var pb3 = 0.0;
-    var pb4 = 0.0;
-    var pb5 = 0.0;
-    var pb6 = 0.0;
-    var pb7 = 0.0;
+    // Register prefetch: the next K slice's global loads are issued before this slice's
+    // multiply-adds, so their latency hides behind the arithmetic instead of stalling at the top
+    // of the next step. Without PREFETCH the slice is loaded at the top of its step instead.
+    var next: Slice;
     if (PREFETCH == 1u) {
-        pa0 = fetch_a(mode, f, g, lid, f.k_begin, 0u);
-        pa1 = fetch_a(mode, f, g, lid, f.k_begin, 1u);
-        pa2 = fetch_a(mode, f, g, lid, f.k_begin, 2u);
-        pa3 = fetch_a(mode, f, g, lid, f.k_begin, 3u);
-        if (RM == 8u) {
-            pa4 = fetch_a(mode, f, g, lid, f.k_begin, 4u);
-            pa5 = fetch_a(mode, f, g, lid, f.k_begin, 5u);
-            pa6 = fetch_a(mode, f, g, lid, f.k_begin, 6u);
-            pa7 = fetch_a(mode, f, g, lid, f.k_begin, 7u);
-        }
-        pb0 = fetch_b(mode, f, g, lid, n0, f.k_begin, 0u);
-        pb1 = fetch_b(mode, f, g, lid, n0, f.k_begin, 1u);
-        pb2 = fetch_b(mode, f, g, lid, n0, f.k_begin, 2u);
-        pb3 = fetch_b(mode, f, g, lid, n0, f.k_begin, 3u);
-        if (RN == 8u) {
-            pb4 = fetch_b(mode, f, g, lid, n0, f.k_begin, 4u);
-            pb5 = fetch_b(mode, f, g, lid, n0, f.k_begin, 5u);
-            pb6 = fetch_b(mode, f, g, lid, n0, f.k_begin, 6u);
-            pb7 = fetch_b(mode, f, g, lid, n0, f.k_begin, 7u);
-        }
+        next = fetch_slice(mode, f, g, lid, n0, f.k_begin);
     }
-    for (var k0 = f.k_begin; k0 < f.k_end; k0 += BK) {
-        if (PREFETCH == 0u) {
-            pa0 = fetch_a(mode, f, g, lid, k0, 0u);
-            pa1 = fetch_a(mode, f, g, lid, k0, 1u);
-            pa2 = fetch_a(mode, f, g, lid, k0, 2u);
-            pa3 = fetch_a(mode, f, g, lid, k0, 3u);
-            if (RM == 8u) {
-                pa4 = fetch_a(mode, f, g, lid, k0, 4u);
-                pa5 = fetch_a(mode, f, g, lid, k0, 5u);
-                pa6 = fetch_a(mode, f, g, lid, k0, 6u);
-                pa7 = fetch_a(mode, f, g, lid, k0, 7u);
-            }
-            pb0 = fetch_b(mode, f, g, lid, n0, k0, 0u);
-            pb1 = fetch_b(mode, f, g, lid, n0, k0, 1u);
-            pb2 = fetch_b(mode, f, g, lid, n0, k0, 2u);
-            pb3 = fetch_b(mode, f, g, lid, n0, k0, 3u);
-            if (RN == 8u) {
-                pb4 = fetch_b(mode, f, g, lid, n0, k0, 4u);
-                pb5 = fetch_b(mode, f, g, lid, n0, k0, 5u);
-                pb6 = fetch_b(mode, f, g, lid, n0, k0, 6u);
-                pb7 = fetch_b(mode, f, g, lid, n0, k0, 7u);
-            }
-        }
-        put_a(lid, 0u, pa0);
-        put_a(lid, 1u, pa1);
-        put_a(lid, 2u, pa2);
-        put_a(lid, 3u, pa3);
-        if (RM == 8u) {
-            put_a(lid, 4u, pa4);
-            put_a(lid, 5u, pa5);
-            put_a(lid, 6u, pa6);
-            put_a(lid, 7u, pa7);
-        }
-        put_b(mode, lid, 0u, pb0);
-        put_b(mode, lid, 1u, pb1);
-        put_b(mode, lid, 2u, pb2);
-        put_b(mode, lid, 3u, pb3);
-        if (RN == 8u) {
-            put_b(mode, lid, 4u, pb4);
-            put_b(mode, lid, 5u, pb5);
-            put_b(mode, lid, 6u, pb6);
-            put_b(mode, lid, 7u, pb7);
-        }
+    if (DOUBLE == 1u) {
+        put_slice(mode, lid, 0u, next);
         workgroupBarrier();
+    }
+    // The tile being multiplied: always 0 single-buffered; alternating when double-buffered.
+    var cur = 0u;
+    for (var k0 = f.k_begin; k0 < f.k_end; k0 += BK) {
+        if (DOUBLE == 0u) {
+            if (PREFETCH == 0u) {
+                next = fetch_slice(mode, f, g, lid, n0, k0);
+            }
+            put_slice(mode, lid, 0u, next);
+            workgroupBarrier();
+        }
         let kn = k0 + BK;
         if (PREFETCH == 1u && kn < f.k_end) {
-            pa0 = fetch_a(mode, f, g, lid, kn, 0u);
-            pa1 = fetch_a(mode, f, g, lid, kn, 1u);
-            pa2 = fetch_a(mode, f, g, lid, kn, 2u);
-            pa3 = fetch_a(mode, f, g, lid, kn, 3u);
-            if (RM == 8u) {
-                pa4 = fetch_a(mode, f, g, lid, kn, 4u);
-                pa5 = fetch_a(mode, f, g, lid, kn, 5u);
-                pa6 = fetch_a(mode, f, g, lid, kn, 6u);
-                pa7 = fetch_a(mode, f, g, lid, kn, 7u);
-            }
-            pb0 = fetch_b(mode, f, g, lid, n0, kn, 0u);
-            pb1 = fetch_b(mode, f, g, lid, n0, kn, 1u);
-            pb2 = fetch_b(mode, f, g, lid, n0, kn, 2u);
-            pb3 = fetch_b(mode, f, g, lid, n0, kn, 3u);
-            if (RN == 8u) {
-                pb4 = fetch_b(mode, f, g, lid, n0, kn, 4u);
-                pb5 = fetch_b(mode, f, g, lid, n0, kn, 5u);
-                pb6 = fetch_b(mode, f, g, lid, n0, kn, 6u);
-                pb7 = fetch_b(mode, f, g, lid, n0, kn, 7u);
-            }
+            next = fetch_slice(mode, f, g, lid, n0, kn);
         }
+        let ab = cur * A_TILE;
+        let bb = cur * B_TILE;
         for (var kl = 0u; kl < BK; kl++) {
-            let a0 = tile_a[kl * 4u * RM + tx];
-            let b0 = tile_b[kl * BP + ty];
+            let a0 = tile_a[ab + kl * 4u * RM + tx];
+            let b0 = tile_b[bb + kl * BP + b_swz(kl, ty)];
             c00 += a0.x * b0; c10 += a0.y * b0; c20 += a0.z * b0; c30 += a0.w * b0;
             if (RN == 8u) {
-                let b1 = tile_b[kl * BP + 16u + ty];
+                let b1 = tile_b[bb + kl * BP + 16u + b_swz(kl, ty)];
                 c01 += a0.x * b1; c11 += a0.y * b1; c21 += a0.z * b1; c31 += a0.w * b1;
             }
             if (RM == 8u) {
-                let a1 = tile_a[kl * 4u * RM + 16u + tx];
+                let a1 = tile_a[ab + kl * 4u * RM + 16u + tx];
                 c40 += a1.x * b0; c50 += a1.y * b0; c60 += a1.z * b0; c70 += a1.w * b0;
                 if (RN == 8u) {
-                    let b1 = tile_b[kl * BP + 16u + ty];
+                    let b1 = tile_b[bb + kl * BP + 16u + b_swz(kl, ty)];
                     c41 += a1.x * b1; c51 += a1.y * b1; c61 += a1.z * b1; c71 += a1.w * b1;
                 }
+            }
+        }
+        // Double-buffered: the next slice goes into the other tile, last read a step ago (every
+        // thread passed the barrier since), while slower threads may still read this one.
+        if (DOUBLE == 1u) {
+            cur = 1u - cur;
+            if (kn < f.k_end) {
+                put_slice(mode, lid, cur, next);
             }
         }
         workgroupBarrier();

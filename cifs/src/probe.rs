@@ -99,10 +99,16 @@ impl Probe {
     /// analysis looks at. `grad`: whether gradients must reach the probe's parameters (train mode).
     pub fn apply(&self, rt: &Runtime, z: &Tensor, rule: PairRule, grad: bool) -> Result<Masked> {
         let g = pool::global_avg_pool(rt, z)?;
+        // The nonlinear probe's hidden pre-activation u, kept for the relevance when no gradient
+        // must reach the probe's weights (eval mode and attacks): there hidden(stop_grad(g)) is u
+        // with its graph cut, so the relevance need not run the hidden layer a second time.
+        let mut hidden_u = None;
         let logits = match &self.kind {
             Kind::Linear { fc } | Kind::Cas { fc } => fc.forward(rt, &g, grad)?,
             Kind::Nonlinear { hidden, out } => {
-                let s = activation::softplus(rt, &hidden.forward(rt, &g, grad)?, SOFTPLUS_BETA)?;
+                let u = hidden.forward(rt, &g, grad)?;
+                let s = activation::softplus(rt, &u, SOFTPLUS_BETA)?;
+                hidden_u = (!grad).then(|| u.detach());
                 out.forward(rt, &s, grad)?
             }
         };
@@ -119,20 +125,25 @@ impl Probe {
             // CAS: the raw weight row of the label (train) or the predicted class (eval).
             Kind::Cas { fc } => index::gather_rows(rt, fc.weight.get(grad), &a)?,
             _ => {
-                let m = softmax::softmax(rt, &self.relevance(rt, &g.detach(), &a, &b, grad)?)?;
+                let m = softmax::softmax(rt, &self.relevance(rt, &g.detach(), hidden_u, &a, &b, grad)?)?;
                 if self.mask_scale == 1.0 { m } else { arith::scale(rt, &m, self.mask_scale)? }
             }
         };
         Ok(Masked { out: channel_scale::channel_scale(rt, z, &mask)?, logits, pooled: g, mask })
     }
 
-    /// The closed-form relevance r (N, C) of the class pair, from the stop-gradient features `g`.
-    fn relevance(&self, rt: &Runtime, g: &Tensor, a: &Tensor, b: &Tensor, grad: bool) -> Result<Tensor> {
+    /// The closed-form relevance r (N, C) of the class pair, from the stop-gradient features `g`
+    /// (nonlinear probe: and `u`, the hidden layer's value at `g` when already computed and no
+    /// gradient must reach the hidden weights).
+    fn relevance(&self, rt: &Runtime, g: &Tensor, u: Option<Tensor>, a: &Tensor, b: &Tensor, grad: bool) -> Result<Tensor> {
         let pair_rows = |w: &Tensor| -> Result<Tensor> { Ok(arith::add(rt, &index::gather_rows(rt, w, a)?, &index::gather_rows(rt, w, b)?)?) };
         match &self.kind {
             Kind::Linear { fc } | Kind::Cas { fc } => pair_rows(fc.weight.get(grad)),
             Kind::Nonlinear { hidden, out } => {
-                let u = hidden.forward(rt, g, grad)?;
+                let u = match u {
+                    Some(u) => u,
+                    None => hidden.forward(rt, g, grad)?,
+                };
                 let slope = activation::sigmoid(rt, &arith::scale(rt, &u, SOFTPLUS_BETA)?)?;
                 let q = arith::mul(rt, &pair_rows(out.weight.get(grad))?, &slope)?;
                 Ok(linear::matmul(rt, &q, hidden.weight.get(grad))?)

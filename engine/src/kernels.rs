@@ -23,12 +23,19 @@ pub enum Shader {
 }
 
 /// WGSL shared by several families (WGSL has no include): the file name of each such text.
-pub const SHARED_SOURCES: [&str; 1] = ["workgroup_sum.wgsl"];
+pub const SHARED_SOURCES: [&str; 2] = ["workgroup_sum.wgsl", "div_exact.wgsl"];
 
 /// A loss family's source after the one-workgroup sum it shares with the other losses.
 macro_rules! with_workgroup_sum {
     ($file:literal) => {
         concat!(include_str!("../../shaders/workgroup_sum.wgsl"), include_str!($file))
+    };
+}
+
+/// A family's source after the reciprocal division it shares (conv2d, batchnorm).
+macro_rules! with_div_exact {
+    ($file:literal) => {
+        concat!(include_str!("../../shaders/div_exact.wgsl"), include_str!($file))
     };
 }
 
@@ -79,9 +86,9 @@ impl Shader {
             Shader::Activation => include_str!("../../shaders/activation.wgsl"),
             Shader::Arith => include_str!("../../shaders/arith.wgsl"),
             Shader::Attack => include_str!("../../shaders/attack.wgsl"),
-            Shader::BatchNorm => include_str!("../../shaders/batchnorm.wgsl"),
+            Shader::BatchNorm => with_div_exact!("../../shaders/batchnorm.wgsl"),
             Shader::ChannelScale => include_str!("../../shaders/channel_scale.wgsl"),
-            Shader::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
+            Shader::Conv2d => with_div_exact!("../../shaders/conv2d.wgsl"),
             Shader::CrossEntropy => with_workgroup_sum!("../../shaders/cross_entropy.wgsl"),
             Shader::DlrLoss => with_workgroup_sum!("../../shaders/dlr_loss.wgsl"),
             Shader::Index => include_str!("../../shaders/index.wgsl"),

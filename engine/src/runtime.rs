@@ -276,13 +276,20 @@ impl Runtime {
 
     /// The tile for `kernel` at `shape`: forced, remembered, or (tuning on) measured now by
     /// running `run` with each of `candidates()` (asked only then), three timed runs each after
-    /// one warm-up (which compiles the variant); otherwise `heuristic`. `run` must only
-    /// overwrite its outputs.
+    /// one warm-up (which compiles the variant); otherwise `heuristic`. Only configurations that
+    /// fit the adapter's workgroup memory are timed or used (a forced one that does not is an
+    /// error). `run` must only overwrite its outputs.
     pub fn tile_for(&self, kernel: &str, shape: &str, heuristic: Tile, candidates: &dyn Fn() -> Vec<Tile>, run: &dyn Fn(Tile) -> Result<()>) -> Result<Tile> {
         let key = format!("{kernel} {shape}");
+        let limit = self.gpu.limits.max_compute_workgroup_storage_size;
+        let fits = |t: &Tile| t.workgroup_bytes() <= limit;
+        let heuristic = Some(heuristic).filter(fits).unwrap_or(Tile::T64X64);
         {
             let t = self.tuner.borrow();
-            if let Some(tile) = t.forced().or_else(|| t.cached(&key)) {
+            if let Some(tile) = t.forced() {
+                return if fits(&tile) { Ok(tile) } else { Err(EngineError::TileTooLarge { tile: tile.name(), bytes: tile.workgroup_bytes(), limit }) };
+            }
+            if let Some(tile) = t.cached(&key).filter(fits) {
                 return Ok(tile);
             }
             if t.mode() == TuneMode::Heuristic {
@@ -292,7 +299,7 @@ impl Runtime {
         const RUNS: usize = 3;
         let mut ms = std::collections::BTreeMap::new();
         let mut best = (f64::INFINITY, heuristic);
-        for tile in candidates() {
+        for tile in candidates().into_iter().filter(fits) {
             run(tile)?;
             let (done, timing) = self.timed_both(|| (0..RUNS).try_for_each(|_| run(tile)))?;
             done?;

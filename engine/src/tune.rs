@@ -1,8 +1,9 @@
 //! Which tile configuration a GEMM kernel runs with, per device and shape.
 //!
 //! The convolution GEMMs (`shaders/conv2d.wgsl`) take their register block, RM x RN outputs per
-//! thread, and whether the next K slice is prefetched into registers, as constants written into
-//! the source before compiling: one source, eight compiled variants. Which is fastest
+//! thread, whether the next K slice is prefetched into registers and whether the workgroup tiles
+//! are double-buffered, as constants written into the source before compiling: one source,
+//! twelve compiled variants. Which is fastest
 //! depends on the GPU and on the shape (large tiles read workgroup memory less per multiply-add;
 //! small ones make enough workgroups to fill the device for small layers), so the choice is made
 //! per (adapter, driver, kernel, shape):
@@ -24,21 +25,26 @@ use std::path::{Path, PathBuf};
 /// global loads are issued before this slice's multiply-adds (their latency hidden behind the
 /// arithmetic, at the cost of RM + RN more registers per thread). On the H200 with or without
 /// was a near tie that went either way by shape (docs/PERFORMANCE.md, run 6), hence a tuning
-/// dimension rather than a fixed choice.
+/// dimension rather than a fixed choice. With `double` (which implies `prefetch`), two workgroup
+/// tiles alternate: one barrier per K step instead of two, twice the workgroup memory. Not yet
+/// measured on a GPU, so the heuristic never picks it; tuning times it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tile {
     pub rm: u32,
     pub rn: u32,
     pub prefetch: bool,
+    pub double: bool,
 }
 
 impl Tile {
-    pub const T64X64: Tile = Tile { rm: 4, rn: 4, prefetch: true };
-    pub const T128X64: Tile = Tile { rm: 8, rn: 4, prefetch: true };
-    pub const T64X128: Tile = Tile { rm: 4, rn: 8, prefetch: true };
-    pub const T128X128: Tile = Tile { rm: 8, rn: 8, prefetch: true };
-    /// Every configuration the kernels are compiled for, largest first, prefetching first.
-    pub const ALL: [Tile; 8] = [
+    pub const T64X64: Tile = Tile { rm: 4, rn: 4, prefetch: true, double: false };
+    pub const T128X64: Tile = Tile { rm: 8, rn: 4, prefetch: true, double: false };
+    pub const T64X128: Tile = Tile { rm: 4, rn: 8, prefetch: true, double: false };
+    pub const T128X128: Tile = Tile { rm: 8, rn: 8, prefetch: true, double: false };
+    /// Every configuration the kernels are compiled for, largest first: prefetching, then
+    /// without prefetch, then double-buffered (last, so the heuristic, which takes the first
+    /// that fits, picks only measured kinds).
+    pub const ALL: [Tile; 12] = [
         Tile::T128X128,
         Tile::T128X64,
         Tile::T64X128,
@@ -47,10 +53,18 @@ impl Tile {
         Tile::T128X64.without_prefetch(),
         Tile::T64X128.without_prefetch(),
         Tile::T64X64.without_prefetch(),
+        Tile::T128X128.double_buffered(),
+        Tile::T128X64.double_buffered(),
+        Tile::T64X128.double_buffered(),
+        Tile::T64X64.double_buffered(),
     ];
 
     pub const fn without_prefetch(self) -> Tile {
-        Tile { prefetch: false, ..self }
+        Tile { prefetch: false, double: false, ..self }
+    }
+
+    pub const fn double_buffered(self) -> Tile {
+        Tile { prefetch: true, double: true, ..self }
     }
 
     pub fn rows(&self) -> u32 {
@@ -62,13 +76,27 @@ impl Tile {
     }
 
     /// The shader constants that select this configuration.
-    pub fn constants(&self) -> [(&'static str, u32); 3] {
-        [("RM", self.rm), ("RN", self.rn), ("PREFETCH", self.prefetch as u32)]
+    pub fn constants(&self) -> [(&'static str, u32); 4] {
+        [("RM", self.rm), ("RN", self.rn), ("PREFETCH", self.prefetch as u32), ("DOUBLE", self.double as u32)]
     }
 
-    /// `128x64` (rows x columns of the output tile), `128x64-np` without the prefetch.
+    /// `128x64` (rows x columns of the output tile), `128x64-np` without the prefetch,
+    /// `128x64-db` double-buffered.
     pub fn name(&self) -> String {
-        format!("{}x{}{}", self.rows(), self.cols(), if self.prefetch { "" } else { "-np" })
+        let kind = match (self.prefetch, self.double) {
+            (_, true) => "-db",
+            (false, _) => "-np",
+            _ => "",
+        };
+        format!("{}x{}{kind}", self.rows(), self.cols())
+    }
+
+    /// Bytes of workgroup memory the kernels take under this configuration (`shaders/conv2d.wgsl`:
+    /// per tile, 16 depths of BM / 4 vec4s of A and of BN / 4 vec4s of B, padded by one vec4 per
+    /// depth when single-buffered).
+    pub fn workgroup_bytes(&self) -> u32 {
+        let (a, b) = (16 * 4 * self.rm, 16 * (4 * self.rn + !self.double as u32));
+        (a + b) * 16 * (1 + self.double as u32)
     }
 
     pub fn parse(s: &str) -> Option<Tile> {
@@ -120,7 +148,7 @@ pub struct Choice {
 }
 
 /// The cache file's format version; a file with another is ignored.
-pub const CACHE_VERSION: u64 = 3;
+pub const CACHE_VERSION: u64 = 4;
 
 /// Choices per `kernel shape` key, for one adapter and driver, optionally backed by a file.
 pub struct Tuner {
@@ -261,14 +289,25 @@ mod tests {
         }
         assert_eq!(Tile::T128X64.cover(256, 64), (2, 1.0));
         assert_eq!(Tile::T128X128.cover(128, 64), (1, 0.5));
+        assert_eq!(Tile::T128X64.double_buffered().name(), "128x64-db");
+        assert!(Tile::ALL.iter().all(|t| !t.double || t.prefetch), "double buffering loads ahead");
+    }
+
+    #[test]
+    fn workgroup_memory_fits_lavapipe_and_doubles_with_double_buffering() {
+        // lavapipe (and many GPUs) offer 32 KiB: every configuration must fit it.
+        assert!(Tile::ALL.iter().all(|t| t.workgroup_bytes() <= 32768));
+        assert_eq!(Tile::T128X128.double_buffered().workgroup_bytes(), 32768);
+        assert_eq!(Tile::T128X128.workgroup_bytes(), (512 + 16 * 33) * 16);
+        assert_eq!(Tile::T64X64.workgroup_bytes(), (256 + 16 * 17) * 16);
     }
 
     #[test]
     fn tiles_mostly_padding_are_not_timed() {
-        // A GEMM smaller than any tile: the 64x64 pair only.
-        assert_eq!(Tile::candidates(10, 5), vec![Tile::T64X64, Tile::T64X64.without_prefetch()]);
+        // A GEMM smaller than any tile: the three 64x64 kinds only.
+        assert_eq!(Tile::candidates(10, 5), vec![Tile::T64X64, Tile::T64X64.without_prefetch(), Tile::T64X64.double_buffered()]);
         // layer1 forward at batch 128 (131072 x 64): 128-column tiles are half padding, still timed.
-        assert_eq!(Tile::candidates(131072, 64).len(), 8);
+        assert_eq!(Tile::candidates(131072, 64).len(), Tile::ALL.len());
         // 64 x 20 columns: the 128-column tiles are 84% padding.
         assert!(Tile::candidates(4096, 20).iter().all(|t| t.rn == 4));
     }

@@ -3,24 +3,27 @@
 //! the fused `act(BN(x) + residual)` (ReLU, residual, both) against the same reference.
 
 use crate::common::*;
-use engine::ops::batchnorm::{batchnorm2d, batchnorm_act, Act, RunningStats, EPS, MOMENTUM};
+use engine::ops::batchnorm::{batchnorm2d, batchnorm_act, reduction_chunks, Act, RunningStats, EPS, MOMENTUM};
 use engine::{autodiff, reference as cpu, Tensor};
 
 fn run(train: bool) {
+    run_at(train, [3, 5, 3, 7]);
+}
+
+fn run_at(train: bool, xs: [usize; 4]) {
     let rt = rt();
     let mut r = rng(if train { 11 } else { 12 });
-    let xs = [3, 5, 3, 7];
-    let n: usize = xs.iter().product();
+    let (n, ch): (usize, usize) = (xs.iter().product(), xs[1]);
     let x = r.uniform_vec(n, -2.0, 3.0);
-    let gamma = r.uniform_vec(5, 0.5, 1.5);
-    let beta = r.uniform_vec(5, -0.5, 0.5);
-    let rm0 = r.uniform_vec(5, -0.2, 0.2);
-    let rv0 = r.uniform_vec(5, 0.5, 2.0);
+    let gamma = r.uniform_vec(ch, 0.5, 1.5);
+    let beta = r.uniform_vec(ch, -0.5, 0.5);
+    let rm0 = r.uniform_vec(ch, -0.2, 0.2);
+    let rv0 = r.uniform_vec(ch, 0.5, 2.0);
     let xt = Tensor::leaf(&rt, &xs, &x).unwrap();
-    let gt = Tensor::leaf(&rt, &[5], &gamma).unwrap();
-    let bt = Tensor::leaf(&rt, &[5], &beta).unwrap();
-    let rm = Tensor::from_f32(&rt, &[5], &rm0).unwrap();
-    let rv = Tensor::from_f32(&rt, &[5], &rv0).unwrap();
+    let gt = Tensor::leaf(&rt, &[ch], &gamma).unwrap();
+    let bt = Tensor::leaf(&rt, &[ch], &beta).unwrap();
+    let rm = Tensor::from_f32(&rt, &[ch], &rm0).unwrap();
+    let rv = Tensor::from_f32(&rt, &[ch], &rv0).unwrap();
     let y = batchnorm2d(&rt, &xt, &gt, &bt, RunningStats { mean: &rm, var: &rv }, train).unwrap();
 
     let (bmean, bvar) = cpu::channel_stats(&to_f64(&x), xs);
@@ -31,7 +34,7 @@ fn run(train: bool) {
     let m = (xs[0] * xs[2] * xs[3]) as f64;
     let mom = MOMENTUM as f64;
     let (want_rm, want_rv): (Vec<f64>, Vec<f64>) = if train {
-        (0..5).map(|c| ((1.0 - mom) * rm0[c] as f64 + mom * bmean[c], (1.0 - mom) * rv0[c] as f64 + mom * bvar[c] * m / (m - 1.0))).unzip()
+        (0..ch).map(|c| ((1.0 - mom) * rm0[c] as f64 + mom * bmean[c], (1.0 - mom) * rv0[c] as f64 + mom * bvar[c] * m / (m - 1.0))).unzip()
     } else {
         (to_f64(&rm0), to_f64(&rv0))
     };
@@ -55,6 +58,29 @@ fn batchnorm_train_matches_reference() {
 #[test]
 fn batchnorm_eval_matches_reference() {
     run(false);
+}
+
+/// Large enough that the statistics and gradient sums run on several workgroups per channel
+/// (three chunks of 3, 3 and 1 samples) and a combine pass finishes them.
+const CHUNKED: [usize; 4] = [7, 3, 16, 32];
+
+#[test]
+fn batchnorm_over_several_workgroups_per_channel_matches_reference() {
+    assert_eq!(reduction_chunks(CHUNKED[0], CHUNKED[1], CHUNKED[2] * CHUNKED[3]), (3, 3));
+    run_at(true, CHUNKED);
+    run_at(false, CHUNKED);
+}
+
+#[test]
+fn reduction_chunks_cover_every_sample_and_none_is_empty() {
+    for (n, c, hw) in [(1, 1, 1), (128, 64, 1024), (128, 512, 16), (7, 3, 512), (5, 1, 100_000), (3, 2, 0)] {
+        let (chunks, per) = reduction_chunks(n, c, hw);
+        assert!(chunks >= 1 && (chunks as usize - 1) * (per as usize) < n.max(1) && chunks as usize * per as usize >= n, "{n} {c} {hw}: {chunks} x {per}");
+    }
+    // layer1 of ResNet-18 at batch 128: 8 workgroups per channel, 16 samples each.
+    assert_eq!(reduction_chunks(128, 64, 1024), (8, 16));
+    // layer4: 512 channels already make enough workgroups.
+    assert_eq!(reduction_chunks(128, 512, 16), (1, 128));
 }
 
 fn fd(train: bool) {
@@ -85,20 +111,19 @@ fn batchnorm_eval_finite_differences() {
     fd(false);
 }
 
-fn fused(train: bool, relu: bool, with_residual: bool, seed: u64) {
+fn fused(train: bool, relu: bool, with_residual: bool, seed: u64, xs: [usize; 4]) {
     let rt = rt();
     let mut r = rng(seed);
-    let xs = [3, 4, 5, 3];
-    let n: usize = xs.iter().product();
+    let (n, ch): (usize, usize) = (xs.iter().product(), xs[1]);
     let x = r.uniform_vec(n, -2.0, 3.0);
     let res = r.uniform_vec(n, -1.5, 1.5);
-    let gamma = r.uniform_vec(4, 0.5, 1.5);
-    let beta = r.uniform_vec(4, -0.5, 0.5);
-    let (rm0, rv0) = (r.uniform_vec(4, -0.2, 0.2), r.uniform_vec(4, 0.5, 2.0));
+    let gamma = r.uniform_vec(ch, 0.5, 1.5);
+    let beta = r.uniform_vec(ch, -0.5, 0.5);
+    let (rm0, rv0) = (r.uniform_vec(ch, -0.2, 0.2), r.uniform_vec(ch, 0.5, 2.0));
     let xt = Tensor::leaf(&rt, &xs, &x).unwrap();
     let rt_res = Tensor::leaf(&rt, &xs, &res).unwrap();
-    let (gt, bt) = (Tensor::leaf(&rt, &[4], &gamma).unwrap(), Tensor::leaf(&rt, &[4], &beta).unwrap());
-    let (rm, rv) = (Tensor::from_f32(&rt, &[4], &rm0).unwrap(), Tensor::from_f32(&rt, &[4], &rv0).unwrap());
+    let (gt, bt) = (Tensor::leaf(&rt, &[ch], &gamma).unwrap(), Tensor::leaf(&rt, &[ch], &beta).unwrap());
+    let (rm, rv) = (Tensor::from_f32(&rt, &[ch], &rm0).unwrap(), Tensor::from_f32(&rt, &[ch], &rv0).unwrap());
     let act = Act { residual: with_residual.then_some(&rt_res), relu };
     let y = batchnorm_act(&rt, &xt, &gt, &bt, RunningStats { mean: &rm, var: &rv }, train, act).unwrap();
     let (mean, var) = if train { cpu::channel_stats(&to_f64(&x), xs) } else { (to_f64(&rm0), to_f64(&rv0)) };
@@ -124,8 +149,9 @@ fn fused(train: bool, relu: bool, with_residual: bool, seed: u64) {
 #[test]
 fn fused_batchnorm_relu_residual_matches_reference() {
     for (k, (train, relu, residual)) in [(true, true, false), (true, true, true), (true, false, true), (false, true, true), (false, true, false)].into_iter().enumerate() {
-        fused(train, relu, residual, 20 + k as u64);
+        fused(train, relu, residual, 20 + k as u64, [3, 4, 5, 3]);
     }
+    fused(true, true, true, 30, CHUNKED);
 }
 
 #[test]

@@ -110,6 +110,11 @@ fn conv_tile_sizes_are_the_shaders_own() {
         let bm = m.constants.iter().find(|(_, c)| c.name.as_deref() == Some("BM")).map(|(_, c)| c.init).unwrap();
         let folded = matches!(m.global_expressions[bm], naga::Expression::Literal(naga::Literal::U32(v)) if v == t.rows());
         assert!(folded, "{}: BM is {:?}", t.name(), m.global_expressions[bm]);
+        // The workgroup memory the host checks against the adapter's limit is the shader's own.
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(m.to_ctx()).unwrap();
+        let bytes: u32 = m.global_variables.iter().filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup).map(|(_, v)| layouter[v.ty].size).sum();
+        assert_eq!(bytes, t.workgroup_bytes(), "{}", t.name());
     }
 }
 

@@ -31,7 +31,24 @@ pub struct Params {
     pub eps: f32,
     pub momentum: f32,
     pub act: u32,
-    pub _p: u32,
+    pub chunks: u32,
+    pub per: u32,
+    pub inv_hw: f32,
+    pub _p: [u32; 2],
+}
+
+/// Workgroups the per-channel reductions aim for in all (two waves of a large GPU).
+const REDUCE_GROUPS: usize = 512;
+/// Values a reduction chunk covers at least, so that small layers keep one workgroup per channel
+/// (and no combine pass).
+const MIN_CHUNK: usize = 1024;
+
+/// How the statistics and gradient sums of an (N, C, H, W) batch norm are split: `chunks`
+/// workgroups per channel, each over `per` samples (the last may have fewer, none is empty).
+pub fn reduction_chunks(n: usize, c: usize, hw: usize) -> (u32, u32) {
+    let want = REDUCE_GROUPS.div_ceil(c.max(1)).min(n * hw / MIN_CHUNK).clamp(1, n.max(1));
+    let per = n.div_ceil(want).max(1);
+    (n.div_ceil(per).max(1) as u32, per as u32)
 }
 
 /// The running statistics of one BN layer (updated in place by train-mode forwards).
@@ -49,7 +66,34 @@ pub struct Act<'a> {
 
 fn params(x: &Tensor, flag: bool, act: u32) -> Params {
     let s = x.shape();
-    Params { n: s[0] as u32, c: s[1] as u32, hw: (s[2] * s[3]) as u32, flag: flag as u32, eps: EPS, momentum: MOMENTUM, act, _p: 0 }
+    let hw = s[2] * s[3];
+    let (chunks, per) = reduction_chunks(s[0], s[1], hw);
+    Params {
+        n: s[0] as u32,
+        c: s[1] as u32,
+        hw: hw as u32,
+        flag: flag as u32,
+        eps: EPS,
+        momentum: MOMENTUM,
+        act,
+        chunks,
+        per,
+        inv_hw: 1.0 / hw.max(1) as f32,
+        _p: [0; 2],
+    }
+}
+
+/// The grid of the element-wise passes: the channel is the workgroup row (no division by it per
+/// element), N*H*W values along x. N*H*W beyond 65 535 workgroups of 256 (16.7 M values per
+/// channel) is a [`crate::EngineError::GridTooLarge`] error.
+fn per_channel(x: &Tensor) -> Work {
+    let s = x.shape();
+    Work::Groups([((s[0] * s[2] * s[3]).div_ceil(256)).max(1) as u32, s[1] as u32, 1])
+}
+
+/// The reduction grid: `chunks` workgroups per channel.
+fn reduction(p: &Params) -> Work {
+    Work::Groups([p.c, p.chunks, 1])
 }
 
 fn act_bits(relu: bool, residual: bool) -> u32 {
@@ -91,11 +135,18 @@ pub fn batchnorm_act(rt: &Runtime, x: &Tensor, gamma: &Tensor, beta: &Tensor, ru
     let y = Tensor::empty(rt, x.shape())?;
     let residual = act.residual.unwrap_or(x);
     let p = params(x, train, act_bits(act.relu, act.residual.is_some()));
-    let work = Work::Items(x.numel() as u64);
+    let work = per_channel(x);
     let stats = if train {
         let stats = Tensor::empty(rt, &[c, 2])?;
-        let bufs = [x.buffer(), stats.buffer(), running.mean.buffer(), running.var.buffer()];
-        rt.dispatch(Shader::BatchNorm, "bn_stats", &bufs, &params(x, true, 0), Work::Groups([c as u32, 1, 1]))?;
+        let sp = params(x, true, 0);
+        let running = [running.mean.buffer(), running.var.buffer()];
+        if sp.chunks == 1 {
+            rt.dispatch(Shader::BatchNorm, "bn_stats", &[x.buffer(), stats.buffer(), running[0], running[1]], &sp, reduction(&sp))?;
+        } else {
+            let partials = Tensor::empty(rt, &[c, sp.chunks as usize, 2])?;
+            rt.dispatch(Shader::BatchNorm, "bn_stats", &[x.buffer(), partials.buffer(), running[0], running[1]], &sp, reduction(&sp))?;
+            rt.dispatch(Shader::BatchNorm, "bn_stats_combine", &[partials.buffer(), stats.buffer(), running[0], running[1]], &sp, Work::Items(c as u64))?;
+        }
         let bufs = [x.buffer(), stats.buffer(), gamma.buffer(), beta.buffer(), residual.buffer(), y.buffer()];
         rt.dispatch(Shader::BatchNorm, "bn_apply", &bufs, &p, work)?;
         Stats::Batch(stats)
@@ -142,8 +193,18 @@ pub fn batchnorm_backward(
                 s
             }
         };
-        let bufs = [x.buffer(), g.buffer(), y.buffer(), batch.buffer(), gamma.buffer(), dgamma.buffer(), dbeta.buffer(), coef.buffer()];
-        rt.dispatch(Shader::BatchNorm, "bn_bwd_reduce", &bufs, &params(x, false, act_bits(relu, false)), Work::Groups([c as u32, 1, 1]))?;
+        let p = params(x, false, act_bits(relu, false));
+        let sums = [batch.buffer(), gamma.buffer(), dgamma.buffer(), dbeta.buffer()];
+        if p.chunks == 1 {
+            let bufs = [x.buffer(), g.buffer(), y.buffer(), sums[0], sums[1], sums[2], sums[3], coef.buffer()];
+            rt.dispatch(Shader::BatchNorm, "bn_bwd_reduce", &bufs, &p, reduction(&p))?;
+        } else {
+            let partials = Tensor::empty(rt, &[c, p.chunks as usize, 2])?;
+            let bufs = [x.buffer(), g.buffer(), y.buffer(), sums[0], sums[1], sums[2], sums[3], partials.buffer()];
+            rt.dispatch(Shader::BatchNorm, "bn_bwd_reduce", &bufs, &p, reduction(&p))?;
+            let bufs = [partials.buffer(), sums[0], sums[1], sums[2], sums[3], coef.buffer()];
+            rt.dispatch(Shader::BatchNorm, "bn_bwd_combine", &bufs, &p, Work::Items(c as u64))?;
+        }
     }
     if grads.wants(x) || wants_res {
         let dx = Tensor::empty(rt, x.shape())?;
@@ -153,11 +214,11 @@ pub fn batchnorm_backward(
         match stats {
             Stats::Batch(_) => {
                 let bufs = [x.buffer(), g.buffer(), y.buffer(), coef.buffer(), dx.buffer(), dres.buffer()];
-                rt.dispatch(Shader::BatchNorm, "bn_bwd_data", &bufs, &p, Work::Items(x.numel() as u64))?;
+                rt.dispatch(Shader::BatchNorm, "bn_bwd_data", &bufs, &p, per_channel(x))?;
             }
             Stats::Running { var, .. } => {
                 let bufs = [g.buffer(), y.buffer(), var.buffer(), gamma.buffer(), dx.buffer(), dres.buffer()];
-                rt.dispatch(Shader::BatchNorm, "bn_bwd_data_eval", &bufs, &p, Work::Items(x.numel() as u64))?;
+                rt.dispatch(Shader::BatchNorm, "bn_bwd_data_eval", &bufs, &p, per_channel(x))?;
             }
         }
         if grads.wants(x) {
