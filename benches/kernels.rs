@@ -127,6 +127,15 @@ fn main() {
         let seed = rand(&rt, &mut rng, y.shape());
         let ms = measure(&rt, reps, || drop(engine::autodiff::backward_with(&rt, &y, seed.clone()).unwrap()));
         push(&mut rows, format!("batchnorm bwd {c}x{hw}x{hw}"), ms, 5.0 * bytes, "GB/s");
+        // Eval mode, as in every attack step: fused BN-ReLU forward, input gradient only (bytes:
+        // read x, write y; backward reads g and y, writes dx).
+        let (gf, bf) = (g.detach(), be.detach());
+        let act = batchnorm::Act { residual: None, relu: true };
+        let ms = measure(&rt, reps, || drop(batchnorm::batchnorm_act(&rt, &x, &gf, &bf, batchnorm::RunningStats { mean: &rm, var: &rv }, false, act).unwrap()));
+        push(&mut rows, format!("batchnorm-relu fwd eval {c}x{hw}x{hw}"), ms, 2.0 * bytes, "GB/s");
+        let y = batchnorm::batchnorm_act(&rt, &x, &gf, &bf, batchnorm::RunningStats { mean: &rm, var: &rv }, false, act).unwrap();
+        let ms = measure(&rt, reps, || drop(engine::autodiff::backward_with(&rt, &y, seed.clone()).unwrap()));
+        push(&mut rows, format!("batchnorm-relu bwd eval {c}x{hw}x{hw}"), ms, 3.0 * bytes, "GB/s");
     }
 
     // CIFS: probe, pair, relevance, mask on the layer4 output (nonlinear probe, train rule).
@@ -135,6 +144,9 @@ fn main() {
     let labels = Tensor::from_u32(&rt, &[b], &(0..b as u32).map(|i| i % 10).collect::<Vec<_>>()).unwrap();
     let ms = measure(&rt, reps, || drop(probe.apply(&rt, &z, PairRule::Train(&labels), true).unwrap()));
     push(&mut rows, format!("cifs nonlinear probe + mask {}x4x4", 8 * w), ms, 3.0 * z.numel() as f64 * 4.0, "GB/s");
+    // The same under the eval rule with the probe's weights frozen, as in every attack step.
+    let ms = measure(&rt, reps, || drop(probe.apply(&rt, &z, PairRule::Eval, false).unwrap()));
+    push(&mut rows, format!("cifs nonlinear probe + mask eval {}x4x4", 8 * w), ms, 3.0 * z.numel() as f64 * 4.0, "GB/s");
 
     // SGD over ResNet-18's 11.2M parameters (scaled by width), and one PGD step on the images.
     let params = 11_170_000 * w * w / (64 * 64);
