@@ -31,10 +31,13 @@ struct Row {
     heuristic: Option<Tile>,
 }
 
-/// The median of `f` under each tile configuration, fastest first.
+/// The median of `f` under each tile configuration the adapter's workgroup memory holds, fastest
+/// first.
 fn per_tile(rt: &Runtime, reps: usize, mut f: impl FnMut()) -> Vec<(Tile, f64)> {
+    let limit = rt.gpu.limits.max_compute_workgroup_storage_size;
     let mut out: Vec<(Tile, f64)> = Tile::ALL
         .into_iter()
+        .filter(|t| t.workgroup_bytes() <= limit)
         .map(|t| {
             rt.force_tile(Some(t));
             (t, measure(rt, reps, &mut f))
