@@ -350,8 +350,6 @@ impl AttackArgs {
     }
 }
 
-/// The runtime on the chosen adapter; with tuning on, its tile choices are timed at first use
-/// and remembered in the adapter's tuning cache.
 /// The model the command line describes: width and depth default by kind.
 fn model_config(kind: ModelKind, width: Option<usize>, depth: Option<usize>, classes: usize) -> Result<ModelConfig, String> {
     check_depth(kind, depth)?;
@@ -366,6 +364,8 @@ fn check_depth(kind: ModelKind, depth: Option<usize>) -> Result<(), String> {
     }
 }
 
+/// The runtime on the chosen adapter; with tuning on, its tile choices are timed at first use
+/// and remembered in the adapter's tuning cache.
 fn open_runtime(adapter: Option<&str>, tune: bool) -> Result<Runtime, String> {
     let pref = adapter.map(str::to_string).or_else(|| std::env::var(engine::gpu::ADAPTER_ENV).ok());
     let rt = Runtime::with_preference(pref.as_deref()).map_err(|e| e.to_string())?;

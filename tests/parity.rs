@@ -75,7 +75,21 @@ struct Fixture<'a> {
     meta: std::collections::HashMap<String, String>,
 }
 
-impl Fixture<'_> {
+impl<'a> Fixture<'a> {
+    /// The fixture stored in `path`, read from its contents `bytes`.
+    fn open(path: &std::path::Path, bytes: &'a [u8]) -> Fixture<'a> {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        Fixture { name, st: SafeTensors::deserialize(bytes).unwrap(), meta: fixture_meta(path, bytes) }
+    }
+    /// The model with the fixture's parameters, and the joint loss of its train-mode forward on
+    /// the fixture's batch (not yet differentiated).
+    fn train_loss(&self, rt: &Runtime, bytes: &[u8]) -> (Model, Tensor) {
+        let model = self.model(rt, bytes);
+        let y = self.labels(rt);
+        let out = model.forward(rt, &self.tensor(rt, "input.x"), Some(&y), Mode::Train).unwrap();
+        let loss = joint_loss(rt, &out, &y, self.meta_f32("beta")).unwrap();
+        (model, loss)
+    }
     fn f32(&self, key: &str) -> (Vec<usize>, Vec<f32>) {
         read_f32(&self.st, key, &self.name).unwrap()
     }
@@ -304,24 +318,13 @@ fn relu_input(rt: &Runtime, node: &autodiff::Node) -> Option<Vec<f64>> {
                 return None; // no ReLU after this batch norm
             }
             let s = inputs[0].shape();
-            let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
-            let (x, gamma, beta) = (read(inputs[0]), read(inputs[1]), read(inputs[2]));
+            let xs = [s[0], s[1], s[2], s[3]];
+            let x = read(inputs[0]);
             let res = inputs.get(3).map(|r| read(r));
-            let m = (n * hw) as f64;
-            let mut pre = vec![0.0; x.len()];
-            for ch in 0..c {
-                let at = |b: usize, i: usize| (b * c + ch) * hw + i;
-                let mean = (0..n).flat_map(|b| (0..hw).map(move |i| (b, i))).map(|(b, i)| x[at(b, i)]).sum::<f64>() / m;
-                let var = (0..n).flat_map(|b| (0..hw).map(move |i| (b, i))).map(|(b, i)| (x[at(b, i)] - mean).powi(2)).sum::<f64>() / m;
-                let rstd = 1.0 / (var + engine::ops::batchnorm::EPS as f64).sqrt();
-                for b in 0..n {
-                    for i in 0..hw {
-                        let j = at(b, i);
-                        pre[j] = (x[j] - mean) * rstd * gamma[ch] + beta[ch] + res.as_ref().map_or(0.0, |r| r[j]);
-                    }
-                }
-            }
-            Some(pre)
+            let (mean, var) = engine::reference::channel_stats(&x, xs);
+            let eps = engine::ops::batchnorm::EPS as f64;
+            // The batch norm's output before its ReLU: relu = false.
+            Some(engine::reference::batchnorm_act(&x, xs, &mean, &var, &read(inputs[1]), &read(inputs[2]), res.as_deref(), false, eps))
         }
         _ => None,
     }
@@ -332,23 +335,17 @@ fn matches_reference_pytorch_fixtures() {
     let rt = rt();
     let mut failures = Vec::new();
     for path in &fixture_files() {
-        let name = path.file_stem().unwrap().to_string_lossy().to_string();
-        println!("fixture {name}");
         let bytes = std::fs::read(path).unwrap();
-        let meta = fixture_meta(path, &bytes);
-        let st = SafeTensors::deserialize(&bytes).unwrap();
-        run_fixture(&rt, &Fixture { name, st, meta }, &bytes, &mut failures);
+        let fx = Fixture::open(path, &bytes);
+        println!("fixture {}", fx.name);
+        run_fixture(&rt, &fx, &bytes, &mut failures);
     }
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }
 
 /// The gradients of the train step on the fixtures that carry them (every parameter, in order).
 fn train_grads(rt: &Runtime, fx: &Fixture, bytes: &[u8]) -> Vec<(String, Vec<f32>)> {
-    let model = fx.model(rt, bytes);
-    let x = fx.tensor(rt, "input.x");
-    let y = fx.labels(rt);
-    let out = model.forward(rt, &x, Some(&y), Mode::Train).unwrap();
-    let loss = joint_loss(rt, &out, &y, fx.meta_f32("beta")).unwrap();
+    let (model, loss) = fx.train_loss(rt, bytes);
     let grads = autodiff::backward(rt, &loss).unwrap();
     model.params().iter().map(|p| (p.name.clone(), grads.get(p.leaf()).unwrap().to_vec(rt).unwrap())).collect()
 }
@@ -363,10 +360,9 @@ fn train_gradients_repeat_and_hold_under_every_tile_configuration() {
     let rt = rt();
     let mut failures = Vec::new();
     for path in fixture_files() {
-        let name = path.file_stem().unwrap().to_string_lossy().to_string();
         let bytes = std::fs::read(&path).unwrap();
-        let meta = fixture_meta(&path, &bytes);
-        let fx = Fixture { name: name.clone(), st: SafeTensors::deserialize(&bytes).unwrap(), meta };
+        let fx = Fixture::open(&path, &bytes);
+        let name = &fx.name;
         let first = train_grads(&rt, &fx, &bytes);
         let again = train_grads(&rt, &fx, &bytes);
         let moved = first.iter().zip(&again).filter(|(a, b)| a.1 != b.1).map(|(a, _)| a.0.clone()).collect::<Vec<_>>();
@@ -408,14 +404,9 @@ fn trace_train_step() {
     let name = name.to_string_lossy().to_string();
     let path = fixture_dirs().into_iter().map(|d| d.join(format!("{name}.safetensors"))).find(|p| p.exists()).expect("fixture not found");
     let bytes = std::fs::read(&path).unwrap();
-    let meta = fixture_meta(&path, &bytes);
-    let fx = Fixture { name: name.clone(), st: SafeTensors::deserialize(&bytes).unwrap(), meta };
+    let fx = Fixture::open(&path, &bytes);
     let rt = rt();
-    let model = fx.model(&rt, &bytes);
-    let x = fx.tensor(&rt, "input.x");
-    let y = fx.labels(&rt);
-    let out_t = model.forward(&rt, &x, Some(&y), Mode::Train).unwrap();
-    let loss = joint_loss(&rt, &out_t, &y, fx.meta_f32("beta")).unwrap();
+    let (_model, loss) = fx.train_loss(&rt, &bytes);
     let mut trace: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     autodiff::backward_observed(&rt, &loss, Tensor::from_f32(&rt, loss.shape(), &[1.0]).unwrap(), &mut |node| {
         let (i, op) = (trace.len() / 2, node.op);

@@ -25,17 +25,10 @@ pub enum Shader {
 /// WGSL shared by several families (WGSL has no include): the file name of each such text.
 pub const SHARED_SOURCES: [&str; 2] = ["workgroup_sum.wgsl", "div_exact.wgsl"];
 
-/// A loss family's source after the one-workgroup sum it shares with the other losses.
-macro_rules! with_workgroup_sum {
-    ($file:literal) => {
-        concat!(include_str!("../../shaders/workgroup_sum.wgsl"), include_str!($file))
-    };
-}
-
-/// A family's source after the reciprocal division it shares (conv2d, batchnorm).
-macro_rules! with_div_exact {
-    ($file:literal) => {
-        concat!(include_str!("../../shaders/div_exact.wgsl"), include_str!($file))
+/// A family's source after a shared text it uses (`shared`, a file of SHARED_SOURCES).
+macro_rules! after_shared {
+    ($shared:literal, $file:literal) => {
+        concat!(include_str!(concat!("../../shaders/", $shared)), include_str!($file))
     };
 }
 
@@ -86,14 +79,14 @@ impl Shader {
             Shader::Activation => include_str!("../../shaders/activation.wgsl"),
             Shader::Arith => include_str!("../../shaders/arith.wgsl"),
             Shader::Attack => include_str!("../../shaders/attack.wgsl"),
-            Shader::BatchNorm => with_div_exact!("../../shaders/batchnorm.wgsl"),
+            Shader::BatchNorm => after_shared!("div_exact.wgsl", "../../shaders/batchnorm.wgsl"),
             Shader::ChannelScale => include_str!("../../shaders/channel_scale.wgsl"),
-            Shader::Conv2d => with_div_exact!("../../shaders/conv2d.wgsl"),
-            Shader::CrossEntropy => with_workgroup_sum!("../../shaders/cross_entropy.wgsl"),
-            Shader::DlrLoss => with_workgroup_sum!("../../shaders/dlr_loss.wgsl"),
+            Shader::Conv2d => after_shared!("div_exact.wgsl", "../../shaders/conv2d.wgsl"),
+            Shader::CrossEntropy => after_shared!("workgroup_sum.wgsl", "../../shaders/cross_entropy.wgsl"),
+            Shader::DlrLoss => after_shared!("workgroup_sum.wgsl", "../../shaders/dlr_loss.wgsl"),
             Shader::Index => include_str!("../../shaders/index.wgsl"),
-            Shader::KlDiv => with_workgroup_sum!("../../shaders/kl_div.wgsl"),
-            Shader::MarginLoss => with_workgroup_sum!("../../shaders/margin_loss.wgsl"),
+            Shader::KlDiv => after_shared!("workgroup_sum.wgsl", "../../shaders/kl_div.wgsl"),
+            Shader::MarginLoss => after_shared!("workgroup_sum.wgsl", "../../shaders/margin_loss.wgsl"),
             Shader::Optim => include_str!("../../shaders/optim.wgsl"),
             Shader::Pool => include_str!("../../shaders/pool.wgsl"),
             Shader::Random => include_str!("../../shaders/random.wgsl"),

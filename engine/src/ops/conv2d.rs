@@ -13,6 +13,7 @@ use crate::grid::Work;
 use crate::runtime::Runtime;
 use crate::kernels::Shader;
 use crate::ops::reduce;
+use crate::pool::GpuBuffer;
 use crate::tensor::Tensor;
 use crate::tune::Tile;
 
@@ -158,15 +159,10 @@ pub(crate) fn conv2d_raw(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad:
         // The bias is added in the epilogue, which a partial sum must not do: no split then.
         let (splits, k_split) = if bias.is_some() { (1, gk) } else { depth_splits(t.cover(gm, gn).0 as u32, gk) };
         let params = Params { has_bias: bias.is_some() as u32, ..g.params(gm, gn, gk, k_split) };
-        let constants = t.constants();
-        if splits == 1 {
-            let bufs = [x.buffer(), w.buffer(), y.buffer(), bias.unwrap_or(w).buffer()];
-            return rt.dispatch_with(Shader::Conv2d, "conv2d_fwd", &constants, &bufs, &params, grid(t, gm, gn, 1));
-        }
-        let partial = Tensor::empty(rt, &[splits as usize, y.numel()])?;
-        let bufs = [x.buffer(), w.buffer(), partial.buffer(), w.buffer()];
-        rt.dispatch_with(Shader::Conv2d, "conv2d_fwd", &constants, &bufs, &params, grid(t, gm, gn, splits))?;
-        reduce::sum_rows_into(rt, &partial, &y)
+        in_slabs(rt, &y, splits, |dst| {
+            let bufs = [x.buffer(), w.buffer(), dst, bias.unwrap_or(w).buffer()];
+            rt.dispatch_with(Shader::Conv2d, "conv2d_fwd", &t.constants(), &bufs, &params, grid(t, gm, gn, splits))
+        })
     })?;
     Ok(y)
 }
@@ -208,14 +204,10 @@ pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride:
     tiled(rt, 1, &geo, |t| {
         let (splits, k_split) = depth_splits(t.cover(rows, geo.ci).0 as u32 * phases, depth);
         let params = Params { k_split, splits, ..params };
-        if splits == 1 {
-            let bufs = [g.buffer(), flipped.buffer(), dx.buffer(), flipped.buffer()];
-            return rt.dispatch_with(Shader::Conv2d, "conv2d_bwd_data", &t.constants(), &bufs, &params, grid(t, rows, geo.ci, phases));
-        }
-        let partial = Tensor::empty(rt, &[splits as usize, dx.numel()])?;
-        let bufs = [g.buffer(), flipped.buffer(), partial.buffer(), flipped.buffer()];
-        rt.dispatch_with(Shader::Conv2d, "conv2d_bwd_data", &t.constants(), &bufs, &params, grid(t, rows, geo.ci, phases * splits))?;
-        reduce::sum_rows_into(rt, &partial, &dx)
+        in_slabs(rt, &dx, splits, |dst| {
+            let bufs = [g.buffer(), flipped.buffer(), dst, flipped.buffer()];
+            rt.dispatch_with(Shader::Conv2d, "conv2d_bwd_data", &t.constants(), &bufs, &params, grid(t, rows, geo.ci, phases * splits))
+        })
     })?;
     Ok(dx)
 }
@@ -228,12 +220,28 @@ pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride:
 pub fn depth_splits(groups: u32, depth: u32) -> (u32, u32) {
     let by_occupancy = 256u32.div_ceil(groups.max(1));
     let by_depth = (depth / 512).max(1);
-    let splits = by_occupancy.min(by_depth).clamp(1, 16);
-    if splits == 1 {
+    split_depth(by_occupancy.min(by_depth).clamp(1, 16), depth)
+}
+
+/// `depth` cut into about `splits` parts of whole K slices (so that no slice straddles two
+/// workgroups): `(splits, depth per split)`; one split is the whole depth.
+fn split_depth(splits: u32, depth: u32) -> (u32, u32) {
+    if splits <= 1 {
         return (1, depth);
     }
     let k_split = depth.div_ceil(splits).div_ceil(TILE_K) * TILE_K;
     (depth.div_ceil(k_split), k_split)
+}
+
+/// Runs a GEMM whose output is `out`: with one split it writes `out` itself; with more, each
+/// split writes a slab of `out`'s size (grid z) and one pass sums the slabs into `out`.
+fn in_slabs(rt: &Runtime, out: &Tensor, splits: u32, gemm: impl FnOnce(&GpuBuffer) -> Result<()>) -> Result<()> {
+    if splits == 1 {
+        return gemm(out.buffer());
+    }
+    let partial = Tensor::empty(rt, &[splits as usize, out.numel()])?;
+    gemm(partial.buffer())?;
+    reduce::sum_rows_into(rt, &partial, out)
 }
 
 /// How many depth slices the weight gradient's long reduction (batch x space) is cut into so
@@ -249,23 +257,12 @@ pub fn conv2d_backward_weight(rt: &Runtime, x: &Tensor, w_shape: &[usize], strid
     let geo = Geom::new(x.shape(), w_shape, stride, pad)?;
     let (gm, gn, gk) = (geo.co, geo.ci * geo.ks * geo.ks, geo.n * geo.oh * geo.ow);
     let dw = Tensor::empty(rt, w_shape)?;
-    let splits_for = |t: Tile| {
-        let splits = weight_splits(t.cover(gm, gn).0 as u32, gk);
-        // Round each split's depth to whole K slices so no slice straddles two workgroups.
-        let k_split = gk.div_ceil(splits).div_ceil(TILE_K) * TILE_K;
-        (gk.div_ceil(k_split), k_split)
-    };
     tiled(rt, 2, &geo, |t| {
-        let (splits, k_split) = splits_for(t);
+        let (splits, k_split) = split_depth(weight_splits(t.cover(gm, gn).0 as u32, gk), gk);
         let params = geo.params(gm, gn, gk, k_split);
-        let constants = t.constants();
-        if splits == 1 {
-            rt.dispatch_with(Shader::Conv2d, "conv2d_bwd_weight", &constants, &[g.buffer(), x.buffer(), dw.buffer(), x.buffer()], &params, grid(t, gm, gn, 1))
-        } else {
-            let partial = Tensor::empty(rt, &[splits as usize, (gm * gn) as usize])?;
-            rt.dispatch_with(Shader::Conv2d, "conv2d_bwd_weight", &constants, &[g.buffer(), x.buffer(), partial.buffer(), x.buffer()], &params, grid(t, gm, gn, splits))?;
-            reduce::sum_rows_into(rt, &partial, &dw)
-        }
+        in_slabs(rt, &dw, splits, |dst| {
+            rt.dispatch_with(Shader::Conv2d, "conv2d_bwd_weight", &t.constants(), &[g.buffer(), x.buffer(), dst, x.buffer()], &params, grid(t, gm, gn, splits))
+        })
     })?;
     Ok(dw)
 }
