@@ -5,6 +5,7 @@ itself is left as it is). Run from anywhere (PyTorch CPU and safetensors from Py
 
     python3 tests/reference/parity_fixture_kinks.py           # checks, then writes
     python3 tests/reference/parity_fixture_kinks.py --check   # checks only
+    python3 tests/reference/parity_fixture_kinks.py DIR       # the fixtures in DIR (CIFS_FIXTURES)
 
 Why: a ReLU input within float32 rounding of zero may land on the other side of the kink in a
 float32 run, and the gradient upstream of it then changes by that element's whole contribution,
@@ -35,6 +36,10 @@ error; the measurement is written to the file (`float32_error`, and `float32_err
 over all inputs, which large activations dominate). At 1e-4 the four fixtures list 13 to 52
 inputs per pass and float32 moves those near the kink by at most 8.9e-6 (about 4e-5 anywhere).
 Listing more than float32 can flip costs nothing: the listed side is the reference's.
+
+PGD (`pgd_steps`): the fixture's 3 PGD steps are reproduced (to 1e-9), and each step's input
+gradient is taken again in float32 at the same iterate; the entries under 4x the largest
+difference are listed: float32 may give them the other sign, which moves that pixel by 2 steps.
 """
 
 import argparse
@@ -211,6 +216,46 @@ def run_passes(meta, t, dtype, check=None):
     return relus
 
 
+def pgd(meta, t, dtype, at=None):
+    """The fixture's PGD (advertorch's loop: eval mode, joint loss, delta += step sign(grad),
+    clamped to the eps ball and to images in [0, 1]) from `input.pgd_delta0`: the result and each
+    step's input gradient. With `at` (the float64 run's iterates), each gradient is taken at the
+    given iterate instead, so that only the gradient's own rounding differs."""
+    model = model_at(meta, t, dtype)
+    model.eval()
+    x, y = t["input.x"].to(dtype), t["input.y"]
+    delta = t["input.pgd_delta0"].to(dtype)
+    grads, iterates = [], []
+    for k in range(meta["pgd_steps"]):
+        if at is not None:
+            delta = at[k].to(dtype)
+        iterates.append(delta.detach().clone())
+        delta = delta.detach().requires_grad_(True)
+        logits, probes = model(x + delta)
+        (g,) = torch.autograd.grad(ps.joint_loss(logits, probes, y, meta["beta"]), delta)
+        grads.append(g)
+        delta = (delta.detach() + meta["step"] * g.sign()).clamp(-meta["eps"], meta["eps"])
+        delta = (x + delta).clamp(0, 1) - x
+    return (x + delta).clamp(0, 1), grads, iterates
+
+
+def pgd_undecided(meta, t):
+    """The input-gradient entries of the float64 PGD whose sign float32 may not decide: |g| under
+    4x the largest error float32 makes in any entry of that step's gradient (taken at the same
+    iterate). A flip moves that pixel by 2 step in that step (then clamped)."""
+    adv, g64, iterates = pgd(meta, t, torch.float64)
+    err = rel(adv, t["pgd.x_adv"])
+    assert err < MATCH, f"PGD reproduces pgd.x_adv only to {err:.1e}"
+    _, g32, _ = pgd(meta, t, torch.float32, at=iterates)
+    steps = []
+    for k, (a, b) in enumerate(zip(g64, g32)):
+        e = (a - b.double()).abs().max().item()
+        flat = a.flatten()
+        idx = (flat.abs() < 4 * e).nonzero().flatten().tolist()
+        steps.append({"float32_error": e, "smallest": flat.abs().min().item(), "undecided": [[i, flat[i].item()] for i in idx]})
+    return steps
+
+
 def kinks(relus):
     """Per batch norm, [flat index, float64 input] of the ReLU inputs under THRESHOLD."""
     out = {}
@@ -225,10 +270,11 @@ def kinks(relus):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="check the fixtures and the stored files, write nothing")
+    ap.add_argument("dirs", nargs="*", default=[str(root / "tests" / "fixtures")], help="fixture directories (tests/fixtures; another for CIFS_FIXTURES)")
     args = ap.parse_args()
     torch.use_deterministic_algorithms(True)
     failed = False
-    for path in sorted((root / "tests" / "fixtures").glob("*.safetensors")):
+    for path in [p for d in args.dirs for p in sorted(pathlib.Path(d).glob("*.safetensors"))]:
         meta = json.loads(path.with_suffix(".json").read_text())
         t = load_file(str(path))
         checker = Checker(path.stem)
@@ -247,7 +293,10 @@ def main():
             "float32_error_anywhere": {},
             "relu_inputs": {},
             "passes": {},
+            "pgd_steps": pgd_undecided(meta, t),
         }
+        for k, st in enumerate(doc["pgd_steps"]):
+            print(f"  PGD step {k + 1}: {len(st['undecided'])} input-gradient entries under 4x float32's error {st['float32_error']:.1e} (smallest |entry| {st['smallest']:.1e})")
         for p in PASSES:
             pairs = list(zip(r64[p], r32[p]))
             assert all(a[0] == b[0] and a[1].shape == b[1].shape for a, b in pairs)
@@ -268,12 +317,13 @@ def main():
         # One [index, input] pair a line.
         text = re.sub(r"\[\s+(\d+),\s+(\S+)\s+\]", r"[\1, \2]", json.dumps(doc, indent=1)) + "\n"
         if args.check:
-            same = out.exists() and json.loads(out.read_text())["passes"] == doc["passes"]
+            stored = json.loads(out.read_text()) if out.exists() else {}
+            same = all(stored.get(k) == doc[k] for k in ("passes", "threshold")) and [s["undecided"] for s in stored.get("pgd_steps", [])] == [s["undecided"] for s in doc["pgd_steps"]]
             print(f"  {out.name}: {'as stored' if same else 'DIFFERS from what is stored'}")
             failed |= not same
         elif not failed:
             out.write_text(text)
-            print(f"  wrote {out.relative_to(root)}")
+            print(f"  wrote {out}")
     sys.exit(1 if failed else 0)
 
 
