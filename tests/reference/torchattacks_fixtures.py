@@ -17,10 +17,17 @@ What it records, each straight from torchattacks' own code:
                       decisions.
   success.safetensors + success.json
                       a small ResNet18-CIFS (width 4, our state-dict names, the model of
-                      benches/reference/pytorch_step.py) trained a few clean steps on 16 coloured
-                      images, the images, and which of them survive torchattacks' APGD-CE, APGD-T
-                      and Square (three seeds) at fixed budgets. The Rust test runs our attacks on
-                      the same model and images and compares the robust counts.
+                      benches/reference/pytorch_step.py) trained 150 clean steps on 12 coloured
+                      images, and 12 test images kept from a pool of 48 (other colours, labelled
+                      with the model's own predictions) so that the attacks differ on them: APGD-CE
+                      breaks images PGD-20 leaves, APGD-T and APGD-DLR break images APGD-CE leaves,
+                      APGD-CE breaks images APGD-DLR leaves, some fall to PGD-20, some to nothing.
+                      For those images, as one batch: which survive torchattacks' APGD-CE,
+                      APGD-DLR, APGD-T, APGD with the joint loss and Square at 8 seeds each, which
+                      survive APGD's random starting point alone, and which survive PGD-20 (our
+                      evaluation's: from zero, step 0.1 eps) with CE and with the joint loss, with
+                      the margins it leaves. The Rust test runs our attacks on the same model and
+                      images and compares image by image.
 """
 
 import json
@@ -134,17 +141,125 @@ def apgd_fixture():
 
 
 class Logits(nn.Module):
-    """The final logits of a model that also returns probe logits (what torchattacks attacks)."""
+    """The final logits of a model that also returns probe logits (what torchattacks attacks);
+    the probe logits of the last call are kept for the joint loss."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
+        self.probes = None
 
     def forward(self, x):
-        return self.model(x)[0]
+        logits, self.probes = self.model(x)
+        return logits
 
 
-SUCCESS = {"width": 4, "images": 12, "eps": 16 / 255, "apgd_iterations": 10, "target_classes": 2, "square_queries": 50, "train_steps": 40}
+# The model is trained clean to fit its 12 images; the test images are 48 fresh draws around the
+# same colours (so the labels, the model's own predictions, are not all memorised points), from
+# which 12 are kept that tell the attacks apart (see `select`).
+SUCCESS = {"width": 4, "images": 12, "pool": 48, "eps": 8 / 255, "apgd_iterations": 10, "target_classes": 2, "square_queries": 50, "train_steps": 150, "pgd_steps": 20, "seeds": 8, "beta": 2.0}
+
+
+def margins(net, x, y):
+    """z_y - max_{j != y} z_j per image: positive while classified correctly."""
+    with torch.no_grad():
+        z = net(x)
+    other = z.clone()
+    other[torch.arange(len(y)), y] = -float("inf")
+    return z[torch.arange(len(y)), y] - other.max(1).values
+
+
+def joint_indiv(net, logits, y, beta):
+    """Per-image joint loss (without its positive 3 / (beta + 1) factor) of the last forward."""
+    ce = F.cross_entropy(logits, y, reduction="none")
+    return ce + beta / len(net.probes) * sum(F.cross_entropy(p, y, reduction="none") for p in net.probes)
+
+
+def pgd(net, x, y, eps, steps, loss):
+    """PGD as our evaluation runs it: from zero, step 0.1 eps, sign of the gradient, projected on
+    the eps-ball and [0, 1]."""
+    adv = x.clone()
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        logits = net(adv)
+        value = F.cross_entropy(logits, y) if loss == "ce" else joint_indiv(net, logits, y, SUCCESS["beta"]).mean()
+        (grad,) = torch.autograd.grad(value, adv)
+        adv = (x + (adv.detach() + 0.1 * eps * grad.sign() - x).clamp(-eps, eps)).clamp(0, 1)
+    return adv
+
+
+def apgd_start(x, eps, seed):
+    """APGD's starting point clip(x + eps t / max|t|), t ~ U(-1, 1): what an APGD that never
+    moves would be left with."""
+    g = torch.Generator().manual_seed(seed)
+    t = 2 * torch.rand(x.shape, generator=g) - 1
+    return (x + eps * t / t.flatten(1).abs().max(1).values[:, None, None, None]).clamp(0, 1)
+
+
+def joint_apgd(net, **kw):
+    """torchattacks' APGD-CE with the joint loss in place of CE: its criterion is looked up as
+    `nn.CrossEntropyLoss` inside the attack, so that one name is swapped for the run."""
+    import types
+
+    import torchattacks.attacks.apgd as apgd_module
+
+    attack = torchattacks.APGD(net, norm="Linf", n_restarts=1, loss="ce", **kw)
+    criterion = types.SimpleNamespace(CrossEntropyLoss=lambda reduction: lambda logits, y: joint_indiv(net, logits, y, SUCCESS["beta"]))
+    plain = attack.forward
+
+    def forward(images, labels):
+        saved, apgd_module.nn = apgd_module.nn, criterion
+        try:
+            return plain(images, labels)
+        finally:
+            apgd_module.nn = saved
+
+    attack.forward = forward
+    return attack
+
+
+def robust_flags(net, x, y, seeds):
+    """Per attack, per seed (one list for the deterministic PGDs), which images stay classified
+    correctly."""
+    eps, iters, s = SUCCESS["eps"], SUCCESS["apgd_iterations"], SUCCESS
+    flags = lambda adv: (margins(net, adv, y) > 0).tolist()
+    made = {
+        "apgd-ce": lambda seed: torchattacks.APGD(net, norm="Linf", eps=eps, steps=iters, n_restarts=1, loss="ce", seed=seed),
+        "apgd-dlr": lambda seed: torchattacks.APGD(net, norm="Linf", eps=eps, steps=iters, n_restarts=1, loss="dlr", seed=seed),
+        "apgd-t": lambda seed: torchattacks.APGDT(net, norm="Linf", eps=eps, steps=iters, n_restarts=1, n_classes=s["target_classes"] + 1, seed=seed),
+        "apgd-joint": lambda seed: joint_apgd(net, eps=eps, steps=iters, seed=seed),
+        "square": lambda seed: torchattacks.Square(net, norm="Linf", eps=eps, n_queries=s["square_queries"], p_init=0.8, seed=seed),
+    }
+    out = {name: [flags(make(seed)(x, y)) for seed in seeds] for name, make in made.items()}
+    out["start"] = [flags(apgd_start(x, eps, 1000 + seed)) for seed in seeds]
+    for loss in ["ce", "joint"]:
+        out[f"pgd20-{loss}"] = flags(pgd(net, x, y, eps, s["pgd_steps"], loss))
+    return out
+
+
+def select(r, n):
+    """Indices of `n` pool images that tell the attacks apart, from the flags `r` over seeds:
+    APGD-CE breaks them and PGD-20 does not (3), APGD-T and APGD-DLR break them and APGD-CE does
+    not (3), APGD-CE breaks them and APGD-DLR does not (2), PGD-20 breaks them (2), and nothing
+    breaks them (2). Images that a random start alone breaks are left out."""
+    pool = len(r["pgd20-ce"])
+    always = lambda name, i: not any(f[i] for f in r[name])
+    never = lambda name, i: all(f[i] for f in r[name])
+    start_safe = lambda i: never("start", i)
+    groups = [
+        (3, lambda i: always("apgd-ce", i) and r["pgd20-ce"][i]),
+        (3, lambda i: always("apgd-t", i) and always("apgd-dlr", i) and never("apgd-ce", i)),
+        (2, lambda i: always("apgd-ce", i) and never("apgd-dlr", i) and not r["pgd20-ce"][i]),
+        (2, lambda i: not r["pgd20-ce"][i] and not r["pgd20-joint"][i] and always("apgd-ce", i) and always("apgd-t", i)),
+        (2, lambda i: all(never(k, i) for k in ["apgd-ce", "apgd-dlr", "apgd-t", "apgd-joint", "square"]) and r["pgd20-ce"][i] and r["pgd20-joint"][i]),
+    ]
+    chosen = []
+    for want, test in groups:
+        found = [i for i in range(pool) if i not in chosen and start_safe(i) and test(i)][:want]
+        assert len(found) == want, f"group {len(chosen) // 3}: the pool has {len(found)} images of a kind the fixture needs {want} of"
+        chosen += found
+    assert len(chosen) == n
+    return chosen
 
 
 def success_fixture():
@@ -167,29 +282,30 @@ def success_fixture():
         opt.step()
     model.eval()
     net = Logits(model).eval()
+    # The pool: 12 other random colours, each with 4 draws of noise.
+    torch.manual_seed(3)
+    pool_colours = torch.rand(n, 3, 1, 1) * 0.7 + 0.15
+    g = torch.Generator().manual_seed(100)
+    pool = SUCCESS["pool"]
+    x_pool = ((pool_colours[torch.arange(pool) % n] + (torch.rand(pool, 3, 32, 32, generator=g) * 0.2 - 0.1)) * 255).round().clamp(0, 255) / 255
     with torch.no_grad():
-        labels = net(x).argmax(1)  # every image starts correctly classified
-    eps, iters = SUCCESS["eps"], SUCCESS["apgd_iterations"]
-    attacks = {
-        "apgd-ce": torchattacks.APGD(net, norm="Linf", eps=eps, steps=iters, n_restarts=1, loss="ce", seed=0),
-        "apgd-t": torchattacks.APGDT(net, norm="Linf", eps=eps, steps=iters, n_restarts=1, n_classes=SUCCESS["target_classes"] + 1, seed=0),
-    }
-    # Square with few queries is decided by its random squares: record three seeds.
-    for seed in range(3):
-        attacks[f"square-seed{seed}"] = torchattacks.Square(net, norm="Linf", eps=eps, n_queries=SUCCESS["square_queries"], p_init=0.8, seed=seed)
-    robust = {}
-    for name, attack in attacks.items():
-        adv = attack(x, labels)
-        with torch.no_grad():
-            robust[name] = (net(adv).argmax(1) == labels).tolist()
+        y_pool = net(x_pool).argmax(1)  # every image starts correctly classified
+    chosen = select(robust_flags(net, x_pool, y_pool, range(4)), n)
+    x, labels = x_pool[chosen].contiguous(), y_pool[chosen].contiguous()
+    # The recorded flags are those of the kept images as one batch (torchattacks' draws depend on
+    # the batch), over more seeds than the selection used.
+    seeds = range(SUCCESS["seeds"])
+    robust = robust_flags(net, x, labels, seeds)
+    pgd_margins = {f"pgd20-{loss}": margins(net, pgd(net, x, labels, SUCCESS["eps"], SUCCESS["pgd_steps"], loss), labels).tolist() for loss in ["ce", "joint"]}
     state = {k: v.float().contiguous() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    state["input.x"] = x.contiguous()
-    state["input.y"] = labels.contiguous()
+    state["input.x"] = x
+    state["input.y"] = labels
     save_file(state, os.path.join(OUT, "success.safetensors"))
-    return {**SUCCESS, "robust": robust, "robust_counts": {k: sum(v) for k, v in robust.items()}}
+    return {**SUCCESS, "pool_indices": chosen, "clean_margin": margins(net, x, labels).tolist(), "pgd_margin": pgd_margins, "robust": robust}
 
 
 def main():
+    torch.set_num_threads(1)  # the same float sums on every machine
     os.makedirs(OUT, exist_ok=True)
     for name, make in [("dlr", dlr_fixture), ("square_schedule", square_fixture), ("apgd_control", apgd_fixture), ("success", success_fixture)]:
         path = os.path.join(OUT, f"{name}.json")
