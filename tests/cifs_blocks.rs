@@ -344,10 +344,12 @@ fn the_training_step_uses_the_attack_it_is_given() {
 /// running statistics directly (no `bn_eval_stats`), dense layers add their bias in the GEMM
 /// (no `add_row_bias`), the joint loss's weights sit in the cross-entropy kernels (no `scale`
 /// outside the nonlinear probe's slope), the backward seed is a shared constant (no `fill`), and the
-/// random start is generated on the GPU (one `uniform_fill`, no host upload). The count (1917
-/// here: 2419 before these changes, 1643 after them, then one weight re-layout per
-/// backward-data convolution, `conv2d_flip_weights`, for the phase-split backward-data GEMM that
-/// runs several times faster on a GPU) does not depend on the batch.
+/// random start is generated on the GPU (one `uniform_fill`, no host upload). The count is 1645
+/// here (2419 before these fusions); it includes one weight re-layout per weight and step
+/// (`conv2d_flip_weights`, for the phase-split backward-data GEMM that runs several times faster
+/// on a GPU) and the passes that add split-K partial sums (`sum_rows`, 15 here). Those sums are
+/// the only part that depends on the batch: whether a convolution splits its depth follows from
+/// its output tiles and its depth, and both grow with the batch.
 #[test]
 fn a_pgd10_step_costs_the_fused_dispatch_count() {
     let rt = rt();

@@ -14,8 +14,11 @@
 //!   other-driver file is ignored with a warning and rewritten; safe to delete).
 //! - A forced tile ([`Tuner::force`]) for tests and benchmarks that sweep the configurations.
 //!
-//! Every configuration computes the same sums in a different order: tuning changes results only
-//! by float reassociation (the op tests run under each configuration).
+//! Within one split of the depth K, every configuration adds an output's products in the same
+//! order (K ascending). The number of splits (split-K, whose partial sums a separate pass adds)
+//! follows from how many output tiles a configuration makes, so two configurations can group
+//! the sum differently, and their register blocks may contract multiply-adds differently:
+//! tuning changes results only by float reassociation (the op tests run under each configuration).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
