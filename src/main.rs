@@ -126,6 +126,15 @@ fn unit_interval(s: &str) -> Result<f32, String> {
     if (0.0..1.0).contains(&v) { Ok(v) } else { Err(format!("`{s}` is outside [0, 1)")) }
 }
 
+/// A count of images to select: 0 would select none (and evaluate or train on nothing).
+fn images(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("0 selects no images; give at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a number of images")),
+    }
+}
+
 fn milestones(s: &str) -> Result<Vec<usize>, String> {
     if s.trim().is_empty() {
         return Ok(Vec::new());
@@ -196,23 +205,28 @@ struct TrainArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     eval_every: u32,
     /// Test images used by those evaluations.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = images)]
     eval_limit: usize,
     /// Train on N training images only (smoke runs): a fixed, class-balanced subset (classes
     /// taken in turn, each class's images in file order).
-    #[arg(long)]
+    #[arg(long, value_parser = images)]
     limit_train: Option<usize>,
     /// Use N test images only: a fixed, class-balanced subset, chosen as for --limit-train.
-    #[arg(long)]
+    #[arg(long, value_parser = images)]
     limit_test: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Output directory. Default: runs/<dataset>-<model>-w<width>-s<seed>.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue from OUT/last.safetensors.
+    /// Continue from OUT/last.safetensors, under the run's settings: only --epochs, --eval-every,
+    /// --eval-limit and --limit-test may change (recorded in OUT/config.json's history).
     #[arg(long)]
     resume: bool,
+    /// With --resume: continue even though other settings changed (each change is recorded in
+    /// OUT/config.json's history).
+    #[arg(long, requires = "resume")]
+    allow_changes: bool,
     /// Start from these weights (ours or the reference's safetensors).
     #[arg(long)]
     init_from: Option<PathBuf>,
@@ -275,7 +289,7 @@ struct EvalArgs {
     attacks: Vec<Attack>,
     /// Evaluate N test images only: a fixed, class-balanced subset (classes taken in turn, each
     /// class's images in file order).
-    #[arg(long)]
+    #[arg(long, value_parser = images)]
     limit: Option<usize>,
     #[command(flatten)]
     settings: AttackArgs,
@@ -295,7 +309,7 @@ struct AnalyzeArgs {
     #[arg(long = "attack", default_value = "pgd20")]
     attack_kind: Attack,
     /// Use N test images only: a fixed, class-balanced subset, as `eval --limit`.
-    #[arg(long)]
+    #[arg(long, value_parser = images)]
     limit: Option<usize>,
     /// Output directory. Default: runs/analyze-<checkpoint name>.
     #[arg(long)]
@@ -490,7 +504,12 @@ fn train(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String> 
         augment: recipe.augment,
     };
     eprintln!("writing to {}", out.display());
-    let history = cifs::run::run(&rt, &cfg, splits, &out, a.resume, &mut display::TrainDisplay::default()).map_err(|e| e.to_string())?;
+    let resume = match (a.resume, a.allow_changes) {
+        (false, _) => cifs::resume::Resume::No,
+        (true, false) => cifs::resume::Resume::Same,
+        (true, true) => cifs::resume::Resume::AllowChanges,
+    };
+    let history = cifs::run::run(&rt, &cfg, splits, &out, resume, &mut display::TrainDisplay::default()).map_err(|e| e.to_string())?;
     if let Some(m) = history.last() {
         println!("done: {} epochs; checkpoints in {}", m.epoch, out.display());
     }

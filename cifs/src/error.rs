@@ -61,6 +61,12 @@ pub enum CifsError {
     #[error("the {split} split is empty")]
     EmptySplit { split: &'static str },
 
+    #[error("the run to resume was made with other settings: {changes}; resume with its settings (config.json), or allow the changes (--allow-changes), which are then recorded in config.json's history")]
+    ChangedSettings { changes: String },
+
+    #[error("{what}: no images selected")]
+    NoImages { what: &'static str },
+
     #[error("training diverged: the loss became {loss} at epoch {epoch}, step {step}; {kept}")]
     Diverged { loss: f32, epoch: usize, step: usize, kept: String },
 

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::apgd::{Apgd, ApgdLoss, Batch};
 use crate::attack::{cw_inf, fgsm, AttackLoss, Pgd, Start};
-use crate::error::{check_setting, Result};
+use crate::error::{check_setting, CifsError, Result};
 use crate::hostloss::predictions;
 use crate::resnet::{Mode, Model};
 use crate::square::Square;
@@ -259,6 +259,10 @@ pub fn adversarial_images(rt: &Runtime, model: &Model, b: &Batch, attack: Attack
 /// Runs each attack over every image of `data`; `on_batch(done, total)` reports progress.
 pub fn evaluate(rt: &Runtime, model: &Model, data: &Arc<Dataset>, attacks: &[Attack], s: EvalSettings, mut on_batch: impl FnMut(usize, usize)) -> Result<Vec<AttackResult>> {
     s.validate()?;
+    // An empty selection would print a table of zeros that reads like a broken model.
+    if data.is_empty() {
+        return Err(CifsError::NoImages { what: "evaluation" });
+    }
     let classes = data.classes.len();
     let dlr_needed = if s.loss == AttackLoss::Dlr && attacks.iter().any(|a| matches!(a, Attack::Fgsm | Attack::Pgd(_) | Attack::ApgdCe | Attack::AutoAttack)) { 3 } else { 2 };
     for &a in attacks {

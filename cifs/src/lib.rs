@@ -18,6 +18,7 @@ pub mod plots;
 pub mod probe;
 pub mod recipe;
 pub mod resnet;
+pub mod resume;
 pub mod run;
 pub mod square;
 pub mod state;

@@ -27,6 +27,7 @@ use crate::hostloss::predictions;
 use crate::optim::Sgd;
 use crate::plots;
 use crate::resnet::{ModelConfig, ModelKind, Model};
+use crate::resume::{resumed, Resume, RunRecord};
 use crate::trades::Trades;
 use crate::train::train_step;
 
@@ -116,6 +117,9 @@ impl TrainConfig {
         check_setting(self.width >= 1, "width", self.width, "must be at least 1")?;
         check_setting(self.batch_size >= 1, "batch size", self.batch_size, "must be at least 1")?;
         check_setting(self.eval_every >= 1, "eval every", self.eval_every, "must be at least 1")?;
+        check_setting(self.eval_limit >= 1, "eval limit", self.eval_limit, "must be at least 1: 0 selects no test images")?;
+        check_setting(self.limit_train != Some(0), "limit train", 0, "must be at least 1: 0 selects no training images")?;
+        check_setting(self.limit_test != Some(0), "limit test", 0, "must be at least 1: 0 selects no test images")?;
         check_setting(self.lr.is_finite() && self.lr >= 0.0, "lr", self.lr, "the learning rate must be finite and at least 0")?;
         check_setting(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum), "momentum", self.momentum, "must be in [0, 1)")?;
         check_setting(self.weight_decay.is_finite() && self.weight_decay >= 0.0, "weight decay", self.weight_decay, "must be finite and at least 0")?;
@@ -139,6 +143,13 @@ impl TrainConfig {
             Adversary::None => Phase::Clean,
         };
         (phase, self.lr * 0.1f32.powi(drops))
+    }
+
+    /// Whether epoch `e` (0-based over both phases) starts with a fresh optimizer (zero momentum):
+    /// the first epoch of the main phase after a warm-up, so that the warm-up's momentum does not
+    /// carry into adversarial training. (Epoch 0 starts with a new one anyway.)
+    pub fn fresh_optimizer_at(&self, e: usize) -> bool {
+        self.clean_epochs > 0 && e == self.clean_epochs
     }
 }
 
@@ -263,8 +274,18 @@ fn write_metrics(path: &Path, all: &[EpochMetrics]) -> Result<()> {
     crate::state::write_atomic(path, text.as_bytes()).map_err(io(path))
 }
 
+/// The settings record of a run that resumes after `epoch` epochs, from its `config.json`
+/// (see [`crate::resume`]). With changes allowed, a missing or unreadable file is no obstacle.
+fn resumed_record(paths: &RunPaths, cfg: &TrainConfig, epoch: usize, resume: Resume) -> Result<RunRecord> {
+    match RunRecord::read(&paths.config()) {
+        Ok(old) => resumed(old, cfg, epoch, resume),
+        Err(_) if resume == Resume::AllowChanges => Ok(RunRecord::new(cfg.clone())),
+        Err(e) => Err(CifsError::Invalid(format!("cannot check the settings of the run to resume: {e}"))),
+    }
+}
+
 /// Runs (or, with `resume`, continues) training. Returns the metrics of every epoch.
-pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: bool, events: &mut dyn Events) -> Result<Vec<EpochMetrics>> {
+pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: Resume, events: &mut dyn Events) -> Result<Vec<EpochMetrics>> {
     cfg.validate()?;
     let classes = splits.train.classes.len();
     let config = ModelConfig { kind: cfg.model, width: cfg.width, classes, depth: cfg.depth.unwrap_or(cfg.model.default_depth()) };
@@ -279,6 +300,9 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
     if train.is_empty() {
         return Err(CifsError::EmptySplit { split: "training" });
     }
+    if test.is_empty() {
+        return Err(CifsError::EmptySplit { split: "test" });
+    }
     std::fs::create_dir_all(out).map_err(io(out))?;
     let paths = RunPaths { out: out.to_path_buf() };
 
@@ -286,21 +310,22 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
     let new_sgd = || Sgd::new(rt, &model, cfg.lr, cfg.momentum, cfg.weight_decay);
     let mut sgd = new_sgd()?;
     let mut state = RunState { epoch: 0, best_pgd20: -1.0 };
-    if resume && paths.last().is_file() {
+    let mut record = RunRecord::new(cfg.clone());
+    if resume != Resume::No && paths.last().is_file() {
         state = load_training(rt, &model, &sgd, &paths.last())?;
+        record = resumed_record(&paths, cfg, state.epoch, resume)?;
     } else if let Some(init) = &cfg.init_from {
         load_weights_into(rt, &model, Path::new(init))?;
     }
-    let json = serde_json::to_string_pretty(cfg).expect("the config serialises");
-    crate::state::write_atomic(&paths.config(), json.as_bytes()).map_err(io(&paths.config()))?;
+    crate::state::write_atomic(&paths.config(), record.to_json().as_bytes()).map_err(io(&paths.config()))?;
     let mut history = read_metrics(&paths.metrics(), state.epoch)?;
     write_metrics(&paths.metrics(), &history)?;
 
     let settings = EvalSettings { loss: AttackLoss::Joint { beta: cfg.beta }, ..EvalSettings::reference(cfg.eps, cfg.batch_size) };
     for epoch in state.epoch..cfg.total_epochs() {
         let (phase, lr) = cfg.schedule(epoch);
-        if epoch == cfg.clean_epochs && cfg.clean_epochs > 0 {
-            sgd = new_sgd()?; // the main phase starts with a fresh optimizer
+        if cfg.fresh_optimizer_at(epoch) {
+            sgd = new_sgd()?;
         }
         sgd.lr = lr;
         let attack = (phase == Phase::Adversarial).then(|| cfg.attack());
@@ -381,4 +406,92 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
     }
     let _ = std::io::stdout().flush();
     Ok(history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference's CIFAR-10 schedule: 15 warm-up epochs, then 120 main-phase epochs with the lr
+    /// 10x smaller from main-phase epoch 75 and again from 90.
+    fn reference() -> TrainConfig {
+        let r = crate::recipe::Recipe::cifar10();
+        TrainConfig {
+            dataset: "cifar10".into(),
+            data_dir: "data".into(),
+            model: r.model,
+            width: 64,
+            depth: None,
+            epochs: r.epochs,
+            clean_epochs: r.clean_epochs,
+            batch_size: 128,
+            lr: r.lr,
+            momentum: 0.9,
+            weight_decay: 2e-4,
+            milestones: r.milestones,
+            adversary: Adversary::Pgd,
+            method: Method::PgdAt,
+            trades_beta: 6.0,
+            eps: r.eps,
+            step_size: r.step_size,
+            attack_steps: 10,
+            beta: 2.0,
+            eval_every: 1,
+            eval_limit: 1000,
+            limit_train: None,
+            limit_test: None,
+            seed: 0,
+            init_from: None,
+            augment: true,
+        }
+    }
+
+    #[test]
+    fn the_lr_drops_tenfold_at_each_milestone_of_the_main_phase() {
+        let cfg = reference();
+        let lr = |e: usize| cfg.schedule(e).1;
+        // Milestones count main-phase epochs: 15 + 75 = 90 and 15 + 90 = 105 overall.
+        for (e, want) in [(0, 0.1), (14, 0.1), (15, 0.1), (89, 0.1), (90, 0.01), (104, 0.01), (105, 0.001), (134, 0.001)] {
+            assert!((lr(e) - want).abs() <= 1e-6 * want, "epoch {e}: lr {} != {want}", lr(e));
+        }
+        // Without a warm-up the milestones count from the first epoch; unsorted ones still count.
+        let cfg = TrainConfig { clean_epochs: 0, milestones: vec![3, 1], ..reference() };
+        for (e, want) in [(0, 0.1), (1, 0.01), (2, 0.01), (3, 0.001), (4, 0.001)] {
+            assert!((cfg.schedule(e).1 - want).abs() <= 1e-6 * want, "epoch {e}: lr {} != {want}", cfg.schedule(e).1);
+        }
+    }
+
+    #[test]
+    fn warm_up_epochs_are_clean_then_the_main_phase_attacks() {
+        let cfg = reference();
+        assert!((0..15).all(|e| cfg.schedule(e).0 == Phase::Warmup));
+        assert!((15..cfg.total_epochs()).all(|e| cfg.schedule(e).0 == Phase::Adversarial));
+        assert_eq!(cfg.total_epochs(), 135);
+        let clean = TrainConfig { adversary: Adversary::None, ..reference() };
+        assert_eq!((clean.schedule(14).0, clean.schedule(15).0), (Phase::Warmup, Phase::Clean));
+        let none = TrainConfig { clean_epochs: 0, ..reference() };
+        assert_eq!(none.schedule(0).0, Phase::Adversarial);
+    }
+
+    #[test]
+    fn the_main_phase_starts_with_a_fresh_optimizer() {
+        let cfg = reference();
+        let fresh: Vec<usize> = (0..cfg.total_epochs()).filter(|&e| cfg.fresh_optimizer_at(e)).collect();
+        assert_eq!(fresh, [15], "exactly the first adversarial epoch");
+        let none = TrainConfig { clean_epochs: 0, ..reference() };
+        assert!((0..none.total_epochs()).all(|e| !none.fresh_optimizer_at(e)), "no warm-up: the run's own optimizer is the fresh one");
+    }
+
+    #[test]
+    fn empty_selections_are_refused() {
+        for (cfg, name) in [
+            (TrainConfig { eval_limit: 0, ..reference() }, "eval limit"),
+            (TrainConfig { limit_train: Some(0), ..reference() }, "limit train"),
+            (TrainConfig { limit_test: Some(0), ..reference() }, "limit test"),
+        ] {
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.starts_with(name) && e.contains("selects no"), "{e}");
+        }
+        reference().validate().unwrap();
+    }
 }

@@ -58,13 +58,20 @@ impl std::fmt::Display for DatasetKind {
 }
 
 /// Loads a dataset's splits from `dir`, downloading official files through `net` when given.
+/// A split without images is an error (well-formed files may hold none).
 pub fn load(kind: DatasetKind, dir: &Path, net: Option<&mut dyn Downloader>) -> Result<Splits> {
-    match kind {
+    let splits = match kind {
         DatasetKind::Cifar10 => cifar10::load(dir, net),
         DatasetKind::Svhn => svhn::load(dir, net),
         DatasetKind::Folder => folder::load(dir),
         DatasetKind::FashionMnist => fashion_mnist::load(dir, net),
+    }?;
+    for (split, data) in [("training", &splits.train), ("test", &splits.test)] {
+        if data.is_empty() {
+            return Err(DatasetError::Missing { what: format!("{split} images"), dir: dir.to_path_buf(), hint: format!(" ({kind}: the {split} split is empty)") });
+        }
     }
+    Ok(splits)
 }
 
 #[cfg(test)]
