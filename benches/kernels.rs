@@ -13,7 +13,7 @@
 use cifs::probe::{PairRule, Probe};
 use engine::Rng;
 use engine::ops::{attack, batchnorm, conv2d, linear, optim};
-use engine::tune::Tile;
+use engine::tune::{Gemm, Tile};
 use engine::{Runtime, Tensor};
 
 fn env(name: &str, default: usize) -> usize {
@@ -34,7 +34,7 @@ struct Row {
 /// The median of `f` under each tile configuration the adapter's workgroup memory holds, fastest
 /// first.
 fn per_tile(rt: &Runtime, reps: usize, mut f: impl FnMut()) -> Vec<(Tile, f64)> {
-    let limit = rt.gpu.limits.max_compute_workgroup_storage_size;
+    let limit = rt.limits().max_workgroup_memory;
     let mut out: Vec<(Tile, f64)> = Tile::ALL
         .into_iter()
         .filter(|t| t.workgroup_bytes() <= limit)
@@ -66,7 +66,8 @@ fn main() {
     }
     let rt = Runtime::new().expect("a GPU adapter");
     let (b, w, reps) = (env("BENCH_BATCH", 128), env("BENCH_WIDTH", 64), env("BENCH_REPS", 10));
-    println!("adapter: {} ({:?}); batch {b}, width {w}, {reps} runs per kernel", rt.gpu.info.name, rt.gpu.info.backend);
+    let adapter = rt.adapter();
+    println!("adapter: {} ({}); batch {b}, width {w}, {reps} runs per kernel", adapter.name, adapter.backend);
     let mut rng = Rng::new(0);
     let mut rows: Vec<Row> = Vec::new();
     let push = |rows: &mut Vec<Row>, name: String, ms: f64, work: f64, unit: &'static str| {
@@ -88,7 +89,7 @@ fn main() {
     push(&mut rows, format!("sgemm {n}x{n}x{n}"), ms, 2.0 * (n as f64).powi(3), "GFLOP/s");
     let big = rand(&rt, &mut rng, &[1 << 24]);
     let dst = Tensor::empty(&rt, &[1 << 24]).unwrap();
-    let ms = measure(&rt, reps, || rt.copy(big.buffer(), dst.buffer(), 4 << 24));
+    let ms = measure(&rt, reps, || dst.copy_from(&rt, &big).unwrap());
     push(&mut rows, "copy 64 MiB (read + write)".into(), ms, 2.0 * (4u64 << 24) as f64, "GB/s");
 
     // Convolutions: (input channels, size, output channels, kernel, stride).
@@ -109,13 +110,13 @@ fn main() {
         let pad = (k as u32 - 1) / 2;
         let y = conv2d::conv2d(&rt, &x, &wt, s, pad).unwrap();
         let flops = 2.0 * y.numel() as f64 * (ci * k * k) as f64;
-        let heuristic = conv2d::heuristic_tiles(x.shape(), wt.shape(), s, pad).unwrap();
+        let heuristic = |gemm| conv2d::heuristic_tile(gemm, x.shape(), wt.shape(), s, pad).unwrap();
         let tiles = per_tile(&rt, reps, || drop(conv2d::conv2d(&rt, &x, &wt, s, pad).unwrap()));
-        push_conv(&mut rows, format!("conv fwd {name} {ci}->{co} {hw}x{hw} k{k} s{s}"), tiles, heuristic[0], flops);
+        push_conv(&mut rows, format!("conv fwd {name} {ci}->{co} {hw}x{hw} k{k} s{s}"), tiles, heuristic(Gemm::ConvForward), flops);
         let tiles = per_tile(&rt, reps, || drop(conv2d::conv2d_backward_data(&rt, x.shape(), &wt, s, pad, &y).unwrap()));
-        push_conv(&mut rows, format!("conv bwd-data {name}"), tiles, heuristic[1], flops);
+        push_conv(&mut rows, format!("conv bwd-data {name}"), tiles, heuristic(Gemm::ConvBackwardData), flops);
         let tiles = per_tile(&rt, reps, || drop(conv2d::conv2d_backward_weight(&rt, &x, wt.shape(), s, pad, &y).unwrap()));
-        push_conv(&mut rows, format!("conv bwd-weight {name}"), tiles, heuristic[2], flops);
+        push_conv(&mut rows, format!("conv bwd-weight {name}"), tiles, heuristic(Gemm::ConvBackwardWeight), flops);
     }
 
     // Batch norm at the largest and smallest maps (bytes: read x, write y; backward reads x, g twice).
@@ -180,7 +181,7 @@ fn main() {
     let path = std::env::var("BENCH_JSON").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-kernels.json").to_string());
     let doc = format!(
         "{{\"adapter\":\"{}\",\"batch\":{b},\"width\":{w},\"flops_ceiling_gflops\":{flops_ceiling:.1},\"copy_ceiling_gbs\":{bw_ceiling:.1},\"kernels\":[\n{}\n]}}\n",
-        rt.gpu.info.name,
+        adapter.name,
         json.join(",\n")
     );
     std::fs::write(&path, doc).expect("write JSON");

@@ -112,7 +112,7 @@ fn taps(r: u32) -> u32 {
 
 // Workgroup-uniform geometry: which GEMM this workgroup computes (the phase of the backward-data
 // pass, the depth range of a split) and the shape of the tensor its A operand gathers from.
-struct Phase {
+struct Gemm {
     py: u32,      // BWD_DATA: output phase (rows iy % stride == py, columns ix % stride == px)
     px: u32,
     taps_y: u32,  // FWD, BWD_DATA: kernel taps per row and column of the gathered window
@@ -133,8 +133,8 @@ struct Phase {
     split: u32,   // which K split this workgroup computes (its partial sums go to slab `split`)
 }
 
-fn phase_of(mode: u32, z: u32) -> Phase {
-    var f: Phase;
+fn gemm_of(mode: u32, z: u32) -> Gemm {
+    var f: Gemm;
     f.gm = p.gm;
     f.gk = p.gk;
     f.k_begin = 0u;
@@ -216,7 +216,7 @@ struct Gather {
     inv_kw: f32,
 }
 
-fn prepare(mode: u32, f: Phase, m: u32, j: u32) -> Gather {
+fn prepare(mode: u32, f: Gemm, m: u32, j: u32) -> Gather {
     var g: Gather;
     g.row_ok = m < f.gm;
     g.col_ok = j < p.gn;
@@ -260,7 +260,7 @@ fn plane_at(from_b: bool, base: u32, iy: i32, ix: i32, h: u32, w: u32) -> f32 {
     return src_a[i];
 }
 
-fn load_a(mode: u32, f: Phase, g: Gather, k: u32) -> f32 {
+fn load_a(mode: u32, f: Gemm, g: Gather, k: u32) -> f32 {
     if (mode == BWD_WEIGHT) { // A[co, k] = g[n, co, oy, ox], k = (n, oy, ox)
         let n = div_exact(k, g.kk, g.inv_kk);
         return src_a[(n * p.co + g.a_base) * g.kk + k - n * g.kk];
@@ -286,7 +286,7 @@ fn load_b(mode: u32, g: Gather, k: u32) -> f32 {
 
 // Splits of K write their partial sums to slabs of the output's size, one after another
 // (engine/src/ops/conv2d.rs sums them with reduce.wgsl); unsplit, slab 0 is the output itself.
-fn store(mode: u32, f: Phase, m: u32, j: u32, v: f32) {
+fn store(mode: u32, f: Gemm, m: u32, j: u32, v: f32) {
     switch mode {
         case FWD: {
             let ohw = p.oh * p.ow;
@@ -332,7 +332,7 @@ fn tile_slot(depth: u32, r: u32, per_thread: u32) -> u32 {
 }
 
 // The four outputs (m, n + 16 e), e = 0..3, of one accumulator.
-fn store4(mode: u32, f: Phase, m: u32, n: u32, v: vec4<f32>) {
+fn store4(mode: u32, f: Gemm, m: u32, n: u32, v: vec4<f32>) {
     if (m >= f.gm) {
         return;
     }
@@ -345,7 +345,7 @@ fn store4(mode: u32, f: Phase, m: u32, n: u32, v: vec4<f32>) {
 
 // The A value thread `lid` loads for K slice `k0`, its r-th of RM: tile row lid % BM at depth
 // lid / BM + (256 / BM) r (zero outside the matrix).
-fn fetch_a(mode: u32, f: Phase, g: Gather, lid: u32, k0: u32, r: u32) -> f32 {
+fn fetch_a(mode: u32, f: Gemm, g: Gather, lid: u32, k0: u32, r: u32) -> f32 {
     let k = k0 + lid / BM + (256u / BM) * r;
     if (g.row_ok && k < f.k_end) {
         return load_a(mode, f, g, k);
@@ -363,7 +363,7 @@ fn put_a(lid: u32, buf: u32, r: u32, v: f32) {
 // from x: consecutive threads take consecutive columns (patches), at depth lid / BN + (256 / BN) r.
 // Otherwise B is the (flipped) weight, contiguous along K: sixteen consecutive threads read
 // sixteen consecutive depths of one column (64 bytes), column lid / BK + 16 r.
-fn fetch_b(mode: u32, f: Phase, g: Gather, lid: u32, n0: u32, k0: u32, r: u32) -> f32 {
+fn fetch_b(mode: u32, f: Gemm, g: Gather, lid: u32, n0: u32, k0: u32, r: u32) -> f32 {
     if (mode == BWD_WEIGHT) {
         let k = k0 + lid / BN + (256u / BN) * r;
         if (g.col_ok && k < f.k_end) {
@@ -399,7 +399,7 @@ struct Slice {
     b0: f32, b1: f32, b2: f32, b3: f32, b4: f32, b5: f32, b6: f32, b7: f32,
 }
 
-fn fetch_slice(mode: u32, f: Phase, g: Gather, lid: u32, n0: u32, k0: u32) -> Slice {
+fn fetch_slice(mode: u32, f: Gemm, g: Gather, lid: u32, n0: u32, k0: u32) -> Slice {
     var s: Slice;
     s.a0 = fetch_a(mode, f, g, lid, k0, 0u);
     s.a1 = fetch_a(mode, f, g, lid, k0, 1u);
@@ -449,7 +449,7 @@ fn put_slice(mode: u32, lid: u32, buf: u32, s: Slice) {
 }
 
 fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
-    let f = phase_of(mode, wid.z);
+    let f = gemm_of(mode, wid.z);
     let tx = lid % 16u;
     let ty = lid / 16u;
     let m0 = wid.x * BM;

@@ -384,7 +384,7 @@ fn open_runtime(adapter: Option<&str>, tune: bool) -> Result<Runtime, String> {
     let pref = adapter.map(str::to_string).or_else(|| std::env::var(engine::gpu::ADAPTER_ENV).ok());
     let rt = Runtime::with_preference(pref.as_deref()).map_err(|e| e.to_string())?;
     if tune {
-        for w in rt.enable_tuning(engine::tune::default_cache_path(&rt.gpu.info.name)) {
+        for w in rt.enable_tuning(engine::tune::default_cache_path(&rt.adapter().name)) {
             eprintln!("warning: {w}");
         }
     }
@@ -395,7 +395,7 @@ fn tune(adapter: Option<&str>, a: TuneArgs) -> Result<(), String> {
     let rt = open_runtime(adapter, true)?;
     let (before, _, path) = rt.tuning();
     let config = a.m.config()?;
-    println!("tuning {} width {}, batch {} on {}", a.m.model, config.width, a.m.batch_size, rt.gpu.info.name);
+    println!("tuning {} width {}, batch {} on {}", a.m.model, config.width, a.m.batch_size, rt.adapter().name);
     let spinner = display::bar(0, "{spinner} {pos} shapes timed  {msg}");
     let shown = spinner.clone();
     rt.observe_tuning(move |key, choice| {
@@ -428,15 +428,15 @@ fn info(adapter: Option<&str>) -> Result<(), String> {
         println!("  [{}] {} ({}, {}) driver: {} {}", a.index, a.name, a.backend, a.device_type, a.driver, a.driver_info);
     }
     let rt = open_runtime(adapter, true)?;
-    let s = rt.gpu.summary();
-    let l = &rt.gpu.limits;
+    let s = rt.adapter();
+    let l = rt.limits();
     println!("chosen: {} ({}, {})", s.name, s.backend, s.device_type);
-    println!("  max storage buffer binding: {} MiB", l.max_storage_buffer_binding_size >> 20);
-    println!("  max buffer size: {} MiB", l.max_buffer_size >> 20);
-    println!("  max storage buffers per stage: {}", l.max_storage_buffers_per_shader_stage);
-    println!("  max workgroup invocations: {}, workgroup storage: {} KiB", l.max_compute_invocations_per_workgroup, l.max_compute_workgroup_storage_size >> 10);
-    println!("  max workgroups per dimension: {}", l.max_compute_workgroups_per_dimension);
-    println!("  immediate data: {} bytes; timestamp queries: {}", l.max_immediate_size, rt.gpu.has_timestamps());
+    println!("  max storage buffer binding: {} MiB", l.max_binding_bytes >> 20);
+    println!("  max buffer size: {} MiB", l.max_buffer_bytes >> 20);
+    println!("  max storage buffers per stage: {}", l.max_storage_buffers_per_stage);
+    println!("  max workgroup invocations: {}, workgroup storage: {} KiB", l.max_workgroup_invocations, l.max_workgroup_memory >> 10);
+    println!("  max workgroups per dimension: {}", l.max_workgroups_per_dimension);
+    println!("  immediate data: {} bytes; timestamp queries: {}", l.max_immediate_bytes, l.timestamps);
     let (choices, _, path) = rt.tuning();
     match path {
         Some(p) => println!("tuning cache: {} ({} shapes tuned)", p.display(), choices.len()),
@@ -468,7 +468,8 @@ fn train(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String> 
         return Err(format!("{} already holds a run; pass --resume to continue it or choose another --out", out.display()));
     }
     let rt = open_runtime(adapter, tune)?;
-    eprintln!("adapter: {} ({:?})", rt.gpu.info.name, rt.gpu.info.backend);
+    let adapter = rt.adapter();
+    eprintln!("adapter: {} ({})", adapter.name, adapter.backend);
     let (splits, dir) = load_data(a.dataset, a.data_dir.as_deref(), a.no_download)?;
     let recipe = cifs::recipe::Recipe::for_dataset(a.dataset);
     let (channels, side) = model.input();
@@ -617,8 +618,8 @@ fn utc_date() -> String {
 fn bench(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String> {
     let rt = open_runtime(adapter, tune)?;
     let config = a.m.config()?;
-    let info = &rt.gpu.info;
-    println!("adapter: {} ({:?}, {:?}), driver {} {}", info.name, info.backend, info.device_type, info.driver, info.driver_info);
+    let info = rt.adapter();
+    println!("adapter: {} ({}, {}), driver {} {}", info.name, info.backend, info.device_type, info.driver, info.driver_info);
     println!("{} width {}, batch {}, {} warm-up + {} timed steps each", a.m.model, config.width, a.m.batch_size, a.warmup, a.steps);
     let bar = display::bar(((a.warmup + a.steps.max(1)) * cifs::bench::STEPS.len()) as u64, "[{bar:25}] {pos}/{len} {msg}");
     let mut done = 0;
@@ -637,7 +638,7 @@ fn bench(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String> 
     if let Some(path) = a.json {
         let doc = serde_json::json!({
             "tool": "cifs-wgpu bench",
-            "adapter": info.name, "backend": format!("{:?}", info.backend), "device_type": format!("{:?}", info.device_type),
+            "adapter": info.name, "backend": info.backend, "device_type": info.device_type,
             "driver": info.driver, "driver_info": info.driver_info,
             "date": utc_date(), "commit": env!("CIFS_WGPU_COMMIT"),
             "model": a.m.model, "width": config.width, "depth": config.depth, "batch_size": a.m.batch_size, "warmup": a.warmup,

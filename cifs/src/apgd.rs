@@ -240,7 +240,7 @@ impl Apgd {
         let target_t = targets.map(|t| Tensor::from_u32(rt, &[n], t)).transpose()?;
         let mut p = self.point(rt, model, &x_adv, b.labels, loss, target_t.as_ref())?;
         let grad_best = Tensor::empty(rt, &shape)?;
-        rt.copy(p.grad.buffer(), grad_best.buffer(), p.grad.numel() as u64 * 4);
+        grad_best.copy_from(rt, &p.grad)?;
         let mut robust: Vec<bool> = hostloss::predictions(&p.logits, classes).iter().zip(b.labels_host).map(|(p, y)| *p == *y as usize).collect();
         let mut control = StepControl::new(self.eps as f64, self.iterations, self.rho, &losses(loss, &p, b.labels_host, targets, classes));
         let mut steps = Tensor::from_f32(rt, &[n], &control.step.iter().map(|&s| s as f32).collect::<Vec<_>>())?;

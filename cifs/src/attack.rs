@@ -93,7 +93,7 @@ impl Pgd {
                 if d.shape() != x.shape() {
                     return Err(CifsError::InputShape { shape: d.shape().to_vec(), expected: format!("a start of the images' shape {:?}", x.shape()) });
                 }
-                rt.copy(d.buffer(), delta.buffer(), d.numel() as u64 * 4);
+                delta.copy_from(rt, d)?;
             }
             Start::Random(rng) => engine::ops::random::uniform_into(rt, &delta, -self.eps, self.eps, rng.next_u64())?,
         }

@@ -192,7 +192,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CifsError + '_ {
 
 /// A training step whose loss and logits are still on their way back.
 struct InFlight {
-    reads: Vec<engine::runtime::PendingRead>,
+    reads: Vec<engine::PendingRead>,
     labels: Vec<u32>,
     step: usize,
 }
@@ -207,14 +207,14 @@ fn epoch_rng(seed: u64, epoch: usize, purpose: u64) -> Rng {
 fn check_batch_fits(rt: &Runtime, batch: usize, config: &ModelConfig) -> Result<()> {
     let per_image = config.widest_map() as u64 * 4;
     let need = batch as u64 * per_image;
-    let limit = rt.gpu.limits.max_storage_buffer_binding_size;
+    let limit = rt.limits().max_binding_bytes;
     if need > limit {
         return Err(CifsError::BatchTooLarge {
             batch,
             max: (limit / per_image) as usize,
             need_mib: need >> 20,
             limit_mib: limit >> 20,
-            adapter: rt.gpu.info.name.clone(),
+            adapter: rt.adapter().name,
         });
     }
     Ok(())
@@ -360,7 +360,7 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
                 (Some(_), Method::Trades) => cfg.trades().train_step(rt, &model, &sgd, &x, &y, cfg.beta, &mut attack_rng)?,
                 _ => train_step(rt, &model, &sgd, &x, &y, attack.as_ref(), cfg.beta, &mut attack_rng)?,
             };
-            let reads = rt.read_later(&[(r.loss.buffer(), 4), (r.output.logits.buffer(), r.output.logits.numel() as u64 * 4)])?;
+            let reads = rt.read_later(&[&r.loss, &r.output.logits])?;
             if let Some(previous) = in_flight.replace(InFlight { reads, labels: batch.labels, step }) {
                 settle(previous)?;
             }

@@ -62,7 +62,7 @@ pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
 
 /// A recorded op: its inputs and saved values. Each variant's forward and backward live side by
 /// side in `ops/<family>.rs`.
-pub enum Op {
+pub(crate) enum Op {
     Reshape { x: Tensor },
     Conv2d { x: Tensor, w: Tensor, stride: u32, pad: u32 },
     /// `act(BN(x) + residual)`; backward reads the output (for the ReLU's mask) and the
@@ -189,7 +189,7 @@ impl Op {
 /// Where an op's backward puts its inputs' gradients: each one together with the input it
 /// belongs to. Refuses a tensor that is not an input of the op and a gradient of another shape;
 /// ignores gradients of inputs that require none; sums contributions to the same tensor.
-pub struct GradSink<'a> {
+pub(crate) struct GradSink<'a> {
     rt: &'a Runtime,
     op: &'static str,
     inputs: Vec<u64>,

@@ -7,8 +7,6 @@
 
 use crate::error::{EngineError, Result};
 
-pub use wgpu::Features;
-
 /// Environment variable that picks the adapter: an index from `cifs-wgpu info`, a device type
 /// (`discrete`, `integrated`, `cpu`, `virtual`) or a case-insensitive part of the adapter name.
 pub const ADAPTER_ENV: &str = "CIFS_WGPU_ADAPTER";
@@ -24,9 +22,27 @@ pub struct AdapterSummary {
     pub driver_info: String,
 }
 
+/// The limits of an open device that callers size their work by, and that `cifs-wgpu info`
+/// shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// Largest storage buffer one binding can see: the largest tensor, in bytes.
+    pub max_binding_bytes: u64,
+    pub max_buffer_bytes: u64,
+    pub max_storage_buffers_per_stage: u32,
+    pub max_workgroup_invocations: u32,
+    /// Bytes of workgroup memory one workgroup may use (what bounds the GEMM tiles).
+    pub max_workgroup_memory: u32,
+    pub max_workgroups_per_dimension: u32,
+    /// Bytes of immediate data (push constants) a dispatch may carry.
+    pub max_immediate_bytes: u32,
+    /// Whether GPU timestamps can be written between commands (else timing uses the wall clock).
+    pub timestamps: bool,
+}
+
 /// An open device: the adapter it came from, its queue, and the limits and features it was
 /// opened with.
-pub struct Gpu {
+pub(crate) struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
@@ -142,6 +158,20 @@ impl Gpu {
 
     pub fn summary(&self) -> AdapterSummary {
         summarize(usize::MAX, &self.info)
+    }
+
+    pub fn device_limits(&self) -> DeviceLimits {
+        let l = &self.limits;
+        DeviceLimits {
+            max_binding_bytes: l.max_storage_buffer_binding_size,
+            max_buffer_bytes: l.max_buffer_size,
+            max_storage_buffers_per_stage: l.max_storage_buffers_per_shader_stage,
+            max_workgroup_invocations: l.max_compute_invocations_per_workgroup,
+            max_workgroup_memory: l.max_compute_workgroup_storage_size,
+            max_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+            max_immediate_bytes: l.max_immediate_size,
+            timestamps: self.has_timestamps(),
+        }
     }
 
     /// Whether GPU timestamps can be written between commands of an encoder.

@@ -3,7 +3,7 @@
 
 /// One WGSL file = one kernel family (see each file's header for its entry points and bindings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Shader {
+pub(crate) enum Shader {
     Activation,
     Arith,
     Attack,
@@ -23,7 +23,8 @@ pub enum Shader {
 }
 
 /// WGSL shared by several families (WGSL has no include): the file name of each such text.
-pub const SHARED_SOURCES: [&str; 2] = ["workgroup_sum.wgsl", "div_exact.wgsl"];
+#[cfg(test)]
+pub(crate) const SHARED_SOURCES: [&str; 2] = ["workgroup_sum.wgsl", "div_exact.wgsl"];
 
 /// A family's source after a shared text it uses (`shared`, a file of SHARED_SOURCES).
 macro_rules! after_shared {
@@ -33,6 +34,7 @@ macro_rules! after_shared {
 }
 
 impl Shader {
+    #[cfg(test)]
     pub const ALL: [Shader; 16] = [
         Shader::Activation,
         Shader::Arith,
@@ -70,6 +72,15 @@ impl Shader {
             Shader::Random => "random.wgsl",
             Shader::Reduce => "reduce.wgsl",
             Shader::Softmax => "softmax.wgsl",
+        }
+    }
+
+    /// The specialisations the engine compiles this family with, besides the source as written
+    /// (the pipeline cache refuses any other, and a test validates each).
+    pub fn specialisations(self) -> Vec<crate::pipelines::Constants> {
+        match self {
+            Shader::Conv2d => crate::tune::Tile::ALL.iter().map(|t| t.constants().to_vec()).collect(),
+            _ => Vec::new(),
         }
     }
 

@@ -1,8 +1,9 @@
 //! The kernel cache: each (shader, entry point, specialisation constants) is compiled once; bind
 //! groups are cached per (pipeline, buffers), so a warm step creates neither.
 //!
-//! The workgroup size of every entry point is read from its WGSL with naga, never restated in
-//! Rust: a 1-D dispatch sizes its grid from what the shader itself declares.
+//! The workgroup size of every entry point is read with naga from the module as compiled (after
+//! specialisation), never restated in Rust: a 1-D dispatch sizes its grid from what the shader
+//! itself declares.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use crate::pool::GpuBuffer;
 
 /// A compiled kernel: pipeline, the bind-group layout derived from its WGSL, and its workgroup
 /// size (`None` where the shader sizes its workgroups with override constants).
-pub struct Kernel {
+pub(crate) struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
     pub workgroup_size: Option<[u32; 3]>,
@@ -34,55 +35,108 @@ struct KernelKey {
 const MAX_CACHED_BIND_GROUPS: usize = 65_536;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KernelStats {
+pub(crate) struct KernelStats {
     pub pipelines: u64,
     pub bind_groups_created: u64,
 }
 
 /// Workgroup size of each entry point of a shader (`None`: override-sized).
-type EntrySizes = HashMap<String, Option<[u32; 3]>>;
+pub(crate) type EntrySizes = HashMap<String, Option<[u32; 3]>>;
+
+/// Specialisation constants, as (name, value).
+pub(crate) type Constants = Vec<(&'static str, u32)>;
 
 /// A shader module: its source with the specialisation constants substituted.
-type ModuleKey = (Shader, Vec<(&'static str, u32)>);
+type ModuleKey = (Shader, Constants);
+
+/// A compiled module and the workgroup sizes of its entry points.
+struct Module {
+    module: wgpu::ShaderModule,
+    sizes: EntrySizes,
+}
 
 #[derive(Default)]
-pub struct KernelCache {
+pub(crate) struct KernelCache {
     kernels: RefCell<HashMap<KernelKey, Rc<Kernel>>>,
-    modules: RefCell<HashMap<ModuleKey, wgpu::ShaderModule>>,
-    /// Workgroup sizes per entry point of each shader, read with naga.
-    sizes: RefCell<HashMap<Shader, EntrySizes>>,
+    modules: RefCell<HashMap<ModuleKey, Module>>,
     bind_groups: RefCell<HashMap<(u64, Vec<u64>), wgpu::BindGroup>>,
     stats: Cell<KernelStats>,
 }
 
-/// Every compute entry point of `shader` with its literal workgroup size (None: override-sized).
-pub fn workgroup_sizes(shader: Shader) -> Result<EntrySizes> {
-    let module = naga::front::wgsl::parse_str(shader.source())
-        .map_err(|e| EngineError::Shader { file: shader.file_name(), reason: e.emit_to_string(shader.source()) })?;
-    Ok(module
-        .entry_points
-        .iter()
-        .map(|e| (e.name.clone(), if e.workgroup_size_overrides.is_some() { None } else { Some(e.workgroup_size) }))
-        .collect())
+/// A shader's source as it is compiled, and the module naga reads from it.
+pub(crate) struct Specialised {
+    pub source: String,
+    pub module: naga::Module,
 }
 
-/// The source of `shader` with each `const NAME: u32 = ...;` named in `constants` rewritten to
-/// the given value. Specialising the source (rather than through pipeline-overridable
-/// constants) lets naga fold every expression of the constants, array sizes included, so the
-/// driver compiles fixed loops and static register accesses for each variant.
-pub fn specialise(shader: Shader, constants: &[(&'static str, u32)]) -> Result<String> {
-    let mut source = shader.source().to_string();
+impl Specialised {
+    /// Every compute entry point with its literal workgroup size (`None`: override-sized).
+    pub fn workgroup_sizes(&self) -> EntrySizes {
+        let sized = |e: &naga::EntryPoint| if e.workgroup_size_overrides.is_some() { None } else { Some(e.workgroup_size) };
+        self.module.entry_points.iter().map(|e| (e.name.clone(), sized(e))).collect()
+    }
+
+    /// The value of the module-scope `const NAME: u32`, as naga folded it.
+    pub fn constant(&self, name: &str) -> Option<u32> {
+        let (_, c) = self.module.constants.iter().find(|(_, c)| c.name.as_deref() == Some(name))?;
+        match self.module.global_expressions[c.init] {
+            naga::Expression::Literal(naga::Literal::U32(v)) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// `shader` with each constant named in `constants` set to its value, parsed by naga.
+///
+/// Each constant must be declared exactly once, on a line of its own that starts with
+/// `const NAME: u32 = ` and ends with `;` (so a comment, or a longer name with the same start,
+/// is never rewritten); its value in the parsed module is then checked against the one asked
+/// for, and only specialisations the shader registers ([`Shader::specialisations`], each
+/// validated by a test) compile. Specialising the source (rather than through
+/// pipeline-overridable constants) lets naga fold every expression of the constants, array
+/// sizes included, so the driver compiles fixed loops and static register accesses.
+pub(crate) fn specialise(shader: Shader, constants: &[(&'static str, u32)]) -> Result<Specialised> {
+    if !constants.is_empty() && !shader.specialisations().iter().any(|s| s == constants) {
+        let reason = format!("{constants:?} is not one of its registered specialisations");
+        return Err(EngineError::Shader { file: shader.file_name(), reason });
+    }
+    specialise_text(shader.file_name(), shader.source(), constants)
+}
+
+/// [`specialise`] on any text (`file` names it in errors).
+pub(crate) fn specialise_text(file: &'static str, text: &str, constants: &[(&'static str, u32)]) -> Result<Specialised> {
+    let fail = |reason: String| EngineError::Shader { file, reason };
+    let mut source = text.to_string();
     for (name, value) in constants {
         let decl = format!("const {name}: u32 = ");
-        let start = source.find(&decl).ok_or_else(|| EngineError::Shader { file: shader.file_name(), reason: format!("no `{decl}...;` to specialise") })?;
-        let end = start + source[start..].find(';').expect("a declaration ends with ;");
-        source.replace_range(start..end, &format!("{decl}{value}u"));
+        let mut at = 0;
+        let mut found = Vec::new();
+        for line in source.split_inclusive('\n') {
+            if line.starts_with(&decl) {
+                found.push((at, line.trim_end().len()));
+            }
+            at += line.len();
+        }
+        let [(start, len)] = found[..] else {
+            return Err(fail(format!("`{decl}...;` must start exactly one line, it starts {}", found.len())));
+        };
+        if !source[start..start + len].ends_with(';') {
+            return Err(fail(format!("the declaration of {name} must fit on its line and end with `;`")));
+        }
+        source.replace_range(start..start + len, &format!("{decl}{value}u;"));
     }
-    Ok(source)
+    let module = naga::front::wgsl::parse_str(&source).map_err(|e| fail(e.emit_to_string(&source)))?;
+    let out = Specialised { source, module };
+    for (name, value) in constants {
+        if out.constant(name) != Some(*value) {
+            return Err(fail(format!("specialised {name} to {value}, the module has {:?}", out.constant(name))));
+        }
+    }
+    Ok(out)
 }
 
 impl KernelCache {
-    pub fn stats(&self) -> KernelStats {
+    pub(crate) fn stats(&self) -> KernelStats {
         self.stats.get()
     }
 
@@ -92,27 +146,18 @@ impl KernelCache {
         self.stats.set(s);
     }
 
-    fn workgroup_size(&self, shader: Shader, entry: &str) -> Result<Option<[u32; 3]>> {
-        let mut sizes = self.sizes.borrow_mut();
-        let sizes = match sizes.entry(shader) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(workgroup_sizes(shader)?),
-        };
-        sizes.get(entry).copied().ok_or(EngineError::NoEntryPoint { file: shader.file_name(), entry: entry.to_string() })
-    }
-
     /// The compiled kernel for `shader::entry` specialised with `constants`.
-    pub fn kernel(&self, device: &wgpu::Device, shader: Shader, entry: &'static str, constants: &[(&'static str, u32)]) -> Result<Rc<Kernel>> {
+    pub(crate) fn kernel(&self, device: &wgpu::Device, shader: Shader, entry: &'static str, constants: &[(&'static str, u32)]) -> Result<Rc<Kernel>> {
         let key = KernelKey { shader, entry, constants: constants.to_vec() };
         if let Some(k) = self.kernels.borrow().get(&key) {
             return Ok(k.clone());
         }
-        let workgroup_size = self.workgroup_size(shader, entry)?;
         let mut modules = self.modules.borrow_mut();
         let module_key = (shader, constants.to_vec());
         if !modules.contains_key(&module_key) {
-            let source = specialise(shader, constants)?;
-            let desc = wgpu::ShaderModuleDescriptor { label: Some(shader.file_name()), source: wgpu::ShaderSource::Wgsl(source.into()) };
+            let specialised = specialise(shader, constants)?;
+            let sizes = specialised.workgroup_sizes();
+            let desc = wgpu::ShaderModuleDescriptor { label: Some(shader.file_name()), source: wgpu::ShaderSource::Wgsl(specialised.source.into()) };
             // Without loop bounding: by default naga gives every loop a hidden 64-bit countdown and
             // an exit test per iteration (against infinite loops in untrusted shaders), which stands
             // in the way of unrolling the GEMMs' inner K loop. Buffer bounds and integer-division
@@ -123,12 +168,14 @@ impl KernelCache {
             // the K depth, a tree reduction halving to zero) and stops; none waits on other
             // invocations.
             let module = unsafe { device.create_shader_module_trusted(desc, checks) };
-            modules.insert(module_key.clone(), module);
+            modules.insert(module_key.clone(), Module { module, sizes });
         }
+        let module = &modules[&module_key];
+        let workgroup_size = *module.sizes.get(entry).ok_or(EngineError::NoEntryPoint { file: shader.file_name(), entry: entry.to_string() })?;
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: None,
-            module: &modules[&module_key],
+            module: &module.module,
             entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions { constants: &[], zero_initialize_workgroup_memory: false },
             cache: None,
@@ -142,7 +189,7 @@ impl KernelCache {
     }
 
     /// Runs `f` with the bind group of `kernel` over `buffers` (bound at 0..n), creating it once.
-    pub fn with_bind_group<T>(&self, device: &wgpu::Device, kernel: &Kernel, buffers: &[&GpuBuffer], f: impl FnOnce(&wgpu::BindGroup) -> T) -> T {
+    pub(crate) fn with_bind_group<T>(&self, device: &wgpu::Device, kernel: &Kernel, buffers: &[&GpuBuffer], f: impl FnOnce(&wgpu::BindGroup) -> T) -> T {
         let key = (kernel.id, buffers.iter().map(|b| b.id()).collect::<Vec<_>>());
         let mut groups = self.bind_groups.borrow_mut();
         if groups.len() >= MAX_CACHED_BIND_GROUPS {

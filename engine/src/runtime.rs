@@ -16,7 +16,8 @@ use crate::pipelines::KernelCache;
 use crate::pool::{BufferPool, GpuBuffer};
 use crate::recorder::Recorder;
 use crate::timer::{Clock, Timer};
-use crate::tune::{Choice, Tile, TuneMode, Tuner};
+use crate::tensor::Tensor;
+use crate::tune::{Choice, Tuner};
 
 /// Counters for tests and benchmarks: proof that a warm step allocates nothing, and how many
 /// dispatches and submits a step costs.
@@ -31,23 +32,23 @@ pub struct RuntimeStats {
 }
 
 pub struct Runtime {
-    pub gpu: Gpu,
+    pub(crate) gpu: Gpu,
     pool: BufferPool,
     kernels: KernelCache,
     recorder: RefCell<Recorder>,
     timer: RefCell<Option<Timer>>,
     /// A (1,) tensor holding 1.0, filled once: the seed of every scalar backward.
-    one: RefCell<Option<crate::tensor::Tensor>>,
-    /// Tile configurations of the GEMM kernels (heuristic unless tuning is enabled).
-    tuner: RefCell<Tuner>,
+    one: RefCell<Option<Tensor>>,
+    /// Tile configurations of the GEMM kernels (heuristic unless tuning is enabled; `crate::tune`).
+    pub(crate) tuner: RefCell<Tuner>,
     /// Told of each shape as it is tuned (the CLI's progress display).
-    tune_observer: RefCell<Option<TuneObserver>>,
+    pub(crate) tune_observer: RefCell<Option<TuneObserver>>,
     /// Inside [`Runtime::weights_frozen`]: layouts derived from weights (the backward-data
     /// pass's flipped weights), by (weight buffer, variant), each with the weight it came from.
     derived: RefCell<Option<Derived>>,
 }
 
-type Derived = std::collections::HashMap<(u64, u64), (crate::tensor::Tensor, crate::tensor::Tensor)>;
+type Derived = std::collections::HashMap<(u64, u64), (Tensor, Tensor)>;
 
 impl Runtime {
     /// A runtime on the adapter named by `CIFS_WGPU_ADAPTER`, or the best one.
@@ -60,7 +61,7 @@ impl Runtime {
         Ok(Runtime::on(Gpu::with_preference(preference)?))
     }
 
-    pub fn on(gpu: Gpu) -> Runtime {
+    fn on(gpu: Gpu) -> Runtime {
         let tuner = RefCell::new(Tuner::heuristic(&device_key(&gpu)));
         Runtime {
             gpu,
@@ -73,6 +74,16 @@ impl Runtime {
             tune_observer: RefCell::new(None),
             derived: RefCell::new(None),
         }
+    }
+
+    /// The adapter this runtime runs on.
+    pub fn adapter(&self) -> crate::gpu::AdapterSummary {
+        self.gpu.summary()
+    }
+
+    /// The limits of the open device.
+    pub fn limits(&self) -> crate::gpu::DeviceLimits {
+        self.gpu.device_limits()
     }
 
     /// Runs `f` with the promise that no weight is overwritten in place while it runs (no tensor
@@ -103,7 +114,7 @@ impl Runtime {
     /// storage and `variant` earlier in the scope (a parameter and its detached view share
     /// storage). The weight is kept alive with it, so its buffer (the key) cannot go back to the
     /// pool and serve another tensor while the scope lasts.
-    pub(crate) fn derived_from(&self, weight: &crate::tensor::Tensor, variant: u64, make: impl FnOnce() -> Result<crate::tensor::Tensor>) -> Result<crate::tensor::Tensor> {
+    pub(crate) fn derived_from(&self, weight: &Tensor, variant: u64, make: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
         let key = (weight.buffer().id(), variant);
         if let Some(hit) = self.derived.borrow().as_ref().and_then(|d| d.get(&key)) {
             return Ok(hit.1.clone());
@@ -133,11 +144,11 @@ impl Runtime {
     }
 
     /// A (1,) tensor holding 1.0, filled on the GPU once and shared: never write into it.
-    pub(crate) fn one(&self) -> Result<crate::tensor::Tensor> {
+    pub(crate) fn one(&self) -> Result<Tensor> {
         if let Some(t) = self.one.borrow().as_ref() {
             return Ok(t.clone());
         }
-        let t = crate::tensor::Tensor::empty(self, &[1])?;
+        let t = Tensor::empty(self, &[1])?;
         crate::ops::arith::fill_into(self, &t, 1.0)?;
         *self.one.borrow_mut() = Some(t.clone());
         Ok(t)
@@ -146,13 +157,13 @@ impl Runtime {
     // ---- buffers ---------------------------------------------------------------------------
 
     /// A storage buffer of at least `bytes` bytes from the pool; contents are undefined.
-    pub fn alloc(&self, bytes: u64) -> Result<GpuBuffer> {
+    pub(crate) fn alloc(&self, bytes: u64) -> Result<GpuBuffer> {
         self.pool.alloc(&self.gpu.device, bytes, self.gpu.limits.max_storage_buffer_binding_size)
     }
 
     /// Writes host bytes into `buf` at offset 0. Pending recorded work is submitted first, because
     /// a queue write lands before any command recorded but not yet submitted.
-    pub fn write(&self, buf: &GpuBuffer, data: &[u8]) -> Result<()> {
+    pub(crate) fn write(&self, buf: &GpuBuffer, data: &[u8]) -> Result<()> {
         let len = data.len() as u64;
         if len > buf.size {
             return Err(EngineError::WriteTooLong { bytes: len, size: buf.size });
@@ -168,14 +179,15 @@ impl Runtime {
         Ok(())
     }
 
-    /// Records a GPU-side copy of `bytes` bytes from `src` to `dst`.
-    pub fn copy(&self, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) {
+    /// Records a GPU-side copy of `bytes` bytes from `src` to `dst` ([`Tensor::copy_from`] checks
+    /// the sizes).
+    pub(crate) fn copy(&self, src: &GpuBuffer, dst: &GpuBuffer, bytes: u64) {
         let mut rec = self.recorder.borrow_mut();
         rec.encoder(&self.gpu.device).copy_buffer_to_buffer(src.raw(), 0, dst.raw(), 0, bytes.div_ceil(4) * 4);
     }
 
     /// Reads `bytes` bytes of `buf` back to the host. Submits pending work and waits for it.
-    pub fn read_bytes(&self, buf: &GpuBuffer, bytes: u64) -> Result<Vec<u8>> {
+    pub(crate) fn read_bytes(&self, buf: &GpuBuffer, bytes: u64) -> Result<Vec<u8>> {
         let padded = bytes.max(4).div_ceil(4) * 4;
         let staging = {
             let mut rec = self.recorder.borrow_mut();
@@ -189,14 +201,15 @@ impl Runtime {
         Ok(out)
     }
 
-    /// Starts reading `bytes` bytes of each buffer back without waiting: records the copies,
-    /// submits everything recorded so far, and returns at once. Work recorded afterwards runs on
-    /// the GPU while the host has not yet asked for these results, so a training loop can read
-    /// step i's loss while step i+1 runs ([`Runtime::finish_read`] waits for this submission only).
-    pub fn read_later(&self, reads: &[(&GpuBuffer, u64)]) -> Result<Vec<PendingRead>> {
+    /// Starts reading each tensor back without waiting: records the copies, submits everything
+    /// recorded so far, and returns at once. Work recorded afterwards runs on the GPU while the
+    /// host has not yet asked for these results, so a training loop can read step i's loss while
+    /// step i+1 runs ([`Runtime::finish_read_f32`] waits for this submission only).
+    pub fn read_later(&self, tensors: &[&Tensor]) -> Result<Vec<PendingRead>> {
         let mut rec = self.recorder.borrow_mut();
         let mut staged = Vec::new();
-        for &(buf, bytes) in reads {
+        for t in tensors {
+            let (buf, bytes) = (t.buffer(), t.numel() as u64 * 4);
             let size = bytes.max(4).div_ceil(4) * 4;
             let staging = rec.take_spare(&self.gpu.device, size);
             rec.encoder(&self.gpu.device).copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, size);
@@ -206,13 +219,13 @@ impl Runtime {
         Ok(staged.into_iter().map(|(staging, size, bytes)| PendingRead { staging, size, bytes, submission: submission.clone() }).collect())
     }
 
-    /// The f32 values of a readback started by [`Runtime::read_later`].
+    /// The f32 values of a readback started by [`Runtime::read_later`], once its submission is
+    /// done.
     pub fn finish_read_f32(&self, p: PendingRead) -> Result<Vec<f32>> {
         Ok(bytemuck::pod_collect_to_vec(&self.finish_read(p)?))
     }
 
-    /// The bytes of a readback started by [`Runtime::read_later`], once its submission is done.
-    pub fn finish_read(&self, p: PendingRead) -> Result<Vec<u8>> {
+    fn finish_read(&self, p: PendingRead) -> Result<Vec<u8>> {
         let mut out = self.map_read(&p.staging, p.submission)?;
         out.truncate(p.bytes as usize);
         self.recorder.borrow_mut().return_spare(p.size, p.staging);
@@ -243,78 +256,6 @@ impl Runtime {
     pub fn sync(&self) -> Result<()> {
         self.flush();
         self.gpu.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| EngineError::Gpu(e.to_string()))
-    }
-
-    // ---- tile configurations ---------------------------------------------------------------
-
-    /// Times the GEMM tile configurations at each new shape and keeps the fastest, remembered
-    /// in `cache` (see [`crate::tune::default_cache_path`]). Returns warnings about the file.
-    pub fn enable_tuning(&self, cache: Option<std::path::PathBuf>) -> Vec<String> {
-        let forced = self.tuner.borrow().forced();
-        let mut t = Tuner::with_cache(&device_key(&self.gpu), cache);
-        t.force(forced);
-        let warnings = std::mem::take(&mut t.warnings);
-        *self.tuner.borrow_mut() = t;
-        warnings
-    }
-
-    /// Runs every GEMM with `tile` (or goes back to choosing with `None`): tests and benches.
-    pub fn force_tile(&self, tile: Option<Tile>) {
-        self.tuner.borrow_mut().force(tile);
-    }
-
-    /// Calls `f` with each shape's key and choice as it is tuned.
-    pub fn observe_tuning(&self, f: impl Fn(&str, &Choice) + 'static) {
-        *self.tune_observer.borrow_mut() = Some(Box::new(f));
-    }
-
-    /// The tuned choices so far (with the cache's), warnings not yet taken, and the cache path.
-    pub fn tuning(&self) -> (std::collections::BTreeMap<String, Choice>, Vec<String>, Option<std::path::PathBuf>) {
-        let mut t = self.tuner.borrow_mut();
-        (t.choices().clone(), std::mem::take(&mut t.warnings), t.path().map(|p| p.to_path_buf()))
-    }
-
-    /// The tile for `kernel` at `shape`: forced, remembered, or (tuning on) measured now by
-    /// running `run` with each of `candidates()` (asked only then), three timed runs each after
-    /// one warm-up (which compiles the variant); otherwise `heuristic`. Only configurations that
-    /// fit the adapter's workgroup memory are timed or used (a forced one that does not is an
-    /// error). `run` must only overwrite its outputs.
-    pub fn tile_for(&self, kernel: &str, shape: &str, heuristic: Tile, candidates: &dyn Fn() -> Vec<Tile>, run: &dyn Fn(Tile) -> Result<()>) -> Result<Tile> {
-        let key = format!("{kernel} {shape}");
-        let limit = self.gpu.limits.max_compute_workgroup_storage_size;
-        let fits = |t: &Tile| t.workgroup_bytes() <= limit;
-        let heuristic = Some(heuristic).filter(fits).unwrap_or(Tile::T64X64);
-        {
-            let t = self.tuner.borrow();
-            if let Some(tile) = t.forced() {
-                return if fits(&tile) { Ok(tile) } else { Err(EngineError::TileTooLarge { tile: tile.name(), bytes: tile.workgroup_bytes(), limit }) };
-            }
-            if let Some(tile) = t.cached(&key).filter(fits) {
-                return Ok(tile);
-            }
-            if t.mode() == TuneMode::Heuristic {
-                return Ok(heuristic);
-            }
-        }
-        const RUNS: usize = 3;
-        let mut ms = std::collections::BTreeMap::new();
-        let mut best = (f64::INFINITY, heuristic);
-        for tile in candidates().into_iter().filter(fits) {
-            run(tile)?;
-            let (done, timing) = self.timed_both(|| (0..RUNS).try_for_each(|_| run(tile)))?;
-            done?;
-            let t = timing.gpu_s.unwrap_or(timing.wall_s) * 1e3 / RUNS as f64;
-            ms.insert(tile.name(), t);
-            if t < best.0 {
-                best = (t, tile);
-            }
-        }
-        let choice = Choice { tile: best.1, ms };
-        if let Some(f) = self.tune_observer.borrow().as_ref() {
-            f(&key, &choice);
-        }
-        self.tuner.borrow_mut().record(key, choice);
-        Ok(best.1)
     }
 
     // ---- timing ---------------------------------------------------------------------------
@@ -362,12 +303,12 @@ impl Runtime {
 
     /// Records one dispatch of `shader::entry` with `buffers` bound at 0..n (inputs first, then
     /// outputs, as the WGSL declares them) and `params` as immediate data.
-    pub fn dispatch<P: bytemuck::Pod>(&self, shader: Shader, entry: &'static str, buffers: &[&GpuBuffer], params: &P, work: Work) -> Result<()> {
+    pub(crate) fn dispatch<P: bytemuck::Pod>(&self, shader: Shader, entry: &'static str, buffers: &[&GpuBuffer], params: &P, work: Work) -> Result<()> {
         self.dispatch_with(shader, entry, &[], buffers, params, work)
     }
 
     /// As [`Runtime::dispatch`], for a kernel specialised by pipeline-overridable `constants`.
-    pub fn dispatch_with<P: bytemuck::Pod>(
+    pub(crate) fn dispatch_with<P: bytemuck::Pod>(
         &self,
         shader: Shader,
         entry: &'static str,
@@ -396,10 +337,10 @@ impl Runtime {
     }
 }
 
-type TuneObserver = Box<dyn Fn(&str, &Choice)>;
+pub(crate) type TuneObserver = Box<dyn Fn(&str, &Choice)>;
 
 /// What a tuning cache is valid for: the adapter and its driver.
-fn device_key(gpu: &Gpu) -> String {
+pub(crate) fn device_key(gpu: &Gpu) -> String {
     let s = gpu.summary();
     format!("{} ({}) / {} {}", s.name, s.backend, s.driver, s.driver_info)
 }

@@ -137,7 +137,7 @@ impl Tensor {
     pub fn requires_grad(&self) -> bool {
         self.0.requires_grad
     }
-    pub fn buffer(&self) -> &GpuBuffer {
+    pub(crate) fn buffer(&self) -> &GpuBuffer {
         &self.0.buf
     }
     pub(crate) fn op(&self) -> Option<&Op> {
@@ -152,13 +152,22 @@ impl Tensor {
     /// The values of several f32 tensors, read back with one submit and one wait (instead of
     /// one of each per tensor).
     pub fn read_all(rt: &Runtime, tensors: &[&Tensor]) -> Result<Vec<Vec<f32>>> {
-        let reads: Vec<(&GpuBuffer, u64)> = tensors.iter().map(|t| (t.buffer(), t.numel() as u64 * 4)).collect();
-        rt.read_later(&reads)?.into_iter().map(|p| rt.finish_read_f32(p)).collect()
+        rt.read_later(tensors)?.into_iter().map(|p| rt.finish_read_f32(p)).collect()
     }
 
     pub fn to_vec_u32(&self, rt: &Runtime) -> Result<Vec<u32>> {
         let bytes = rt.read_bytes(&self.0.buf, self.numel() as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Overwrites the contents with `src`'s, on the GPU (recorded, like a kernel). The two may
+    /// differ in shape but not in element count or type.
+    pub fn copy_from(&self, rt: &Runtime, src: &Tensor) -> Result<()> {
+        if src.numel() != self.numel() || src.dtype() != self.dtype() {
+            return Err(shape_err("copy_from", &[src.shape(), self.shape()], "a source with as many elements of the same type"));
+        }
+        rt.copy(src.buffer(), self.buffer(), self.numel() as u64 * 4);
+        Ok(())
     }
 
     /// Overwrites the contents from the host (shape unchanged).

@@ -1,9 +1,10 @@
-//! Which tile configuration a GEMM kernel runs with, per device and shape.
+//! Which tile configuration a GEMM kernel runs with, per device and shape, and the timing loop
+//! that decides it.
 //!
 //! The convolution GEMMs (`shaders/conv2d.wgsl`) take their register block, RM x RN outputs per
-//! thread, whether the next K slice is prefetched into registers and whether the workgroup tiles
-//! are double-buffered, as constants written into the source before compiling: one source,
-//! twelve compiled variants. Which is fastest
+//! thread, and how each K slice is staged (loaded when needed, prefetched into registers, or
+//! into double-buffered workgroup tiles) as constants written into the source before compiling:
+//! one source, twelve compiled variants. Which is fastest
 //! depends on the GPU and on the shape (large tiles read workgroup memory less per multiply-add;
 //! small ones make enough workgroups to fill the device for small layers), so the choice is made
 //! per (adapter, driver, kernel, shape):
@@ -12,7 +13,8 @@
 //!   (on scratch copies of nothing: the op's own dispatches, which overwrite only their outputs)
 //!   and the fastest kept, in memory and in a JSON file per adapter (versioned; a corrupt, stale or
 //!   other-driver file is ignored with a warning and rewritten; safe to delete).
-//! - A forced tile ([`Tuner::force`]) for tests and benchmarks that sweep the configurations.
+//! - A forced tile ([`Runtime::force_tile`]) for tests and benchmarks that sweep the
+//!   configurations.
 //!
 //! Within one split of the depth K, every configuration adds an output's products in the same
 //! order (K ascending). The number of splits (split-K, whose partial sums a separate pass adds)
@@ -23,30 +25,72 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The register block of one thread: `rm` rows by `rn` columns (4 or 8 each); a workgroup of
-/// 16 x 16 threads covers a `16 rm` x `16 rn` output tile. With `prefetch`, the next K slice's
-/// global loads are issued before this slice's multiply-adds (their latency hidden behind the
-/// arithmetic, at the cost of RM + RN more registers per thread). On the H200 with or without
-/// was a near tie that went either way by shape (docs/PERFORMANCE.md, run 6), hence a tuning
-/// dimension rather than a fixed choice. With `double` (which implies `prefetch`), two workgroup
-/// tiles alternate: one barrier per K step instead of two, twice the workgroup memory. Not yet
-/// measured on a GPU, so the heuristic never picks it; tuning times it.
+use crate::error::{EngineError, Result};
+use crate::runtime::Runtime;
+
+/// The GEMM kernels whose tiles are chosen here (the tuning cache's keys start with the entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Gemm {
+    ConvForward,
+    ConvBackwardData,
+    ConvBackwardWeight,
+}
+
+impl Gemm {
+    /// The WGSL entry point that runs this GEMM.
+    pub fn entry(self) -> &'static str {
+        match self {
+            Gemm::ConvForward => "conv2d_fwd",
+            Gemm::ConvBackwardData => "conv2d_bwd_data",
+            Gemm::ConvBackwardWeight => "conv2d_bwd_weight",
+        }
+    }
+}
+
+/// How a thread's K slice reaches the workgroup tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Staging {
+    /// Loaded from global memory right before the slice's multiply-adds.
+    Direct,
+    /// The next slice's global loads issued before this slice's multiply-adds (their latency
+    /// hidden behind the arithmetic, at the cost of RM + RN more registers per thread).
+    Prefetch,
+    /// Prefetched into one of two alternating workgroup tiles: one barrier per K step instead
+    /// of two, twice the workgroup memory.
+    Double,
+}
+
+impl Staging {
+    /// The suffix of a tile name with this staging.
+    fn suffix(self) -> &'static str {
+        match self {
+            Staging::Prefetch => "",
+            Staging::Direct => "-np",
+            Staging::Double => "-db",
+        }
+    }
+}
+
+/// The register block of one thread, `rm` rows by `rn` columns (4 or 8 each), and how its K
+/// slices are staged; a workgroup of 16 x 16 threads covers a `16 rm` x `16 rn` output tile.
+/// On the H200, prefetching or not was a near tie that went either way by shape
+/// (docs/PERFORMANCE-HISTORY.md, run 6), hence a tuning dimension rather than a fixed choice.
+/// Double buffering is not yet measured on a GPU, so the heuristic never picks it; tuning
+/// times it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Tile {
     pub rm: u32,
     pub rn: u32,
-    pub prefetch: bool,
-    pub double: bool,
+    pub staging: Staging,
 }
 
 impl Tile {
-    pub const T64X64: Tile = Tile { rm: 4, rn: 4, prefetch: true, double: false };
-    pub const T128X64: Tile = Tile { rm: 8, rn: 4, prefetch: true, double: false };
-    pub const T64X128: Tile = Tile { rm: 4, rn: 8, prefetch: true, double: false };
-    pub const T128X128: Tile = Tile { rm: 8, rn: 8, prefetch: true, double: false };
-    /// Every configuration the kernels are compiled for, largest first: prefetching, then
-    /// without prefetch, then double-buffered (last, so the heuristic, which takes the first
-    /// that fits, picks only measured kinds).
+    pub const T64X64: Tile = Tile { rm: 4, rn: 4, staging: Staging::Prefetch };
+    pub const T128X64: Tile = Tile { rm: 8, rn: 4, staging: Staging::Prefetch };
+    pub const T64X128: Tile = Tile { rm: 4, rn: 8, staging: Staging::Prefetch };
+    pub const T128X128: Tile = Tile { rm: 8, rn: 8, staging: Staging::Prefetch };
+    /// Every configuration the kernels are compiled for: each register block with each
+    /// staging. The order is only the order of display and timing; no choice depends on it.
     pub const ALL: [Tile; 12] = [
         Tile::T128X128,
         Tile::T128X64,
@@ -63,11 +107,11 @@ impl Tile {
     ];
 
     pub const fn without_prefetch(self) -> Tile {
-        Tile { prefetch: false, double: false, ..self }
+        Tile { staging: Staging::Direct, ..self }
     }
 
     pub const fn double_buffered(self) -> Tile {
-        Tile { prefetch: true, double: true, ..self }
+        Tile { staging: Staging::Double, ..self }
     }
 
     pub fn rows(&self) -> u32 {
@@ -80,26 +124,27 @@ impl Tile {
 
     /// The shader constants that select this configuration.
     pub fn constants(&self) -> [(&'static str, u32); 4] {
-        [("RM", self.rm), ("RN", self.rn), ("PREFETCH", self.prefetch as u32), ("DOUBLE", self.double as u32)]
+        let (prefetch, double) = match self.staging {
+            Staging::Direct => (0, 0),
+            Staging::Prefetch => (1, 0),
+            Staging::Double => (1, 1),
+        };
+        [("RM", self.rm), ("RN", self.rn), ("PREFETCH", prefetch), ("DOUBLE", double)]
     }
 
     /// `128x64` (rows x columns of the output tile), `128x64-np` without the prefetch,
     /// `128x64-db` double-buffered.
     pub fn name(&self) -> String {
-        let kind = match (self.prefetch, self.double) {
-            (_, true) => "-db",
-            (false, _) => "-np",
-            _ => "",
-        };
-        format!("{}x{}{kind}", self.rows(), self.cols())
+        format!("{}x{}{}", self.rows(), self.cols(), self.staging.suffix())
     }
 
     /// Bytes of workgroup memory the kernels take under this configuration (`shaders/conv2d.wgsl`:
     /// per tile, 16 depths of BM / 4 vec4s of A and of BN / 4 vec4s of B, padded by one vec4 per
     /// depth when single-buffered).
     pub fn workgroup_bytes(&self) -> u32 {
-        let (a, b) = (16 * 4 * self.rm, 16 * (4 * self.rn + !self.double as u32));
-        (a + b) * 16 * (1 + self.double as u32)
+        let double = (self.staging == Staging::Double) as u32;
+        let (a, b) = (16 * 4 * self.rm, 16 * (4 * self.rn + 1 - double));
+        (a + b) * 16 * (1 + double)
     }
 
     pub fn parse(s: &str) -> Option<Tile> {
@@ -120,25 +165,28 @@ impl Tile {
         Tile::ALL.into_iter().filter(|t| t.rm == 4 && t.rn == 4 || t.cover(gm, gn).1 >= 0.25).collect()
     }
 
-    /// The rule used without tuning: the largest tile that still makes `min_groups` workgroups
-    /// (two waves of a large GPU, counting `layers` independent GEMMs such as split-K slices or
-    /// output phases) and wastes at most a quarter of its outputs on padding; else the one that
-    /// makes the most workgroups.
+    /// The rule used without tuning (`--no-tune`), among the prefetching tiles (the measured
+    /// kind): the largest (most outputs; of equal ones, the taller) that still makes
+    /// `MIN_GROUPS` workgroups (two waves of a large GPU, counting `layers` independent GEMMs
+    /// such as split-K slices or output phases) and wastes at most a quarter of its outputs on
+    /// padding; else the 64x64 tile, which makes the most workgroups.
     pub fn heuristic(gm: u32, gn: u32, layers: u32) -> Tile {
         const MIN_GROUPS: u64 = 256;
         Tile::ALL
             .into_iter()
-            .find(|t| {
+            .filter(|t| t.staging == Staging::Prefetch)
+            .filter(|t| {
                 let (groups, used) = t.cover(gm, gn);
                 groups * layers as u64 >= MIN_GROUPS && used >= 0.75
             })
+            .max_by_key(|t| (t.rows() * t.cols(), t.rows()))
             .unwrap_or(Tile::T64X64)
     }
 }
 
 /// How tile configurations are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TuneMode {
+pub(crate) enum TuneMode {
     Heuristic,
     Tune,
 }
@@ -154,7 +202,7 @@ pub struct Choice {
 pub const CACHE_VERSION: u64 = 4;
 
 /// Choices per `kernel shape` key, for one adapter and driver, optionally backed by a file.
-pub struct Tuner {
+pub(crate) struct Tuner {
     mode: TuneMode,
     forced: Option<Tile>,
     device: String,
@@ -162,14 +210,12 @@ pub struct Tuner {
     choices: BTreeMap<String, Choice>,
     /// Warnings about the cache file (read by the CLI); the tuner never prints.
     pub warnings: Vec<String>,
-    /// How many shapes were timed in this process.
-    pub tuned: usize,
 }
 
 impl Tuner {
     /// The library default: the heuristic, no file.
     pub fn heuristic(device: &str) -> Tuner {
-        Tuner { mode: TuneMode::Heuristic, forced: None, device: device.to_string(), path: None, choices: BTreeMap::new(), warnings: Vec::new(), tuned: 0 }
+        Tuner { mode: TuneMode::Heuristic, forced: None, device: device.to_string(), path: None, choices: BTreeMap::new(), warnings: Vec::new() }
     }
 
     /// Tuning at first use, remembered in `path` (loaded now if it exists and is valid).
@@ -219,7 +265,6 @@ impl Tuner {
     /// cache directory costs re-tuning, not the run).
     pub fn record(&mut self, key: String, choice: Choice) {
         self.choices.insert(key, choice);
-        self.tuned += 1;
         if let Some(p) = self.path.clone() {
             if let Err(e) = self.save(&p) {
                 self.warnings.push(format!("cannot write the tuning cache {}: {e}", p.display()));
@@ -241,6 +286,85 @@ impl Tuner {
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(&doc).expect("JSON of plain values"))?;
         std::fs::rename(&tmp, path)
+    }
+}
+
+impl Runtime {
+    /// Times the GEMM tile configurations at each new shape and keeps the fastest, remembered
+    /// in `cache` (see [`default_cache_path`]). Returns warnings about the file.
+    pub fn enable_tuning(&self, cache: Option<PathBuf>) -> Vec<String> {
+        let forced = self.tuner.borrow().forced();
+        let mut t = Tuner::with_cache(&crate::runtime::device_key(&self.gpu), cache);
+        t.force(forced);
+        let warnings = std::mem::take(&mut t.warnings);
+        *self.tuner.borrow_mut() = t;
+        warnings
+    }
+
+    /// Runs every GEMM with `tile` (or goes back to choosing with `None`): tests and benches.
+    pub fn force_tile(&self, tile: Option<Tile>) {
+        self.tuner.borrow_mut().force(tile);
+    }
+
+    /// Calls `f` with each shape's key and choice as it is tuned.
+    pub fn observe_tuning(&self, f: impl Fn(&str, &Choice) + 'static) {
+        *self.tune_observer.borrow_mut() = Some(Box::new(f));
+    }
+
+    /// The tuned choices so far (with the cache's), warnings not yet taken, and the cache path.
+    pub fn tuning(&self) -> (BTreeMap<String, Choice>, Vec<String>, Option<PathBuf>) {
+        let mut t = self.tuner.borrow_mut();
+        (t.choices().clone(), std::mem::take(&mut t.warnings), t.path().map(|p| p.to_path_buf()))
+    }
+
+    /// The tile for `gemm` at `shape`: forced, remembered, or (tuning on) measured now by
+    /// running `run` with each of `candidates()` (asked only then), three timed runs each after
+    /// one warm-up (which compiles the variant); otherwise `heuristic`. Only configurations that
+    /// fit the adapter's workgroup memory are timed or used (a forced one that does not is an
+    /// error). `run` must only overwrite its outputs.
+    pub(crate) fn tile_for(
+        &self,
+        gemm: Gemm,
+        shape: &str,
+        heuristic: Tile,
+        candidates: &dyn Fn() -> Vec<Tile>,
+        run: &dyn Fn(Tile) -> Result<()>,
+    ) -> Result<Tile> {
+        let key = format!("{} {shape}", gemm.entry());
+        let limit = self.limits().max_workgroup_memory;
+        let fits = |t: &Tile| t.workgroup_bytes() <= limit;
+        let heuristic = Some(heuristic).filter(fits).unwrap_or(Tile::T64X64);
+        {
+            let t = self.tuner.borrow();
+            if let Some(tile) = t.forced() {
+                return if fits(&tile) { Ok(tile) } else { Err(EngineError::TileTooLarge { tile: tile.name(), bytes: tile.workgroup_bytes(), limit }) };
+            }
+            if let Some(tile) = t.cached(&key).filter(fits) {
+                return Ok(tile);
+            }
+            if t.mode() == TuneMode::Heuristic {
+                return Ok(heuristic);
+            }
+        }
+        const RUNS: usize = 3;
+        let mut ms = BTreeMap::new();
+        let mut best = (f64::INFINITY, heuristic);
+        for tile in candidates().into_iter().filter(fits) {
+            run(tile)?;
+            let (done, timing) = self.timed_both(|| (0..RUNS).try_for_each(|_| run(tile)))?;
+            done?;
+            let t = timing.gpu_s.unwrap_or(timing.wall_s) * 1e3 / RUNS as f64;
+            ms.insert(tile.name(), t);
+            if t < best.0 {
+                best = (t, tile);
+            }
+        }
+        let choice = Choice { tile: best.1, ms };
+        if let Some(f) = self.tune_observer.borrow().as_ref() {
+            f(&key, &choice);
+        }
+        self.tuner.borrow_mut().record(key, choice);
+        Ok(best.1)
     }
 }
 
@@ -293,7 +417,10 @@ mod tests {
         assert_eq!(Tile::T128X64.cover(256, 64), (2, 1.0));
         assert_eq!(Tile::T128X128.cover(128, 64), (1, 0.5));
         assert_eq!(Tile::T128X64.double_buffered().name(), "128x64-db");
-        assert!(Tile::ALL.iter().all(|t| !t.double || t.prefetch), "double buffering loads ahead");
+        let mut names: Vec<String> = Tile::ALL.iter().map(Tile::name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Tile::ALL.len(), "every configuration once");
     }
 
     #[test]

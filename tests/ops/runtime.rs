@@ -1,52 +1,10 @@
-//! The runtime itself: every WGSL file validates with naga (no GPU needed), parameter structs
-//! agree in size with their WGSL mirrors, the pool reuses buffers, adapters are listed and a
-//! bad adapter choice is a clear error.
+//! The runtime itself: the pool reuses buffers, adapters are listed and a bad adapter choice
+//! is a clear error, timing and early reads see the work they should. (The WGSL checks that
+//! need no GPU are the engine's unit tests, engine/src/shader_tests.rs.)
 
 use engine::gpu::list_adapters;
 use engine::Runtime;
-use engine::kernels::Shader;
-use engine::ops::param_sizes;
 use engine::Tensor;
-
-fn module(s: Shader) -> naga::Module {
-    naga::front::wgsl::parse_str(s.source()).unwrap_or_else(|e| panic!("{}: {}", s.file_name(), e.emit_to_string(s.source())))
-}
-
-#[test]
-fn every_wgsl_file_parses_and_validates_without_a_gpu() {
-    for s in Shader::ALL {
-        let m = module(s);
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::IMMEDIATES)
-            .validate(&m)
-            .unwrap_or_else(|e| panic!("{}: {}", s.file_name(), e.emit_to_string(s.source())));
-        assert!(m.entry_points.iter().all(|e| e.stage == naga::ShaderStage::Compute), "{}", s.file_name());
-    }
-}
-
-#[test]
-fn params_structs_match_their_wgsl_mirrors() {
-    for (s, size) in param_sizes() {
-        let m = module(s);
-        let (_, var) = m
-            .global_variables
-            .iter()
-            .find(|(_, v)| v.space == naga::AddressSpace::Immediate)
-            .unwrap_or_else(|| panic!("{} declares no immediate params", s.file_name()));
-        let layouter_size = m.types[var.ty].inner.size(m.to_ctx());
-        assert_eq!(layouter_size as usize, size, "{}: WGSL Params is {layouter_size} bytes, Rust {size}", s.file_name());
-        assert_eq!(size % 16, 0, "{}: keep Params a multiple of 16 bytes", s.file_name());
-    }
-}
-
-#[test]
-fn shaders_directory_has_no_unregistered_file() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let mut on_disk: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    on_disk.sort();
-    let mut registered: Vec<String> = Shader::ALL.iter().map(|s| s.file_name().to_string()).chain(engine::kernels::SHARED_SOURCES.map(String::from)).collect();
-    registered.sort();
-    assert_eq!(on_disk, registered);
-}
 
 #[test]
 fn pool_reuses_buffers_and_bind_groups_once_warm() {
@@ -85,51 +43,6 @@ fn timed_measures_recorded_work() {
     assert_eq!(t.to_vec(&rt).unwrap()[12345], 2.0);
 }
 
-/// The value of a module-scope `const NAME: u32` of a shader, read with naga.
-fn wgsl_const(s: Shader, name: &str) -> u32 {
-    let m = module(s);
-    let (_, c) = m.constants.iter().find(|(_, c)| c.name.as_deref() == Some(name)).unwrap_or_else(|| panic!("{} has no const {name}", s.file_name()));
-    match m.global_expressions[c.init] {
-        naga::Expression::Literal(naga::Literal::U32(v)) => v,
-        ref other => panic!("{name} is {other:?}, not a u32 literal"),
-    }
-}
-
-#[test]
-fn conv_tile_sizes_are_the_shaders_own() {
-    use engine::ops::conv2d::TILE_K;
-    use engine::tune::Tile;
-    assert_eq!(wgsl_const(Shader::Conv2d, "BK"), TILE_K);
-    // The shader's default configuration (its overridable RM = RN = 4) is the 64x64 tile.
-    assert_eq!((wgsl_const(Shader::Conv2d, "BM"), wgsl_const(Shader::Conv2d, "BN")), (Tile::T64X64.rows(), Tile::T64X64.cols()));
-    // Each configuration specialises the source into a shader naga accepts, with its tile.
-    for t in Tile::ALL {
-        let src = engine::pipelines::specialise(Shader::Conv2d, &t.constants()).unwrap();
-        let m = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", t.name(), e.emit_to_string(&src)));
-        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all()).validate(&m).unwrap();
-        let bm = m.constants.iter().find(|(_, c)| c.name.as_deref() == Some("BM")).map(|(_, c)| c.init).unwrap();
-        let folded = matches!(m.global_expressions[bm], naga::Expression::Literal(naga::Literal::U32(v)) if v == t.rows());
-        assert!(folded, "{}: BM is {:?}", t.name(), m.global_expressions[bm]);
-        // The workgroup memory the host checks against the adapter's limit is the shader's own.
-        let mut layouter = naga::proc::Layouter::default();
-        layouter.update(m.to_ctx()).unwrap();
-        let bytes: u32 = m.global_variables.iter().filter(|(_, v)| v.space == naga::AddressSpace::WorkGroup).map(|(_, v)| layouter[v.ty].size).sum();
-        assert_eq!(bytes, t.workgroup_bytes(), "{}", t.name());
-    }
-}
-
-#[test]
-fn every_entry_point_declares_a_workgroup_size_the_grid_helper_can_use() {
-    // 1-D dispatches size their grids from these (engine/src/pipelines.rs reads them the same
-    // way), so each must be a literal, non-zero size.
-    for s in Shader::ALL {
-        for (entry, size) in engine::pipelines::workgroup_sizes(s).unwrap() {
-            let size = size.unwrap_or_else(|| panic!("{}::{entry} has an override-sized workgroup", s.file_name()));
-            assert!(size.iter().all(|&d| d >= 1), "{}::{entry}: {size:?}", s.file_name());
-        }
-    }
-}
-
 #[test]
 fn a_one_dimensional_dispatch_beyond_one_grid_row_covers_every_item() {
     // 65 535 workgroups of 256 cover 16.8 M items; one more item needs a second grid row, and
@@ -148,11 +61,24 @@ fn a_read_started_early_sees_the_work_before_it_not_after() {
     let rt = crate::common::rt();
     let t = Tensor::empty(&rt, &[1000]).unwrap();
     engine::ops::arith::fill_into(&rt, &t, 1.0).unwrap();
-    let pending = rt.read_later(&[(t.buffer(), 4000)]).unwrap().pop().unwrap();
+    let pending = rt.read_later(&[&t]).unwrap().pop().unwrap();
     let submits = rt.stats().submits;
     engine::ops::arith::fill_into(&rt, &t, 2.0).unwrap();
-    let early: Vec<f32> = bytemuck::pod_collect_to_vec(&rt.finish_read(pending).unwrap());
+    let early = rt.finish_read_f32(pending).unwrap();
     assert_eq!(early, vec![1.0; 1000], "the early read saw later work");
     assert_eq!(rt.stats().submits, submits, "finishing a read submits nothing");
     assert_eq!(t.to_vec(&rt).unwrap(), vec![2.0; 1000]);
+}
+
+#[test]
+fn copy_from_copies_on_the_gpu_and_refuses_another_size() {
+    let rt = crate::common::rt();
+    let src = Tensor::from_f32(&rt, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    let dst = Tensor::zeros(&rt, &[6]).unwrap();
+    dst.copy_from(&rt, &src).unwrap();
+    assert_eq!(dst.to_vec(&rt).unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let short = Tensor::zeros(&rt, &[5]).unwrap();
+    assert!(short.copy_from(&rt, &src).is_err(), "a copy into a smaller tensor must fail");
+    let labels = Tensor::from_u32(&rt, &[6], &[0; 6]).unwrap();
+    assert!(labels.copy_from(&rt, &src).is_err(), "a copy between types must fail");
 }

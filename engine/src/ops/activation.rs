@@ -11,7 +11,7 @@ use crate::tensor::Tensor;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub n: u32,
     pub beta: f32,
     pub _p: [u32; 2],
@@ -40,7 +40,7 @@ pub fn relu(rt: &Runtime, x: &Tensor) -> Result<Tensor> {
 }
 
 /// `dx = g * (y > 0)`, from the forward output `y`.
-pub fn relu_backward(rt: &Runtime, y: &Tensor, g: &Tensor) -> Result<Tensor> {
+pub(crate) fn relu_backward(rt: &Runtime, y: &Tensor, g: &Tensor) -> Result<Tensor> {
     binary(rt, "relu_bwd", y, g, 0.0)
 }
 
@@ -51,7 +51,7 @@ pub fn sigmoid(rt: &Runtime, x: &Tensor) -> Result<Tensor> {
 }
 
 /// `dx = g * y * (1 - y)`.
-pub fn sigmoid_backward(rt: &Runtime, y: &Tensor, g: &Tensor) -> Result<Tensor> {
+pub(crate) fn sigmoid_backward(rt: &Runtime, y: &Tensor, g: &Tensor) -> Result<Tensor> {
     binary(rt, "sigmoid_bwd", y, g, 0.0)
 }
 
@@ -62,6 +62,6 @@ pub fn softplus(rt: &Runtime, x: &Tensor, beta: f32) -> Result<Tensor> {
 }
 
 /// `dx = g * sigmoid(beta x)` (1 where `beta x > 20`, matching the forward's threshold).
-pub fn softplus_backward(rt: &Runtime, x: &Tensor, beta: f32, g: &Tensor) -> Result<Tensor> {
+pub(crate) fn softplus_backward(rt: &Runtime, x: &Tensor, beta: f32, g: &Tensor) -> Result<Tensor> {
     binary(rt, "softplus_bwd", x, g, beta)
 }

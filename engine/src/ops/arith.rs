@@ -11,7 +11,7 @@ use crate::tensor::Tensor;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub n: u32,
     pub alpha: f32,
     pub _p: [u32; 2],
@@ -50,7 +50,7 @@ pub fn mul(rt: &Runtime, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// Gradients of `a * b`: `da = g * b`, `db = g * a`, each only if wanted.
-pub fn mul_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
+pub(crate) fn mul_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
     if grads.wants(a) {
         grads.add(a, binary(rt, "mul", "mul", g, b)?)?;
     }

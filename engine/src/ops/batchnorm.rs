@@ -23,7 +23,7 @@ const RESIDUAL: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub n: u32,
     pub c: u32,
     pub hw: u32,
@@ -122,7 +122,7 @@ pub fn batchnorm2d(rt: &Runtime, x: &Tensor, gamma: &Tensor, beta: &Tensor, runn
 }
 
 /// The statistics a batch norm normalised with.
-pub enum Stats {
+pub(crate) enum Stats {
     /// Train mode: this batch's (mean, rstd) per channel, (C, 2).
     Batch(Tensor),
     /// Eval mode: the running statistics, read directly (no statistics pass).
@@ -167,7 +167,7 @@ pub fn batchnorm_act(rt: &Runtime, x: &Tensor, gamma: &Tensor, beta: &Tensor, ru
 /// dbeta = sum g', dgamma = sum g' xhat, and in train mode (mean and rstd depend on x)
 /// dx = gamma rstd (g' - dbeta/m - xhat dgamma/m); in eval mode dx = gamma rstd g'.
 #[allow(clippy::too_many_arguments)]
-pub fn batchnorm_backward(
+pub(crate) fn batchnorm_backward(
     rt: &Runtime,
     x: &Tensor,
     gamma: &Tensor,

@@ -12,7 +12,7 @@ use crate::tensor::Tensor;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub n: u32,
     pub hw: u32,
     pub _p: [u32; 2],
@@ -36,7 +36,7 @@ pub fn channel_scale(rt: &Runtime, z: &Tensor, m: &Tensor) -> Result<Tensor> {
 }
 
 /// `dz = g * m` (broadcast), `dm[n, c] = sum_{h,w} g * z`.
-pub fn channel_scale_backward(rt: &Runtime, z: &Tensor, m: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
+pub(crate) fn channel_scale_backward(rt: &Runtime, z: &Tensor, m: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
     let hw = hw_of(z, m)?;
     if grads.wants(z) {
         let dz = Tensor::empty(rt, z.shape())?;

@@ -15,11 +15,11 @@ use crate::kernels::Shader;
 use crate::ops::reduce;
 use crate::pool::GpuBuffer;
 use crate::tensor::Tensor;
-use crate::tune::Tile;
+use crate::tune::{Gemm, Tile};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug)]
-pub struct Params {
+pub(crate) struct Params {
     pub n: u32,
     pub ci: u32,
     pub h: u32,
@@ -40,7 +40,7 @@ pub struct Params {
 
 /// The depth slice staged per step (BK in the WGSL; a test reads it from the shader with naga).
 /// The output tile of a workgroup is a [`Tile`], chosen per shape (`crate::tune`).
-pub const TILE_K: u32 = 16;
+pub(crate) const TILE_K: u32 = 16;
 
 /// Geometry of one convolution, checked once.
 #[derive(Clone, Copy, Debug)]
@@ -112,31 +112,30 @@ fn grid(tile: Tile, gm: u32, gn: u32, layers: u32) -> Work {
     Work::Groups([gm.div_ceil(tile.rows()), gn.div_ceil(tile.cols()), layers])
 }
 
-/// The GEMMs of the three kernels at one geometry: (rows, columns, independent layers: output
-/// phases; for the weight gradient, whose split-K makes about 256 workgroups whatever the
-/// tile, as many as fill the device), as the heuristic sees them.
-fn gemm_dims(g: &Geom) -> [(u32, u32, u32); 3] {
-    [
-        (g.n * g.oh * g.ow, g.co, 1),
-        (g.n * g.h.div_ceil(g.stride) * g.w.div_ceil(g.stride), g.ci, g.stride * g.stride),
-        (g.co, g.ci * g.ks * g.ks, 256),
-    ]
+/// The GEMM of one of the three kernels at this geometry: (rows, columns, independent layers:
+/// output phases; for the weight gradient, whose split-K makes about 256 workgroups whatever
+/// the tile, as many as fill the device), as the heuristic sees it.
+fn gemm_dims(g: &Geom, gemm: Gemm) -> (u32, u32, u32) {
+    match gemm {
+        Gemm::ConvForward => (g.n * g.oh * g.ow, g.co, 1),
+        Gemm::ConvBackwardData => (g.n * g.h.div_ceil(g.stride) * g.w.div_ceil(g.stride), g.ci, g.stride * g.stride),
+        Gemm::ConvBackwardWeight => (g.co, g.ci * g.ks * g.ks, 256),
+    }
 }
 
-/// The tiles the heuristic picks for forward, backward-data and backward-weight (benchmarks
-/// report them beside the measured best).
-pub fn heuristic_tiles(x_shape: &[usize], w_shape: &[usize], stride: u32, pad: u32) -> Result<[Tile; 3]> {
-    let g = Geom::new(x_shape, w_shape, stride, pad)?;
-    Ok(gemm_dims(&g).map(|(m, n, layers)| Tile::heuristic(m, n, layers)))
+/// The tile the heuristic picks for `gemm` at this geometry (benchmarks report it beside the
+/// measured best).
+pub fn heuristic_tile(gemm: Gemm, x_shape: &[usize], w_shape: &[usize], stride: u32, pad: u32) -> Result<Tile> {
+    let (m, n, layers) = gemm_dims(&Geom::new(x_shape, w_shape, stride, pad)?, gemm);
+    Ok(Tile::heuristic(m, n, layers))
 }
 
-/// Runs `run` with the tile configuration chosen for `entry` at this geometry (tuned, cached or
+/// Runs `run` with the tile configuration chosen for `gemm` at this geometry (tuned, cached or
 /// by the heuristic for a `gm` x `gn` GEMM repeated over `layers` phases or splits).
-fn tiled(rt: &Runtime, kernel: usize, g: &Geom, run: impl Fn(Tile) -> Result<()>) -> Result<()> {
-    const ENTRIES: [&str; 3] = ["conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_weight"];
+fn tiled(rt: &Runtime, gemm: Gemm, g: &Geom, run: impl Fn(Tile) -> Result<()>) -> Result<()> {
     let shape = format!("n={} ci={} h={} w={} co={} k={} s={} p={}", g.n, g.ci, g.h, g.w, g.co, g.ks, g.stride, g.pad);
-    let (m, n, layers) = gemm_dims(g)[kernel];
-    let tile = rt.tile_for(ENTRIES[kernel], &shape, Tile::heuristic(m, n, layers), &|| Tile::candidates(m, n), &run)?;
+    let (m, n, layers) = gemm_dims(g, gemm);
+    let tile = rt.tile_for(gemm, &shape, Tile::heuristic(m, n, layers), &|| Tile::candidates(m, n), &run)?;
     run(tile)
 }
 
@@ -155,13 +154,13 @@ pub(crate) fn conv2d_raw(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad:
     }
     let y = Tensor::empty(rt, &[g.n as usize, g.co as usize, g.oh as usize, g.ow as usize])?;
     let (gm, gn, gk) = (g.n * g.oh * g.ow, g.co, g.ci * g.ks * g.ks);
-    tiled(rt, 0, &g, |t| {
+    tiled(rt, Gemm::ConvForward, &g, |t| {
         // The bias is added in the epilogue, which a partial sum must not do: no split then.
         let (splits, k_split) = if bias.is_some() { (1, gk) } else { depth_splits(t.cover(gm, gn).0 as u32, gk) };
         let params = Params { has_bias: bias.is_some() as u32, ..g.params(gm, gn, gk, k_split) };
         in_slabs(rt, &y, splits, |dst| {
             let bufs = [x.buffer(), w.buffer(), dst, bias.unwrap_or(w).buffer()];
-            rt.dispatch_with(Shader::Conv2d, "conv2d_fwd", &t.constants(), &bufs, &params, grid(t, gm, gn, splits))
+            rt.dispatch_with(Shader::Conv2d, Gemm::ConvForward.entry(), &t.constants(), &bufs, &params, grid(t, gm, gn, splits))
         })
     })?;
     Ok(y)
@@ -169,7 +168,7 @@ pub(crate) fn conv2d_raw(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad:
 
 /// Up to this many input channels (the stem's RGB) the gradient w.r.t. the input is computed
 /// directly, a thread per input pixel, instead of by a GEMM whose tiles would be mostly empty.
-pub const NARROW_CHANNELS: u32 = 4;
+pub(crate) const NARROW_CHANNELS: u32 = 4;
 
 /// Gradient w.r.t. the input: `dx[n,ci,iy,ix] = sum_{co,ky,kx} g[n,co,oy,ox] w[co,ci,ky,kx]`
 /// over the output pixels (oy, ox) whose window covers (iy, ix) at tap (ky, kx).
@@ -201,12 +200,12 @@ pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride:
     let phases = stride * stride;
     // The deepest phase's GEMM (phase (0, 0) has the most taps).
     let depth = geo.co * geo.ks.div_ceil(stride) * geo.ks.div_ceil(stride);
-    tiled(rt, 1, &geo, |t| {
+    tiled(rt, Gemm::ConvBackwardData, &geo, |t| {
         let (splits, k_split) = depth_splits(t.cover(rows, geo.ci).0 as u32 * phases, depth);
         let params = Params { k_split, splits, ..params };
         in_slabs(rt, &dx, splits, |dst| {
             let bufs = [g.buffer(), flipped.buffer(), dst, flipped.buffer()];
-            rt.dispatch_with(Shader::Conv2d, "conv2d_bwd_data", &t.constants(), &bufs, &params, grid(t, rows, geo.ci, phases * splits))
+            rt.dispatch_with(Shader::Conv2d, Gemm::ConvBackwardData.entry(), &t.constants(), &bufs, &params, grid(t, rows, geo.ci, phases * splits))
         })
     })?;
     Ok(dx)
@@ -257,18 +256,18 @@ pub fn conv2d_backward_weight(rt: &Runtime, x: &Tensor, w_shape: &[usize], strid
     let geo = Geom::new(x.shape(), w_shape, stride, pad)?;
     let (gm, gn, gk) = (geo.co, geo.ci * geo.ks * geo.ks, geo.n * geo.oh * geo.ow);
     let dw = Tensor::empty(rt, w_shape)?;
-    tiled(rt, 2, &geo, |t| {
+    tiled(rt, Gemm::ConvBackwardWeight, &geo, |t| {
         let (splits, k_split) = split_depth(weight_splits(t.cover(gm, gn).0 as u32, gk), gk);
         let params = geo.params(gm, gn, gk, k_split);
         in_slabs(rt, &dw, splits, |dst| {
-            rt.dispatch_with(Shader::Conv2d, "conv2d_bwd_weight", &t.constants(), &[g.buffer(), x.buffer(), dst, x.buffer()], &params, grid(t, gm, gn, splits))
+            rt.dispatch_with(Shader::Conv2d, Gemm::ConvBackwardWeight.entry(), &t.constants(), &[g.buffer(), x.buffer(), dst, x.buffer()], &params, grid(t, gm, gn, splits))
         })
     })?;
     Ok(dw)
 }
 
 /// Backward of `conv2d`: gradients for the inputs that want them, and only those.
-pub fn conv2d_backward(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad: u32, g: &Tensor, grads: &mut GradSink) -> Result<()> {
+pub(crate) fn conv2d_backward(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad: u32, g: &Tensor, grads: &mut GradSink) -> Result<()> {
     if grads.wants(x) {
         grads.add(x, conv2d_backward_data(rt, x.shape(), w, stride, pad, g)?)?;
     }

@@ -13,7 +13,7 @@ use crate::tensor::{DType, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub rows: u32,
     pub cols: u32,
     pub weight: f32,
@@ -42,7 +42,7 @@ pub fn cross_entropy_weighted(rt: &Runtime, logits: &Tensor, labels: &Tensor, we
 }
 
 /// `dlogits = g weight (softmax(logits) - onehot(labels)) / N`, from the saved probabilities.
-pub fn cross_entropy_backward(rt: &Runtime, probs: &Tensor, labels: &Tensor, weight: f32, g: &Tensor) -> Result<Tensor> {
+pub(crate) fn cross_entropy_backward(rt: &Runtime, probs: &Tensor, labels: &Tensor, weight: f32, g: &Tensor) -> Result<Tensor> {
     let s = probs.shape();
     let p = Params { rows: s[0] as u32, cols: s[1] as u32, weight, _p: 0 };
     let d = Tensor::empty(rt, s)?;

@@ -16,7 +16,7 @@ use crate::tensor::{DType, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub rows: u32,
     pub cols: u32,
     pub targeted: u32,
@@ -45,7 +45,7 @@ pub fn dlr_loss(rt: &Runtime, logits: &Tensor, labels: &Tensor, targets: Option<
 }
 
 /// `dL/dz_j = g (-(dnum/dz_j) / d + num / d^2 (dd/dz_j))` per row, num and d as in the loss.
-pub fn dlr_loss_backward(rt: &Runtime, logits: &Tensor, labels: &Tensor, targets: Option<&Tensor>, g: &Tensor) -> Result<Tensor> {
+pub(crate) fn dlr_loss_backward(rt: &Runtime, logits: &Tensor, labels: &Tensor, targets: Option<&Tensor>, g: &Tensor) -> Result<Tensor> {
     let p = params(logits, labels, targets)?;
     let d = Tensor::empty(rt, logits.shape())?;
     let t = targets.unwrap_or(labels);

@@ -13,7 +13,7 @@ use crate::tensor::Tensor;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub rows: u32,
     pub cols: u32,
     pub want: u32,
@@ -39,7 +39,7 @@ pub fn kl_div(rt: &Runtime, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// With p = softmax(a), q = softmax(b), d = log p - log q: `da = g/N p (d - sum_j p_j d_j)` and
 /// `db = g/N (q - p)`, each only if wanted, in one dispatch.
-pub fn kl_div_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
+pub(crate) fn kl_div_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
     let (wa, wb) = (grads.wants(a), grads.wants(b));
     let p = params(a, b, wa as u32 | (wb as u32) << 1)?;
     let stand_in = || Tensor::empty(rt, &[1]);

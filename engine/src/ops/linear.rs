@@ -62,7 +62,7 @@ pub fn matmul(rt: &Runtime, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// Backward of [`matmul`].
-pub fn matmul_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
+pub(crate) fn matmul_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
     if grads.wants(a) {
         grads.add(a, matmul_nt(rt, g, b)?)?;
     }
@@ -73,7 +73,7 @@ pub fn matmul_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, grads: 
 }
 
 /// dx = g w, dw = g^T x, db = column sums of g; each only if its input wants it.
-pub fn linear_backward(rt: &Runtime, x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &Tensor, grads: &mut GradSink) -> Result<()> {
+pub(crate) fn linear_backward(rt: &Runtime, x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &Tensor, grads: &mut GradSink) -> Result<()> {
     if grads.wants(x) {
         grads.add(x, matmul_nn(rt, g, w)?)?;
     }

@@ -13,7 +13,7 @@ use crate::tensor::{DType, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub rows: u32,
     pub cols: u32,
     pub confidence: f32,
@@ -38,7 +38,7 @@ pub fn margin_loss(rt: &Runtime, logits: &Tensor, labels: &Tensor, confidence: f
 
 /// `-g` at the true class and `+g` at the best other class of every row whose margin term is
 /// positive; 0 elsewhere.
-pub fn margin_loss_backward(rt: &Runtime, logits: &Tensor, labels: &Tensor, confidence: f32, g: &Tensor) -> Result<Tensor> {
+pub(crate) fn margin_loss_backward(rt: &Runtime, logits: &Tensor, labels: &Tensor, confidence: f32, g: &Tensor) -> Result<Tensor> {
     let p = params(logits, labels, confidence)?;
     let d = Tensor::empty(rt, logits.shape())?;
     let bufs = [logits.buffer(), labels.buffer(), g.buffer(), d.buffer()];

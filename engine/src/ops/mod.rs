@@ -19,10 +19,12 @@ pub mod random;
 pub mod reduce;
 pub mod softmax;
 
+#[cfg(test)]
 use crate::kernels::Shader;
 
 /// Byte size of each family's parameter struct; a naga test checks the WGSL side agrees.
-pub fn param_sizes() -> Vec<(Shader, usize)> {
+#[cfg(test)]
+pub(crate) fn param_sizes() -> Vec<(Shader, usize)> {
     use std::mem::size_of;
     vec![
         (Shader::Activation, size_of::<activation::Params>()),

@@ -11,7 +11,7 @@ use crate::tensor::Tensor;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub n: u32,
     pub lr: f32,
     pub momentum: f32,

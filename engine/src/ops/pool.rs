@@ -12,7 +12,7 @@ use crate::tensor::Tensor;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub n: u32,
     pub h: u32,
     pub w: u32,
@@ -41,7 +41,7 @@ pub fn avg_pool2d(rt: &Runtime, x: &Tensor, k: u32) -> Result<Tensor> {
 }
 
 /// Each input pixel gets its window's gradient / (k k); pixels no window covers get 0.
-pub fn avg_pool2d_backward(rt: &Runtime, x_shape: &[usize], k: u32, g: &Tensor) -> Result<Tensor> {
+pub(crate) fn avg_pool2d_backward(rt: &Runtime, x_shape: &[usize], k: u32, g: &Tensor) -> Result<Tensor> {
     let dx = Tensor::empty(rt, x_shape)?;
     let n = dx.numel();
     rt.dispatch(Shader::Pool, "avg_pool2d_bwd", &[g.buffer(), dx.buffer()], &params(x_shape, k, n), Work::Items(n as u64))?;

@@ -12,7 +12,7 @@ use crate::tensor::Tensor;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub n: u32,
     pub seed_lo: u32,
     pub seed_hi: u32,

@@ -10,7 +10,7 @@ use crate::tensor::Tensor;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub rows: u32,
     pub cols: u32,
     pub _p: [u32; 2],

@@ -11,7 +11,7 @@ use crate::tensor::Tensor;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub struct Params {
+pub(crate) struct Params {
     pub rows: u32,
     pub cols: u32,
     pub _p: [u32; 2],
@@ -34,7 +34,7 @@ pub fn softmax(rt: &Runtime, x: &Tensor) -> Result<Tensor> {
 }
 
 /// `dx = y (g - sum_j g_j y_j)` from the forward output `y`.
-pub fn softmax_backward(rt: &Runtime, y: &Tensor, g: &Tensor) -> Result<Tensor> {
+pub(crate) fn softmax_backward(rt: &Runtime, y: &Tensor, g: &Tensor) -> Result<Tensor> {
     let p = params(y)?;
     let dx = Tensor::empty(rt, y.shape())?;
     rt.dispatch(Shader::Softmax, "softmax_bwd", &[y.buffer(), g.buffer(), dx.buffer()], &p, Work::Items(p.rows as u64))?;
