@@ -17,7 +17,6 @@ struct Params {
 }
 var<immediate> p: Params;
 
-const WG: u32 = 256u;
 const SOFTPLUS_THRESHOLD: f32 = 20.0;
 
 @group(0) @binding(0) var<storage, read> src: array<f32>;
@@ -25,10 +24,6 @@ const SOFTPLUS_THRESHOLD: f32 = 20.0;
 
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dsrc: array<f32>;
-
-fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // Stable logistic: never exponentiates a large positive number.
 fn sigmoid(x: f32) -> f32 {
@@ -41,28 +36,28 @@ fn sigmoid(x: f32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn relu_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
+    let i = flat_index(gid, nwg);
     if (i >= p.n) { return; }
     dst[i] = max(src[i], 0.0);
 }
 
 @compute @workgroup_size(WG)
 fn relu_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
+    let i = flat_index(gid, nwg);
     if (i >= p.n) { return; }
     dsrc[i] = select(0.0, grad[i], src[i] > 0.0);
 }
 
 @compute @workgroup_size(WG)
 fn sigmoid_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
+    let i = flat_index(gid, nwg);
     if (i >= p.n) { return; }
     dst[i] = sigmoid(src[i]);
 }
 
 @compute @workgroup_size(WG)
 fn sigmoid_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
+    let i = flat_index(gid, nwg);
     if (i >= p.n) { return; }
     let y = src[i];
     dsrc[i] = grad[i] * y * (1.0 - y);
@@ -70,7 +65,7 @@ fn sigmoid_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 
 @compute @workgroup_size(WG)
 fn softplus_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
+    let i = flat_index(gid, nwg);
     if (i >= p.n) { return; }
     let z = p.beta * src[i];
     if (z > SOFTPLUS_THRESHOLD) {
@@ -83,7 +78,7 @@ fn softplus_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 
 @compute @workgroup_size(WG)
 fn softplus_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
+    let i = flat_index(gid, nwg);
     if (i >= p.n) { return; }
     let z = p.beta * src[i];
     dsrc[i] = select(grad[i] * sigmoid(z), grad[i], z > SOFTPLUS_THRESHOLD);

@@ -23,8 +23,6 @@ struct Params {
 }
 var<immediate> p: Params;
 
-const WG: u32 = 256u;
-
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> pr_delta: array<f32>;
 @group(0) @binding(2) var<storage, read_write> pr_adv: array<f32>;
@@ -40,7 +38,7 @@ fn project(xi: f32, d: f32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn pgd_project(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = flat_index(gid, nwg);
     if (i >= p.n) { return; }
     let d = project(x[i], pr_delta[i]);
     pr_delta[i] = d;
@@ -49,7 +47,7 @@ fn pgd_project(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 
 @compute @workgroup_size(WG)
 fn pgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = flat_index(gid, nwg);
     if (i >= p.n) { return; }
     let d = project(x[i], st_delta[i] + p.step * sign(grad[i]));
     st_delta[i] = d;
@@ -66,7 +64,7 @@ fn clip(v: f32, xi: f32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn apgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = flat_index(gid, nwg);
     if (i >= p.n) { return; }
     let xi = x[i];
     let cur = ap_adv[i];
@@ -82,7 +80,7 @@ fn apgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 
 @compute @workgroup_size(WG)
 fn select_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = flat_index(gid, nwg);
     if (i >= p.n) { return; }
     if (sel_mask[i / p.per_image] != 0u) {
         sel_dst[i] = sel_src[i];

@@ -62,7 +62,6 @@ struct Params {
 }
 var<immediate> p: Params;
 
-const WG: u32 = 256u;
 const RELU: u32 = 1u;
 const RESIDUAL: u32 = 2u;
 
@@ -116,10 +115,6 @@ const RESIDUAL: u32 = 2u;
 
 var<workgroup> red_a: array<f32, WG>;
 var<workgroup> red_b: array<f32, WG>;
-
-fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // Element j (j < N hw) of channel c: its place in the NCHW array, the sample split off by
 // div_exact (N hw < 2^24: the grid's x dimension of 65 535 workgroups already bounds it).
@@ -230,7 +225,7 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
 
 @compute @workgroup_size(WG)
 fn bn_stats_combine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let c = index(gid, nwg);
+    let c = flat_index(gid, nwg);
     if (c >= p.c) { return; }
     var count = 0.0;
     var mean = 0.0;
@@ -250,7 +245,7 @@ fn bn_stats_combine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 
 @compute @workgroup_size(WG)
 fn bn_eval_stats(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let c = index(gid, nwg);
+    let c = flat_index(gid, nwg);
     if (c >= p.c) { return; }
     ev_stats[2u * c] = ev_running_mean[c];
     ev_stats[2u * c + 1u] = 1.0 / sqrt(ev_running_var[c] + p.eps);
@@ -336,7 +331,7 @@ fn bn_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
 
 @compute @workgroup_size(WG)
 fn bn_bwd_combine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let c = index(gid, nwg);
+    let c = flat_index(gid, nwg);
     if (c >= p.c) { return; }
     var sg = 0.0;
     var sgx = 0.0;

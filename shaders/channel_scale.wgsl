@@ -14,33 +14,27 @@ struct Params {
 }
 var<immediate> p: Params;
 
-const WG: u32 = 256u;
-
 @group(0) @binding(0) var<storage, read> lhs: array<f32>;
 @group(0) @binding(1) var<storage, read> rhs: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
 @compute @workgroup_size(WG)
 fn channel_scale_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
+    let i = flat_index(gid, nwg);
     if (i >= p.n) { return; }
     out[i] = lhs[i] * rhs[i / p.hw];
 }
 
 @compute @workgroup_size(WG)
 fn channel_scale_bwd_z(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
+    let i = flat_index(gid, nwg);
     if (i >= p.n) { return; }
     out[i] = lhs[i] * rhs[i / p.hw];
 }
 
 @compute @workgroup_size(WG)
 fn channel_scale_bwd_m(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let j = index(gid, nwg);
+    let j = flat_index(gid, nwg);
     if (j >= p.n) { return; }
     var acc = 0.0;
     let base = j * p.hw;

@@ -566,9 +566,9 @@ fn conv2d_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoc
 }
 
 // One thread per weight w[co, ci, ky, kx]: its place among the flipped weights of its phase.
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn conv2d_flip_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     let kk = p.ks * p.ks;
     if (i >= p.co * p.ci * kk) {
         return;
@@ -601,9 +601,9 @@ fn conv2d_flip_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
 // that reaches it, g over the output channels times that tap's weights of its CI channels.
 // Consecutive threads read consecutive pixels of g; the weights are the same for all threads.
 // bindings: 0 g, 1 w, 2 dx (overwritten)
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn conv2d_bwd_data_narrow(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     let hw = p.h * p.w;
     if (i >= p.n * hw) {
         return;

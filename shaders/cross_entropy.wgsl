@@ -50,9 +50,9 @@ fn cross_entropy_fwd(@builtin(local_invocation_index) t: u32) {
     }
 }
 
-@compute @workgroup_size(RED)
+@compute @workgroup_size(WG)
 fn cross_entropy_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * RED;
+    let i = flat_index(gid, nwg);
     if (i >= p.rows * p.cols) { return; }
     let r = i / p.cols;
     let j = i % p.cols;

@@ -19,7 +19,6 @@ struct Params {
 }
 var<immediate> p: Params;
 
-const WG: u32 = 64u;
 const TINY: f32 = 1e-12;
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
@@ -95,9 +94,9 @@ fn dlr_loss_fwd(@builtin(local_invocation_index) t: u32) {
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(WG_ROWS)
 fn dlr_loss_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = gid.x + gid.y * nwg.x * WG;
+    let r = row_index(gid, nwg);
     if (r >= p.rows) { return; }
     let base = r * p.cols;
     let y = labels[r];

@@ -18,14 +18,6 @@ struct Params {
 }
 var<immediate> p: Params;
 
-const WG: u32 = 256u;
-const WG_ROWS: u32 = 64u;
-
-// Linear index of a 1-D kernel of workgroup size `wg` on a grid split over x and y.
-fn linear(gid: vec3<u32>, nwg: vec3<u32>, wg: u32) -> u32 {
-    return gid.x + gid.y * nwg.x * wg;
-}
-
 @group(0) @binding(0) var<storage, read> table: array<f32>;
 @group(0) @binding(1) var<storage, read> idx: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
@@ -38,7 +30,7 @@ fn linear(gid: vec3<u32>, nwg: vec3<u32>, wg: u32) -> u32 {
 
 @compute @workgroup_size(WG)
 fn gather_rows_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear(gid, nwg, WG);
+    let i = flat_index(gid, nwg);
     if (i >= p.n * p.cols) { return; }
     let r = i / p.cols;
     let c = i % p.cols;
@@ -47,7 +39,7 @@ fn gather_rows_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 
 @compute @workgroup_size(WG)
 fn gather_rows_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear(gid, nwg, WG);
+    let i = flat_index(gid, nwg);
     if (i >= p.rows * p.cols) { return; }
     let r = i / p.cols;
     let c = i % p.cols;
@@ -62,7 +54,7 @@ fn gather_rows_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 
 @compute @workgroup_size(WG_ROWS)
 fn top2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = linear(gid, nwg, WG_ROWS);
+    let r = row_index(gid, nwg);
     if (r >= p.n) { return; }
     let base = r * p.cols;
     var i1 = 0u;

@@ -18,8 +18,6 @@ struct Params {
 }
 var<immediate> p: Params;
 
-const WG: u32 = 64u;
-
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> loss: array<f32>;
@@ -60,9 +58,9 @@ fn kl_div_fwd(@builtin(local_invocation_index) t: u32) {
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(WG_ROWS)
 fn kl_div_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = gid.x + gid.y * nwg.x * WG;
+    let r = row_index(gid, nwg);
     if (r >= p.rows) { return; }
     let base = r * p.cols;
     let la = lse(true, base);

@@ -19,13 +19,6 @@ struct Params {
 }
 var<immediate> p: Params;
 
-// One thread per row; the grid may be split over x and y (engine/src/grid.rs).
-const WG: u32 = 64u;
-
-fn row_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> labels: array<u32>;
 @group(0) @binding(2) var<storage, read_write> loss: array<f32>;
@@ -58,7 +51,7 @@ fn margin_loss_fwd(@builtin(local_invocation_index) t: u32) {
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(WG_ROWS)
 fn margin_loss_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = row_index(gid, nwg);
     if (r >= p.rows) { return; }

@@ -18,8 +18,6 @@ struct Params {
 }
 var<immediate> p: Params;
 
-const WG: u32 = 256u;
-
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 
 // PCG's output permutation of one LCG step (Jarzynski and Olano, "Hash Functions for GPU
@@ -32,7 +30,7 @@ fn pcg(v: u32) -> u32 {
 
 @compute @workgroup_size(WG)
 fn uniform_fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = flat_index(gid, nwg);
     if (i >= p.n) { return; }
     let h = pcg(i ^ pcg(p.seed_lo ^ pcg(p.seed_hi)));
     let u = f32(h >> 8u) * (1.0 / 16777216.0);

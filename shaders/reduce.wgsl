@@ -11,14 +11,12 @@ struct Params {
 }
 var<immediate> p: Params;
 
-const WG: u32 = 256u;
-
 @group(0) @binding(0) var<storage, read> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 
 @compute @workgroup_size(WG)
 fn sum_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let c = gid.x + gid.y * nwg.x * WG;
+    let c = flat_index(gid, nwg);
     if (c >= p.cols) { return; }
     var acc = 0.0;
     for (var r = 0u; r < p.rows; r++) {

@@ -14,20 +14,13 @@ struct Params {
 }
 var<immediate> p: Params;
 
-// One thread per row; the grid may be split over x and y (engine/src/grid.rs).
-const WG: u32 = 64u;
-
-fn row_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
 @group(0) @binding(0) var<storage, read> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 
 @group(0) @binding(1) var<storage, read> grad: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dsrc: array<f32>;
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(WG_ROWS)
 fn softmax_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = row_index(gid, nwg);
     if (r >= p.rows) { return; }
@@ -46,7 +39,7 @@ fn softmax_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(WG_ROWS)
 fn softmax_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = row_index(gid, nwg);
     if (r >= p.rows) { return; }

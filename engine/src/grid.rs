@@ -2,7 +2,8 @@
 //!
 //! Every backend accepts at most 65 535 workgroups per grid dimension. A 1-D kernel's items are
 //! therefore spread over x and y when they need more groups than that, and every 1-D WGSL kernel
-//! rebuilds its linear index as `gid.x + gid.y * nwg.x * WG` (WG being its own workgroup size).
+//! rebuilds its linear index from both (`flat_index` and `row_index` in `shaders/grid.wgsl`,
+//! prepended to every family).
 //! Kernels that take explicit workgroup counts (GEMM tiles, one workgroup per channel) get an
 //! error, not a silently truncated grid, when a count exceeds the limit.
 

@@ -25,7 +25,7 @@ fn variants(s: Shader) -> Vec<(String, Specialised)> {
 
 #[test]
 fn every_shader_and_specialisation_validates() {
-    for s in Shader::ALL {
+    for &s in Shader::ALL {
         for (name, v) in variants(s) {
             naga::valid::Validator::new(
                 naga::valid::ValidationFlags::all(),
@@ -47,7 +47,7 @@ fn every_shader_and_specialisation_validates() {
 #[test]
 fn every_entry_point_of_every_specialisation_has_a_literal_workgroup_size() {
     // 1-D dispatches size their grids from these, read from the module as compiled.
-    for s in Shader::ALL {
+    for &s in Shader::ALL {
         for (name, v) in variants(s) {
             for (entry, size) in v.workgroup_sizes() {
                 let size = size
