@@ -1,4 +1,4 @@
-//! `cifs-wgpu analyze` (issue 12): its numbers against a float64 recomputation from the model's
+//! `cifs-wgpu analyze`: its numbers against a float64 recomputation from the model's
 //! outputs image by image (batching, grouping by class, means, the relevance scaling and order,
 //! the NR shares), and its files: every PNG decodes at its size, every SVG parses as XML, every
 //! channel CSV has one row per channel.

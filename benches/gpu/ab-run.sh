@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A/B on one GPU machine in one call: this tree's build (.gpu, from ../shared/gpu/prepare)
+# A/B on one GPU machine in one call: this tree's release build (packed beforehand into .gpu)
 # against a baseline commit's binaries in .gpu-base/ (cifs-wgpu and bench-kernels, made by
 # `bash benches/gpu/build-base.sh COMMIT`), each with its own tuning cache, so that a kernel
 # change is measured against its predecessor on the same card. Carry [".gl", ".gpu", ".gpu-base"].

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One device call that measures everything a GPU session needs, after `../shared/gpu/prepare`
-# (carry [".gl", ".gpu"]):   bash benches/gpu/device-run.sh
+# One device call that measures everything a GPU session needs, with this tree's release build
+# packed into .gpu and a Vulkan loader's packages in .gl (carry [".gl", ".gpu"]):   bash benches/gpu/device-run.sh
 # Stage a: `cifs-wgpu bench` (tuned) for each of MODELS and the PyTorch script for the same models
 # in the same call; stage b: every test executable on the GPU, then the kernel bench (every tile).
 # Everything lands under $OUT/a and $OUT/b (summary.txt, logs.tar.gz with every JSON).
@@ -23,7 +23,7 @@ if [ -n "${WRN_MODELS:-}" ]; then
 fi
 OUT=$OUT/b STAGES="tests kernels" TEST_S=${TEST_S:-100} BENCH_S=${BENCH_S:-200} BENCH_REPS=${BENCH_REPS:-5} bash .gpu/on-device > /dev/null 2>&1
 cat "$OUT/b/summary.txt"
-# The op tests stalled once on an H200 with their default 16 threads (docs/PERFORMANCE.md):
+# The op tests stalled once on an H200 with their default 16 threads (docs/PERFORMANCE-HISTORY.md, "The test suite on the GPU"):
 # OPS_SERIAL=1 also runs them one at a time, to tell a stall from a bug.
 if [ -n "${OPS_SERIAL:-}" ] && [ -x /tmp/gpuwork/bin/test-test-ops ]; then
     (cd "$(cat /tmp/gpuwork/build-root 2>/dev/null || pwd)" && timeout "${TEST_S:-100}" /tmp/gpuwork/bin/test-test-ops --test-threads 1 --nocapture) > "$OUT/ops-serial.log" 2>&1

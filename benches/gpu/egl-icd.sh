@@ -1,6 +1,6 @@
 # Sourced by the device scripts here. Headless NVIDIA containers: the driver's ICD manifest names
 # libGLX_nvidia.so.0, which cannot create an instance without a display; the EGL library can
-# (README, Requirements). Also installs the packed Vulkan loader (.gl, from ../shared/gpu/prepare).
+# (README, Requirements). Also installs the Vulkan loader packed beforehand (.gl: .deb packages).
 L=/usr/local/nvidia/lib64
 if [ -e "$L/libEGL_nvidia.so.0" ]; then
     for f in .gl/*.deb; do dpkg -x "$f" / 2>/dev/null; done; ldconfig 2>/dev/null

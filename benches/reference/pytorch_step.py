@@ -2,7 +2,7 @@
 """The PyTorch side of `cifs-wgpu bench`: the same three steps on the same models, timed the same
 way, so that one run on one GPU gives the ratio users care about.
 
-Written from DESIGN.md (not copied from the paper's repository):
+Written from the project's design, docs/DESIGN.md (not copied from the paper's repository):
   - ResNet-18, CIFAR variant: conv3x3 stem + BN + ReLU, four stages of two BasicBlocks (widths
     w, 2w, 4w, 8w; strides 1, 2, 2, 2; 1x1 conv + BN shortcuts where the shape changes),
     avg-pool 4, linear. Inputs in [0, 1], no normalisation layer.
@@ -12,9 +12,9 @@ Written from DESIGN.md (not copied from the paper's repository):
     detached copy of z, summed over space, taken with autograd.grad(create_graph=True) as the
     reference implementation does (`--relevance autograd`, the default, so the timing is that of
     the code users run today); `--relevance closed-form` computes the same r in closed form
-    (DESIGN §4), the fastest a PyTorch CIFS could be. Pair (a, b): train mode (label, 2nd largest
+    (docs/DESIGN.md, section 2), the fastest a PyTorch CIFS could be. Pair (a, b): train mode (label, 2nd largest
     probe logit), eval mode (top-1, top-2).
-  - WRN-depth-k (DESIGN-SETUPS §1), `--model wrn-cifs|wrn`: pre-activation blocks (BN-ReLU before
+  - WRN-depth-k (docs/DESIGN.md, section 3), `--model wrn-cifs|wrn`: pre-activation blocks (BN-ReLU before
     each conv; a 1x1 conv of the activated input as shortcut where the channels change, the raw
     input otherwise), stem conv 3->16 without BN, groups of 16k, 32k, 64k channels, final
     BN-ReLU, avg-pool 8, fc. With CIFS the last block of block3 masks its branch's activated

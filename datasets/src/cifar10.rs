@@ -1,4 +1,4 @@
-//! CIFAR-10 binary batches (DESIGN §7): `data_batch_1.bin` .. `data_batch_5.bin` and
+//! CIFAR-10 binary batches: `data_batch_1.bin` .. `data_batch_5.bin` and
 //! `test_batch.bin`, each 10 000 records of 1 label byte + 3 072 pixel bytes (R, G, B planes,
 //! 32x32 row-major). Read from `cifar-10-batches-bin/`, from the directory itself, or from the
 //! official `cifar-10-binary.tar.gz`, which is downloaded when missing if a downloader is given.

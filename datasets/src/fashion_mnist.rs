@@ -1,4 +1,4 @@
-//! Fashion-MNIST (DESIGN-SETUPS §2): the official gzip IDX files, 60 000 training and 10 000
+//! Fashion-MNIST: the official gzip IDX files, 60 000 training and 10 000
 //! test images of 1x28x28 bytes with labels 0..9. Read from `dir` (gzipped or already
 //! decompressed), downloaded there when missing if a downloader is given, each file verified by
 //! size and MD5 before it is trusted.

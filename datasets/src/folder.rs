@@ -1,4 +1,4 @@
-//! Image folders (DESIGN §7): `ROOT/train/<class>/*` and `ROOT/test/<class>/*`, PNG or JPEG,
+//! Image folders: `ROOT/train/<class>/*` and `ROOT/test/<class>/*`, PNG or JPEG,
 //! 32x32. A class's index is the position of its folder name in sorted order (as torchvision's
 //! ImageFolder does); files are read in sorted order too, so a run is reproducible. Decoding runs
 //! on every core.

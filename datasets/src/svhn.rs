@@ -1,4 +1,4 @@
-//! SVHN cropped digits (DESIGN §7): `train_32x32.mat` and `test_32x32.mat`, MATLAB level 5.
+//! SVHN cropped digits: `train_32x32.mat` and `test_32x32.mat`, MATLAB level 5.
 //! `X` is uint8 of shape 32x32x3xN, column-major (row fastest, then column, channel, image);
 //! `y` is Nx1 with labels 1..10, where 10 means the digit 0.
 

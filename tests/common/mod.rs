@@ -25,7 +25,7 @@ pub mod tol {
 /// A runtime of its own for the calling test. Tests run on parallel threads and each opens a
 /// device; the openings are taken one at a time: on an H200 the op tests' executable stalled
 /// twice in five runs with 16 threads opening devices at once (never with one thread), and the
-/// product opens one device per process anyway (docs/PERFORMANCE.md).
+/// product opens one device per process anyway (docs/PERFORMANCE-HISTORY.md, "The test suite on the GPU").
 pub fn rt() -> Runtime {
     static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = OPENING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
