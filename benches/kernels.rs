@@ -10,7 +10,7 @@
 //! Each convolution kernel is timed under every tile configuration (`engine::tune::Tile`); its
 //! row reports the fastest, and the JSON lists them all with the heuristic's pick beside.
 
-use cifs::probe::{PairRule, Probe};
+use cifs::models::probe::{PairRule, Probe};
 use engine::Rng;
 use engine::ops::{attack, batchnorm, conv2d, linear, optim};
 use engine::tune::{Gemm, Tile};
@@ -143,7 +143,7 @@ fn main() {
     }
 
     // CIFS: probe, pair, relevance, mask on the layer4 output (nonlinear probe, train rule).
-    let probe = Probe::nonlinear(&rt, "layer4.0.Probe", 8 * w, cifs::probe::PROBE_HIDDEN, 10, &mut rng).unwrap();
+    let probe = Probe::nonlinear(&rt, "layer4.0.Probe", 8 * w, cifs::models::probe::PROBE_HIDDEN, 10, &mut rng).unwrap();
     let z = rand(&rt, &mut rng, &[b, 8 * w, 4, 4]);
     let labels = Tensor::from_u32(&rt, &[b], &(0..b as u32).map(|i| i % 10).collect::<Vec<_>>()).unwrap();
     let ms = measure(&rt, reps, || drop(probe.apply(&rt, &z, PairRule::Train(&labels), true).unwrap()));

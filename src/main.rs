@@ -545,13 +545,14 @@ fn analyze(adapter: Option<&str>, tune: bool, a: AnalyzeArgs) -> Result<(), Stri
             None => return Err(format!("no class `{}` in this dataset; its classes are: {}", a.class, splits.test.classes.join(", "))),
         }
     };
-    let features = model.linear.weight.leaf().numel() / model.config.classes;
+    let features = model.classifier().weight.leaf().numel() / model.config.classes;
     let (_, shown) = cifs::analyze::analysed_blocks(&model, features);
-    let skipped: Vec<&str> = model.blocks.iter().filter(|b| b.probe.is_some() && !shown.contains(&b.name)).map(|b| b.name.as_str()).collect();
+    let probed = model.probed_blocks();
+    let skipped: Vec<&str> = probed.iter().filter(|b| !shown.contains(&b.name)).map(|b| b.name.as_str()).collect();
     if !skipped.is_empty() {
         eprintln!("note: the figures order channels by the classifier's weights; the masks of {} (other channel counts) are not drawn", skipped.join(", "));
     }
-    if model.blocks.iter().all(|b| b.probe.is_none()) {
+    if probed.is_empty() {
         eprintln!("note: {model_name} has no CIFS block: the mask figures and the NR shares without the mask are skipped");
     }
     let test = Arc::new(match a.limit { Some(n) => splits.test.balanced(n), None => splits.test });

@@ -44,7 +44,7 @@ fn analysis_numbers_match_an_image_by_image_float64_recomputation() {
     let analysis = analyze(&rt, &model, &data, &[0, 5], Attack::Pgd(2), settings, |_, _| {}).unwrap();
     assert_eq!(analysis.classes.iter().map(|c| c.class.as_str()).collect::<Vec<_>>(), vec!["c0", "c5"]);
 
-    let weights = model.linear.weight.leaf().to_vec(&rt).unwrap();
+    let weights = model.classifier().weight.leaf().to_vec(&rt).unwrap();
     let channels = weights.len() / 10;
     for (k, &class) in [0usize, 5].iter().enumerate() {
         let stats = &analysis.classes[k];
@@ -106,7 +106,7 @@ fn analysis_files_are_valid_figures_and_tables() {
     let out = std::env::temp_dir().join(format!("cifs-wgpu-analyze-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let files = write(&analysis, &out, "test model").unwrap();
-    let channels = model.linear.weight.leaf().shape()[1];
+    let channels = model.classifier().weight.leaf().shape()[1];
     let names: Vec<String> = files.iter().map(|f| f.strip_prefix(&out).unwrap().display().to_string()).collect();
     for want in ["c2/channels.svg", "c2/channels.png", "c2/channels.csv", "c2/mask-layer4-0.png", "c2/mask-layer4-1.csv", "summary.csv", "accuracy.svg", "accuracy.png"] {
         assert!(names.iter().any(|n| n == want), "{want} not among {names:?}");

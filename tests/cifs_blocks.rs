@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use cifs::attack::{cw_inf, fgsm, AttackLoss, Pgd, Start};
 use cifs::loss::joint_loss;
-use cifs::probe::{PairRule, Probe};
+use cifs::models::probe::{PairRule, Probe};
 use cifs::state::{load_state_dict, to_safetensors};
 use cifs::{CifsError, Mode, ModelConfig, ModelKind, Output, Model};
 use common::*;
@@ -29,7 +29,7 @@ fn probe_fd(kind: &str, train: bool, seed: u64) {
     let mut r = rng(seed);
     let (n, c, classes) = (3, 6, 4);
     let probe = match kind {
-        "nonlinear" => Probe::nonlinear(&rt, "b", c, cifs::probe::PROBE_HIDDEN, classes, &mut r),
+        "nonlinear" => Probe::nonlinear(&rt, "b", c, cifs::models::probe::PROBE_HIDDEN, classes, &mut r),
         // ResNet-10-CIFS's probes: the mask scaled by 2.
         "nonlinear-x2" => Probe::nonlinear(&rt, "b", c, 7, classes, &mut r).map(|p| p.scaled(2.0)),
         "linear-x2" => Probe::linear(&rt, "b", c, classes, &mut r).map(|p| p.scaled(2.0)),
@@ -44,7 +44,7 @@ fn probe_fd(kind: &str, train: bool, seed: u64) {
     let w_out = r.uniform_vec(n * c * 4, -1.0, 1.0);
     let w_logit = r.uniform_vec(n * classes, -1.0, 1.0);
     let objective = |rt: &Runtime, zt: &Tensor| -> (f64, Output) {
-        let cifs::probe::Masked { out, logits, .. } = probe.apply(rt, zt, rule, true).unwrap();
+        let cifs::models::probe::Masked { out, logits, .. } = probe.apply(rt, zt, rule, true).unwrap();
         let a: f64 = out.to_vec(rt).unwrap().iter().zip(&w_out).map(|(x, w)| *x as f64 * *w as f64).sum();
         let b: f64 = logits.to_vec(rt).unwrap().iter().zip(&w_logit).map(|(x, w)| *x as f64 * *w as f64).sum();
         (a + b, Output { logits: out, probes: vec![logits] })
@@ -421,7 +421,7 @@ fn trades_loss_gradient_matches_finite_differences() {
     let loss_now = || engine::no_grad(|| trades.loss(&rt, &model, &x, &adv, &y, 2.0).unwrap().0.to_vec(&rt).unwrap()[0] as f64);
     let (loss, _) = trades.loss(&rt, &model, &x, &adv, &y, 2.0).unwrap();
     let grads = autodiff::backward(&rt, &loss).unwrap();
-    for p in [&model.linear.weight, &model.linear.bias] {
+    for p in [&model.classifier().weight, &model.classifier().bias] {
         let analytic = grads.get(p.leaf()).unwrap().to_vec(&rt).unwrap();
         let data = p.leaf().to_vec(&rt).unwrap();
         let (mut got, mut want) = (vec![], vec![]);

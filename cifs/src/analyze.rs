@@ -25,7 +25,7 @@ use crate::error::{CifsError, Result};
 use crate::evaluate::{adversarial_images, Attack, EvalSettings};
 use crate::hostloss::predictions;
 use crate::plots;
-use crate::resnet::{Mode, Model, Taps};
+use crate::models::{Mode, Model, Taps};
 
 /// Per-channel means of one CIFS block, natural and adversarial.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,14 +117,7 @@ fn read(rt: &Runtime, model: &Model, x: &Tensor) -> Result<TapValues> {
 /// Of the model's CIFS blocks (in probe order), the positions and names of those whose output has
 /// `channels` channels: the ones the classifier-ordered figures can show.
 pub fn analysed_blocks(model: &Model, channels: usize) -> (Vec<usize>, Vec<String>) {
-    model
-        .blocks
-        .iter()
-        .filter(|b| b.probe.is_some())
-        .enumerate()
-        .filter(|(_, b)| b.probed_channels() == channels)
-        .map(|(k, b)| (k, b.name.clone()))
-        .unzip()
+    model.probed_blocks().into_iter().enumerate().filter(|(_, b)| b.channels == channels).map(|(k, b)| (k, b.name)).unzip()
 }
 
 fn add_row(sum: &mut [f64], values: &[f32], row: usize) {
@@ -136,7 +129,7 @@ fn add_row(sum: &mut [f64], values: &[f32], row: usize) {
 
 /// Analyses the test images of `data` whose class is in `classes` (indices), under `attack`.
 pub fn analyze(rt: &Runtime, model: &Model, data: &Arc<Dataset>, classes: &[usize], attack: Attack, s: EvalSettings, mut progress: impl FnMut(usize, usize)) -> Result<Analysis> {
-    let weights = model.linear.weight.leaf().to_vec(rt)?;
+    let weights = model.classifier().weight.leaf().to_vec(rt)?;
     let channels = weights.len() / model.config.classes;
     // The figures order channels by the classifier's weights, so they cover the CIFS blocks whose
     // output has the classifier's channels (ResNet-10-CIFS's layer3 probe is left out).

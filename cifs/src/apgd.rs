@@ -24,7 +24,7 @@ use engine::{autodiff, Rng, Runtime, Tensor};
 use crate::attack::AttackLoss;
 use crate::error::{check_setting, Result};
 use crate::hostloss;
-use crate::resnet::{Mode, Model};
+use crate::models::{Mode, Model};
 
 /// Which loss an APGD run ascends.
 #[derive(Debug, Clone, Copy, PartialEq)]

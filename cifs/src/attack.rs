@@ -10,7 +10,7 @@ use engine::{autodiff, Rng, Runtime, Tensor};
 
 use crate::error::{check_setting, CifsError, Result};
 use crate::loss::joint_loss;
-use crate::resnet::{Mode, Output, Model};
+use crate::models::{Mode, Output, Model};
 
 /// The loss an attack ascends.
 #[derive(Debug, Clone, Copy, PartialEq)]

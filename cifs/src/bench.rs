@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::attack::{AttackLoss, Pgd};
 use crate::error::Result;
 use crate::optim::Sgd;
-use crate::resnet::{Mode, ModelConfig, Model};
+use crate::models::{Mode, ModelConfig, Model};
 use crate::train::train_step;
 
 /// The steps measured, in order, under their JSON names.

@@ -11,7 +11,7 @@ use engine::{Rng, Runtime};
 
 use crate::error::{CifsError, Result};
 use crate::optim::Sgd;
-use crate::resnet::{ModelConfig, ModelKind, Model};
+use crate::models::{ModelConfig, ModelKind, Model};
 use crate::state::{self, load_state_dict, read_f32, to_safetensors, write_atomic, Entry};
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CifsError + '_ {

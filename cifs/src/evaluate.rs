@@ -21,7 +21,7 @@ use crate::apgd::{Apgd, ApgdLoss, Batch};
 use crate::attack::{cw_inf, fgsm, AttackLoss, Pgd, Start};
 use crate::error::{check_setting, CifsError, Result};
 use crate::hostloss::predictions;
-use crate::resnet::{Mode, Model};
+use crate::models::{Mode, Model};
 use crate::square::Square;
 
 /// An evaluation attack: `natural`, `fgsm`, `pgd<steps>`, `cw<steps>` (e.g. pgd20, pgd100, cw30),

@@ -5,7 +5,7 @@ use engine::ops::{arith, cross_entropy::cross_entropy_weighted};
 use engine::{Runtime, Tensor};
 
 use crate::error::Result;
-use crate::resnet::Output;
+use crate::models::Output;
 
 /// The weights go into the cross-entropy kernels themselves (`3/(beta+1)` on the final logits,
 /// `3 beta / ((beta+1) K)` on each probe), so the sum costs only its additions.

@@ -3,7 +3,7 @@
 use engine::{Gradients, Runtime, Tensor};
 
 use crate::error::{CifsError, Result};
-use crate::resnet::Model;
+use crate::models::Model;
 
 pub struct Sgd {
     pub lr: f32,

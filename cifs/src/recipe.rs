@@ -4,7 +4,7 @@
 
 use datasets::DatasetKind;
 
-use crate::resnet::ModelKind;
+use crate::models::ModelKind;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {

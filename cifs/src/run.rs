@@ -26,7 +26,7 @@ use crate::evaluate::{evaluate, Attack, EvalSettings};
 use crate::hostloss::predictions;
 use crate::optim::Sgd;
 use crate::plots;
-use crate::resnet::{ModelConfig, ModelKind, Model};
+use crate::models::{ModelConfig, ModelKind, Model};
 use crate::resume::{resumed, Resume, RunRecord};
 use crate::trades::Trades;
 use crate::train::train_step;

@@ -18,7 +18,7 @@ use engine::{no_grad, Rng, Runtime, Tensor};
 use crate::apgd::Batch;
 use crate::error::{check_setting, Result};
 use crate::hostloss;
-use crate::resnet::{Mode, Model};
+use crate::models::{Mode, Model};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Square {

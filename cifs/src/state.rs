@@ -12,7 +12,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{CifsError, Result};
-use crate::resnet::Model;
+use crate::models::Model;
 
 /// Opens safetensors bytes, naming `path` if they are not safetensors.
 pub fn open<'a>(bytes: &'a [u8], path: &str) -> Result<SafeTensors<'a>> {

@@ -17,7 +17,7 @@ use engine::{autodiff, no_grad, Rng, Runtime, Tensor};
 use crate::error::{check_setting, Result};
 use crate::loss::joint_loss;
 use crate::optim::Sgd;
-use crate::resnet::{Mode, Output, Model};
+use crate::models::{Mode, Output, Model};
 use crate::train::StepResult;
 
 #[derive(Debug, Clone, Copy)]

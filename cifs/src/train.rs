@@ -8,7 +8,7 @@ use crate::attack::{Pgd, Start};
 use crate::error::Result;
 use crate::loss::joint_loss;
 use crate::optim::Sgd;
-use crate::resnet::{Mode, Output, Model};
+use crate::models::{Mode, Output, Model};
 
 /// What a step hands back: the loss (1,) and the outputs, still on the GPU.
 pub struct StepResult {

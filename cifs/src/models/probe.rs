@@ -1,4 +1,4 @@
-//! The CIFS block's probe and channel mask (DESIGN §4).
+//! The CIFS block's probe and channel mask (docs/DESIGN.md, section 2).
 //!
 //! Given a block output z (N, C, H, W):
 //!   g = GAP(z);  p = probe(g)  (linear: g W^T + b; nonlinear: softplus_5(g W1^T + b1) W2^T + b2)
@@ -11,15 +11,15 @@
 //! product (m constant in z) and through p; into the probe weights through m (second-order terms:
 //! sigmoid's derivative appears via the sigmoid op) and through p; never from m into z.
 //!
-//! The CAS baseline (Bai et al. 2021, DESIGN-SETUPS §5) is a probe of the same shape whose mask is
+//! The CAS baseline (Bai et al. 2021) is a probe of the same shape whose mask is
 //! the raw weight row of one class: `m[n, :] = W[y_n, :]` in training, `W[argmax p_n, :]` in eval,
 //! no softmax, not detached (the probe's weights train through the mask too).
 
-use engine::ops::{activation, arith, index, linear, pool, softmax, channel_scale};
+use engine::ops::{activation, arith, channel_scale, index, linear, pool, softmax};
 use engine::{Rng, Runtime, Tensor};
 
+use super::layers::Linear;
 use crate::error::{CifsError, Result};
-use crate::layers::Linear;
 
 /// Beta of the nonlinear probe's softplus.
 pub const SOFTPLUS_BETA: f32 = 5.0;
@@ -57,7 +57,7 @@ pub enum Kind {
 }
 
 /// A probe and the factor its softmax mask is scaled by (1 for ResNet18-CIFS and the WideResNet,
-/// 2 for the reference's ResNet-10; DESIGN-SETUPS §0).
+/// 2 for the reference's ResNet-10).
 pub struct Probe {
     pub kind: Kind,
     pub mask_scale: f32,
@@ -66,26 +66,61 @@ pub struct Probe {
 impl Probe {
     /// A linear probe; `module` is the reference's name of the CIFS module (`layer4.1.Probe`,
     /// `Probe_1`), under which its layers are `Probe.1`.
-    pub fn linear(rt: &Runtime, module: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
-        Ok(Probe { kind: Kind::Linear { fc: Linear::new(rt, &format!("{module}.Probe.1"), c, classes, rng)? }, mask_scale: 1.0 })
+    pub fn linear(
+        rt: &Runtime,
+        module: &str,
+        c: usize,
+        classes: usize,
+        rng: &mut Rng,
+    ) -> Result<Probe> {
+        Ok(Probe {
+            kind: Kind::Linear {
+                fc: Linear::new(rt, &format!("{module}.Probe.1"), c, classes, rng)?,
+            },
+            mask_scale: 1.0,
+        })
     }
 
     /// A nonlinear probe with `hidden` units (`module` as for [`Probe::linear`]).
-    pub fn nonlinear(rt: &Runtime, module: &str, c: usize, hidden: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
+    pub fn nonlinear(
+        rt: &Runtime,
+        module: &str,
+        c: usize,
+        hidden: usize,
+        classes: usize,
+        rng: &mut Rng,
+    ) -> Result<Probe> {
         let kind = Kind::Nonlinear {
             hidden: Linear::new(rt, &format!("{module}.Probe.0.fc"), c, hidden, rng)?,
             out: Linear::new(rt, &format!("{module}.Probe.1"), hidden, classes, rng)?,
         };
-        Ok(Probe { kind, mask_scale: 1.0 })
+        Ok(Probe {
+            kind,
+            mask_scale: 1.0,
+        })
     }
 
-    pub fn cas(rt: &Runtime, block: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
-        Ok(Probe { kind: Kind::Cas { fc: Linear::new(rt, &format!("{block}.CAS.fc"), c, classes, rng)? }, mask_scale: 1.0 })
+    pub fn cas(
+        rt: &Runtime,
+        block: &str,
+        c: usize,
+        classes: usize,
+        rng: &mut Rng,
+    ) -> Result<Probe> {
+        Ok(Probe {
+            kind: Kind::Cas {
+                fc: Linear::new(rt, &format!("{block}.CAS.fc"), c, classes, rng)?,
+            },
+            mask_scale: 1.0,
+        })
     }
 
     /// The same probe with its softmax mask multiplied by `scale`.
     pub fn scaled(self, scale: f32) -> Probe {
-        Probe { mask_scale: scale, ..self }
+        Probe {
+            mask_scale: scale,
+            ..self
+        }
     }
 
     pub fn linears(&self) -> Vec<&Linear> {
@@ -115,7 +150,10 @@ impl Probe {
         let (a, b) = match rule {
             PairRule::Train(labels) => {
                 if labels.shape() != [z.shape()[0]] {
-                    return Err(CifsError::LabelShape { labels: labels.shape().to_vec(), batch: z.shape()[0] });
+                    return Err(CifsError::LabelShape {
+                        labels: labels.shape().to_vec(),
+                        batch: z.shape()[0],
+                    });
                 }
                 (labels.clone(), index::top2(rt, &logits)?.1)
             }
@@ -125,18 +163,44 @@ impl Probe {
             // CAS: the raw weight row of the label (train) or the predicted class (eval).
             Kind::Cas { fc } => index::gather_rows(rt, fc.weight.get(grad), &a)?,
             _ => {
-                let m = softmax::softmax(rt, &self.relevance(rt, &g.detach(), hidden_u, &a, &b, grad)?)?;
-                if self.mask_scale == 1.0 { m } else { arith::scale(rt, &m, self.mask_scale)? }
+                let m = softmax::softmax(
+                    rt,
+                    &self.relevance(rt, &g.detach(), hidden_u, &a, &b, grad)?,
+                )?;
+                if self.mask_scale == 1.0 {
+                    m
+                } else {
+                    arith::scale(rt, &m, self.mask_scale)?
+                }
             }
         };
-        Ok(Masked { out: channel_scale::channel_scale(rt, z, &mask)?, logits, pooled: g, mask })
+        Ok(Masked {
+            out: channel_scale::channel_scale(rt, z, &mask)?,
+            logits,
+            pooled: g,
+            mask,
+        })
     }
 
     /// The closed-form relevance r (N, C) of the class pair, from the stop-gradient features `g`
     /// (nonlinear probe: and `u`, the hidden layer's value at `g` when already computed and no
     /// gradient must reach the hidden weights).
-    fn relevance(&self, rt: &Runtime, g: &Tensor, u: Option<Tensor>, a: &Tensor, b: &Tensor, grad: bool) -> Result<Tensor> {
-        let pair_rows = |w: &Tensor| -> Result<Tensor> { Ok(arith::add(rt, &index::gather_rows(rt, w, a)?, &index::gather_rows(rt, w, b)?)?) };
+    fn relevance(
+        &self,
+        rt: &Runtime,
+        g: &Tensor,
+        u: Option<Tensor>,
+        a: &Tensor,
+        b: &Tensor,
+        grad: bool,
+    ) -> Result<Tensor> {
+        let pair_rows = |w: &Tensor| -> Result<Tensor> {
+            Ok(arith::add(
+                rt,
+                &index::gather_rows(rt, w, a)?,
+                &index::gather_rows(rt, w, b)?,
+            )?)
+        };
         match &self.kind {
             Kind::Linear { fc } | Kind::Cas { fc } => pair_rows(fc.weight.get(grad)),
             Kind::Nonlinear { hidden, out } => {
