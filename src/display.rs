@@ -1,6 +1,6 @@
 //! What the command line draws: progress bars and the summary lines of a run.
 
-use cifs::run::{EpochMetrics, Events, Phase};
+use cifs::training::run::{EpochMetrics, Events, Phase};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A bar over `len` units with `template` (indicatif syntax).

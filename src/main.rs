@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use cifs::attack::AttackLoss;
-use cifs::evaluate::{evaluate, Attack, AttackResult, EvalSettings};
-use cifs::run::{Adversary, Method, TrainConfig};
+use cifs::attacks::pgd::AttackLoss;
+use cifs::attacks::evaluate::{evaluate, Attack, AttackResult, EvalSettings};
+use cifs::training::run::{Adversary, Method, TrainConfig};
 use cifs::{ModelConfig, ModelKind};
 use datasets::DatasetKind;
 use engine::Runtime;
@@ -403,7 +403,7 @@ fn tune(adapter: Option<&str>, a: TuneArgs) -> Result<(), String> {
         shown.set_message(format!("{key}: {}", choice.tile.name()));
     });
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-    cifs::bench::bench_steps(&rt, config, a.m.batch_size, 1, 0, |kind, _| spinner.set_message(kind.to_string())).map_err(|e| e.to_string())?;
+    cifs::training::bench::bench_steps(&rt, config, a.m.batch_size, 1, 0, |kind, _| spinner.set_message(kind.to_string())).map_err(|e| e.to_string())?;
     spinner.finish_and_clear();
     let (after, warnings, _) = rt.tuning();
     for w in warnings {
@@ -460,7 +460,7 @@ fn load_data(kind: DatasetKind, dir: Option<&Path>, no_download: bool) -> Result
 }
 
 fn train(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String> {
-    let model = a.model.unwrap_or(cifs::recipe::Recipe::for_dataset(a.dataset).model);
+    let model = a.model.unwrap_or(cifs::training::recipe::Recipe::for_dataset(a.dataset).model);
     check_depth(model, a.depth)?;
     let width = a.width.unwrap_or(model.default_width());
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}-w{}-s{}", a.dataset, model, width, a.seed)));
@@ -471,7 +471,7 @@ fn train(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String> 
     let adapter = rt.adapter();
     eprintln!("adapter: {} ({})", adapter.name, adapter.backend);
     let (splits, dir) = load_data(a.dataset, a.data_dir.as_deref(), a.no_download)?;
-    let recipe = cifs::recipe::Recipe::for_dataset(a.dataset);
+    let recipe = cifs::training::recipe::Recipe::for_dataset(a.dataset);
     let (channels, side) = model.input();
     if splits.train.shape != (datasets::ImageShape { channels, side }) {
         return Err(format!("{model} takes {channels}x{side}x{side} images and {} has {}; choose another --model", a.dataset, splits.train.shape));
@@ -506,11 +506,11 @@ fn train(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String> 
     };
     eprintln!("writing to {}", out.display());
     let resume = match (a.resume, a.allow_changes) {
-        (false, _) => cifs::resume::Resume::No,
-        (true, false) => cifs::resume::Resume::Same,
-        (true, true) => cifs::resume::Resume::AllowChanges,
+        (false, _) => cifs::training::resume::Resume::No,
+        (true, false) => cifs::training::resume::Resume::Same,
+        (true, true) => cifs::training::resume::Resume::AllowChanges,
     };
-    let history = cifs::run::run(&rt, &cfg, splits, &out, resume, &mut display::TrainDisplay::default()).map_err(|e| e.to_string())?;
+    let history = cifs::training::run::run(&rt, &cfg, splits, &out, resume, &mut display::TrainDisplay::default()).map_err(|e| e.to_string())?;
     if let Some(m) = history.last() {
         println!("done: {} epochs; checkpoints in {}", m.epoch, out.display());
     }
@@ -546,7 +546,7 @@ fn analyze(adapter: Option<&str>, tune: bool, a: AnalyzeArgs) -> Result<(), Stri
         }
     };
     let features = model.classifier().weight.leaf().numel() / model.config.classes;
-    let (_, shown) = cifs::analyze::analysed_blocks(&model, features);
+    let (_, shown) = cifs::analysis::analysed_blocks(&model, features);
     let probed = model.probed_blocks();
     let skipped: Vec<&str> = probed.iter().filter(|b| !shown.contains(&b.name)).map(|b| b.name.as_str()).collect();
     if !skipped.is_empty() {
@@ -558,13 +558,13 @@ fn analyze(adapter: Option<&str>, tune: bool, a: AnalyzeArgs) -> Result<(), Stri
     let test = Arc::new(match a.limit { Some(n) => splits.test.balanced(n), None => splits.test });
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("analyze-{}", a.trained.checkpoint.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default())));
     let bar = display::bar(0, "analysing [{bar:25}] {pos}/{len} images ETA {eta}");
-    let analysis = cifs::analyze::analyze(&rt, &model, &test, &classes, a.attack_kind, a.settings.settings(), |d, t| {
+    let analysis = cifs::analysis::analyze(&rt, &model, &test, &classes, a.attack_kind, a.settings.settings(), |d, t| {
         bar.set_length(t as u64);
         bar.set_position(d as u64);
     })
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
-    let files = cifs::analyze::write(&analysis, &out, &model_name).map_err(|e| e.to_string())?;
+    let files = cifs::analysis::write(&analysis, &out, &model_name).map_err(|e| e.to_string())?;
     println!("share of activation mass on negatively relevant channels (natural / {}):", a.attack_kind);
     println!("{:<14} {:>6} {:>8} {:>8} {:>18} {:>18}", "class", "images", "natural", "robust", "NR share, masked", "NR share, unmasked");
     for s in &analysis.classes {
@@ -622,9 +622,9 @@ fn bench(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String> 
     let info = rt.adapter();
     println!("adapter: {} ({}, {}), driver {} {}", info.name, info.backend, info.device_type, info.driver, info.driver_info);
     println!("{} width {}, batch {}, {} warm-up + {} timed steps each", a.m.model, config.width, a.m.batch_size, a.warmup, a.steps);
-    let bar = display::bar(((a.warmup + a.steps.max(1)) * cifs::bench::STEPS.len()) as u64, "[{bar:25}] {pos}/{len} {msg}");
+    let bar = display::bar(((a.warmup + a.steps.max(1)) * cifs::training::bench::STEPS.len()) as u64, "[{bar:25}] {pos}/{len} {msg}");
     let mut done = 0;
-    let results = cifs::bench::bench_steps(&rt, config, a.m.batch_size, a.steps, a.warmup, |kind, _| {
+    let results = cifs::training::bench::bench_steps(&rt, config, a.m.batch_size, a.steps, a.warmup, |kind, _| {
         done += 1;
         bar.set_position(done);
         bar.set_message(kind.to_string());

@@ -8,9 +8,9 @@ mod common;
 
 use std::sync::Arc;
 
-use cifs::analyze::{analyze, nr_share, write};
-use cifs::attack::{AttackLoss, Pgd, Start};
-use cifs::evaluate::{Attack, EvalSettings};
+use cifs::analysis::{analyze, nr_share, write};
+use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
+use cifs::attacks::evaluate::{Attack, EvalSettings};
 use cifs::{Mode, Model};
 use common::*;
 use engine::{Runtime, Tensor};

@@ -12,11 +12,12 @@ mod common;
 
 use std::sync::Arc;
 
-use cifs::apgd::{Apgd, ApgdLoss, Batch, StepControl};
-use cifs::attack::{AttackLoss, Pgd, Start};
-use cifs::evaluate::{adversarial_images, evaluate, Attack, EvalSettings};
-use cifs::square::{p_selection, side, Square};
-use cifs::{hostloss, Mode, Model, ModelKind};
+use cifs::attacks::apgd::{Apgd, ApgdLoss, Batch, StepControl};
+use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
+use cifs::attacks::evaluate::{adversarial_images, evaluate, Attack, EvalSettings};
+use cifs::attacks::square::{p_selection, side, Square};
+use cifs::attacks::hostloss;
+use cifs::{Mode, Model, ModelKind};
 use common::*;
 use engine::{autodiff, Runtime, Tensor};
 
@@ -123,9 +124,9 @@ impl Reference {
         let model = cifs::checkpoint::load_model(rt, &dir.join("success.safetensors")).unwrap();
         assert_eq!(model.config.kind, ModelKind::ResNet18Cifs);
         let bytes = std::fs::read(dir.join("success.safetensors")).unwrap();
-        let st = cifs::state::open(&bytes, "success").unwrap();
-        let (shape, x) = cifs::state::read_f32(&st, "input.x", "success").unwrap();
-        let labels = cifs::state::read_i64(&st, "input.y", "success").unwrap().iter().map(|&v| v as u32).collect();
+        let st = cifs::checkpoint::state::open(&bytes, "success").unwrap();
+        let (shape, x) = cifs::checkpoint::state::read_f32(&st, "input.x", "success").unwrap();
+        let labels = cifs::checkpoint::state::read_i64(&st, "input.y", "success").unwrap().iter().map(|&v| v as u32).collect();
         let eps = f["eps"].as_f64().unwrap() as f32;
         Reference { f, model, x, shape, labels, eps }
     }

@@ -7,10 +7,10 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use cifs::attack::{cw_inf, fgsm, AttackLoss, Pgd, Start};
+use cifs::attacks::pgd::{cw_inf, fgsm, AttackLoss, Pgd, Start};
 use cifs::loss::joint_loss;
 use cifs::models::probe::{PairRule, Probe};
-use cifs::state::{load_state_dict, to_safetensors};
+use cifs::checkpoint::state::{load_state_dict, to_safetensors};
 use cifs::{CifsError, Mode, ModelConfig, ModelKind, Output, Model};
 use common::*;
 use engine::{autodiff, Runtime, Tensor};
@@ -210,14 +210,14 @@ fn attacks_stay_in_the_box_and_raise_their_loss() {
 fn pgd_training_steps_fit_a_fixed_batch() {
     let rt = rt();
     let model = small_model(&rt, ModelKind::ResNet18Cifs, 4, 9);
-    let sgd = cifs::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
+    let sgd = cifs::training::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
     let mut r = rng(10);
     let x = Tensor::from_f32(&rt, &[8, 3, 32, 32], &r.uniform_vec(8 * 3072, 0.0, 1.0)).unwrap();
     let y = Tensor::from_u32(&rt, &[8], &[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
     let pgd = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, loss: AttackLoss::Joint { beta: 2.0 } };
     let mut losses = Vec::new();
     for _ in 0..8 {
-        let s = cifs::train::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap();
+        let s = cifs::training::step::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap();
         losses.push(s.loss.to_vec(&rt).unwrap()[0]);
     }
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
@@ -228,13 +228,13 @@ fn pgd_training_steps_fit_a_fixed_batch() {
 fn a_warm_training_step_allocates_nothing_and_builds_nothing() {
     let rt = rt();
     let model = small_model(&rt, ModelKind::ResNet18Cifs, 4, 11);
-    let sgd = cifs::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
+    let sgd = cifs::training::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
     let mut r = rng(12);
     let x = Tensor::from_f32(&rt, &[4, 3, 32, 32], &r.uniform_vec(4 * 3072, 0.0, 1.0)).unwrap();
     let y = Tensor::from_u32(&rt, &[4], &[0, 1, 2, 3]).unwrap();
     let pgd = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 1, loss: AttackLoss::Joint { beta: 2.0 } };
     let mut step = || {
-        let s = cifs::train::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap();
+        let s = cifs::training::step::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap();
         s.loss.to_vec(&rt).unwrap();
     };
     step();
@@ -287,11 +287,11 @@ fn identical_models_give_identical_checkpoint_bytes() {
         let again = cifs::checkpoint::model_bytes(&rt, &model, &[("epoch", "3".into()), ("pgd20_acc", "0.25".into())]).unwrap();
         assert!(first == again, "two writes of the same model differ");
     }
-    let meta = cifs::state::metadata(&first, "m").unwrap();
+    let meta = cifs::checkpoint::state::metadata(&first, "m").unwrap();
     assert_eq!(meta["arch"], "resnet18-cifs");
     assert_eq!(meta["epoch"], "3");
     let other = small_model(&rt, ModelKind::ResNet18Cifs, 2, 21);
-    cifs::state::load_state_dict(&rt, &other, &first, "", "m").unwrap();
+    cifs::checkpoint::state::load_state_dict(&rt, &other, &first, "", "m").unwrap();
 }
 
 #[test]
@@ -325,11 +325,11 @@ fn the_training_step_uses_the_attack_it_is_given() {
     let y = Tensor::from_u32(&rt, &[4], &[0, 1, 2, 3]).unwrap();
     let cw = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, loss: AttackLoss::CwMargin { confidence: 50.0 } };
     let stepped = small_model(&rt, ModelKind::ResNet18Cifs, 2, 24);
-    let sgd = cifs::optim::Sgd::new(&rt, &stepped, 0.1, 0.9, 2e-4).unwrap();
-    cifs::train::train_step(&rt, &stepped, &sgd, &x, &y, Some(&cw), 2.0, &mut engine::Rng::new(5)).unwrap();
+    let sgd = cifs::training::optim::Sgd::new(&rt, &stepped, 0.1, 0.9, 2e-4).unwrap();
+    cifs::training::step::train_step(&rt, &stepped, &sgd, &x, &y, Some(&cw), 2.0, &mut engine::Rng::new(5)).unwrap();
 
     let by_hand = small_model(&rt, ModelKind::ResNet18Cifs, 2, 24);
-    let sgd2 = cifs::optim::Sgd::new(&rt, &by_hand, 0.1, 0.9, 2e-4).unwrap();
+    let sgd2 = cifs::training::optim::Sgd::new(&rt, &by_hand, 0.1, 0.9, 2e-4).unwrap();
     let adv = cw.attack(&rt, &by_hand, &x, &y, Start::Random(&mut engine::Rng::new(5))).unwrap();
     let out = by_hand.forward(&rt, &adv, Some(&y), Mode::Train).unwrap();
     let grads = autodiff::backward(&rt, &joint_loss(&rt, &out, &y, 2.0).unwrap()).unwrap();
@@ -354,14 +354,14 @@ fn the_training_step_uses_the_attack_it_is_given() {
 fn a_pgd10_step_costs_the_fused_dispatch_count() {
     let rt = rt();
     let model = small_model(&rt, ModelKind::ResNet18Cifs, 2, 11);
-    let sgd = cifs::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
+    let sgd = cifs::training::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
     let mut r = rng(12);
     let x = Tensor::from_f32(&rt, &[2, 3, 32, 32], &r.uniform_vec(2 * 3072, 0.0, 1.0)).unwrap();
     let y = Tensor::from_u32(&rt, &[2], &[0, 1]).unwrap();
     let pgd = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 10, loss: AttackLoss::Joint { beta: 2.0 } };
-    cifs::train::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap();
+    cifs::training::step::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap();
     let before = rt.dispatches_by_entry();
-    cifs::train::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap();
+    cifs::training::step::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap();
     let step: std::collections::BTreeMap<&str, u64> = rt.dispatches_by_entry().into_iter().map(|(k, n)| (k, n - before.get(k).copied().unwrap_or(0))).filter(|e| e.1 > 0).collect();
     let total: u64 = step.values().sum();
     println!("{total} dispatches: {step:?}");
@@ -388,7 +388,7 @@ fn trades_attack_stays_in_the_box_and_raises_the_kl() {
     let xv = r.uniform_vec(3 * 3072, 0.0, 1.0);
     let x = Tensor::from_f32(&rt, &[3, 3, 32, 32], &xv).unwrap();
     let eps = 8.0 / 255.0;
-    let trades = cifs::trades::Trades { eps, step: 2.0 / 255.0, steps: 3, beta: 6.0 };
+    let trades = cifs::training::trades::Trades { eps, step: 2.0 / 255.0, steps: 3, beta: 6.0 };
     let adv = trades.attack(&rt, &model, &x, &mut engine::Rng::new(1)).unwrap();
     let v = adv.to_vec(&rt).unwrap();
     assert_eq!(in_eps_ball(&v, &xv, eps), None);
@@ -403,7 +403,7 @@ fn trades_attack_stays_in_the_box_and_raises_the_kl() {
     let corner: Vec<f32> = xv.iter().map(|&v| (v + if r.below(2) == 1 { eps } else { -eps }).clamp(0.0, 1.0)).collect();
     let random = kl(&Tensor::from_f32(&rt, &[3, 3, 32, 32], &corner).unwrap());
     assert!(kl(&adv) > random, "KL after the attack {} <= at a random corner {random}", kl(&adv));
-    assert!(trades.validate().is_ok() && cifs::trades::Trades { beta: -1.0, ..trades }.validate().is_err());
+    assert!(trades.validate().is_ok() && cifs::training::trades::Trades { beta: -1.0, ..trades }.validate().is_err());
 }
 
 /// The TRADES loss's gradient w.r.t. the classifier's weights and bias (smooth in them: the
@@ -416,7 +416,7 @@ fn trades_loss_gradient_matches_finite_differences() {
     let mut r = rng(28);
     let x = Tensor::from_f32(&rt, &[3, 3, 32, 32], &r.uniform_vec(3 * 3072, 0.0, 1.0)).unwrap();
     let y = Tensor::from_u32(&rt, &[3], &[1, 4, 7]).unwrap();
-    let trades = cifs::trades::Trades { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, beta: 6.0 };
+    let trades = cifs::training::trades::Trades { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, beta: 6.0 };
     let adv = trades.attack(&rt, &model, &x, &mut engine::Rng::new(2)).unwrap();
     let loss_now = || engine::no_grad(|| trades.loss(&rt, &model, &x, &adv, &y, 2.0).unwrap().0.to_vec(&rt).unwrap()[0] as f64);
     let (loss, _) = trades.loss(&rt, &model, &x, &adv, &y, 2.0).unwrap();
@@ -446,11 +446,11 @@ fn trades_loss_gradient_matches_finite_differences() {
 fn trades_training_steps_fit_a_fixed_batch() {
     let rt = rt();
     let model = small_model(&rt, ModelKind::ResNet18, 4, 29);
-    let sgd = cifs::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
+    let sgd = cifs::training::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
     let mut r = rng(30);
     let x = Tensor::from_f32(&rt, &[8, 3, 32, 32], &r.uniform_vec(8 * 3072, 0.0, 1.0)).unwrap();
     let y = Tensor::from_u32(&rt, &[8], &[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
-    let trades = cifs::trades::Trades { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, beta: 6.0 };
+    let trades = cifs::training::trades::Trades { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, beta: 6.0 };
     let losses: Vec<f32> = (0..8).map(|_| trades.train_step(&rt, &model, &sgd, &x, &y, 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0]).collect();
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     assert!(losses[7] < losses[0], "TRADES did not reduce its loss on a fixed batch: {losses:?}");
@@ -460,12 +460,12 @@ fn trades_training_steps_fit_a_fixed_batch() {
 fn cas_model_trains_and_its_checkpoint_is_recognised() {
     let rt = rt();
     let model = small_model(&rt, ModelKind::ResNet18Cas, 4, 31);
-    let sgd = cifs::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
+    let sgd = cifs::training::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
     let mut r = rng(32);
     let x = Tensor::from_f32(&rt, &[8, 3, 32, 32], &r.uniform_vec(8 * 3072, 0.0, 1.0)).unwrap();
     let y = Tensor::from_u32(&rt, &[8], &[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
     let pgd = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, loss: AttackLoss::Joint { beta: 2.0 } };
-    let losses: Vec<f32> = (0..6).map(|_| cifs::train::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0]).collect();
+    let losses: Vec<f32> = (0..6).map(|_| cifs::training::step::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0]).collect();
     assert!(losses.iter().all(|l| l.is_finite()) && losses[5] < losses[0], "{losses:?}");
     let out = model.forward(&rt, &x, None, Mode::Eval).unwrap();
     assert_eq!(out.probes.len(), 2, "both layer4 blocks carry a CAS probe");
@@ -494,12 +494,12 @@ fn wide_resnet_28_10_has_the_reference_parameter_count() {
 fn wide_resnet_cifs_of_another_size_trains_and_its_checkpoint_is_recognised() {
     let rt = rt();
     let model = Model::new(&rt, ModelConfig { kind: ModelKind::WrnCifs, width: 2, classes: 10, depth: 22 }, &mut engine::Rng::new(41)).unwrap();
-    let sgd = cifs::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
+    let sgd = cifs::training::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
     let mut r = rng(42);
     let x = Tensor::from_f32(&rt, &[4, 3, 32, 32], &r.uniform_vec(4 * 3072, 0.0, 1.0)).unwrap();
     let y = Tensor::from_u32(&rt, &[4], &[0, 1, 2, 3]).unwrap();
     let pgd = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 1, loss: AttackLoss::Joint { beta: 2.0 } };
-    let losses: Vec<f32> = (0..5).map(|_| cifs::train::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0]).collect();
+    let losses: Vec<f32> = (0..5).map(|_| cifs::training::step::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0]).collect();
     assert!(losses.iter().all(|l| l.is_finite()) && losses[4] < losses[0], "{losses:?}");
     let out = model.forward(&rt, &x, None, Mode::Eval).unwrap();
     assert_eq!(out.probes.len(), 2, "block3's last block and the head carry probes");

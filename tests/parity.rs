@@ -28,10 +28,10 @@ mod kinks;
 
 use std::path::PathBuf;
 
-use cifs::attack::{AttackLoss, Pgd, Start};
+use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
 use cifs::loss::joint_loss;
-use cifs::optim::Sgd;
-use cifs::state::{load_state_dict, read_f32, read_i64};
+use cifs::training::optim::Sgd;
+use cifs::checkpoint::state::{load_state_dict, read_f32, read_i64};
 use cifs::{Mode, Model, ModelConfig, ModelKind};
 use common::{rel_err, rt};
 use engine::{autodiff, Runtime, Tensor};

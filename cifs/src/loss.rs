@@ -1,4 +1,4 @@
-//! Losses (DESIGN §5). Joint loss of ResNet18-CIFS:
+//! Losses (docs/DESIGN.md, section 4). Joint loss of ResNet18-CIFS:
 //! `L = 3 / (beta + 1) * (CE(final) + beta / K * sum_k CE(p_k))`, K probes; plain ResNet: CE(final).
 
 use engine::ops::{arith, cross_entropy::cross_entropy_weighted};

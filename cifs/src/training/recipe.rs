@@ -1,4 +1,4 @@
-//! Per-dataset training defaults (DESIGN §6, DESIGN-SETUPS §2-3): what `train <dataset>` uses for
+//! Per-dataset training defaults (docs/DESIGN.md, section 5): what `train <dataset>` uses for
 //! every setting the command line leaves out. Where the reference leaves a setting open, the
 //! choice is ours and the README says so.
 

@@ -4,15 +4,17 @@
 //! `best_pgd20`). The model's shape is read from the tensors themselves, so a checkpoint made by
 //! the reference code (no metadata, maybe a `module.` prefix) loads too.
 
+pub mod state;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use engine::{Rng, Runtime};
 
 use crate::error::{CifsError, Result};
-use crate::optim::Sgd;
+use crate::training::optim::Sgd;
 use crate::models::{ModelConfig, ModelKind, Model};
-use crate::state::{self, load_state_dict, read_f32, to_safetensors, write_atomic, Entry};
+use state::{load_state_dict, read_f32, to_safetensors, write_atomic, Entry};
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CifsError + '_ {
     move |source| CifsError::Io { path: path.display().to_string(), source }

@@ -11,7 +11,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{CifsError, Result};
 
-static FONT: &[u8] = include_bytes!("../fonts/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../fonts/DejaVuSans.ttf");
 
 fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -53,11 +53,11 @@ pub fn save(fig: &impl Figure, stem: &Path) -> Result<(PathBuf, PathBuf)> {
         area.present().map_err(plot_err)?;
     }
     let (svg_path, png_path) = (stem.with_extension("svg"), stem.with_extension("png"));
-    crate::state::write_atomic(&svg_path, svg.as_bytes()).map_err(io(&svg_path))?;
+    crate::checkpoint::state::write_atomic(&svg_path, svg.as_bytes()).map_err(io(&svg_path))?;
     let img = image::RgbImage::from_raw(w, h, rgb).expect("buffer of w x h x 3");
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).map_err(plot_err)?;
-    crate::state::write_atomic(&png_path, &png).map_err(io(&png_path))?;
+    crate::checkpoint::state::write_atomic(&png_path, &png).map_err(io(&png_path))?;
     Ok((svg_path, png_path))
 }
 

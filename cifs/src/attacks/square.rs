@@ -15,9 +15,9 @@
 
 use engine::{no_grad, Rng, Runtime, Tensor};
 
-use crate::apgd::Batch;
+use crate::attacks::apgd::Batch;
 use crate::error::{check_setting, Result};
-use crate::hostloss;
+use crate::attacks::hostloss;
 use crate::models::{Mode, Model};
 
 #[derive(Debug, Clone, Copy)]

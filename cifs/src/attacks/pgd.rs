@@ -1,4 +1,4 @@
-//! L-inf attacks (DESIGN §5): PGD with or without a random start, FGSM (one PGD step of size eps
+//! L-inf attacks (docs/DESIGN.md, section 4): PGD with or without a random start, FGSM (one PGD step of size eps
 //! from zero), and CW-inf (PGD on the Carlini-Wagner margin loss). The model runs in eval mode
 //! with frozen parameters, so each iteration's backward computes the input gradient only. The
 //! loss an attack ascends is selectable ([`AttackLoss`]): adaptive attacks on CIFS models need

@@ -13,6 +13,8 @@
 //!
 //! Means are accumulated in f64 on the host from the read-back per-image values.
 
+pub mod plots;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,11 +22,10 @@ use datasets::loader::{batches, Pass};
 use datasets::Dataset;
 use engine::{no_grad, Runtime, Tensor};
 
-use crate::apgd::Batch;
+use crate::attacks::apgd::Batch;
 use crate::error::{CifsError, Result};
-use crate::evaluate::{adversarial_images, Attack, EvalSettings};
-use crate::hostloss::predictions;
-use crate::plots;
+use crate::attacks::evaluate::{adversarial_images, Attack, EvalSettings};
+use crate::attacks::hostloss::predictions;
 use crate::models::{Mode, Model, Taps};
 
 /// Per-channel means of one CIFS block, natural and adversarial.
@@ -227,7 +228,7 @@ fn channel_files(dir: &Path, stem: &str, title: String, quantity: &str, stats: &
         csv += &format!("{rank},{c},{},{},{},{},{}\n", stats.relevance[c], natural[c], adversarial[c], nat[rank], adv[rank]);
     }
     let csv_path = dir.join(stem).with_extension("csv");
-    crate::state::write_atomic(&csv_path, csv.as_bytes()).map_err(io(&csv_path))?;
+    crate::checkpoint::state::write_atomic(&csv_path, csv.as_bytes()).map_err(io(&csv_path))?;
     Ok(vec![svg, png, csv_path])
 }
 
@@ -257,7 +258,7 @@ pub fn write(analysis: &Analysis, out: &Path, model_name: &str) -> Result<Vec<Pa
         summary += &format!("{},{},{},{},{nat},{adv},{un},{ua}\n", s.class, s.images, acc(s.natural_correct), acc(s.robust_correct));
     }
     let summary_path = out.join("summary.csv");
-    crate::state::write_atomic(&summary_path, summary.as_bytes()).map_err(io(&summary_path))?;
+    crate::checkpoint::state::write_atomic(&summary_path, summary.as_bytes()).map_err(io(&summary_path))?;
     files.push(summary_path);
     let names: Vec<String> = analysis.classes.iter().map(|s| s.class.clone()).collect();
     let acc = |f: &dyn Fn(&ClassStats) -> usize| analysis.classes.iter().map(|s| f(s) as f64 / s.images.max(1) as f64).collect::<Vec<f64>>();

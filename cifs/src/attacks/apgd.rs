@@ -21,9 +21,9 @@ use engine::ops::attack::{apgd_step, select_rows};
 use engine::ops::dlr_loss::dlr_loss;
 use engine::{autodiff, Rng, Runtime, Tensor};
 
-use crate::attack::AttackLoss;
+use crate::attacks::pgd::AttackLoss;
 use crate::error::{check_setting, Result};
-use crate::hostloss;
+use crate::attacks::hostloss;
 use crate::models::{Mode, Model};
 
 /// Which loss an APGD run ascends.

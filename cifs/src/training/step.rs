@@ -1,13 +1,13 @@
-//! One adversarial training step (DESIGN §5): attack the batch in eval mode, train-mode forward on
+//! One adversarial training step (docs/DESIGN.md, section 5): attack the batch in eval mode, train-mode forward on
 //! the adversarial images with labels, joint loss, backward, SGD. Everything is recorded into the
 //! GPU's open command stream; nothing is read back unless the caller reads the returned loss.
 
 use engine::{autodiff, Rng, Runtime, Tensor};
 
-use crate::attack::{Pgd, Start};
+use crate::attacks::pgd::{Pgd, Start};
 use crate::error::Result;
 use crate::loss::joint_loss;
-use crate::optim::Sgd;
+use crate::training::optim::Sgd;
 use crate::models::{Mode, Output, Model};
 
 /// What a step hands back: the loss (1,) and the outputs, still on the GPU.

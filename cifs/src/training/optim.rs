@@ -1,4 +1,5 @@
-//! SGD with momentum and weight decay over a model's parameters (PyTorch semantics, DESIGN §5).
+//! SGD with momentum and weight decay over a model's parameters (PyTorch semantics;
+//! docs/DESIGN.md, section 4).
 
 use engine::{Gradients, Runtime, Tensor};
 

@@ -1,4 +1,4 @@
-//! The training run (DESIGN §5, issues 4 and 6): an optional clean warm-up phase at constant lr,
+//! The training run (docs/DESIGN.md, section 5): an optional clean warm-up phase at constant lr,
 //! then the main phase (PGD-10 adversarial training by default) with a fresh optimizer and the
 //! lr milestones; evaluation every few epochs; `metrics.jsonl`, `config.json`, `curves.svg|png`,
 //! `last.safetensors` (resumable) and `best.safetensors` (best PGD-20) in the output directory.
@@ -19,17 +19,17 @@ use datasets::Splits;
 use engine::{Rng, Runtime, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::attack::{AttackLoss, Pgd};
+use crate::attacks::pgd::{AttackLoss, Pgd};
 use crate::checkpoint::{load_training, load_weights_into, save_model, save_training, RunState};
 use crate::error::{check_setting, CifsError, Result};
-use crate::evaluate::{evaluate, Attack, EvalSettings};
-use crate::hostloss::predictions;
-use crate::optim::Sgd;
-use crate::plots;
+use crate::attacks::evaluate::{evaluate, Attack, EvalSettings};
+use crate::attacks::hostloss::predictions;
+use crate::training::optim::Sgd;
+use crate::analysis::plots;
 use crate::models::{ModelConfig, ModelKind, Model};
-use crate::resume::{resumed, Resume, RunRecord};
-use crate::trades::Trades;
-use crate::train::train_step;
+use crate::training::resume::{resumed, Resume, RunRecord};
+use crate::training::trades::Trades;
+use crate::training::step::train_step;
 
 /// How the training images of the main phase are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,11 +271,11 @@ fn read_metrics(path: &Path, upto_epoch: usize) -> Result<Vec<EpochMetrics>> {
 
 fn write_metrics(path: &Path, all: &[EpochMetrics]) -> Result<()> {
     let text: String = all.iter().map(|m| serde_json::to_string(m).unwrap() + "\n").collect();
-    crate::state::write_atomic(path, text.as_bytes()).map_err(io(path))
+    crate::checkpoint::state::write_atomic(path, text.as_bytes()).map_err(io(path))
 }
 
 /// The settings record of a run that resumes after `epoch` epochs, from its `config.json`
-/// (see [`crate::resume`]). With changes allowed, a missing or unreadable file is no obstacle.
+/// (see [`crate::training::resume`]). With changes allowed, a missing or unreadable file is no obstacle.
 fn resumed_record(paths: &RunPaths, cfg: &TrainConfig, epoch: usize, resume: Resume) -> Result<RunRecord> {
     match RunRecord::read(&paths.config()) {
         Ok(old) => resumed(old, cfg, epoch, resume),
@@ -317,7 +317,7 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
     } else if let Some(init) = &cfg.init_from {
         load_weights_into(rt, &model, Path::new(init))?;
     }
-    crate::state::write_atomic(&paths.config(), record.to_json().as_bytes()).map_err(io(&paths.config()))?;
+    crate::checkpoint::state::write_atomic(&paths.config(), record.to_json().as_bytes()).map_err(io(&paths.config()))?;
     let mut history = read_metrics(&paths.metrics(), state.epoch)?;
     write_metrics(&paths.metrics(), &history)?;
 
@@ -415,7 +415,7 @@ mod tests {
     /// The reference's CIFAR-10 schedule: 15 warm-up epochs, then 120 main-phase epochs with the lr
     /// 10x smaller from main-phase epoch 75 and again from 90.
     fn reference() -> TrainConfig {
-        let r = crate::recipe::Recipe::cifar10();
+        let r = crate::training::recipe::Recipe::cifar10();
         TrainConfig {
             dataset: "cifar10".into(),
             data_dir: "data".into(),

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{CifsError, Result};
-use crate::run::TrainConfig;
+use crate::training::run::TrainConfig;
 
 /// How a run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,8 +114,8 @@ pub fn resumed(old: RunRecord, new: &TrainConfig, epoch: usize, resume: Resume) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recipe::Recipe;
-    use crate::run::{Adversary, Method};
+    use crate::training::recipe::Recipe;
+    use crate::training::run::{Adversary, Method};
 
     fn config() -> TrainConfig {
         let r = Recipe::cifar10();

@@ -11,11 +11,11 @@
 use engine::{no_grad, Rng, Runtime, Tensor};
 use serde::Serialize;
 
-use crate::attack::{AttackLoss, Pgd};
+use crate::attacks::pgd::{AttackLoss, Pgd};
 use crate::error::Result;
-use crate::optim::Sgd;
+use crate::training::optim::Sgd;
 use crate::models::{Mode, ModelConfig, Model};
-use crate::train::train_step;
+use crate::training::step::train_step;
 
 /// The steps measured, in order, under their JSON names.
 pub const STEPS: [&str; 3] = ["pgd10-at-step", "clean-train-step", "eval-forward"];

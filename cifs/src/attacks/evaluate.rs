@@ -1,6 +1,6 @@
 //! Accuracy under attack, overall and per class.
 //!
-//! White-box gradient attacks (DESIGN §5): FGSM, PGD-n (step 0.1 eps, no random start) and CW-inf
+//! White-box gradient attacks (docs/DESIGN.md, section 4): FGSM, PGD-n (step 0.1 eps, no random start) and CW-inf
 //! (PGD on the margin loss, confidence 50); the loss that FGSM, PGD and APGD-CE ascend is the
 //! evaluation's `loss` (the joint loss by default, as the reference evaluates CIFS models).
 //! AutoAttack-grade attacks (Croce and Hein 2020): APGD-CE, APGD-DLR, APGD-T (targeted DLR over
@@ -17,12 +17,12 @@ use datasets::Dataset;
 use engine::{no_grad, Runtime, Tensor};
 use serde::Serialize;
 
-use crate::apgd::{Apgd, ApgdLoss, Batch};
-use crate::attack::{cw_inf, fgsm, AttackLoss, Pgd, Start};
+use crate::attacks::apgd::{Apgd, ApgdLoss, Batch};
+use crate::attacks::pgd::{cw_inf, fgsm, AttackLoss, Pgd, Start};
 use crate::error::{check_setting, CifsError, Result};
-use crate::hostloss::predictions;
+use crate::attacks::hostloss::predictions;
 use crate::models::{Mode, Model};
-use crate::square::Square;
+use crate::attacks::square::Square;
 
 /// An evaluation attack: `natural`, `fgsm`, `pgd<steps>`, `cw<steps>` (e.g. pgd20, pgd100, cw30),
 /// `apgd-ce`, `apgd-dlr`, `apgd-t`, `square`, `autoattack`.

@@ -1,4 +1,4 @@
-//! TRADES (Zhang et al., ICML 2019; DESIGN-SETUPS §4):
+//! TRADES (Zhang et al., ICML 2019; docs/DESIGN.md, section 4):
 //! `L = L_nat(f(x), y) + beta_t (1/N) sum_n KL(softmax f(x_n) || softmax f(x'_n))`, where the
 //! natural part is cross-entropy (the joint loss for CIFS models) and x' comes from `steps`
 //! sign-gradient steps on that KL, from x + 0.001 N(0, 1), projected to the eps-ball and [0, 1]
@@ -16,9 +16,9 @@ use engine::{autodiff, no_grad, Rng, Runtime, Tensor};
 
 use crate::error::{check_setting, Result};
 use crate::loss::joint_loss;
-use crate::optim::Sgd;
+use crate::training::optim::Sgd;
 use crate::models::{Mode, Output, Model};
-use crate::train::StepResult;
+use crate::training::step::StepResult;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Trades {
