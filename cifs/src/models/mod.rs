@@ -86,6 +86,14 @@ impl ModelKind {
         matches!(self, ModelKind::WrnCifs | ModelKind::Wrn)
     }
 
+    /// Refuses a chosen depth for a model whose depth is fixed by its kind (the ResNets).
+    pub fn check_depth(self, depth: Option<usize>) -> Result<()> {
+        match depth {
+            Some(d) if !self.is_wrn() => Err(CifsError::Invalid(format!("--depth {d}: only the WideResNet (wrn, wrn-cifs) takes a depth; {self} has a fixed one"))),
+            _ => Ok(()),
+        }
+    }
+
     /// Depth when none is given: the WideResNet's 28; the ResNets' is fixed by their kind.
     pub fn default_depth(self) -> usize {
         match self {
@@ -138,6 +146,13 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// A model of `kind` with the width and depth a caller chose, each defaulting by kind.
+    /// Only the WideResNet takes a depth: a ResNet's is its kind.
+    pub fn resolve(kind: ModelKind, width: Option<usize>, depth: Option<usize>, classes: usize) -> Result<ModelConfig> {
+        kind.check_depth(depth)?;
+        Ok(ModelConfig { kind, width: width.unwrap_or(kind.default_width()), classes, depth: depth.unwrap_or(kind.default_depth()) })
+    }
+
     /// A model of `kind` at its default depth.
     pub fn new(kind: ModelKind, width: usize, classes: usize) -> ModelConfig {
         ModelConfig {

@@ -9,3 +9,15 @@ pub mod resume;
 pub mod run;
 pub mod step;
 pub mod trades;
+
+use crate::error::{CifsError, Result};
+use crate::models::ModelKind;
+
+/// Refuses a dataset whose images are not the ones `model` is built for, before any work.
+pub fn check_images_fit(model: ModelKind, dataset: &str, shape: datasets::ImageShape) -> Result<()> {
+    let (channels, side) = model.input();
+    if shape != (datasets::ImageShape { channels, side }) {
+        return Err(CifsError::ImagesDoNotFit { model: model.to_string(), takes: format!("{channels}x{side}x{side}"), dataset: dataset.to_string(), has: shape.to_string() });
+    }
+    Ok(())
+}

@@ -49,6 +49,36 @@ impl Recipe {
     }
 }
 
+/// The settings a recipe decides that a caller chose itself (`None`: the recipe's).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Choices {
+    pub model: Option<ModelKind>,
+    pub epochs: Option<usize>,
+    pub clean_epochs: Option<usize>,
+    pub lr: Option<f32>,
+    pub milestones: Option<Vec<usize>>,
+    pub eps: Option<f32>,
+    pub step_size: Option<f32>,
+    pub attack_steps: Option<u32>,
+}
+
+impl Recipe {
+    /// This recipe with each setting the caller chose in its place.
+    pub fn with(self, c: Choices) -> Recipe {
+        Recipe {
+            model: c.model.unwrap_or(self.model),
+            lr: c.lr.unwrap_or(self.lr),
+            epochs: c.epochs.unwrap_or(self.epochs),
+            clean_epochs: c.clean_epochs.unwrap_or(self.clean_epochs),
+            milestones: c.milestones.unwrap_or(self.milestones),
+            eps: c.eps.unwrap_or(self.eps),
+            step_size: c.step_size.unwrap_or(self.step_size),
+            attack_steps: c.attack_steps.unwrap_or(self.attack_steps),
+            augment: self.augment,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +90,13 @@ mod tests {
         }
         assert_eq!(Recipe::for_dataset(DatasetKind::Svhn).lr, 0.01);
         assert!(!Recipe::for_dataset(DatasetKind::FashionMnist).augment);
+    }
+
+    #[test]
+    fn a_choice_replaces_only_its_own_setting() {
+        let base = Recipe::for_dataset(DatasetKind::FashionMnist);
+        assert_eq!(base.clone().with(Choices::default()), base);
+        let chosen = base.clone().with(Choices { lr: Some(0.05), milestones: Some(vec![]), ..Choices::default() });
+        assert_eq!(chosen, Recipe { lr: 0.05, milestones: vec![], ..base });
     }
 }

@@ -290,10 +290,7 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
     let classes = splits.train.classes.len();
     let config = ModelConfig { kind: cfg.model, width: cfg.width, classes, depth: cfg.depth.unwrap_or(cfg.model.default_depth()) };
     check_batch_fits(rt, cfg.batch_size, &config)?;
-    let (channels, side) = cfg.model.input();
-    if splits.train.shape != (datasets::ImageShape { channels, side }) {
-        return Err(CifsError::ImagesDoNotFit { model: cfg.model.to_string(), takes: format!("{channels}x{side}x{side}"), dataset: cfg.dataset.clone(), has: splits.train.shape.to_string() });
-    }
+    super::check_images_fit(cfg.model, &cfg.dataset, splits.train.shape)?;
     let train = Arc::new(match cfg.limit_train { Some(n) => splits.train.balanced(n), None => splits.train });
     let test_n = cfg.limit_test.unwrap_or(usize::MAX).min(cfg.eval_limit);
     let test = Arc::new(splits.test.balanced(test_n));
