@@ -5,7 +5,8 @@
 # (joint loss, eval's defaults), and AutoAttack on AA_LIMIT class-balanced test images.
 # The reference code reached 62.4% natural / 36.8% PGD-20 with this schedule at width 64.
 #
-# On the device, after `../shared/gpu/prepare --data` here (carry [".gl", ".gpu"]):
+# On the device, with the release build and the dataset packed into .gpu and a Vulkan loader's
+# packages in .gl (carry [".gl", ".gpu"]):
 #     WIDTH=64 bash benches/gpu/reproduce.sh
 # Every call continues where the last one stopped: training resumes from the run's last epoch
 # checkpoint (kept in the ignored runs/ folder, which stays on a warm device machine between
@@ -38,7 +39,7 @@ left() { local l=$(( deadline - $(date +%s) )); [ "$l" -lt "$1" ] && l=$1; echo 
 say() { echo "$*" | tee -a "$S"; }
 
 if [ -z "${CIFS_BIN:-}" ]; then
-    [ -f .gpu/payload.tar.xz ] || { say "no .gpu/payload.tar.xz: run ../shared/gpu/prepare --data here first, or set CIFS_BIN and DATA_DIR"; exit 2; }
+    [ -f .gpu/payload.tar.xz ] || { say "no .gpu/payload.tar.xz: pack the release build and the dataset there first, or set CIFS_BIN and DATA_DIR"; exit 2; }
     . benches/gpu/egl-icd.sh
     unpack_payload
     CIFS_BIN=$W/bin/cifs-wgpu
