@@ -12,7 +12,11 @@ fn main() {
     let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
         Some(c) => {
             let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-            if dirty { format!("{c}-dirty") } else { c }
+            if dirty {
+                format!("{c}-dirty")
+            } else {
+                c
+            }
         }
         None => "unknown".to_string(),
     };

@@ -11,9 +11,9 @@
 //! row reports the fastest, and the JSON lists them all with the heuristic's pick beside.
 
 use cifs::models::probe::{PairRule, Probe};
-use engine::Rng;
 use engine::ops::{attack, batchnorm, conv2d, linear, optim};
 use engine::tune::{Gemm, Tile};
+use engine::Rng;
 use engine::{Runtime, Tensor};
 
 fn env(name: &str, default: usize) -> usize {
@@ -78,7 +78,13 @@ fn main() {
     let push_conv = |rows: &mut Vec<Row>, name: String, tiles: Vec<(Tile, f64)>, heuristic: Tile, flops: f64| {
         let (best, ms) = tiles[0];
         let all: Vec<String> = tiles.iter().map(|(t, ms)| format!("{} {ms:.3}", t.name())).collect();
-        println!("  {name:<44} {ms:>10.3} ms {:>9.1} GFLOP/s  best {} (heuristic {}; {})", flops / ms / 1e6, best.name(), heuristic.name(), all.join(", "));
+        println!(
+            "  {name:<44} {ms:>10.3} ms {:>9.1} GFLOP/s  best {} (heuristic {}; {})",
+            flops / ms / 1e6,
+            best.name(),
+            heuristic.name(),
+            all.join(", ")
+        );
         rows.push(Row { name, median_ms: ms, rate: flops / ms / 1e6, unit: "GFLOP/s", tiles, heuristic: Some(heuristic) });
     };
 
@@ -125,7 +131,9 @@ fn main() {
         let (g, be) = (rand(&rt, &mut rng, &[c]).requiring_grad(), rand(&rt, &mut rng, &[c]).requiring_grad());
         let (rm, rv) = (Tensor::zeros(&rt, &[c]).unwrap(), Tensor::from_f32(&rt, &[c], &vec![1.0; c]).unwrap());
         let bytes = x.numel() as f64 * 4.0;
-        let ms = measure(&rt, reps, || drop(batchnorm::batchnorm2d(&rt, &x, &g, &be, batchnorm::RunningStats { mean: &rm, var: &rv }, true).unwrap()));
+        let ms = measure(&rt, reps, || {
+            drop(batchnorm::batchnorm2d(&rt, &x, &g, &be, batchnorm::RunningStats { mean: &rm, var: &rv }, true).unwrap())
+        });
         push(&mut rows, format!("batchnorm fwd train {c}x{hw}x{hw}"), ms, 4.0 * bytes, "GB/s");
         let y = batchnorm::batchnorm2d(&rt, &x, &g, &be, batchnorm::RunningStats { mean: &rm, var: &rv }, true).unwrap();
         let seed = rand(&rt, &mut rng, y.shape());
@@ -135,7 +143,9 @@ fn main() {
         // read x, write y; backward reads g and y, writes dx).
         let (gf, bf) = (g.detach(), be.detach());
         let act = batchnorm::Act { residual: None, relu: true };
-        let ms = measure(&rt, reps, || drop(batchnorm::batchnorm_act(&rt, &x, &gf, &bf, batchnorm::RunningStats { mean: &rm, var: &rv }, false, act).unwrap()));
+        let ms = measure(&rt, reps, || {
+            drop(batchnorm::batchnorm_act(&rt, &x, &gf, &bf, batchnorm::RunningStats { mean: &rm, var: &rv }, false, act).unwrap())
+        });
         push(&mut rows, format!("batchnorm-relu fwd eval {c}x{hw}x{hw}"), ms, 2.0 * bytes, "GB/s");
         let y = batchnorm::batchnorm_act(&rt, &x, &gf, &bf, batchnorm::RunningStats { mean: &rm, var: &rv }, false, act).unwrap();
         let ms = measure(&rt, reps, || drop(engine::autodiff::backward_with(&rt, &y, seed.clone()).unwrap()));
@@ -157,7 +167,8 @@ fn main() {
     let (p, v, g) = (rand(&rt, &mut rng, &[params]), Tensor::zeros(&rt, &[params]).unwrap(), rand(&rt, &mut rng, &[params]));
     let ms = measure(&rt, reps, || optim::sgd_step(&rt, &p, &v, &g, 0.1, 0.9, 2e-4).unwrap());
     push(&mut rows, format!("sgd step {params} params"), ms, 5.0 * params as f64 * 4.0, "GB/s");
-    let (x, gx, d) = (rand(&rt, &mut rng, &[b, 3, 32, 32]), rand(&rt, &mut rng, &[b, 3, 32, 32]), Tensor::zeros(&rt, &[b, 3, 32, 32]).unwrap());
+    let (x, gx, d) =
+        (rand(&rt, &mut rng, &[b, 3, 32, 32]), rand(&rt, &mut rng, &[b, 3, 32, 32]), Tensor::zeros(&rt, &[b, 3, 32, 32]).unwrap());
     let ms = measure(&rt, reps, || drop(attack::pgd_step(&rt, &x, &gx, &d, 8.0 / 255.0, 2.0 / 255.0).unwrap()));
     push(&mut rows, format!("pgd step {b}x3x32x32"), ms, 5.0 * x.numel() as f64 * 4.0, "GB/s");
 
@@ -169,16 +180,23 @@ fn main() {
             let ceiling = if r.unit == "GFLOP/s" { flops_ceiling } else { bw_ceiling };
             let tiles: Vec<String> = r.tiles.iter().map(|(t, ms)| format!("\"{}\":{ms:.4}", t.name())).collect();
             let tiles = match r.heuristic {
-                Some(h) => format!(r#","best_tile":"{}","heuristic_tile":"{}","tile_ms":{{{}}}"#, r.tiles[0].0.name(), h.name(), tiles.join(",")),
+                Some(h) => {
+                    format!(r#","best_tile":"{}","heuristic_tile":"{}","tile_ms":{{{}}}"#, r.tiles[0].0.name(), h.name(), tiles.join(","))
+                }
                 None => String::new(),
             };
             format!(
                 r#"{{"kernel":"{}","median_ms":{:.4},"rate":{:.2},"unit":"{}","percent_of_ceiling":{:.1}{tiles}}}"#,
-                r.name, r.median_ms, r.rate, r.unit, 100.0 * r.rate / ceiling
+                r.name,
+                r.median_ms,
+                r.rate,
+                r.unit,
+                100.0 * r.rate / ceiling
             )
         })
         .collect();
-    let path = std::env::var("BENCH_JSON").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-kernels.json").to_string());
+    let path =
+        std::env::var("BENCH_JSON").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-kernels.json").to_string());
     let doc = format!(
         "{{\"adapter\":\"{}\",\"batch\":{b},\"width\":{w},\"flops_ceiling_gflops\":{flops_ceiling:.1},\"copy_ceiling_gbs\":{bw_ceiling:.1},\"kernels\":[\n{}\n]}}\n",
         adapter.name,

@@ -16,11 +16,7 @@ use crate::commands::{load_data, open_runtime};
 
 /// A float, or a fraction like `8/255`.
 pub fn fraction(s: &str) -> Result<f32, String> {
-    let parse = |t: &str| {
-        t.trim()
-            .parse::<f32>()
-            .map_err(|_| format!("`{s}` is not a number or a fraction like 8/255"))
-    };
+    let parse = |t: &str| t.trim().parse::<f32>().map_err(|_| format!("`{s}` is not a number or a fraction like 8/255"));
     let v = match s.split_once('/') {
         Some((a, b)) => {
             let d = parse(b)?;
@@ -44,9 +40,7 @@ pub fn non_negative(s: &str) -> Result<f32, String> {
     if v >= 0.0 {
         Ok(v)
     } else {
-        Err(format!(
-            "`{s}` is negative; this setting must be at least 0"
-        ))
+        Err(format!("`{s}` is negative; this setting must be at least 0"))
     }
 }
 
@@ -73,13 +67,7 @@ pub fn milestones(s: &str) -> Result<Vec<usize>, String> {
     if s.trim().is_empty() {
         return Ok(Vec::new());
     }
-    s.split(',')
-        .map(|t| {
-            t.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("`{t}` in `{s}` is not an epoch number"))
-        })
-        .collect()
+    s.split(',').map(|t| t.trim().parse::<usize>().map_err(|_| format!("`{t}` in `{s}` is not an epoch number"))).collect()
 }
 
 /// The model and batch a benchmark or a tuning run builds.
@@ -136,27 +124,13 @@ pub struct Trained {
 
 impl Trained {
     /// The runtime, the checkpoint's model and the dataset, checked to have as many classes.
-    pub fn open(
-        &self,
-        adapter: Option<&str>,
-        tune: bool,
-    ) -> Result<(Runtime, cifs::Model, datasets::Splits), String> {
+    pub fn open(&self, adapter: Option<&str>, tune: bool) -> Result<(Runtime, cifs::Model, datasets::Splits), String> {
         let rt = open_runtime(adapter, tune)?;
-        let model =
-            cifs::checkpoint::load_model(&rt, &self.checkpoint).map_err(|e| e.to_string())?;
-        eprintln!(
-            "model: {} width {} from {}",
-            model.config.kind,
-            model.config.width,
-            self.checkpoint.display()
-        );
+        let model = cifs::checkpoint::load_model(&rt, &self.checkpoint).map_err(|e| e.to_string())?;
+        eprintln!("model: {} width {} from {}", model.config.kind, model.config.width, self.checkpoint.display());
         let (splits, _) = load_data(self.dataset, self.data_dir.as_deref(), self.no_download)?;
         if splits.test.classes.len() != model.config.classes {
-            return Err(format!(
-                "the checkpoint has {} classes, the dataset {}",
-                model.config.classes,
-                splits.test.classes.len()
-            ));
+            return Err(format!("the checkpoint has {} classes, the dataset {}", model.config.classes, splits.test.classes.len()));
         }
         Ok((rt, model, splits))
     }
@@ -193,9 +167,7 @@ impl AttackArgs {
     pub fn settings(&self) -> EvalSettings {
         let loss = match self.attack_loss {
             LossChoice::Ce => AttackLoss::Ce,
-            LossChoice::Joint => AttackLoss::Joint {
-                beta: self.attack_beta,
-            },
+            LossChoice::Joint => AttackLoss::Joint { beta: self.attack_beta },
             LossChoice::Cw => AttackLoss::CwMargin { confidence: 50.0 },
             LossChoice::Dlr => AttackLoss::Dlr,
         };

@@ -6,11 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// A bar over `len` units with `template` (indicatif syntax).
 pub fn bar(len: u64, template: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(template)
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
     bar
 }
 
@@ -30,24 +26,15 @@ pub struct TrainDisplay {
 
 impl Events for TrainDisplay {
     fn epoch_start(&mut self, epoch: usize, total: usize, phase: Phase, lr: f32, batches: usize) {
-        let b = bar(
-            batches as u64,
-            "{prefix} [{bar:25}] {pos}/{len} {msg} ETA {eta}",
-        );
-        b.set_prefix(format!(
-            "epoch {epoch}/{total} {} lr {lr:.4}",
-            phase_name(phase)
-        ));
+        let b = bar(batches as u64, "{prefix} [{bar:25}] {pos}/{len} {msg} ETA {eta}");
+        b.set_prefix(format!("epoch {epoch}/{total} {} lr {lr:.4}", phase_name(phase)));
         self.bar = Some(b);
     }
 
     fn batch(&mut self, done: usize, loss: f64, acc: f64, images_per_s: f64) {
         if let Some(b) = &self.bar {
             b.set_position(done as u64);
-            b.set_message(format!(
-                "loss {loss:.4} acc {:.1}% {images_per_s:.0} img/s",
-                100.0 * acc
-            ));
+            b.set_message(format!("loss {loss:.4} acc {:.1}% {images_per_s:.0} img/s", 100.0 * acc));
         }
     }
 
@@ -62,12 +49,7 @@ impl Events for TrainDisplay {
             b.finish_and_clear();
         }
         let eval = match (m.natural_acc, m.pgd20_acc) {
-            (Some(n), Some(p)) => format!(
-                " | test natural {:.2}% PGD-20 {:.2}% ({} images)",
-                100.0 * n,
-                100.0 * p,
-                m.eval_images
-            ),
+            (Some(n), Some(p)) => format!(" | test natural {:.2}% PGD-20 {:.2}% ({} images)", 100.0 * n, 100.0 * p, m.eval_images),
             _ => String::new(),
         };
         println!(

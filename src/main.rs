@@ -60,10 +60,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::run(adapter, !cli.no_tune, a),
         Command::Analyze(a) => analyze::run(adapter, !cli.no_tune, a),
         Command::Bench(a) => bench::run(adapter, !cli.no_tune, a),
-        Command::Tune(a) if cli.no_tune => Err(format!(
-            "`tune --no-tune` has nothing to do (model {})",
-            a.m.model
-        )),
+        Command::Tune(a) if cli.no_tune => Err(format!("`tune --no-tune` has nothing to do (model {})", a.m.model)),
         Command::Tune(a) => tune::run(adapter, a),
     };
     match result {

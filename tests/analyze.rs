@@ -9,8 +9,8 @@ mod common;
 use std::sync::Arc;
 
 use cifs::analysis::{analyze, nr_share, write};
-use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
 use cifs::attacks::evaluate::{Attack, EvalSettings};
+use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
 use cifs::{Mode, Model};
 use common::*;
 use engine::{Runtime, Tensor};
@@ -22,7 +22,15 @@ fn setup(rt: &Runtime) -> (Model, Arc<datasets::Dataset>) {
     let mut r = rng(41);
     let labels = vec![0u8, 2, 5, 0, 5, 2, 0];
     let images = (0..labels.len() * 3072).map(|i| ((i / 1024) as f64 * 20.0 + r.uniform(0.0, 120.0)) as u8).collect();
-    (model, Arc::new(datasets::Dataset { images, labels, classes: (0..10).map(|c| format!("c{c}")).collect(), shape: datasets::ImageShape::RGB32 }))
+    (
+        model,
+        Arc::new(datasets::Dataset {
+            images,
+            labels,
+            classes: (0..10).map(|c| format!("c{c}")).collect(),
+            shape: datasets::ImageShape::RGB32,
+        }),
+    )
 }
 
 /// Per-channel sums of one image's features, masks and unmasked outputs, natural and adversarial.
@@ -56,7 +64,9 @@ fn analysis_numbers_match_an_image_by_image_float64_recomputation() {
             let img: Vec<f32> = data.image(i).iter().map(|&b| b as f32 / 255.0).collect();
             let x = Tensor::from_f32(&rt, &[1, 3, 32, 32], &img).unwrap();
             let y = Tensor::from_u32(&rt, &[1], &[class as u32]).unwrap();
-            let adv = Pgd { eps: 8.0 / 255.0, step: 0.8 / 255.0, steps: 2, loss: AttackLoss::Joint { beta: 2.0 } }.attack(&rt, &model, &x, &y, Start::Zero).unwrap();
+            let adv = Pgd { eps: 8.0 / 255.0, step: 0.8 / 255.0, steps: 2, loss: AttackLoss::Joint { beta: 2.0 } }
+                .attack(&rt, &model, &x, &y, Start::Zero)
+                .unwrap();
             let both: Vec<Vec<f32>> = taps_of(&rt, &model, &x).into_iter().chain(taps_of(&rt, &model, &adv)).collect();
             if sums.is_empty() {
                 sums = both.iter().map(|v| vec![0.0; v.len()]).collect();
@@ -108,7 +118,16 @@ fn analysis_files_are_valid_figures_and_tables() {
     let files = write(&analysis, &out, "test model").unwrap();
     let channels = model.classifier().weight.leaf().shape()[1];
     let names: Vec<String> = files.iter().map(|f| f.strip_prefix(&out).unwrap().display().to_string()).collect();
-    for want in ["c2/channels.svg", "c2/channels.png", "c2/channels.csv", "c2/mask-layer4-0.png", "c2/mask-layer4-1.csv", "summary.csv", "accuracy.svg", "accuracy.png"] {
+    for want in [
+        "c2/channels.svg",
+        "c2/channels.png",
+        "c2/channels.csv",
+        "c2/mask-layer4-0.png",
+        "c2/mask-layer4-1.csv",
+        "summary.csv",
+        "accuracy.svg",
+        "accuracy.png",
+    ] {
         assert!(names.iter().any(|n| n == want), "{want} not among {names:?}");
     }
     for f in &files {

@@ -13,10 +13,10 @@ mod common;
 use std::sync::Arc;
 
 use cifs::attacks::apgd::{Apgd, ApgdLoss, Batch, StepControl};
-use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
 use cifs::attacks::evaluate::{adversarial_images, evaluate, Attack, EvalSettings};
-use cifs::attacks::square::{p_selection, side, Square};
 use cifs::attacks::hostloss;
+use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
+use cifs::attacks::square::{p_selection, side, Square};
 use cifs::{Mode, Model, ModelKind};
 use common::*;
 use engine::{autodiff, Runtime, Tensor};
@@ -52,7 +52,12 @@ fn dlr_loss_and_gradient_match_torchattacks() {
         let loss = engine::ops::dlr_loss::dlr_loss(&rt, &lt, &yt, t).unwrap();
         assert_close(&format!("{name} DLR sum (GPU)"), &loss.to_vec(&rt).unwrap(), &[want_rows.iter().sum()], tol::FWD);
         let grads = autodiff::backward(&rt, &loss).unwrap();
-        assert_close(&format!("{name} DLR gradient (GPU)"), &grads.get(&lt).unwrap().to_vec(&rt).unwrap(), &floats(&f[format!("{name}_grad").as_str()]), tol::BWD);
+        assert_close(
+            &format!("{name} DLR gradient (GPU)"),
+            &grads.get(&lt).unwrap().to_vec(&rt).unwrap(),
+            &floats(&f[format!("{name}_grad").as_str()]),
+            tol::BWD,
+        );
     }
 }
 
@@ -97,13 +102,19 @@ fn apgd_step_size_control_matches_torchattacks() {
                 total_halved += halved.iter().filter(|&&h| h).count();
                 next += 1;
             }
-            None => assert!(checkpoints.get(next).is_none_or(|c| c["iteration"].as_u64().unwrap() as usize != i), "missed the checkpoint at iteration {i}"),
+            None => assert!(
+                checkpoints.get(next).is_none_or(|c| c["iteration"].as_u64().unwrap() as usize != i),
+                "missed the checkpoint at iteration {i}"
+            ),
         }
     }
     assert_eq!(next, checkpoints.len(), "every checkpoint taken");
     let final_want: Vec<u32> = floats(&f["final_step"]).iter().map(|&s| halvings(s, eps)).collect();
     assert_eq!(control.step.iter().map(|&s| halvings(s, eps)).collect::<Vec<_>>(), final_want, "final step sizes");
-    assert!(total_halved > 0 && final_want.iter().any(|&h| h != final_want[0]), "the fixture should exercise halving decisions that differ by image");
+    assert!(
+        total_halved > 0 && final_want.iter().any(|&h| h != final_want[0]),
+        "the fixture should exercise halving decisions that differ by image"
+    );
 }
 
 /// The small trained ResNet18-CIFS of `success.json` with its 12 images, chosen by the reference
@@ -150,7 +161,12 @@ impl Reference {
 
     /// torchattacks' per-seed robust flags of `attack` (one list per seed).
     fn seeds(&self, attack: &str) -> Vec<Vec<bool>> {
-        self.f["robust"][attack].as_array().unwrap_or_else(|| panic!("no flags for {attack}")).iter().map(|s| s.as_array().unwrap().iter().map(|v| v.as_bool().unwrap()).collect()).collect()
+        self.f["robust"][attack]
+            .as_array()
+            .unwrap_or_else(|| panic!("no flags for {attack}"))
+            .iter()
+            .map(|s| s.as_array().unwrap().iter().map(|v| v.as_bool().unwrap()).collect())
+            .collect()
     }
 
     /// What torchattacks' runs over all the fixture's seeds say about each image.
@@ -191,9 +207,15 @@ fn stay_in_the_box_and_break_what_they_report(rt: &Runtime, r: &Reference, name:
         panic!("{name}: pixel {i} is {} from {}", adv[i], r.x[i]);
     }
     let at = Tensor::from_f32(rt, &r.shape, adv).unwrap();
-    let preds = hostloss::predictions(&engine::no_grad(|| r.model.forward(rt, &at, None, Mode::Eval)).unwrap().logits.to_vec(rt).unwrap(), 10);
+    let preds =
+        hostloss::predictions(&engine::no_grad(|| r.model.forward(rt, &at, None, Mode::Eval)).unwrap().logits.to_vec(rt).unwrap(), 10);
     for i in 0..r.n() {
-        assert_eq!(preds[i] == r.labels[i] as usize, robust[i], "{name}: image {i} reported {} but its returned image says otherwise", if robust[i] { "robust" } else { "broken" });
+        assert_eq!(
+            preds[i] == r.labels[i] as usize,
+            robust[i],
+            "{name}: image {i} reported {} but its returned image says otherwise",
+            if robust[i] { "robust" } else { "broken" }
+        );
     }
 }
 
@@ -235,7 +257,10 @@ fn attacks_break_the_images_torchattacks_breaks() {
         ("apgd-ce", Box::new(|f: &mut [bool]| apgd.run(&rt, &r.model, &b, ApgdLoss::Untargeted(AttackLoss::Ce), f).unwrap())),
         ("apgd-dlr", Box::new(|f: &mut [bool]| apgd.run(&rt, &r.model, &b, ApgdLoss::Untargeted(AttackLoss::Dlr), f).unwrap())),
         ("apgd-t", Box::new(|f: &mut [bool]| apgd.run(&rt, &r.model, &b, ApgdLoss::Targeted { rank: r.rank() }, f).unwrap())),
-        ("apgd-joint", Box::new(|f: &mut [bool]| apgd.run(&rt, &r.model, &b, ApgdLoss::Untargeted(AttackLoss::Joint { beta }), f).unwrap())),
+        (
+            "apgd-joint",
+            Box::new(|f: &mut [bool]| apgd.run(&rt, &r.model, &b, ApgdLoss::Untargeted(AttackLoss::Joint { beta }), f).unwrap()),
+        ),
         ("square", Box::new(|f: &mut [bool]| square.run(&rt, &r.model, &b, f).unwrap())),
     ];
     let mut failures = Vec::new();
@@ -256,7 +281,11 @@ fn attacks_break_the_images_torchattacks_breaks() {
             }
         }
         let drawn = indices(want.iter().map(|&v| v == Verdict::Drawn));
-        println!("{name}: ours leaves {:?}; torchattacks breaks {:?} at every seed, {drawn:?} at some (allowed either way)", indices(ours.iter().copied()), indices(want.iter().map(|&v| v == Verdict::Broken)));
+        println!(
+            "{name}: ours leaves {:?}; torchattacks breaks {:?} at every seed, {drawn:?} at some (allowed either way)",
+            indices(ours.iter().copied()),
+            indices(want.iter().map(|&v| v == Verdict::Broken))
+        );
     }
     // The fixture tells the attacks apart (each pair: images the first breaks at every seed and
     // the second at none), so an attack that quietly runs another's loss fails above.
@@ -306,7 +335,10 @@ fn pgd20_matches_torchattacks_per_image() {
             failures.push(format!("{name}: image {i} margin {:.4} here, {:.4} in the reference", ours[i], theirs[i]));
         }
     }
-    assert!(flags.iter().any(|&f| !f) && flags.iter().any(|&f| f), "{name}: the fixture should hold images PGD-20 breaks and images it leaves");
+    assert!(
+        flags.iter().any(|&f| !f) && flags.iter().any(|&f| f),
+        "{name}: the fixture should hold images PGD-20 breaks and images it leaves"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -323,7 +355,14 @@ const PGD_MARGIN: f64 = 1e-3;
 /// is smaller than the natural-correct set and than APGD-CE's alone (APGD-T breaks images APGD-CE
 /// leaves here), and `evaluate`'s table reports the same counts, stage by stage, as a second run
 /// from the same seed.
-fn autoattack_leaves_exactly_what_survives_each_of_its_attacks(rt: &Runtime, r: &Reference, b: &Batch, ce: &[bool], t: &[bool], sq: &[bool]) {
+fn autoattack_leaves_exactly_what_survives_each_of_its_attacks(
+    rt: &Runtime,
+    r: &Reference,
+    b: &Batch,
+    ce: &[bool],
+    t: &[bool],
+    sq: &[bool],
+) {
     let (rt, n, xt) = (rt, r.n(), b.x);
     let settings = EvalSettings {
         loss: AttackLoss::Ce,
@@ -342,14 +381,26 @@ fn autoattack_leaves_exactly_what_survives_each_of_its_attacks(rt: &Runtime, r: 
     let aa_images = adversarial_images(rt, &r.model, b, Attack::AutoAttack, &settings).unwrap();
     let aa = classified(&aa_images);
     let all: Vec<bool> = (0..n).map(|i| ce[i] && t[i] && sq[i]).collect();
-    println!("robust: apgd-ce {:?}, apgd-t {:?}, square {:?}, autoattack {:?}", indices(ce.to_vec()), indices(t.to_vec()), indices(sq.to_vec()), indices(aa.clone()));
+    println!(
+        "robust: apgd-ce {:?}, apgd-t {:?}, square {:?}, autoattack {:?}",
+        indices(ce.to_vec()),
+        indices(t.to_vec()),
+        indices(sq.to_vec()),
+        indices(aa.clone())
+    );
     assert_eq!(indices(aa.clone()), indices(all.clone()), "autoattack's robust images are those that survive all three attacks");
     let count = |v: &[bool]| v.iter().filter(|&&f| f).count();
     assert!(count(&aa) < count(ce) && count(ce) < n, "autoattack {} < apgd-ce {} < natural {n}", count(&aa), count(ce));
-    let results = evaluate(rt, &r.model, &dataset(&r), &[Attack::Natural, Attack::AutoAttack], settings, |_, _| {}).unwrap();
+    let results = evaluate(rt, &r.model, &dataset(r), &[Attack::Natural, Attack::AutoAttack], settings, |_, _| {}).unwrap();
     let acc = |name: &str| results.iter().find(|x| x.attack == name).unwrap_or_else(|| panic!("no row {name}")).correct;
     let ce_t: Vec<bool> = (0..n).map(|i| ce[i] && t[i]).collect();
-    for (row, want) in [("natural", n), ("autoattack/apgd-ce", count(ce)), ("autoattack/apgd-t", count(&ce_t)), ("autoattack/square", count(&all)), ("autoattack", count(&all))] {
+    for (row, want) in [
+        ("natural", n),
+        ("autoattack/apgd-ce", count(ce)),
+        ("autoattack/apgd-t", count(&ce_t)),
+        ("autoattack/square", count(&all)),
+        ("autoattack", count(&all)),
+    ] {
         assert_eq!(acc(row), want, "{row}: evaluate's count against the per-image run");
     }
     for x in &results {

@@ -8,10 +8,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use cifs::attacks::pgd::{cw_inf, fgsm, AttackLoss, Pgd, Start};
+use cifs::checkpoint::state::{load_state_dict, to_safetensors};
 use cifs::loss::joint_loss;
 use cifs::models::probe::{PairRule, Probe};
-use cifs::checkpoint::state::{load_state_dict, to_safetensors};
-use cifs::{CifsError, Mode, ModelConfig, ModelKind, Output, Model};
+use cifs::{CifsError, Mode, Model, ModelConfig, ModelKind, Output};
 use common::*;
 use engine::{autodiff, Runtime, Tensor};
 
@@ -140,7 +140,9 @@ fn joint_loss_matches_formula_and_finite_differences() {
     let want = (ce(&vals[0]) + (ce(&vals[1]) + ce(&vals[2]))) * 3.0 / 3.0;
     assert_close("joint loss", &loss.to_vec(&rt).unwrap(), &[want], tol::FWD);
     let inputs: Vec<(Vec<usize>, Vec<f32>)> = vals.iter().map(|v| (vec![3, 4], v.clone())).collect();
-    grad_check(&rt, 212, &inputs, 8, |g, t| joint_loss(g, &Output { logits: t[0].clone(), probes: vec![t[1].clone(), t[2].clone()] }, &labels, 0.5).map_err(engine_err));
+    grad_check(&rt, 212, &inputs, 8, |g, t| {
+        joint_loss(g, &Output { logits: t[0].clone(), probes: vec![t[1].clone(), t[2].clone()] }, &labels, 0.5).map_err(engine_err)
+    });
 }
 
 /// The engine error inside a model-layer error (grad_check's functions return engine results).
@@ -186,8 +188,17 @@ fn attacks_stay_in_the_box_and_raise_their_loss() {
     let x = Tensor::from_f32(&rt, &[4, 3, 32, 32], &xv).unwrap();
     let y = Tensor::from_u32(&rt, &[4], &[1, 2, 3, 4]).unwrap();
     let eps = 8.0 / 255.0;
-    let joint = |img: &Tensor| engine::no_grad(|| joint_loss(&rt, &model.forward(&rt, img, None, Mode::Eval).unwrap(), &y, 2.0).unwrap().to_vec(&rt).unwrap()[0]);
-    let margin = |img: &Tensor| engine::no_grad(|| engine::ops::margin_loss::margin_loss(&rt, &model.forward(&rt, img, None, Mode::Eval).unwrap().logits, &y, 50.0).unwrap().to_vec(&rt).unwrap()[0]);
+    let joint = |img: &Tensor| {
+        engine::no_grad(|| joint_loss(&rt, &model.forward(&rt, img, None, Mode::Eval).unwrap(), &y, 2.0).unwrap().to_vec(&rt).unwrap()[0])
+    };
+    let margin = |img: &Tensor| {
+        engine::no_grad(|| {
+            engine::ops::margin_loss::margin_loss(&rt, &model.forward(&rt, img, None, Mode::Eval).unwrap().logits, &y, 50.0)
+                .unwrap()
+                .to_vec(&rt)
+                .unwrap()[0]
+        })
+    };
     let mut start_rng = rng(7);
     let pgd = Pgd { eps, step: 2.0 / 255.0, steps: 5, loss: AttackLoss::Joint { beta: 2.0 } };
     let advs = [
@@ -253,9 +264,12 @@ fn a_warm_training_step_allocates_nothing_and_builds_nothing() {
 
 /// Safetensors bytes holding the given tensors (f32, any shapes) and no metadata.
 fn safetensors_of(tensors: &[(&str, Vec<usize>)]) -> Vec<u8> {
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.iter().map(|(n, s)| (n.to_string(), s.clone(), vec![0u8; 4 * s.iter().product::<usize>()])).collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> =
-        data.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())).collect();
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.iter().map(|(n, s)| (n.to_string(), s.clone(), vec![0u8; 4 * s.iter().product::<usize>()])).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
     safetensors::serialize(views, None).unwrap()
 }
 
@@ -335,7 +349,12 @@ fn the_training_step_uses_the_attack_it_is_given() {
     let grads = autodiff::backward(&rt, &joint_loss(&rt, &out, &y, 2.0).unwrap()).unwrap();
     sgd2.step(&rt, &by_hand, &grads).unwrap();
     for (a, b) in stepped.params().iter().zip(by_hand.params()) {
-        assert_eq!(a.leaf().to_vec(&rt).unwrap(), b.leaf().to_vec(&rt).unwrap(), "{} differs: the step did not train on the given attack", a.name);
+        assert_eq!(
+            a.leaf().to_vec(&rt).unwrap(),
+            b.leaf().to_vec(&rt).unwrap(),
+            "{} differs: the step did not train on the given attack",
+            a.name
+        );
     }
 }
 
@@ -362,7 +381,8 @@ fn a_pgd10_step_costs_the_fused_dispatch_count() {
     cifs::training::step::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap();
     let before = rt.dispatches_by_entry();
     cifs::training::step::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap();
-    let step: std::collections::BTreeMap<&str, u64> = rt.dispatches_by_entry().into_iter().map(|(k, n)| (k, n - before.get(k).copied().unwrap_or(0))).filter(|e| e.1 > 0).collect();
+    let step: std::collections::BTreeMap<&str, u64> =
+        rt.dispatches_by_entry().into_iter().map(|(k, n)| (k, n - before.get(k).copied().unwrap_or(0))).filter(|e| e.1 > 0).collect();
     let total: u64 = step.values().sum();
     println!("{total} dispatches: {step:?}");
     for gone in ["relu_fwd", "relu_bwd", "bn_eval_stats", "add_row_bias", "fill"] {
@@ -451,7 +471,8 @@ fn trades_training_steps_fit_a_fixed_batch() {
     let x = Tensor::from_f32(&rt, &[8, 3, 32, 32], &r.uniform_vec(8 * 3072, 0.0, 1.0)).unwrap();
     let y = Tensor::from_u32(&rt, &[8], &[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
     let trades = cifs::training::trades::Trades { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, beta: 6.0 };
-    let losses: Vec<f32> = (0..8).map(|_| trades.train_step(&rt, &model, &sgd, &x, &y, 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0]).collect();
+    let losses: Vec<f32> =
+        (0..8).map(|_| trades.train_step(&rt, &model, &sgd, &x, &y, 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0]).collect();
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     assert!(losses[7] < losses[0], "TRADES did not reduce its loss on a fixed batch: {losses:?}");
 }
@@ -465,7 +486,9 @@ fn cas_model_trains_and_its_checkpoint_is_recognised() {
     let x = Tensor::from_f32(&rt, &[8, 3, 32, 32], &r.uniform_vec(8 * 3072, 0.0, 1.0)).unwrap();
     let y = Tensor::from_u32(&rt, &[8], &[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
     let pgd = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, loss: AttackLoss::Joint { beta: 2.0 } };
-    let losses: Vec<f32> = (0..6).map(|_| cifs::training::step::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0]).collect();
+    let losses: Vec<f32> = (0..6)
+        .map(|_| cifs::training::step::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0])
+        .collect();
     assert!(losses.iter().all(|l| l.is_finite()) && losses[5] < losses[0], "{losses:?}");
     let out = model.forward(&rt, &x, None, Mode::Eval).unwrap();
     assert_eq!(out.probes.len(), 2, "both layer4 blocks carry a CAS probe");
@@ -481,7 +504,14 @@ fn cas_model_trains_and_its_checkpoint_is_recognised() {
 #[test]
 fn wide_resnet_28_10_has_the_reference_parameter_count() {
     let rt = rt();
-    let count = |kind| Model::new(&rt, ModelConfig::new(kind, 10, 10), &mut engine::Rng::new(1)).unwrap().params().iter().map(|p| p.leaf().numel()).sum::<usize>();
+    let count = |kind| {
+        Model::new(&rt, ModelConfig::new(kind, 10, 10), &mut engine::Rng::new(1))
+            .unwrap()
+            .params()
+            .iter()
+            .map(|p| p.leaf().numel())
+            .sum::<usize>()
+    };
     assert_eq!(count(ModelKind::Wrn), 36_479_194);
     assert_eq!(count(ModelKind::WrnCifs), 36_479_194 + 640 * 240 + 240 + 2400 + 10 + 6410);
     let bad = Model::new(&rt, ModelConfig { kind: ModelKind::Wrn, width: 1, classes: 10, depth: 20 }, &mut engine::Rng::new(1));
@@ -493,13 +523,16 @@ fn wide_resnet_28_10_has_the_reference_parameter_count() {
 #[test]
 fn wide_resnet_cifs_of_another_size_trains_and_its_checkpoint_is_recognised() {
     let rt = rt();
-    let model = Model::new(&rt, ModelConfig { kind: ModelKind::WrnCifs, width: 2, classes: 10, depth: 22 }, &mut engine::Rng::new(41)).unwrap();
+    let model =
+        Model::new(&rt, ModelConfig { kind: ModelKind::WrnCifs, width: 2, classes: 10, depth: 22 }, &mut engine::Rng::new(41)).unwrap();
     let sgd = cifs::training::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
     let mut r = rng(42);
     let x = Tensor::from_f32(&rt, &[4, 3, 32, 32], &r.uniform_vec(4 * 3072, 0.0, 1.0)).unwrap();
     let y = Tensor::from_u32(&rt, &[4], &[0, 1, 2, 3]).unwrap();
     let pgd = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 1, loss: AttackLoss::Joint { beta: 2.0 } };
-    let losses: Vec<f32> = (0..5).map(|_| cifs::training::step::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0]).collect();
+    let losses: Vec<f32> = (0..5)
+        .map(|_| cifs::training::step::train_step(&rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut r).unwrap().loss.to_vec(&rt).unwrap()[0])
+        .collect();
     assert!(losses.iter().all(|l| l.is_finite()) && losses[4] < losses[0], "{losses:?}");
     let out = model.forward(&rt, &x, None, Mode::Eval).unwrap();
     assert_eq!(out.probes.len(), 2, "block3's last block and the head carry probes");
@@ -511,6 +544,7 @@ fn wide_resnet_cifs_of_another_size_trains_and_its_checkpoint_is_recognised() {
     std::fs::remove_file(&path).unwrap();
     // With one block per group (depth 10) block3's only block is also its first: the probe
     // masks its 2k-wide activated input (the channels change in that block).
-    let shallow = Model::new(&rt, ModelConfig { kind: ModelKind::WrnCifs, width: 1, classes: 10, depth: 10 }, &mut engine::Rng::new(43)).unwrap();
+    let shallow =
+        Model::new(&rt, ModelConfig { kind: ModelKind::WrnCifs, width: 1, classes: 10, depth: 10 }, &mut engine::Rng::new(43)).unwrap();
     assert_eq!(shallow.forward(&rt, &x, None, Mode::Eval).unwrap().probes.len(), 2);
 }

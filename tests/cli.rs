@@ -69,7 +69,22 @@ fn fails(args: &[&str]) -> String {
     line
 }
 
-const BASE: [&str; 14] = ["--width", "8", "--batch-size", "16", "--attack-steps", "2", "--eval-limit", "6", "--milestones", "1", "--seed", "3", "--clean-epochs", "1"];
+const BASE: [&str; 14] = [
+    "--width",
+    "8",
+    "--batch-size",
+    "16",
+    "--attack-steps",
+    "2",
+    "--eval-limit",
+    "6",
+    "--milestones",
+    "1",
+    "--seed",
+    "3",
+    "--clean-epochs",
+    "1",
+];
 
 fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["train", "folder", "--data-dir", data, "--out", out];
@@ -101,7 +116,8 @@ fn train_resume_eval_and_bad_input() {
     for f in ["config.json", "metrics.jsonl", "curves.svg", "curves.png", "last.safetensors", "best.safetensors"] {
         assert!(a.join(f).is_file(), "{f} missing");
     }
-    let metrics: Vec<serde_json::Value> = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let metrics: Vec<serde_json::Value> =
+        std::fs::read_to_string(a.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(metrics.len(), 2);
     assert_eq!(metrics[0]["phase"], "warmup");
     assert_eq!(metrics[1]["phase"], "adversarial");
@@ -119,30 +135,53 @@ fn train_resume_eval_and_bad_input() {
     assert!(fails(&train_args(d, b_s, &["--epochs", "1"])).contains("--resume"), "an existing run must not be overwritten");
     ok(&train_args(d, b_s, &["--epochs", "1", "--resume"]));
     // More epochs is a safe change: accepted, and recorded rather than overwritten.
-    let config = |dir: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap() };
+    let config =
+        |dir: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap() };
     assert_eq!(config(&b)["history"], serde_json::json!([{ "epoch": 1, "changed": { "epochs": { "from": 0, "to": 1 } } }]));
     assert_eq!(model_tensors(&a.join("last.safetensors")), model_tensors(&b.join("last.safetensors")), "resumed run differs");
     let strip = |p: &Path| -> Vec<(String, String)> {
-        std::fs::read_to_string(p).unwrap().lines().map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["train_loss"].to_string(), v["pgd20_acc"].to_string())
-        }).collect()
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["train_loss"].to_string(), v["pgd20_acc"].to_string())
+            })
+            .collect()
     };
     assert_eq!(strip(&a.join("metrics.jsonl")), strip(&b.join("metrics.jsonl")));
     // Other changes are refused, each named with its old and new value, and nothing is touched.
     let before = (std::fs::read(b.join("config.json")).unwrap(), std::fs::read(b.join("last.safetensors")).unwrap());
     let e = fails(&train_args(d, b_s, &["--epochs", "1", "--resume", "--lr", "0.5", "--seed", "4"]));
     assert!(e.contains("lr 0.1 -> 0.5") && e.contains("seed 3 -> 4") && e.contains("--allow-changes"), "{e}");
-    assert_eq!((std::fs::read(b.join("config.json")).unwrap(), std::fs::read(b.join("last.safetensors")).unwrap()), before, "a refused resume wrote files");
+    assert_eq!(
+        (std::fs::read(b.join("config.json")).unwrap(), std::fs::read(b.join("last.safetensors")).unwrap()),
+        before,
+        "a refused resume wrote files"
+    );
     // Evaluation settings are safe to change; the finished run has nothing left to train.
     ok(&train_args(d, b_s, &["--epochs", "1", "--resume", "--eval-limit", "3", "--eval-every", "2"]));
-    let changed = serde_json::json!({ "epoch": 2, "changed": { "eval_every": { "from": 1, "to": 2 }, "eval_limit": { "from": 6, "to": 3 } } });
+    let changed =
+        serde_json::json!({ "epoch": 2, "changed": { "eval_every": { "from": 1, "to": 2 }, "eval_limit": { "from": 6, "to": 3 } } });
     assert_eq!((&config(&b)["history"][1], &config(&b)["eval_limit"]), (&changed, &3.into()));
 
     // Evaluation under attacks, as a table and JSON.
     let json = root.join("eval.json");
     let best = a.join("best.safetensors");
-    let table = ok(&["eval", "--checkpoint", best.to_str().unwrap(), "folder", "--data-dir", d, "--attacks", "natural,fgsm,pgd3,cw2", "--batch-size", "5", "--json", json.to_str().unwrap()]);
+    let table = ok(&[
+        "eval",
+        "--checkpoint",
+        best.to_str().unwrap(),
+        "folder",
+        "--data-dir",
+        d,
+        "--attacks",
+        "natural,fgsm,pgd3,cw2",
+        "--batch-size",
+        "5",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     assert!(table.contains("natural") && table.contains("cw2") && table.contains("per class"), "{table}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(rows.len(), 4);
@@ -151,8 +190,24 @@ fn train_resume_eval_and_bad_input() {
     // AutoAttack-grade attacks on a class-balanced subset: 3 images of a class-sorted folder are
     // one of each class; the AutoAttack row is at most each of its stages'.
     let table = ok(&[
-        "eval", "--checkpoint", best.to_str().unwrap(), "folder", "--data-dir", d, "--attacks", "natural,apgd-ce,autoattack", "--limit", "3",
-        "--iterations", "2", "--queries", "3", "--attack-loss", "ce", "--json", json.to_str().unwrap(),
+        "eval",
+        "--checkpoint",
+        best.to_str().unwrap(),
+        "folder",
+        "--data-dir",
+        d,
+        "--attacks",
+        "natural,apgd-ce,autoattack",
+        "--limit",
+        "3",
+        "--iterations",
+        "2",
+        "--queries",
+        "3",
+        "--attack-loss",
+        "ce",
+        "--json",
+        json.to_str().unwrap(),
     ]);
     assert!(table.contains("autoattack/square"), "{table}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -184,7 +239,9 @@ fn train_resume_eval_and_bad_input() {
     let e = fails(&train_args(d, c.to_str().unwrap(), &["--epochs", "1", "--eps", "8/0"]));
     assert!(e.contains("--eps") && e.contains("divides by zero"), "{e}");
     // Negative or non-finite attack and optimiser settings are refused before anything runs.
-    for (flag, value) in [("--eps", "-1"), ("--step-size", "-2/255"), ("--lr", "-0.1"), ("--beta", "inf"), ("--momentum", "1.5"), ("--attack-steps", "0")] {
+    for (flag, value) in
+        [("--eps", "-1"), ("--step-size", "-2/255"), ("--lr", "-0.1"), ("--beta", "inf"), ("--momentum", "1.5"), ("--attack-steps", "0")]
+    {
         let e = fails(&train_args(d, c.to_str().unwrap(), &["--epochs", "1", &format!("{flag}={value}")]));
         assert!(e.contains(flag), "{flag}={value}: {e}");
     }
@@ -208,9 +265,30 @@ fn train_resume_eval_and_bad_input() {
 
     // The channel analysis: one class, its figures and tables; an unknown class lists the classes.
     let an = root.join("analysis");
-    let log = ok(&["analyze", "--checkpoint", best.to_str().unwrap(), "folder", "--data-dir", d, "--class", "green", "--attack", "pgd2", "--out", an.to_str().unwrap()]);
+    let log = ok(&[
+        "analyze",
+        "--checkpoint",
+        best.to_str().unwrap(),
+        "folder",
+        "--data-dir",
+        d,
+        "--class",
+        "green",
+        "--attack",
+        "pgd2",
+        "--out",
+        an.to_str().unwrap(),
+    ]);
     assert!(log.contains("green") && log.contains("NR share"), "{log}");
-    for f in ["green/channels.png", "green/channels.svg", "green/channels.csv", "green/mask-layer4-0.png", "green/mask-layer4-1.svg", "summary.csv", "accuracy.png"] {
+    for f in [
+        "green/channels.png",
+        "green/channels.svg",
+        "green/channels.csv",
+        "green/mask-layer4-0.png",
+        "green/mask-layer4-1.svg",
+        "summary.csv",
+        "accuracy.png",
+    ] {
         assert!(an.join(f).is_file(), "{f} missing");
     }
     let e = fails(&["analyze", "--checkpoint", best.to_str().unwrap(), "folder", "--data-dir", d, "--class", "purple"]);
@@ -233,7 +311,11 @@ fn train_resume_eval_and_bad_input() {
     // Divergence: the loss blows up in epoch 2; the epoch-1 checkpoint survives and still loads.
     let e = fails(&train_args(d, b_s, &["--epochs", "2", "--resume", "--allow-changes", "--lr", "1e38", "--adv", "none"]));
     assert!(e.contains("diverged") && e.contains("epoch 3"), "{e}");
-    assert_eq!(model_tensors(&a.join("last.safetensors")), model_tensors(&b.join("last.safetensors")), "the last good checkpoint was touched");
+    assert_eq!(
+        model_tensors(&a.join("last.safetensors")),
+        model_tensors(&b.join("last.safetensors")),
+        "the last good checkpoint was touched"
+    );
 }
 
 /// Training learns: on the colour-separable folder, a short clean run of the default model (30
@@ -248,10 +330,43 @@ fn a_short_clean_run_learns_the_separable_folder() {
     make_folder(&data);
     let (d, out, json) = (data.to_str().unwrap(), root.join("run"), root.join("eval.json"));
     ok(&[
-        "train", "folder", "--data-dir", d, "--out", out.to_str().unwrap(), "--width", "8", "--batch-size", "6", "--seed", "3",
-        "--clean-epochs", "0", "--epochs", "6", "--adv", "none", "--milestones", "", "--eval-every", "6", "--eval-limit", "3",
+        "train",
+        "folder",
+        "--data-dir",
+        d,
+        "--out",
+        out.to_str().unwrap(),
+        "--width",
+        "8",
+        "--batch-size",
+        "6",
+        "--seed",
+        "3",
+        "--clean-epochs",
+        "0",
+        "--epochs",
+        "6",
+        "--adv",
+        "none",
+        "--milestones",
+        "",
+        "--eval-every",
+        "6",
+        "--eval-limit",
+        "3",
     ]);
-    ok(&["eval", "--checkpoint", out.join("last.safetensors").to_str().unwrap(), "folder", "--data-dir", d, "--attacks", "natural", "--json", json.to_str().unwrap()]);
+    ok(&[
+        "eval",
+        "--checkpoint",
+        out.join("last.safetensors").to_str().unwrap(),
+        "folder",
+        "--data-dir",
+        d,
+        "--attacks",
+        "natural",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let (correct, images) = (rows[0]["correct"].as_u64().unwrap(), rows[0]["images"].as_u64().unwrap());
     assert_eq!(images, 12);
@@ -281,25 +396,85 @@ fn fashion_mnist_trains_resnet10_cifs_by_default_and_evaluates() {
     make_fashion(&data, "train", 8);
     make_fashion(&data, "t10k", 4);
     let (d, out) = (data.to_str().unwrap(), root.join("run"));
-    let args = ["train", "fashion-mnist", "--data-dir", d, "--no-download", "--out", out.to_str().unwrap(), "--width", "4", "--batch-size", "4", "--epochs", "1", "--attack-steps", "2", "--eval-limit", "4"];
+    let args = [
+        "train",
+        "fashion-mnist",
+        "--data-dir",
+        d,
+        "--no-download",
+        "--out",
+        out.to_str().unwrap(),
+        "--width",
+        "4",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--attack-steps",
+        "2",
+        "--eval-limit",
+        "4",
+    ];
     ok(&args);
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["model"], "resnet10-cifs");
-    assert_eq!((config["eps"].as_f64().unwrap() as f32, config["lr"].as_f64().unwrap() as f32, config["augment"].as_bool()), (0.1, 0.01, Some(false)));
+    assert_eq!(
+        (config["eps"].as_f64().unwrap() as f32, config["lr"].as_f64().unwrap() as f32, config["augment"].as_bool()),
+        (0.1, 0.01, Some(false))
+    );
     let best = out.join("best.safetensors");
-    let table = ok(&["eval", "--checkpoint", best.to_str().unwrap(), "fashion-mnist", "--data-dir", d, "--no-download", "--attacks", "natural,pgd2", "--eps", "0.1"]);
+    let table = ok(&[
+        "eval",
+        "--checkpoint",
+        best.to_str().unwrap(),
+        "fashion-mnist",
+        "--data-dir",
+        d,
+        "--no-download",
+        "--attacks",
+        "natural,pgd2",
+        "--eps",
+        "0.1",
+    ]);
     assert!(table.contains("pgd2") && table.contains("Ankle boot"), "{table}");
     let an = root.join("analysis");
-    let log = ok(&["analyze", "--checkpoint", best.to_str().unwrap(), "fashion-mnist", "--data-dir", d, "--no-download", "--class", "Trouser", "--attack", "pgd2", "--eps", "0.1", "--out", an.to_str().unwrap()]);
+    let log = ok(&[
+        "analyze",
+        "--checkpoint",
+        best.to_str().unwrap(),
+        "fashion-mnist",
+        "--data-dir",
+        d,
+        "--no-download",
+        "--class",
+        "Trouser",
+        "--attack",
+        "pgd2",
+        "--eps",
+        "0.1",
+        "--out",
+        an.to_str().unwrap(),
+    ]);
     assert!(log.contains("Trouser") && an.join("Trouser/mask-layer4-0.png").is_file(), "{log}");
     // A model built for other images is refused before anything runs.
-    let e = fails(&["train", "fashion-mnist", "--data-dir", d, "--no-download", "--model", "resnet18-cifs", "--out", root.join("x").to_str().unwrap()]);
+    let e = fails(&[
+        "train",
+        "fashion-mnist",
+        "--data-dir",
+        d,
+        "--no-download",
+        "--model",
+        "resnet18-cifs",
+        "--out",
+        root.join("x").to_str().unwrap(),
+    ]);
     assert!(e.contains("3x32x32") && e.contains("1x28x28"), "{e}");
     // A test split without images is refused when the data loads.
     let no_test = root.join("no-test");
     make_fashion(&no_test, "train", 2);
     make_fashion(&no_test, "t10k", 0);
-    let e = fails(&["eval", "--checkpoint", best.to_str().unwrap(), "fashion-mnist", "--data-dir", no_test.to_str().unwrap(), "--no-download"]);
+    let e =
+        fails(&["eval", "--checkpoint", best.to_str().unwrap(), "fashion-mnist", "--data-dir", no_test.to_str().unwrap(), "--no-download"]);
     assert!(e.contains("test images not found") && e.contains("split is empty"), "{e}");
     // Only the WideResNet takes a depth.
     assert!(fails(&["bench", "--model", "resnet18", "--depth", "28"]).contains("--depth 28"));

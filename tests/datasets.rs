@@ -288,7 +288,11 @@ fn crop_flip_is_a_padded_shift_and_optional_flip() {
                 for x in 0..32isize {
                     let sx = if flip { 31 - x } else { x } + dx as isize;
                     let sy = y + dy as isize;
-                    let want = if (0..32).contains(&sx) && (0..32).contains(&sy) { img[c * 1024 + (sy * 32 + sx) as usize] as f32 / 255.0 } else { 0.0 };
+                    let want = if (0..32).contains(&sx) && (0..32).contains(&sy) {
+                        img[c * 1024 + (sy * 32 + sx) as usize] as f32 / 255.0
+                    } else {
+                        0.0
+                    };
                     assert_eq!(out[c * 1024 + (y * 32 + x) as usize], want, "crop ({dy}, {dx}, {flip}) at c{c} y{y} x{x}");
                 }
             }
@@ -298,7 +302,12 @@ fn crop_flip_is_a_padded_shift_and_optional_flip() {
 }
 
 fn numbered(n: usize) -> Arc<Dataset> {
-    Arc::new(Dataset { images: (0..n).flat_map(|i| vec![i as u8; IMAGE_BYTES]).collect(), labels: (0..n as u8).collect(), classes: vec!["a".into(), "b".into()], shape: datasets::ImageShape::RGB32 })
+    Arc::new(Dataset {
+        images: (0..n).flat_map(|i| vec![i as u8; IMAGE_BYTES]).collect(),
+        labels: (0..n as u8).collect(),
+        classes: vec!["a".into(), "b".into()],
+        shape: datasets::ImageShape::RGB32,
+    })
 }
 
 #[test]
@@ -306,7 +315,8 @@ fn batches_serve_the_given_order_with_the_given_crops() {
     let data = numbered(10);
     let order = vec![3, 1, 4, 0, 9, 2, 6];
     let crops: Vec<Crop> = (0..7).map(|i| Crop { dy: 0, dx: 0, flip: i % 2 == 1 }).collect();
-    let got: Vec<_> = batches(data.clone(), Pass { batch_size: 3, order: order.clone(), crops: Some(crops) }).unwrap().map(|b| b.unwrap()).collect();
+    let got: Vec<_> =
+        batches(data.clone(), Pass { batch_size: 3, order: order.clone(), crops: Some(crops) }).unwrap().map(|b| b.unwrap()).collect();
     assert_eq!(got.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![3, 3, 1]);
     assert_eq!(got.iter().flat_map(|b| b.labels.clone()).collect::<Vec<_>>(), order.iter().map(|&i| i as u32).collect::<Vec<_>>());
     // Image k of the pass is example order[k], every pixel order[k] / 255 (a flip of a constant
@@ -324,7 +334,12 @@ fn batches_serve_the_given_order_with_the_given_crops() {
 #[test]
 fn a_loader_that_dies_part_way_is_an_error_not_a_short_epoch() {
     // Five labels but pixels for three images: the producer panics on the fourth.
-    let data = Arc::new(Dataset { images: vec![0u8; 3 * IMAGE_BYTES], labels: vec![0; 5], classes: vec!["a".into(), "b".into()], shape: datasets::ImageShape::RGB32 });
+    let data = Arc::new(Dataset {
+        images: vec![0u8; 3 * IMAGE_BYTES],
+        labels: vec![0; 5],
+        classes: vec!["a".into(), "b".into()],
+        shape: datasets::ImageShape::RGB32,
+    });
     let got: Vec<_> = batches(data, Pass::in_order(5, 1)).unwrap().collect();
     assert_eq!(got.iter().filter(|b| b.is_ok()).count(), 3);
     let e = got.last().unwrap().as_ref().err().expect("the pass must end with an error").to_string();
@@ -335,7 +350,12 @@ fn a_loader_that_dies_part_way_is_an_error_not_a_short_epoch() {
 fn limits_take_a_fixed_class_balanced_subset() {
     // A class-sorted split, as an image folder gives: 5 of class 0, then 3 of class 1, 4 of class 2.
     let labels: Vec<u8> = [vec![0u8; 5], vec![1; 3], vec![2; 4]].concat();
-    let d = Dataset { images: (0..12).flat_map(|i| vec![i as u8; IMAGE_BYTES]).collect(), labels, classes: vec!["a".into(), "b".into(), "c".into()], shape: datasets::ImageShape::RGB32 };
+    let d = Dataset {
+        images: (0..12).flat_map(|i| vec![i as u8; IMAGE_BYTES]).collect(),
+        labels,
+        classes: vec!["a".into(), "b".into(), "c".into()],
+        shape: datasets::ImageShape::RGB32,
+    };
     let sub = d.clone().balanced(7);
     // Classes in turn: a0 b5 c8, a1 b6 c9, a2; kept in file order.
     assert_eq!(sub.labels, vec![0, 0, 0, 1, 1, 2, 2]);
@@ -376,7 +396,9 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// Four small Fashion-MNIST files (3 training and 2 test images; pixel 0 of image i is i + 1 and
 /// its label 9 - i), gzipped, with remotes describing them.
 fn fashion_files() -> (Files, [Remote; 4]) {
-    let images = |n: u32| idx(0x803, &[n, 28, 28], &(0..n as usize * 784).map(|k| if k % 784 == 0 { (k / 784 + 1) as u8 } else { 0 }).collect::<Vec<_>>());
+    let images = |n: u32| {
+        idx(0x803, &[n, 28, 28], &(0..n as usize * 784).map(|k| if k % 784 == 0 { (k / 784 + 1) as u8 } else { 0 }).collect::<Vec<_>>())
+    };
     let labels = |n: u32| idx(0x801, &[n], &(0..n).map(|i| 9 - i as u8).collect::<Vec<_>>());
     let raw = [images(3), labels(3), images(2), labels(2)];
     let names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"];

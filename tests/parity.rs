@@ -29,9 +29,9 @@ mod kinks;
 use std::path::PathBuf;
 
 use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
+use cifs::checkpoint::state::{load_state_dict, read_f32, read_i64};
 use cifs::loss::joint_loss;
 use cifs::training::optim::Sgd;
-use cifs::checkpoint::state::{load_state_dict, read_f32, read_i64};
 use cifs::{Mode, Model, ModelConfig, ModelKind};
 use common::{rel_err, rt};
 use engine::{autodiff, Runtime, Tensor};
@@ -76,7 +76,8 @@ fn fixture_meta(path: &std::path::Path, bytes: &[u8]) -> std::collections::HashM
     let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
     let mut meta = meta.metadata().clone().unwrap_or_default();
     if let Ok(text) = std::fs::read_to_string(path.with_extension("json")) {
-        let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.with_extension("json").display()));
+        let doc: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.with_extension("json").display()));
         for (k, v) in doc.as_object().unwrap().iter().filter(|(k, _)| *k != "tensors") {
             let text = match v {
                 serde_json::Value::String(s) => s.clone(),
@@ -155,8 +156,11 @@ impl<'a> Fixture<'a> {
             Some(other) => panic!("{}: fixture architecture `{other}` is not built in cifs-wgpu", self.name),
         };
         let meta = |k: &str| self.meta.get(k).map(|v| v.parse::<usize>().unwrap());
-        let config =
-            if kind.is_wrn() { ModelConfig { kind, width: meta("widen_factor").unwrap(), classes: 10, depth: meta("depth").unwrap() } } else { ModelConfig::new(kind, meta("width").unwrap(), 10) };
+        let config = if kind.is_wrn() {
+            ModelConfig { kind, width: meta("widen_factor").unwrap(), classes: 10, depth: meta("depth").unwrap() }
+        } else {
+            ModelConfig::new(kind, meta("width").unwrap(), 10)
+        };
         let model = Model::new(rt, config, &mut engine::Rng::new(0)).unwrap();
         load_state_dict(rt, &model, bytes, "param.", &self.name).unwrap();
         model
@@ -188,7 +192,14 @@ fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], failures: &mut Vec<Stri
     check(name, "eval.logits", &out.logits.to_vec(rt).unwrap(), &fx.f64("eval.logits"), FWD_TOL, failures);
     if cifs {
         for k in 0..2 {
-            check(name, &format!("eval.probe{k}"), &out.probes[k].to_vec(rt).unwrap(), &fx.f64(&format!("eval.probe{k}")), FWD_TOL, failures);
+            check(
+                name,
+                &format!("eval.probe{k}"),
+                &out.probes[k].to_vec(rt).unwrap(),
+                &fx.f64(&format!("eval.probe{k}")),
+                FWD_TOL,
+                failures,
+            );
         }
     }
     check(name, "eval.loss", &loss.to_vec(rt).unwrap(), &fx.f64("eval.loss"), FWD_TOL, failures);
@@ -197,10 +208,16 @@ fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], failures: &mut Vec<Stri
 
     // PGD from the given start.
     let delta0 = fx.tensor(rt, "input.pgd_delta0");
-    let pgd = Pgd { eps: fx.meta_f32("eps"), step: fx.meta_f32("step"), steps: fx.meta["pgd_steps"].parse().unwrap(), loss: AttackLoss::Joint { beta } };
+    let pgd = Pgd {
+        eps: fx.meta_f32("eps"),
+        step: fx.meta_f32("step"),
+        steps: fx.meta["pgd_steps"].parse().unwrap(),
+        loss: AttackLoss::Joint { beta },
+    };
     let adv = pgd.attack(rt, &model, &x, &y, Start::Given(&delta0)).unwrap().to_vec(rt).unwrap();
     let want = fx.f64("pgd.x_adv");
-    let differ: Vec<(usize, f64)> = adv.iter().zip(&want).map(|(a, w)| (*a as f64 - w).abs()).enumerate().filter(|(_, d)| *d > PGD_MATCH).collect();
+    let differ: Vec<(usize, f64)> =
+        adv.iter().zip(&want).map(|(a, w)| (*a as f64 - w).abs()).enumerate().filter(|(_, d)| *d > PGD_MATCH).collect();
     let close = adv.iter().zip(&want).map(|(a, w)| (*a as f64 - w).abs()).filter(|d| *d <= PGD_MATCH).fold(0.0, f64::max);
     let most = 2.0 * pgd.step as f64 * pgd.steps as f64;
     println!(
@@ -223,14 +240,28 @@ fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], failures: &mut Vec<Stri
     check(name, "train.logits", &out.logits.to_vec(rt).unwrap(), &fx.f64("train.logits"), FWD_TOL, failures);
     if cifs {
         for k in 0..2 {
-            check(name, &format!("train.probe{k}"), &out.probes[k].to_vec(rt).unwrap(), &fx.f64(&format!("train.probe{k}")), FWD_TOL, failures);
+            check(
+                name,
+                &format!("train.probe{k}"),
+                &out.probes[k].to_vec(rt).unwrap(),
+                &fx.f64(&format!("train.probe{k}")),
+                FWD_TOL,
+                failures,
+            );
         }
     }
     check(name, "train.loss", &loss.to_vec(rt).unwrap(), &fx.f64("train.loss"), FWD_TOL, failures);
     let grads = kinks::backward(rt, &model, &loss, &fx.sides, "train", &format!("{name} train"), failures);
     for p in model.params() {
         let g = grads.get(p.leaf()).unwrap_or_else(|| panic!("{name}: no gradient for {}", p.name));
-        check(name, &format!("train.grad.{}", p.name), &g.to_vec(rt).unwrap(), &fx.f64(&format!("train.grad.{}", p.name)), GRAD_TOL, failures);
+        check(
+            name,
+            &format!("train.grad.{}", p.name),
+            &g.to_vec(rt).unwrap(),
+            &fx.f64(&format!("train.grad.{}", p.name)),
+            GRAD_TOL,
+            failures,
+        );
     }
     for bn in model.batchnorms() {
         for (stat, t) in [("running_mean", &bn.running_mean), ("running_var", &bn.running_var)] {
@@ -326,7 +357,12 @@ fn train_gradients_repeat_and_hold_under_every_tile_configuration() {
             rt.force_tile(Some(tile));
             let grads = train_grads(&rt, &fx, &bytes);
             rt.force_tile(None);
-            let worst = |err: &dyn Fn(&str, &[f32]) -> f64| grads.iter().map(|(p, g)| (p.clone(), err(p, g))).fold((String::new(), 0.0), |acc, (p, e)| if e > acc.1 { (p, e) } else { acc });
+            let worst = |err: &dyn Fn(&str, &[f32]) -> f64| {
+                grads
+                    .iter()
+                    .map(|(p, g)| (p.clone(), err(p, g)))
+                    .fold((String::new(), 0.0), |acc, (p, e)| if e > acc.1 { (p, e) } else { acc })
+            };
             let (p, e) = worst(&|p, g| {
                 let base: Vec<f64> = first.iter().find(|(q, _)| q == p).unwrap().1.iter().map(|&v| v as f64).collect();
                 rel_err(g, &base)
@@ -365,9 +401,12 @@ fn trace_train_step() {
         Ok(())
     })
     .unwrap();
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = trace.into_iter().map(|(k, s, v)| (k, s, v.iter().flat_map(|f| f.to_le_bytes()).collect())).collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> =
-        bytes.iter().map(|(k, s, b)| (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())).collect();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+        trace.into_iter().map(|(k, s, v)| (k, s, v.iter().flat_map(|f| f.to_le_bytes()).collect())).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(k, s, b)| (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
     safetensors::serialize_to_file(views, None, std::path::Path::new(&out)).unwrap();
     println!("{name}: {} nodes traced to {}", bytes.len() / 2, out.to_string_lossy());
 }

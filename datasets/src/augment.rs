@@ -34,7 +34,8 @@ pub fn crop_flip(img: &[u8], out: &mut [f32], crop: Crop, shape: ImageShape) {
             for x in 0..s {
                 let sx = if crop.flip { s - 1 - x } else { x } + dx;
                 let sy = y + dy;
-                let v = if (0..s).contains(&sx) && (0..s).contains(&sy) { img[c * plane + (sy * s + sx) as usize] as f32 / 255.0 } else { 0.0 };
+                let v =
+                    if (0..s).contains(&sx) && (0..s).contains(&sy) { img[c * plane + (sy * s + sx) as usize] as f32 / 255.0 } else { 0.0 };
                 out[c * plane + (y * s + x) as usize] = v;
             }
         }

@@ -13,11 +13,8 @@ pub const RECORDS_PER_BATCH: usize = 10_000;
 pub const RECORD_BYTES: usize = 1 + IMAGE_BYTES;
 const ARCHIVE: &str = "cifar-10-binary.tar.gz";
 const INNER_DIR: &str = "cifar-10-batches-bin";
-pub const REMOTE: Remote = Remote {
-    url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
-    size: 170_052_171,
-    md5: "c32a1d4ab5d03f1284b67883e8d87530",
-};
+pub const REMOTE: Remote =
+    Remote { url: "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", size: 170_052_171, md5: "c32a1d4ab5d03f1284b67883e8d87530" };
 pub const CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// Parses one batch file's bytes: exactly 10 000 records, labels < 10.
@@ -25,7 +22,10 @@ pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     let want = RECORDS_PER_BATCH * RECORD_BYTES;
     if bytes.len() != want {
         let what = if bytes.len() < want { "truncated" } else { "oversized" };
-        return Err(corrupt(path, format!("{what} CIFAR-10 batch: {} bytes, expected {want} (10 000 records of 3 073 bytes)", bytes.len())));
+        return Err(corrupt(
+            path,
+            format!("{what} CIFAR-10 batch: {} bytes, expected {want} (10 000 records of 3 073 bytes)", bytes.len()),
+        ));
     }
     let mut images = Vec::with_capacity(RECORDS_PER_BATCH * IMAGE_BYTES);
     let mut labels = Vec::with_capacity(RECORDS_PER_BATCH);
@@ -40,7 +40,12 @@ pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
 }
 
 fn read_split(dir: &Path, files: &[String]) -> Result<Dataset> {
-    let mut d = Dataset { images: Vec::new(), labels: Vec::new(), classes: CLASSES.iter().map(|s| s.to_string()).collect(), shape: ImageShape::RGB32 };
+    let mut d = Dataset {
+        images: Vec::new(),
+        labels: Vec::new(),
+        classes: CLASSES.iter().map(|s| s.to_string()).collect(),
+        shape: ImageShape::RGB32,
+    };
     for f in files {
         let path = dir.join(f);
         let bytes = std::fs::read(&path).map_err(io_err(&path))?;
@@ -87,7 +92,8 @@ pub fn load_from(dir: &Path, net: Option<&mut dyn Downloader>, remote: &Remote) 
                 });
             };
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-            download_verified(net, remote, &archive).map_err(|e| crate::download::with_offline_hint(e, &format!("{ARCHIVE} (or its extracted {INNER_DIR}/)"), dir))?;
+            download_verified(net, remote, &archive)
+                .map_err(|e| crate::download::with_offline_hint(e, &format!("{ARCHIVE} (or its extracted {INNER_DIR}/)"), dir))?;
         } else {
             // An archive already there (a copy, or an earlier download) is checked like a fresh one.
             crate::download::verify(remote, &archive)?;

@@ -82,7 +82,10 @@ fn fetch(net: &mut dyn Downloader, remote: &Remote, dest: &Path, name: &str) -> 
     let md5 = hex(&h.finalize());
     if got != remote.size || md5 != remote.md5 {
         let _ = std::fs::remove_file(&part);
-        return Err(err(format!("got {got} bytes with MD5 {md5}, expected {} bytes with MD5 {}; the partial file was removed", remote.size, remote.md5)));
+        return Err(err(format!(
+            "got {got} bytes with MD5 {md5}, expected {} bytes with MD5 {}; the partial file was removed",
+            remote.size, remote.md5
+        )));
     }
     std::fs::rename(&part, dest).map_err(io_err(dest))
 }
@@ -90,7 +93,9 @@ fn fetch(net: &mut dyn Downloader, remote: &Remote, dest: &Path, name: &str) -> 
 /// Adds what to do without a network to a failed download's message.
 pub fn with_offline_hint(e: DatasetError, what: &str, dir: &Path) -> DatasetError {
     match e {
-        DatasetError::Download { url, reason } => DatasetError::Download { url, reason: format!("{reason}; without network access, copy {what} into {}", dir.display()) },
+        DatasetError::Download { url, reason } => {
+            DatasetError::Download { url, reason: format!("{reason}; without network access, copy {what} into {}", dir.display()) }
+        }
         other => other,
     }
 }
@@ -100,7 +105,10 @@ pub fn verify(remote: &Remote, path: &Path) -> Result<()> {
     let size = std::fs::metadata(path).map_err(io_err(path))?.len();
     let md5 = md5_file(path)?;
     if size != remote.size || md5 != remote.md5 {
-        return Err(crate::error::corrupt(path, format!("{size} bytes with MD5 {md5}, expected {} bytes with MD5 {} (a partial or different file?)", remote.size, remote.md5)));
+        return Err(crate::error::corrupt(
+            path,
+            format!("{size} bytes with MD5 {md5}, expected {} bytes with MD5 {} (a partial or different file?)", remote.size, remote.md5),
+        ));
     }
     Ok(())
 }

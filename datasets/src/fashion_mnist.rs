@@ -19,10 +19,26 @@ const BASE: &str = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 
 /// The four official files: training images and labels, test images and labels.
 pub const REMOTES: [Remote; 4] = [
-    Remote { url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz", size: 26_421_880, md5: "8d4fb7e6c68d591d4c3dfef9ec88bf0d" },
-    Remote { url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-labels-idx1-ubyte.gz", size: 29_515, md5: "25c81989df183df01b3e8a0aad5dffbe" },
-    Remote { url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-images-idx3-ubyte.gz", size: 4_422_102, md5: "bef4ecab320f06d8554ea6380940ec79" },
-    Remote { url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-labels-idx1-ubyte.gz", size: 5_148, md5: "bb300cfdad3c16e7a12a480ee83cd310" },
+    Remote {
+        url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz",
+        size: 26_421_880,
+        md5: "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    },
+    Remote {
+        url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-labels-idx1-ubyte.gz",
+        size: 29_515,
+        md5: "25c81989df183df01b3e8a0aad5dffbe",
+    },
+    Remote {
+        url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-images-idx3-ubyte.gz",
+        size: 4_422_102,
+        md5: "bef4ecab320f06d8554ea6380940ec79",
+    },
+    Remote {
+        url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-labels-idx1-ubyte.gz",
+        size: 5_148,
+        md5: "bb300cfdad3c16e7a12a480ee83cd310",
+    },
 ];
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -63,11 +79,20 @@ fn fetch(dir: &Path, remote: &Remote, net: &mut Option<&mut dyn Downloader>) -> 
 /// for labels): its item count and its data.
 pub fn parse_idx<'a>(bytes: &'a [u8], magic: u32, dims: &[u32], path: &Path) -> Result<(usize, &'a [u8])> {
     let word = |i: usize| -> Result<u32> {
-        bytes.get(4 * i..4 * i + 4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes"))).ok_or_else(|| corrupt(path, format!("truncated IDX header ({} bytes)", bytes.len())))
+        bytes
+            .get(4 * i..4 * i + 4)
+            .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))
+            .ok_or_else(|| corrupt(path, format!("truncated IDX header ({} bytes)", bytes.len())))
     };
     let found = word(0)?;
     if found != magic {
-        return Err(corrupt(path, format!("IDX magic {found:#010x}, expected {magic:#010x}: not a Fashion-MNIST {} file", if magic == IMAGES_MAGIC { "image" } else { "label" })));
+        return Err(corrupt(
+            path,
+            format!(
+                "IDX magic {found:#010x}, expected {magic:#010x}: not a Fashion-MNIST {} file",
+                if magic == IMAGES_MAGIC { "image" } else { "label" }
+            ),
+        ));
     }
     let n = word(1)? as usize;
     for (k, &d) in dims.iter().enumerate() {
@@ -98,7 +123,12 @@ fn split(dir: &Path, images: &Remote, labels: &Remote, net: &mut Option<&mut dyn
     if let Some(i) = labels.iter().position(|&l| l >= 10) {
         return Err(corrupt(&lp, format!("label {} at item {i}; Fashion-MNIST labels are 0..9", labels[i])));
     }
-    Ok(Dataset { images: pixels.to_vec(), labels: labels.to_vec(), classes: CLASSES.iter().map(|s| s.to_string()).collect(), shape: ImageShape::GRAY28 })
+    Ok(Dataset {
+        images: pixels.to_vec(),
+        labels: labels.to_vec(),
+        classes: CLASSES.iter().map(|s| s.to_string()).collect(),
+        shape: ImageShape::GRAY28,
+    })
 }
 
 /// Loads Fashion-MNIST from `dir`, downloading missing files through `net` (`None`: off).

@@ -40,7 +40,11 @@ fn read_split(root: &Path, split: &str, classes: &[String]) -> Result<Dataset> {
     for (label, class) in classes.iter().enumerate() {
         let cdir = dir.join(class);
         if !cdir.is_dir() {
-            return Err(DatasetError::Missing { what: format!("class folder `{class}`"), dir: dir.clone(), hint: " (train and test must have the same classes)".into() });
+            return Err(DatasetError::Missing {
+                what: format!("class folder `{class}`"),
+                dir: dir.clone(),
+                hint: " (train and test must have the same classes)".into(),
+            });
         }
         for f in sorted_entries(&cdir)?.into_iter().filter(|p| is_image(p)) {
             files.push((f, label as u8));
@@ -52,7 +56,8 @@ fn read_split(root: &Path, split: &str, classes: &[String]) -> Result<Dataset> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(16);
     let chunk = files.len().div_ceil(threads);
     let decoded: Vec<Result<Vec<u8>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = files.chunks(chunk).map(|part| s.spawn(move || part.iter().map(|(p, _)| decode(p)).collect::<Vec<_>>())).collect();
+        let handles: Vec<_> =
+            files.chunks(chunk).map(|part| s.spawn(move || part.iter().map(|(p, _)| decode(p)).collect::<Vec<_>>())).collect();
         handles.into_iter().flat_map(|h| h.join().expect("decoder thread panicked")).collect()
     });
     let mut images = Vec::with_capacity(files.len() * IMAGE_BYTES);
@@ -66,7 +71,11 @@ fn read_split(root: &Path, split: &str, classes: &[String]) -> Result<Dataset> {
 pub fn load(root: &Path) -> Result<Splits> {
     let train_dir = root.join("train");
     if !train_dir.is_dir() {
-        return Err(DatasetError::Missing { what: "a `train` folder".into(), dir: root.to_path_buf(), hint: " (expected ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/*)".into() });
+        return Err(DatasetError::Missing {
+            what: "a `train` folder".into(),
+            dir: root.to_path_buf(),
+            hint: " (expected ROOT/train/<class>/*.png|jpg and ROOT/test/<class>/*)".into(),
+        });
     }
     let classes: Vec<String> = sorted_entries(&train_dir)?
         .into_iter()
@@ -74,7 +83,11 @@ pub fn load(root: &Path) -> Result<Splits> {
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
         .collect();
     if classes.len() < 2 {
-        return Err(DatasetError::Missing { what: "at least two class folders".into(), dir: train_dir, hint: format!(" (found {})", classes.len()) });
+        return Err(DatasetError::Missing {
+            what: "at least two class folders".into(),
+            dir: train_dir,
+            hint: format!(" (found {})", classes.len()),
+        });
     }
     if classes.len() > 256 {
         return Err(DatasetError::Invalid(format!("{}: {} classes; at most 256 are supported", train_dir.display(), classes.len())));

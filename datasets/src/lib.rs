@@ -68,7 +68,11 @@ pub fn load(kind: DatasetKind, dir: &Path, net: Option<&mut dyn Downloader>) -> 
     }?;
     for (split, data) in [("training", &splits.train), ("test", &splits.test)] {
         if data.is_empty() {
-            return Err(DatasetError::Missing { what: format!("{split} images"), dir: dir.to_path_buf(), hint: format!(" ({kind}: the {split} split is empty)") });
+            return Err(DatasetError::Missing {
+                what: format!("{split} images"),
+                dir: dir.to_path_buf(),
+                hint: format!(" ({kind}: the {split} split is empty)"),
+            });
         }
     }
     Ok(splits)

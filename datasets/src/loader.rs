@@ -72,7 +72,11 @@ impl Iterator for Batches {
         // The channel closed: either every batch was served, or the producer died.
         let handle = self.handle.take()?;
         let reason = match handle.join() {
-            Err(panic) => panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into()),
+            Err(panic) => panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into()),
             Ok(()) if self.served == self.count => return None,
             Ok(()) => "the producer stopped early".into(),
         };

@@ -128,7 +128,9 @@ fn collect(bytes: &[u8], out: &mut HashMap<String, MatArray>, path: &Path) -> Re
         match ty {
             MI_COMPRESSED => {
                 let mut inner = Vec::new();
-                flate2::read::ZlibDecoder::new(data).read_to_end(&mut inner).map_err(|e| corrupt(path, format!("bad compressed MAT element: {e}")))?;
+                flate2::read::ZlibDecoder::new(data)
+                    .read_to_end(&mut inner)
+                    .map_err(|e| corrupt(path, format!("bad compressed MAT element: {e}")))?;
                 collect(&inner, out, path)?;
             }
             MI_MATRIX => {

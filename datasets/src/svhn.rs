@@ -9,8 +9,10 @@ use crate::download::{download_verified, Downloader, Remote};
 use crate::error::{corrupt, io_err, DatasetError, Result};
 use crate::mat::read_mat;
 
-pub const TRAIN: Remote = Remote { url: "http://ufldl.stanford.edu/housenumbers/train_32x32.mat", size: 182_040_794, md5: "e26dedcc434d2e4c54c9b2d4a06d8373" };
-pub const TEST: Remote = Remote { url: "http://ufldl.stanford.edu/housenumbers/test_32x32.mat", size: 64_275_384, md5: "eb5a983be6a315427106f1b164d9cef3" };
+pub const TRAIN: Remote =
+    Remote { url: "http://ufldl.stanford.edu/housenumbers/train_32x32.mat", size: 182_040_794, md5: "e26dedcc434d2e4c54c9b2d4a06d8373" };
+pub const TEST: Remote =
+    Remote { url: "http://ufldl.stanford.edu/housenumbers/test_32x32.mat", size: 64_275_384, md5: "eb5a983be6a315427106f1b164d9cef3" };
 
 /// Converts the bytes of one SVHN .mat file to a dataset in our CHW layout.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<Dataset> {
@@ -53,7 +55,11 @@ fn load_file(dir: &Path, name: &str, remote: &Remote, net: Option<&mut dyn Downl
     let path = dir.join(name);
     if !path.is_file() {
         let Some(net) = net else {
-            return Err(DatasetError::Missing { what: name.to_string(), dir: dir.to_path_buf(), hint: format!(" and downloading is off (--no-download); get {}", remote.url) });
+            return Err(DatasetError::Missing {
+                what: name.to_string(),
+                dir: dir.to_path_buf(),
+                hint: format!(" and downloading is off (--no-download); get {}", remote.url),
+            });
         };
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         download_verified(net, remote, &path).map_err(|e| crate::download::with_offline_hint(e, name, dir))?;

@@ -63,30 +63,94 @@ pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
 /// A recorded op: its inputs and saved values. Each variant's forward and backward live side by
 /// side in `ops/<family>.rs`.
 pub(crate) enum Op {
-    Reshape { x: Tensor },
-    Conv2d { x: Tensor, w: Tensor, stride: u32, pad: u32 },
+    Reshape {
+        x: Tensor,
+    },
+    Conv2d {
+        x: Tensor,
+        w: Tensor,
+        stride: u32,
+        pad: u32,
+    },
     /// `act(BN(x) + residual)`; backward reads the output (for the ReLU's mask) and the
     /// statistics it normalised with.
-    BatchNorm { x: Tensor, gamma: Tensor, beta: Tensor, stats: ops::batchnorm::Stats, relu: bool, residual: Option<Tensor> },
+    BatchNorm {
+        x: Tensor,
+        gamma: Tensor,
+        beta: Tensor,
+        stats: ops::batchnorm::Stats,
+        relu: bool,
+        residual: Option<Tensor>,
+    },
     /// Backward reads the forward output (the tape hands it over), so only the input is kept.
-    Relu { x: Tensor },
-    Add { a: Tensor, b: Tensor },
-    Mul { a: Tensor, b: Tensor },
-    Scale { x: Tensor, alpha: f32 },
-    ChannelScale { z: Tensor, m: Tensor },
-    AvgPool { x: Tensor, k: u32 },
-    Linear { x: Tensor, w: Tensor, b: Option<Tensor> },
-    MatMul { a: Tensor, b: Tensor },
-    Softplus { x: Tensor, beta: f32 },
-    Sigmoid { x: Tensor },
+    Relu {
+        x: Tensor,
+    },
+    Add {
+        a: Tensor,
+        b: Tensor,
+    },
+    Mul {
+        a: Tensor,
+        b: Tensor,
+    },
+    Scale {
+        x: Tensor,
+        alpha: f32,
+    },
+    ChannelScale {
+        z: Tensor,
+        m: Tensor,
+    },
+    AvgPool {
+        x: Tensor,
+        k: u32,
+    },
+    Linear {
+        x: Tensor,
+        w: Tensor,
+        b: Option<Tensor>,
+    },
+    MatMul {
+        a: Tensor,
+        b: Tensor,
+    },
+    Softplus {
+        x: Tensor,
+        beta: f32,
+    },
+    Sigmoid {
+        x: Tensor,
+    },
     /// Softmax over the last dimension.
-    Softmax { x: Tensor },
-    GatherRows { table: Tensor, idx: Tensor },
-    CrossEntropy { logits: Tensor, labels: Tensor, probs: Tensor, weight: f32 },
-    MarginLoss { logits: Tensor, labels: Tensor, confidence: f32 },
-    DlrLoss { logits: Tensor, labels: Tensor, targets: Option<Tensor> },
+    Softmax {
+        x: Tensor,
+    },
+    GatherRows {
+        table: Tensor,
+        idx: Tensor,
+    },
+    CrossEntropy {
+        logits: Tensor,
+        labels: Tensor,
+        probs: Tensor,
+        weight: f32,
+    },
+    MarginLoss {
+        logits: Tensor,
+        labels: Tensor,
+        confidence: f32,
+    },
+    DlrLoss {
+        logits: Tensor,
+        labels: Tensor,
+        targets: Option<Tensor>,
+    },
     /// KL(softmax(a) || softmax(b)), batch mean.
-    KlDiv { a: Tensor, b: Tensor },
+    KlDiv {
+        a: Tensor,
+        b: Tensor,
+    },
 }
 
 impl Op {
@@ -176,11 +240,15 @@ impl Op {
             Op::Sigmoid { x } => sink.add(x, ops::activation::sigmoid_backward(rt, out, g)?),
             Op::Softmax { x } => sink.add(x, ops::softmax::softmax_backward(rt, out, g)?),
             Op::GatherRows { table, idx } => sink.add(table, ops::index::gather_rows_backward(rt, table.shape(), idx, g)?),
-            Op::CrossEntropy { logits, labels, probs, weight } => sink.add(logits, ops::cross_entropy::cross_entropy_backward(rt, probs, labels, *weight, g)?),
+            Op::CrossEntropy { logits, labels, probs, weight } => {
+                sink.add(logits, ops::cross_entropy::cross_entropy_backward(rt, probs, labels, *weight, g)?)
+            }
             Op::MarginLoss { logits, labels, confidence } => {
                 sink.add(logits, ops::margin_loss::margin_loss_backward(rt, logits, labels, *confidence, g)?)
             }
-            Op::DlrLoss { logits, labels, targets } => sink.add(logits, ops::dlr_loss::dlr_loss_backward(rt, logits, labels, targets.as_ref(), g)?),
+            Op::DlrLoss { logits, labels, targets } => {
+                sink.add(logits, ops::dlr_loss::dlr_loss_backward(rt, logits, labels, targets.as_ref(), g)?)
+            }
             Op::KlDiv { a, b } => ops::kl_div::kl_div_backward(rt, a, b, g, sink),
         }
     }

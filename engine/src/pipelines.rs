@@ -147,7 +147,13 @@ impl KernelCache {
     }
 
     /// The compiled kernel for `shader::entry` specialised with `constants`.
-    pub(crate) fn kernel(&self, device: &wgpu::Device, shader: Shader, entry: &'static str, constants: &[(&'static str, u32)]) -> Result<Rc<Kernel>> {
+    pub(crate) fn kernel(
+        &self,
+        device: &wgpu::Device,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&'static str, u32)],
+    ) -> Result<Rc<Kernel>> {
         let key = KernelKey { shader, entry, constants: constants.to_vec() };
         if let Some(k) = self.kernels.borrow().get(&key) {
             return Ok(k.clone());
@@ -157,7 +163,10 @@ impl KernelCache {
         if !modules.contains_key(&module_key) {
             let specialised = specialise(shader, constants)?;
             let sizes = specialised.workgroup_sizes();
-            let desc = wgpu::ShaderModuleDescriptor { label: Some(shader.file_name()), source: wgpu::ShaderSource::Wgsl(specialised.source.into()) };
+            let desc = wgpu::ShaderModuleDescriptor {
+                label: Some(shader.file_name()),
+                source: wgpu::ShaderSource::Wgsl(specialised.source.into()),
+            };
             // Without loop bounding: by default naga gives every loop a hidden 64-bit countdown and
             // an exit test per iteration (against infinite loops in untrusted shaders), which stands
             // in the way of unrolling the GEMMs' inner K loop. Buffer bounds and integer-division
@@ -171,7 +180,8 @@ impl KernelCache {
             modules.insert(module_key.clone(), Module { module, sizes });
         }
         let module = &modules[&module_key];
-        let workgroup_size = *module.sizes.get(entry).ok_or(EngineError::NoEntryPoint { file: shader.file_name(), entry: entry.to_string() })?;
+        let workgroup_size =
+            *module.sizes.get(entry).ok_or(EngineError::NoEntryPoint { file: shader.file_name(), entry: entry.to_string() })?;
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: None,
@@ -189,15 +199,24 @@ impl KernelCache {
     }
 
     /// Runs `f` with the bind group of `kernel` over `buffers` (bound at 0..n), creating it once.
-    pub(crate) fn with_bind_group<T>(&self, device: &wgpu::Device, kernel: &Kernel, buffers: &[&GpuBuffer], f: impl FnOnce(&wgpu::BindGroup) -> T) -> T {
+    pub(crate) fn with_bind_group<T>(
+        &self,
+        device: &wgpu::Device,
+        kernel: &Kernel,
+        buffers: &[&GpuBuffer],
+        f: impl FnOnce(&wgpu::BindGroup) -> T,
+    ) -> T {
         let key = (kernel.id, buffers.iter().map(|b| b.id()).collect::<Vec<_>>());
         let mut groups = self.bind_groups.borrow_mut();
         if groups.len() >= MAX_CACHED_BIND_GROUPS {
             groups.clear();
         }
         if !groups.contains_key(&key) {
-            let entries: Vec<wgpu::BindGroupEntry> =
-                buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.raw().as_entire_binding() }).collect();
+            let entries: Vec<wgpu::BindGroupEntry> = buffers
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.raw().as_entire_binding() })
+                .collect();
             let group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &kernel.layout, entries: &entries });
             groups.insert(key.clone(), group);
             self.bump(|s| s.bind_groups_created += 1);

@@ -63,7 +63,12 @@ impl Recorder {
     /// A MAP_READ buffer of `size` bytes for an asynchronous readback: a spare one, or a new one.
     pub fn take_spare(&mut self, device: &wgpu::Device, size: u64) -> wgpu::Buffer {
         self.spare.get_mut(&size).and_then(Vec::pop).unwrap_or_else(|| {
-            device.create_buffer(&wgpu::BufferDescriptor { label: Some("async readback"), size, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false })
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("async readback"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
         })
     }
 

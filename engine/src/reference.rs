@@ -91,7 +91,16 @@ pub fn batchnorm(x: &[f64], xs: [usize; 4], mean: &[f64], var: &[f64], gamma: &[
 /// (dx, dgamma, dbeta) of `sum(batchnorm(x) * g)`. In train mode mean and var are the batch's
 /// (functions of x); in eval mode they are constants.
 #[allow(clippy::too_many_arguments)]
-pub fn batchnorm_backward(x: &[f64], xs: [usize; 4], mean: &[f64], var: &[f64], gamma: &[f64], eps: f64, train: bool, g: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+pub fn batchnorm_backward(
+    x: &[f64],
+    xs: [usize; 4],
+    mean: &[f64],
+    var: &[f64],
+    gamma: &[f64],
+    eps: f64,
+    train: bool,
+    g: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let [n, c, h, w] = xs;
     let m = (n * h * w) as f64;
     let ch = |i: usize| (i / (h * w)) % c;
@@ -231,7 +240,13 @@ pub fn sgd_step(p: &mut [f64], v: &mut [f64], g: &[f64], lr: f64, mu: f64, wd: f
 /// One PGD step in place on delta: delta = clamp(delta + step sign(g), -eps, eps), then the [0, 1] box.
 pub fn pgd_step(x: &[f64], g: &[f64], delta: &mut [f64], eps: f64, step: f64) {
     for i in 0..x.len() {
-        let s = if g[i] > 0.0 { 1.0 } else if g[i] < 0.0 { -1.0 } else { 0.0 };
+        let s = if g[i] > 0.0 {
+            1.0
+        } else if g[i] < 0.0 {
+            -1.0
+        } else {
+            0.0
+        };
         let d = (delta[i] + step * s).clamp(-eps, eps);
         delta[i] = (x[i] + d).clamp(0.0, 1.0) - x[i];
     }
@@ -311,7 +326,13 @@ pub fn dlr_loss(logits: &[f64], cols: usize, labels: &[u32], targets: Option<&[u
 pub fn apgd_step(x: &[f64], g: &[f64], steps: &[f64], x_adv: &mut [f64], x_old: &mut [f64], per_image: usize, eps: f64, a: f64) {
     let clip = |v: f64, xi: f64| v.max(xi - eps).min(xi + eps).clamp(0.0, 1.0);
     for i in 0..x.len() {
-        let s = if g[i] > 0.0 { 1.0 } else if g[i] < 0.0 { -1.0 } else { 0.0 };
+        let s = if g[i] > 0.0 {
+            1.0
+        } else if g[i] < 0.0 {
+            -1.0
+        } else {
+            0.0
+        };
         let cur = x_adv[i];
         let z = clip(cur + steps[i / per_image] * s, x[i]);
         x_adv[i] = clip(cur + (z - cur) * a + (cur - x_old[i]) * (1.0 - a), x[i]);
@@ -321,13 +342,27 @@ pub fn apgd_step(x: &[f64], g: &[f64], steps: &[f64], x_adv: &mut [f64], x_old: 
 
 /// `act(BN(x) + residual)` with the given statistics: the fused batch norm's forward.
 #[allow(clippy::too_many_arguments)]
-pub fn batchnorm_act(x: &[f64], xs: [usize; 4], mean: &[f64], var: &[f64], gamma: &[f64], beta: &[f64], residual: Option<&[f64]>, relu: bool, eps: f64) -> Vec<f64> {
+pub fn batchnorm_act(
+    x: &[f64],
+    xs: [usize; 4],
+    mean: &[f64],
+    var: &[f64],
+    gamma: &[f64],
+    beta: &[f64],
+    residual: Option<&[f64]>,
+    relu: bool,
+    eps: f64,
+) -> Vec<f64> {
     batchnorm(x, xs, mean, var, gamma, beta, eps)
         .iter()
         .enumerate()
         .map(|(i, v)| {
             let v = v + residual.map_or(0.0, |r| r[i]);
-            if relu { v.max(0.0) } else { v }
+            if relu {
+                v.max(0.0)
+            } else {
+                v
+            }
         })
         .collect()
 }
@@ -335,7 +370,18 @@ pub fn batchnorm_act(x: &[f64], xs: [usize; 4], mean: &[f64], var: &[f64], gamma
 /// (dx, dgamma, dbeta, dresidual) of `sum(batchnorm_act(..) * g)`: the ReLU's mask applied to g
 /// (from the output `y`), then the batch norm's backward; the residual receives the masked g.
 #[allow(clippy::too_many_arguments)]
-pub fn batchnorm_act_backward(x: &[f64], xs: [usize; 4], mean: &[f64], var: &[f64], gamma: &[f64], eps: f64, train: bool, relu: bool, y: &[f64], g: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+pub fn batchnorm_act_backward(
+    x: &[f64],
+    xs: [usize; 4],
+    mean: &[f64],
+    var: &[f64],
+    gamma: &[f64],
+    eps: f64,
+    train: bool,
+    relu: bool,
+    y: &[f64],
+    g: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
     let masked: Vec<f64> = g.iter().zip(y).map(|(g, y)| if relu && *y <= 0.0 { 0.0 } else { *g }).collect();
     let (dx, dgamma, dbeta) = batchnorm_backward(x, xs, mean, var, gamma, eps, train, &masked);
     (dx, dgamma, dbeta, masked)

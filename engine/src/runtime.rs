@@ -15,8 +15,8 @@ use crate::kernels::Shader;
 use crate::pipelines::KernelCache;
 use crate::pool::{BufferPool, GpuBuffer};
 use crate::recorder::Recorder;
-use crate::timer::{Clock, Timer};
 use crate::tensor::Tensor;
+use crate::timer::{Clock, Timer};
 use crate::tune::{Choice, Tuner};
 
 /// Counters for tests and benchmarks: proof that a warm step allocates nothing, and how many
@@ -303,7 +303,14 @@ impl Runtime {
 
     /// Records one dispatch of `shader::entry` with `buffers` bound at 0..n (inputs first, then
     /// outputs, as the WGSL declares them) and `params` as immediate data.
-    pub(crate) fn dispatch<P: bytemuck::Pod>(&self, shader: Shader, entry: &'static str, buffers: &[&GpuBuffer], params: &P, work: Work) -> Result<()> {
+    pub(crate) fn dispatch<P: bytemuck::Pod>(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        buffers: &[&GpuBuffer],
+        params: &P,
+        work: Work,
+    ) -> Result<()> {
         self.dispatch_with(shader, entry, &[], buffers, params, work)
     }
 
@@ -362,6 +369,10 @@ pub struct Timing {
 
 impl Timing {
     pub fn clock(&self) -> Clock {
-        if self.gpu_s.is_some() { Clock::GpuTimestamps } else { Clock::Wall }
+        if self.gpu_s.is_some() {
+            Clock::GpuTimestamps
+        } else {
+            Clock::Wall
+        }
     }
 }

@@ -14,12 +14,7 @@ fn variants(s: Shader) -> Vec<(String, Specialised)> {
     let mut all = vec![Vec::new()];
     all.extend(s.specialisations());
     all.into_iter()
-        .map(|c| {
-            (
-                format!("{} {c:?}", s.file_name()),
-                specialise(s, &c).unwrap_or_else(|e| panic!("{}: {e}", s.file_name())),
-            )
-        })
+        .map(|c| (format!("{} {c:?}", s.file_name()), specialise(s, &c).unwrap_or_else(|e| panic!("{}: {e}", s.file_name()))))
         .collect()
 }
 
@@ -27,19 +22,10 @@ fn variants(s: Shader) -> Vec<(String, Specialised)> {
 fn every_shader_and_specialisation_validates() {
     for &s in Shader::ALL {
         for (name, v) in variants(s) {
-            naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::IMMEDIATES,
-            )
-            .validate(&v.module)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&v.source)));
-            assert!(
-                v.module
-                    .entry_points
-                    .iter()
-                    .all(|e| e.stage == naga::ShaderStage::Compute),
-                "{name}"
-            );
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::IMMEDIATES)
+                .validate(&v.module)
+                .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&v.source)));
+            assert!(v.module.entry_points.iter().all(|e| e.stage == naga::ShaderStage::Compute), "{name}");
         }
     }
 }
@@ -50,8 +36,7 @@ fn every_entry_point_of_every_specialisation_has_a_literal_workgroup_size() {
     for &s in Shader::ALL {
         for (name, v) in variants(s) {
             for (entry, size) in v.workgroup_sizes() {
-                let size = size
-                    .unwrap_or_else(|| panic!("{name}::{entry} has an override-sized workgroup"));
+                let size = size.unwrap_or_else(|| panic!("{name}::{entry} has an override-sized workgroup"));
                 assert!(size.iter().all(|&d| d >= 1), "{name}::{entry}: {size:?}");
             }
         }
@@ -68,34 +53,18 @@ fn params_structs_match_their_wgsl_mirrors() {
             .find(|(_, v)| v.space == naga::AddressSpace::Immediate)
             .unwrap_or_else(|| panic!("{} declares no immediate params", s.file_name()));
         let layouter_size = m.types[var.ty].inner.size(m.to_ctx());
-        assert_eq!(
-            layouter_size as usize,
-            size,
-            "{}: WGSL Params is {layouter_size} bytes, Rust {size}",
-            s.file_name()
-        );
-        assert_eq!(
-            size % 16,
-            0,
-            "{}: keep Params a multiple of 16 bytes",
-            s.file_name()
-        );
+        assert_eq!(layouter_size as usize, size, "{}: WGSL Params is {layouter_size} bytes, Rust {size}", s.file_name());
+        assert_eq!(size % 16, 0, "{}: keep Params a multiple of 16 bytes", s.file_name());
     }
 }
 
 #[test]
 fn shaders_directory_has_no_unregistered_file() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shaders");
-    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     on_disk.sort();
-    let mut registered: Vec<String> = Shader::ALL
-        .iter()
-        .map(|s| s.file_name().to_string())
-        .chain(SHARED_SOURCES.map(String::from))
-        .collect();
+    let mut registered: Vec<String> =
+        Shader::ALL.iter().map(|s| s.file_name().to_string()).chain(SHARED_SOURCES.map(String::from)).collect();
     registered.sort();
     assert_eq!(on_disk, registered);
 }
@@ -105,26 +74,15 @@ fn conv_tiles_are_the_shaders_own() {
     let plain = specialise(Shader::Conv2d, &[]).unwrap();
     assert_eq!(plain.constant("BK"), Some(TILE_K));
     // As written, the shader is the 64x64 configuration.
-    assert_eq!(
-        (plain.constant("BM"), plain.constant("BN")),
-        (Some(Tile::T64X64.rows()), Some(Tile::T64X64.cols()))
-    );
+    assert_eq!((plain.constant("BM"), plain.constant("BN")), (Some(Tile::T64X64.rows()), Some(Tile::T64X64.cols())));
     for t in Tile::ALL {
         let v = specialise(Shader::Conv2d, &t.constants()).unwrap();
-        assert_eq!(
-            (v.constant("BM"), v.constant("BN")),
-            (Some(t.rows()), Some(t.cols())),
-            "{}",
-            t.name()
-        );
+        assert_eq!((v.constant("BM"), v.constant("BN")), (Some(t.rows()), Some(t.cols())), "{}", t.name());
         // The workgroup memory the host checks against the adapter's limit is the shader's own.
         let mut layouter = naga::proc::Layouter::default();
         layouter.update(v.module.to_ctx()).unwrap();
         let globals = v.module.global_variables.iter();
-        let bytes: u32 = globals
-            .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
-            .map(|(_, g)| layouter[g.ty].size)
-            .sum();
+        let bytes: u32 = globals.filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup).map(|(_, g)| layouter[g.ty].size).sum();
         assert_eq!(bytes, t.workgroup_bytes(), "{}", t.name());
     }
 }
@@ -134,35 +92,18 @@ fn specialisation_rewrites_only_the_one_declaration_it_names() {
     let text = "// const RM: u32 = 4u; in a comment is not a declaration\nconst RM: u32 = 4u;\nconst RMX: u32 = 2u * RM;\n";
     let v = specialise_text("t.wgsl", text, &[("RM", 8)]).unwrap();
     assert_eq!((v.constant("RM"), v.constant("RMX")), (Some(8), Some(16)));
-    assert!(
-        v.source.starts_with("// const RM: u32 = 4u;"),
-        "the comment was rewritten:\n{}",
-        v.source
-    );
+    assert!(v.source.starts_with("// const RM: u32 = 4u;"), "the comment was rewritten:\n{}", v.source);
     let twice = "const RM: u32 = 4u;\nconst RM: u32 = 4u;\n";
-    let err = specialise_text("t.wgsl", twice, &[("RM", 8)])
-        .err()
-        .expect("two declarations")
-        .to_string();
+    let err = specialise_text("t.wgsl", twice, &[("RM", 8)]).err().expect("two declarations").to_string();
     assert!(err.contains("exactly one line, it starts 2"), "{err}");
-    let err = specialise_text("t.wgsl", "const X: u32 = 1u;\n", &[("RM", 8)])
-        .err()
-        .expect("no declaration")
-        .to_string();
+    let err = specialise_text("t.wgsl", "const X: u32 = 1u;\n", &[("RM", 8)]).err().expect("no declaration").to_string();
     assert!(err.contains("it starts 0"), "{err}");
     // A declaration inside a block comment is rewritten as text, but the module has no RM: the
     // check of the parsed value refuses it.
     let commented = "/*\nconst RM: u32 = 4u;\n*/\nconst X: u32 = 1u;\n";
-    let err = specialise_text("t.wgsl", commented, &[("RM", 8)])
-        .err()
-        .expect("a commented declaration")
-        .to_string();
+    let err = specialise_text("t.wgsl", commented, &[("RM", 8)]).err().expect("a commented declaration").to_string();
     assert!(err.contains("the module has None"), "{err}");
     // Only registered specialisations compile.
-    assert!(specialise(
-        Shader::Conv2d,
-        &[("RM", 2), ("RN", 4), ("PREFETCH", 1), ("DOUBLE", 0)]
-    )
-    .is_err());
+    assert!(specialise(Shader::Conv2d, &[("RM", 2), ("RN", 4), ("PREFETCH", 1), ("DOUBLE", 0)]).is_err());
     assert!(specialise(Shader::Arith, &[("WG", 64)]).is_err());
 }

@@ -215,7 +215,14 @@ pub(crate) struct Tuner {
 impl Tuner {
     /// The library default: the heuristic, no file.
     pub fn heuristic(device: &str) -> Tuner {
-        Tuner { mode: TuneMode::Heuristic, forced: None, device: device.to_string(), path: None, choices: BTreeMap::new(), warnings: Vec::new() }
+        Tuner {
+            mode: TuneMode::Heuristic,
+            forced: None,
+            device: device.to_string(),
+            path: None,
+            choices: BTreeMap::new(),
+            warnings: Vec::new(),
+        }
     }
 
     /// Tuning at first use, remembered in `path` (loaded now if it exists and is valid).
@@ -276,11 +283,8 @@ impl Tuner {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let choices: serde_json::Map<String, serde_json::Value> = self
-            .choices
-            .iter()
-            .map(|(k, c)| (k.clone(), serde_json::json!({ "tile": c.tile.name(), "ms": c.ms })))
-            .collect();
+        let choices: serde_json::Map<String, serde_json::Value> =
+            self.choices.iter().map(|(k, c)| (k.clone(), serde_json::json!({ "tile": c.tile.name(), "ms": c.ms }))).collect();
         let doc = serde_json::json!({ "version": CACHE_VERSION, "device": self.device, "choices": choices });
         // Written beside and renamed: an interrupted write leaves the old file, never half a file.
         let tmp = path.with_extension("json.tmp");
@@ -337,7 +341,11 @@ impl Runtime {
         {
             let t = self.tuner.borrow();
             if let Some(tile) = t.forced() {
-                return if fits(&tile) { Ok(tile) } else { Err(EngineError::TileTooLarge { tile: tile.name(), bytes: tile.workgroup_bytes(), limit }) };
+                return if fits(&tile) {
+                    Ok(tile)
+                } else {
+                    Err(EngineError::TileTooLarge { tile: tile.name(), bytes: tile.workgroup_bytes(), limit })
+                };
             }
             if let Some(tile) = t.cached(&key).filter(fits) {
                 return Ok(tile);
@@ -399,7 +407,9 @@ pub fn default_cache_path(adapter: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CIFS_WGPU_TUNE_CACHE") {
         return Some(PathBuf::from(p));
     }
-    let base = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     let name: String = adapter.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { ' ' }).collect();
     let name = name.split_whitespace().collect::<Vec<_>>().join("-");
     Some(base.join("cifs-wgpu").join(format!("tune-{name}.json")))

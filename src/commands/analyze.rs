@@ -41,25 +41,18 @@ pub fn run(adapter: Option<&str>, tune: bool, a: AnalyzeArgs) -> Result<(), Stri
     } else {
         match splits.test.classes.iter().position(|c| *c == a.class) {
             Some(i) => vec![i],
-            None => {
-                return Err(format!(
-                    "no class `{}` in this dataset; its classes are: {}",
-                    a.class,
-                    splits.test.classes.join(", ")
-                ))
-            }
+            None => return Err(format!("no class `{}` in this dataset; its classes are: {}", a.class, splits.test.classes.join(", "))),
         }
     };
     let features = model.classifier().weight.leaf().numel() / model.config.classes;
     let (_, shown) = cifs::analysis::analysed_blocks(&model, features);
     let probed = model.probed_blocks();
-    let skipped: Vec<&str> = probed
-        .iter()
-        .filter(|b| !shown.contains(&b.name))
-        .map(|b| b.name.as_str())
-        .collect();
+    let skipped: Vec<&str> = probed.iter().filter(|b| !shown.contains(&b.name)).map(|b| b.name.as_str()).collect();
     if !skipped.is_empty() {
-        eprintln!("note: the figures order channels by the classifier's weights; the masks of {} (other channel counts) are not drawn", skipped.join(", "));
+        eprintln!(
+            "note: the figures order channels by the classifier's weights; the masks of {} (other channel counts) are not drawn",
+            skipped.join(", ")
+        );
     }
     if probed.is_empty() {
         eprintln!("note: {model_name} has no CIFS block: the mask figures and the NR shares without the mask are skipped");
@@ -69,44 +62,22 @@ pub fn run(adapter: Option<&str>, tune: bool, a: AnalyzeArgs) -> Result<(), Stri
         None => splits.test,
     });
     let out = a.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(format!(
-            "analyze-{}",
-            a.trained
-                .checkpoint
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_default()
-        ))
+        PathBuf::from("runs")
+            .join(format!("analyze-{}", a.trained.checkpoint.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default()))
     });
     let bar = display::bar(0, "analysing [{bar:25}] {pos}/{len} images ETA {eta}");
-    let analysis = cifs::analysis::analyze(
-        &rt,
-        &model,
-        &test,
-        &classes,
-        a.attack_kind,
-        a.settings.settings(),
-        |d, t| {
-            bar.set_length(t as u64);
-            bar.set_position(d as u64);
-        },
-    )
+    let analysis = cifs::analysis::analyze(&rt, &model, &test, &classes, a.attack_kind, a.settings.settings(), |d, t| {
+        bar.set_length(t as u64);
+        bar.set_position(d as u64);
+    })
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     let files = cifs::analysis::write(&analysis, &out, &model_name).map_err(|e| e.to_string())?;
-    println!(
-        "share of activation mass on negatively relevant channels (natural / {}):",
-        a.attack_kind
-    );
-    println!(
-        "{:<14} {:>6} {:>8} {:>8} {:>18} {:>18}",
-        "class", "images", "natural", "robust", "NR share, masked", "NR share, unmasked"
-    );
+    println!("share of activation mass on negatively relevant channels (natural / {}):", a.attack_kind);
+    println!("{:<14} {:>6} {:>8} {:>8} {:>18} {:>18}", "class", "images", "natural", "robust", "NR share, masked", "NR share, unmasked");
     for s in &analysis.classes {
         let ((n, v), without) = s.nr_shares();
-        let unmasked = without
-            .map(|(a, b)| format!("{:.3} / {:.3}", a, b))
-            .unwrap_or_else(|| "n/a".into());
+        let unmasked = without.map(|(a, b)| format!("{:.3} / {:.3}", a, b)).unwrap_or_else(|| "n/a".into());
         let acc = |c: usize| 100.0 * c as f64 / s.images.max(1) as f64;
         println!(
             "{:<14} {:>6} {:>7.2}% {:>7.2}% {:>18} {:>18}",

@@ -26,50 +26,23 @@ pub fn run(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String
     let rt = open_runtime(adapter, tune)?;
     let config = a.m.config()?;
     let info = rt.adapter();
-    println!(
-        "adapter: {} ({}, {}), driver {} {}",
-        info.name, info.backend, info.device_type, info.driver, info.driver_info
-    );
-    println!(
-        "{} width {}, batch {}, {} warm-up + {} timed steps each",
-        a.m.model, config.width, a.m.batch_size, a.warmup, a.steps
-    );
-    let bar = display::bar(
-        ((a.warmup + a.steps.max(1)) * cifs::training::bench::STEPS.len()) as u64,
-        "[{bar:25}] {pos}/{len} {msg}",
-    );
+    println!("adapter: {} ({}, {}), driver {} {}", info.name, info.backend, info.device_type, info.driver, info.driver_info);
+    println!("{} width {}, batch {}, {} warm-up + {} timed steps each", a.m.model, config.width, a.m.batch_size, a.warmup, a.steps);
+    let bar = display::bar(((a.warmup + a.steps.max(1)) * cifs::training::bench::STEPS.len()) as u64, "[{bar:25}] {pos}/{len} {msg}");
     let mut done = 0;
-    let results = cifs::training::bench::bench_steps(
-        &rt,
-        config,
-        a.m.batch_size,
-        a.steps,
-        a.warmup,
-        |kind, _| {
-            done += 1;
-            bar.set_position(done);
-            bar.set_message(kind.to_string());
-        },
-    )
+    let results = cifs::training::bench::bench_steps(&rt, config, a.m.batch_size, a.steps, a.warmup, |kind, _| {
+        done += 1;
+        bar.set_position(done);
+        bar.set_message(kind.to_string());
+    })
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
-    println!(
-        "{:<18} {:>12} {:>11} {:>9} {:>11} {:>8}",
-        "step", "wall ms", "GPU ms", "img/s", "dispatches", "submits"
-    );
+    println!("{:<18} {:>12} {:>11} {:>9} {:>11} {:>8}", "step", "wall ms", "GPU ms", "img/s", "dispatches", "submits");
     for r in &results {
-        let gpu = r
-            .gpu_median_ms
-            .map(|g| format!("{g:.2}"))
-            .unwrap_or_else(|| "n/a".into());
+        let gpu = r.gpu_median_ms.map(|g| format!("{g:.2}")).unwrap_or_else(|| "n/a".into());
         println!(
             "{:<18} {:>12.2} {:>11} {:>9.0} {:>11} {:>8}",
-            r.step,
-            r.wall_median_ms,
-            gpu,
-            r.images_per_s,
-            r.dispatches_per_step,
-            r.submits_per_step
+            r.step, r.wall_median_ms, gpu, r.images_per_s, r.dispatches_per_step, r.submits_per_step
         );
     }
     if let Some(path) = a.json {
@@ -83,11 +56,8 @@ pub fn run(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String
             "tuning": if tune { "on" } else { "off (--no-tune)" },
             "tiles": rt.tuning().0.into_iter().map(|(k, c)| (k, c.tile.name())).collect::<std::collections::BTreeMap<_, _>>(),
         });
-        std::fs::write(
-            &path,
-            serde_json::to_string_pretty(&doc).expect("JSON serialises"),
-        )
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("JSON serialises"))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
 }

@@ -16,11 +16,7 @@ pub struct EvalArgs {
     pub trained: Trained,
     /// Comma-separated: natural, fgsm, pgd<steps>, cw<steps>, apgd-ce, apgd-dlr, apgd-t, square,
     /// autoattack (APGD-CE, then APGD-T, then Square, each on the images still robust).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "natural,fgsm,pgd20,pgd100,cw30"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "natural,fgsm,pgd20,pgd100,cw30")]
     pub attacks: Vec<Attack>,
     /// Evaluate N test images only: a fixed, class-balanced subset (classes taken in turn, each
     /// class's images in file order).
@@ -39,19 +35,9 @@ pub fn run(adapter: Option<&str>, tune: bool, a: EvalArgs) -> Result<(), String>
         Some(n) => splits.test.balanced(n),
         None => splits.test,
     });
-    let bar = display::bar(
-        test.len() as u64,
-        "evaluating [{bar:25}] {pos}/{len} images ETA {eta}",
-    );
-    let results = evaluate(
-        &rt,
-        &model,
-        &test,
-        &a.attacks,
-        a.settings.settings(),
-        |d, _| bar.set_position(d as u64),
-    )
-    .map_err(|e| e.to_string())?;
+    let bar = display::bar(test.len() as u64, "evaluating [{bar:25}] {pos}/{len} images ETA {eta}");
+    let results =
+        evaluate(&rt, &model, &test, &a.attacks, a.settings.settings(), |d, _| bar.set_position(d as u64)).map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     print_results(&results);
     if let Some(path) = a.json {
@@ -63,34 +49,14 @@ pub fn run(adapter: Option<&str>, tune: bool, a: EvalArgs) -> Result<(), String>
 
 /// The table of an evaluation: each attack's accuracy and loss, then accuracy per class.
 pub fn print_results(results: &[AttackResult]) {
-    let width = results
-        .iter()
-        .map(|r| r.attack.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    println!(
-        "{:<width$} {:>9} {:>8}  loss",
-        "attack", "accuracy", "images"
-    );
+    let width = results.iter().map(|r| r.attack.len()).max().unwrap_or(6).max(6);
+    println!("{:<width$} {:>9} {:>8}  loss", "attack", "accuracy", "images");
     for r in results {
-        println!(
-            "{:<width$} {:>8.2}% {:>8}  {}",
-            r.attack,
-            100.0 * r.accuracy,
-            r.images,
-            r.loss
-        );
+        println!("{:<width$} {:>8.2}% {:>8}  {}", r.attack, 100.0 * r.accuracy, r.images, r.loss);
     }
     let Some(first) = results.first() else { return };
     println!("\naccuracy per class (%):");
-    let cw = first
-        .per_class
-        .iter()
-        .map(|c| c.class.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    let cw = first.per_class.iter().map(|c| c.class.len()).max().unwrap_or(5).max(5);
     print!("{:<cw$} {:>6}", "class", "images");
     for r in results {
         print!(" {:>w$}", r.attack, w = r.attack.len().max(7));
@@ -99,11 +65,7 @@ pub fn print_results(results: &[AttackResult]) {
     for (k, c) in first.per_class.iter().enumerate() {
         print!("{:<cw$} {:>6}", c.class, c.images);
         for r in results {
-            print!(
-                " {:>w$.2}",
-                100.0 * r.per_class[k].accuracy,
-                w = r.attack.len().max(7)
-            );
+            print!(" {:>w$.2}", 100.0 * r.per_class[k].accuracy, w = r.attack.len().max(7));
         }
         println!();
     }

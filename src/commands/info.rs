@@ -6,44 +6,21 @@ pub fn run(adapter: Option<&str>) -> Result<(), String> {
     let all = engine::gpu::list_adapters();
     println!("adapters ({}):", all.len());
     for a in &all {
-        println!(
-            "  [{}] {} ({}, {}) driver: {} {}",
-            a.index, a.name, a.backend, a.device_type, a.driver, a.driver_info
-        );
+        println!("  [{}] {} ({}, {}) driver: {} {}", a.index, a.name, a.backend, a.device_type, a.driver, a.driver_info);
     }
     let rt = open_runtime(adapter, true)?;
     let s = rt.adapter();
     let l = rt.limits();
     println!("chosen: {} ({}, {})", s.name, s.backend, s.device_type);
-    println!(
-        "  max storage buffer binding: {} MiB",
-        l.max_binding_bytes >> 20
-    );
+    println!("  max storage buffer binding: {} MiB", l.max_binding_bytes >> 20);
     println!("  max buffer size: {} MiB", l.max_buffer_bytes >> 20);
-    println!(
-        "  max storage buffers per stage: {}",
-        l.max_storage_buffers_per_stage
-    );
-    println!(
-        "  max workgroup invocations: {}, workgroup storage: {} KiB",
-        l.max_workgroup_invocations,
-        l.max_workgroup_memory >> 10
-    );
-    println!(
-        "  max workgroups per dimension: {}",
-        l.max_workgroups_per_dimension
-    );
-    println!(
-        "  immediate data: {} bytes; timestamp queries: {}",
-        l.max_immediate_bytes, l.timestamps
-    );
+    println!("  max storage buffers per stage: {}", l.max_storage_buffers_per_stage);
+    println!("  max workgroup invocations: {}, workgroup storage: {} KiB", l.max_workgroup_invocations, l.max_workgroup_memory >> 10);
+    println!("  max workgroups per dimension: {}", l.max_workgroups_per_dimension);
+    println!("  immediate data: {} bytes; timestamp queries: {}", l.max_immediate_bytes, l.timestamps);
     let (choices, _, path) = rt.tuning();
     match path {
-        Some(p) => println!(
-            "tuning cache: {} ({} shapes tuned)",
-            p.display(),
-            choices.len()
-        ),
+        Some(p) => println!("tuning cache: {} ({} shapes tuned)", p.display(), choices.len()),
         None => println!("tuning cache: none (neither XDG_CACHE_HOME nor HOME is set)"),
     }
     Ok(())

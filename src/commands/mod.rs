@@ -18,9 +18,7 @@ use crate::http;
 /// The runtime on the chosen adapter; with tuning on, its tile choices are timed at first use
 /// and remembered in the adapter's tuning cache.
 pub fn open_runtime(adapter: Option<&str>, tune: bool) -> Result<Runtime, String> {
-    let pref = adapter
-        .map(str::to_string)
-        .or_else(|| std::env::var(engine::gpu::ADAPTER_ENV).ok());
+    let pref = adapter.map(str::to_string).or_else(|| std::env::var(engine::gpu::ADAPTER_ENV).ok());
     let rt = Runtime::with_preference(pref.as_deref()).map_err(|e| e.to_string())?;
     if tune {
         for w in rt.enable_tuning(engine::tune::default_cache_path(&rt.adapter().name)) {
@@ -30,26 +28,18 @@ pub fn open_runtime(adapter: Option<&str>, tune: bool) -> Result<Runtime, String
     Ok(rt)
 }
 
-pub fn load_data(
-    kind: DatasetKind,
-    dir: Option<&Path>,
-    no_download: bool,
-) -> Result<(datasets::Splits, PathBuf), String> {
+pub fn load_data(kind: DatasetKind, dir: Option<&Path>, no_download: bool) -> Result<(datasets::Splits, PathBuf), String> {
     let dir = match (dir, kind) {
         (Some(d), _) => d.to_path_buf(),
-        (None, DatasetKind::Folder) => return Err("the folder dataset needs --data-dir ROOT (with ROOT/train/<class>/ and ROOT/test/<class>/)".into()),
+        (None, DatasetKind::Folder) => {
+            return Err("the folder dataset needs --data-dir ROOT (with ROOT/train/<class>/ and ROOT/test/<class>/)".into())
+        }
         (None, _) => PathBuf::from("data").join(kind.name()),
     };
     eprintln!("loading {kind} from {}", dir.display());
     let mut http = http::Http::default();
-    let net: Option<&mut dyn datasets::Downloader> =
-        if no_download { None } else { Some(&mut http) };
+    let net: Option<&mut dyn datasets::Downloader> = if no_download { None } else { Some(&mut http) };
     let splits = datasets::load(kind, &dir, net).map_err(|e| e.to_string())?;
-    eprintln!(
-        "{} training and {} test images, {} classes",
-        splits.train.len(),
-        splits.test.len(),
-        splits.train.classes.len()
-    );
+    eprintln!("{} training and {} test images, {} classes", splits.train.len(), splits.test.len(), splits.train.classes.len());
     Ok((splits, dir))
 }

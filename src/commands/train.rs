@@ -122,21 +122,15 @@ pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String
     let model = recipe.model;
     model.check_depth(a.depth).map_err(|e| e.to_string())?;
     let width = a.width.unwrap_or(model.default_width());
-    let out = a.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(format!("{}-{}-w{}-s{}", a.dataset, model, width, a.seed))
-    });
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}-w{}-s{}", a.dataset, model, width, a.seed)));
     if !a.resume && out.join("last.safetensors").is_file() {
-        return Err(format!(
-            "{} already holds a run; pass --resume to continue it or choose another --out",
-            out.display()
-        ));
+        return Err(format!("{} already holds a run; pass --resume to continue it or choose another --out", out.display()));
     }
     let rt = open_runtime(adapter, tune)?;
     let adapter = rt.adapter();
     eprintln!("adapter: {} ({})", adapter.name, adapter.backend);
     let (splits, dir) = load_data(a.dataset, a.data_dir.as_deref(), a.no_download)?;
-    cifs::training::check_images_fit(model, &a.dataset.to_string(), splits.train.shape)
-        .map_err(|e| e.to_string())?;
+    cifs::training::check_images_fit(model, &a.dataset.to_string(), splits.train.shape).map_err(|e| e.to_string())?;
     let cfg = TrainConfig {
         dataset: a.dataset.to_string(),
         data_dir: dir.display().to_string(),
@@ -171,15 +165,8 @@ pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String
         (true, false) => cifs::training::resume::Resume::Same,
         (true, true) => cifs::training::resume::Resume::AllowChanges,
     };
-    let history = cifs::training::run::run(
-        &rt,
-        &cfg,
-        splits,
-        &out,
-        resume,
-        &mut display::TrainDisplay::default(),
-    )
-    .map_err(|e| e.to_string())?;
+    let history =
+        cifs::training::run::run(&rt, &cfg, splits, &out, resume, &mut display::TrainDisplay::default()).map_err(|e| e.to_string())?;
     if let Some(m) = history.last() {
         println!("done: {} epochs; checkpoints in {}", m.epoch, out.display());
     }

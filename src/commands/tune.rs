@@ -17,13 +17,7 @@ pub fn run(adapter: Option<&str>, a: TuneArgs) -> Result<(), String> {
     let rt = open_runtime(adapter, true)?;
     let (before, _, path) = rt.tuning();
     let config = a.m.config()?;
-    println!(
-        "tuning {} width {}, batch {} on {}",
-        a.m.model,
-        config.width,
-        a.m.batch_size,
-        rt.adapter().name
-    );
+    println!("tuning {} width {}, batch {} on {}", a.m.model, config.width, a.m.batch_size, rt.adapter().name);
     let spinner = display::bar(0, "{spinner} {pos} shapes timed  {msg}");
     let shown = spinner.clone();
     rt.observe_tuning(move |key, choice| {
@@ -31,46 +25,26 @@ pub fn run(adapter: Option<&str>, a: TuneArgs) -> Result<(), String> {
         shown.set_message(format!("{key}: {}", choice.tile.name()));
     });
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-    cifs::training::bench::bench_steps(&rt, config, a.m.batch_size, 1, 0, |kind, _| {
-        spinner.set_message(kind.to_string())
-    })
-    .map_err(|e| e.to_string())?;
+    cifs::training::bench::bench_steps(&rt, config, a.m.batch_size, 1, 0, |kind, _| spinner.set_message(kind.to_string()))
+        .map_err(|e| e.to_string())?;
     spinner.finish_and_clear();
     let (after, warnings, _) = rt.tuning();
     for w in warnings {
         eprintln!("warning: {w}");
     }
     let names: Vec<String> = engine::tune::Tile::ALL.iter().map(|t| t.name()).collect();
-    println!(
-        "{:<18} {:<52} {:>8}  {}",
-        "kernel",
-        "shape",
-        "tile",
-        names.iter().map(|n| format!("{n:>9}")).collect::<String>()
-    );
+    println!("{:<18} {:<52} {:>8}  {}", "kernel", "shape", "tile", names.iter().map(|n| format!("{n:>9}")).collect::<String>());
     for (key, c) in &after {
         let (kernel, shape) = key.split_once(' ').unwrap_or((key.as_str(), ""));
-        let ms: String = names
-            .iter()
-            .map(|n| {
-                c.ms.get(n)
-                    .map(|v| format!("{v:>9.3}"))
-                    .unwrap_or_else(|| format!("{:>9}", "-"))
-            })
-            .collect();
-        let new = if before.contains_key(key) {
-            ""
-        } else {
-            "  (new)"
-        };
+        let ms: String = names.iter().map(|n| c.ms.get(n).map(|v| format!("{v:>9.3}")).unwrap_or_else(|| format!("{:>9}", "-"))).collect();
+        let new = if before.contains_key(key) { "" } else { "  (new)" };
         println!("{kernel:<18} {shape:<52} {:>8}  {ms}{new}", c.tile.name());
     }
     println!(
         "times in ms per run; {} shapes, {} newly timed; cache: {}",
         after.len(),
         after.len() - before.len(),
-        path.map(|p| p.display().to_string())
-            .unwrap_or_else(|| "none (no cache directory)".into())
+        path.map(|p| p.display().to_string()).unwrap_or_else(|| "none (no cache directory)".into())
     );
     Ok(())
 }

@@ -86,7 +86,11 @@ pub fn rel_err(got: &[f32], want: &[f64]) -> f64 {
     let g = to_f64(got);
     let d = Field(&g).diff(&Field(want));
     let den = norm(want.iter().copied());
-    if den < tol::ZERO { d } else { d / den }
+    if den < tol::ZERO {
+        d
+    } else {
+        d / den
+    }
 }
 
 /// Whether `got` matches `want` norm-wise within `tol` (relative; absolute near zero).
@@ -110,7 +114,13 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
 /// Loss = sum(f(inputs) * R) with R random, so every output element's gradient matters. The
 /// analytic gradient is our backward seeded with R; the numeric one is a central difference of
 /// the GPU forward itself, at `samples` positions of each input.
-pub fn grad_check(rt: &Runtime, seed: u64, inputs: &[(Vec<usize>, Vec<f32>)], samples: usize, f: impl Fn(&Runtime, &[Tensor]) -> Result<Tensor>) {
+pub fn grad_check(
+    rt: &Runtime,
+    seed: u64,
+    inputs: &[(Vec<usize>, Vec<f32>)],
+    samples: usize,
+    f: impl Fn(&Runtime, &[Tensor]) -> Result<Tensor>,
+) {
     let mut r = rng(seed);
     let leaves: Vec<Tensor> = inputs.iter().map(|(s, d)| Tensor::leaf(rt, s, d).unwrap()).collect();
     let out = f(rt, &leaves).unwrap();

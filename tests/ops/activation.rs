@@ -10,10 +10,16 @@ type Op = fn(&engine::Runtime, &Tensor) -> Result<Tensor>;
 /// wide enough (+-6) that softplus(5x) crosses its threshold of 20.
 fn inputs(seed: u64, n: usize) -> Vec<f32> {
     let mut r = rng(seed);
-    (0..n).map(|_| {
-        let v = r.uniform(0.05, 6.0) as f32;
-        if r.below(2) == 0 { v } else { -v }
-    }).collect()
+    (0..n)
+        .map(|_| {
+            let v = r.uniform(0.05, 6.0) as f32;
+            if r.below(2) == 0 {
+                v
+            } else {
+                -v
+            }
+        })
+        .collect()
 }
 
 fn check(name: &str, f: Op, fwd: fn(&[f64]) -> Vec<f64>, deriv: fn(&[f64]) -> Vec<f64>) {

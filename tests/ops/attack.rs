@@ -11,7 +11,17 @@ fn pgd_step_and_projection_match_reference() {
     let mut r = rng(111);
     let n = 777;
     let eps = 8.0 / 255.0;
-    let x: Vec<f32> = (0..n).map(|i| if i % 7 == 0 { 0.0 } else if i % 11 == 0 { 1.0 } else { r.uniform(0.0, 1.0) as f32 }).collect();
+    let x: Vec<f32> = (0..n)
+        .map(|i| {
+            if i % 7 == 0 {
+                0.0
+            } else if i % 11 == 0 {
+                1.0
+            } else {
+                r.uniform(0.0, 1.0) as f32
+            }
+        })
+        .collect();
     let d0 = r.uniform_vec(n, -2.0 * eps, 2.0 * eps);
     let mut g = r.uniform_vec(n, -1.0, 1.0);
     g[3] = 0.0; // sign(0) = 0
@@ -39,7 +49,17 @@ fn apgd_step_and_row_selection_match_reference() {
     let (imgs, per) = (5, 67);
     let n = imgs * per;
     let eps = 8.0 / 255.0;
-    let x: Vec<f32> = (0..n).map(|i| if i % 9 == 0 { 0.0 } else if i % 13 == 0 { 1.0 } else { r.uniform(0.0, 1.0) as f32 }).collect();
+    let x: Vec<f32> = (0..n)
+        .map(|i| {
+            if i % 9 == 0 {
+                0.0
+            } else if i % 13 == 0 {
+                1.0
+            } else {
+                r.uniform(0.0, 1.0) as f32
+            }
+        })
+        .collect();
     let start: Vec<f32> = x.iter().map(|&v| (v as f64 + r.uniform(-eps, eps)).clamp(0.0, 1.0) as f32).collect();
     let old: Vec<f32> = x.iter().map(|&v| (v as f64 + r.uniform(-eps, eps)).clamp(0.0, 1.0) as f32).collect();
     let mut g = r.uniform_vec(n, -1.0, 1.0);

@@ -75,7 +75,10 @@ fn batchnorm_over_several_workgroups_per_channel_matches_reference() {
 fn reduction_chunks_cover_every_sample_and_none_is_empty() {
     for (n, c, hw) in [(1, 1, 1), (128, 64, 1024), (128, 512, 16), (7, 3, 512), (5, 1, 100_000), (3, 2, 0)] {
         let (chunks, per) = reduction_chunks(n, c, hw);
-        assert!(chunks >= 1 && (chunks as usize - 1) * (per as usize) < n.max(1) && chunks as usize * per as usize >= n, "{n} {c} {hw}: {chunks} x {per}");
+        assert!(
+            chunks >= 1 && (chunks as usize - 1) * (per as usize) < n.max(1) && chunks as usize * per as usize >= n,
+            "{n} {c} {hw}: {chunks} x {per}"
+        );
     }
     // ResNet-18 at batch 128: layer1 8 workgroups per channel of 16 samples each, layer2 4 of 32,
     // layer3 (256 channels of 8 x 8) one.
@@ -133,7 +136,17 @@ fn fused(train: bool, relu: bool, with_residual: bool, seed: u64, xs: [usize; 4]
     let y = batchnorm_act(&rt, &xt, &gt, &bt, RunningStats { mean: &rm, var: &rv }, train, act).unwrap();
     let (mean, var) = if train { cpu::channel_stats(&to_f64(&x), xs) } else { (to_f64(&rm0), to_f64(&rv0)) };
     let res64 = to_f64(&res);
-    let want = cpu::batchnorm_act(&to_f64(&x), xs, &mean, &var, &to_f64(&gamma), &to_f64(&beta), with_residual.then_some(res64.as_slice()), relu, EPS as f64);
+    let want = cpu::batchnorm_act(
+        &to_f64(&x),
+        xs,
+        &mean,
+        &var,
+        &to_f64(&gamma),
+        &to_f64(&beta),
+        with_residual.then_some(res64.as_slice()),
+        relu,
+        EPS as f64,
+    );
     let what = format!("fused batch norm (train {train}, relu {relu}, residual {with_residual})");
     assert_close(&format!("{what} forward"), &y.to_vec(&rt).unwrap(), &want, tol::FWD);
     if relu {
@@ -141,7 +154,8 @@ fn fused(train: bool, relu: bool, with_residual: bool, seed: u64, xs: [usize; 4]
     }
     let g = r.uniform_vec(n, -1.0, 1.0);
     let grads = autodiff::backward_with(&rt, &y, Tensor::from_f32(&rt, &xs, &g).unwrap()).unwrap();
-    let (dx, dgamma, dbeta, dres) = cpu::batchnorm_act_backward(&to_f64(&x), xs, &mean, &var, &to_f64(&gamma), EPS as f64, train, relu, &want, &to_f64(&g));
+    let (dx, dgamma, dbeta, dres) =
+        cpu::batchnorm_act_backward(&to_f64(&x), xs, &mean, &var, &to_f64(&gamma), EPS as f64, train, relu, &want, &to_f64(&g));
     assert_close(&format!("{what} dx"), &grads.get(&xt).unwrap().to_vec(&rt).unwrap(), &dx, tol::BWD);
     assert_close(&format!("{what} dgamma"), &grads.get(&gt).unwrap().to_vec(&rt).unwrap(), &dgamma, tol::BWD);
     assert_close(&format!("{what} dbeta"), &grads.get(&bt).unwrap().to_vec(&rt).unwrap(), &dbeta, tol::BWD);
@@ -153,7 +167,9 @@ fn fused(train: bool, relu: bool, with_residual: bool, seed: u64, xs: [usize; 4]
 
 #[test]
 fn fused_batchnorm_relu_residual_matches_reference() {
-    for (k, (train, relu, residual)) in [(true, true, false), (true, true, true), (true, false, true), (false, true, true), (false, true, false)].into_iter().enumerate() {
+    for (k, (train, relu, residual)) in
+        [(true, true, false), (true, true, true), (true, false, true), (false, true, true), (false, true, false)].into_iter().enumerate()
+    {
         fused(train, relu, residual, 20 + k as u64, [3, 4, 5, 3]);
     }
     fused(true, true, true, 30, CHUNKED);

@@ -9,8 +9,13 @@
 //! gradient (our backward) must match it.
 
 use crate::common::*;
-use engine::ops::{activation::relu, arith::add, batchnorm::{batchnorm2d, RunningStats}, conv2d::conv2d};
-use engine::{autodiff, reference as cpu, Runtime, Result, Tensor};
+use engine::ops::{
+    activation::relu,
+    arith::add,
+    batchnorm::{batchnorm2d, RunningStats},
+    conv2d::conv2d,
+};
+use engine::{autodiff, reference as cpu, Result, Runtime, Tensor};
 
 fn bn(rt: &Runtime, x: &Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor> {
     let c = x.shape()[1];
@@ -56,7 +61,8 @@ fn cpu_block(v: &[Vec<f64>], cin: usize, cout: usize, stride: usize) -> Vec<f64>
     let hs = [2, cout, o, o];
     let h = cpu::relu(&cpu_bn(&cpu::conv2d(&v[0], xs, &v[1], [cout, cin, 3, 3], stride, 1), hs, &v[2], &v[3]));
     let h = cpu_bn(&cpu::conv2d(&h, hs, &v[4], [cout, cout, 3, 3], 1, 1), hs, &v[5], &v[6]);
-    let short = if v.len() > 7 { cpu_bn(&cpu::conv2d(&v[0], xs, &v[7], [cout, cin, 1, 1], stride, 0), hs, &v[8], &v[9]) } else { v[0].clone() };
+    let short =
+        if v.len() > 7 { cpu_bn(&cpu::conv2d(&v[0], xs, &v[7], [cout, cin, 1, 1], stride, 0), hs, &v[8], &v[9]) } else { v[0].clone() };
     cpu::relu(&h.iter().zip(&short).map(|(a, b)| a + b).collect::<Vec<_>>())
 }
 

@@ -161,7 +161,8 @@ fn tuning_times_every_tile_once_per_shape_and_remembers_it() {
     again.observe_tuning(move |_, _| counter.set(counter.get() + 1));
     run(&again);
     assert_eq!(again_seen.get(), 0);
-    let tiles = |c: &std::collections::BTreeMap<String, engine::tune::Choice>| c.iter().map(|(k, c)| (k.clone(), c.tile)).collect::<Vec<_>>();
+    let tiles =
+        |c: &std::collections::BTreeMap<String, engine::tune::Choice>| c.iter().map(|(k, c)| (k.clone(), c.tile)).collect::<Vec<_>>();
     assert_eq!(tiles(&again.tuning().0), tiles(&choices));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -36,7 +36,8 @@ impl Sides {
     /// The kink file beside the fixture `path` (`x.safetensors` -> `x.kinks.json`).
     pub fn open(path: &Path) -> Sides {
         let file = path.with_extension("kinks.json");
-        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{} unreadable ({e}): make it with tests/reference/parity_fixture_kinks.py", file.display()));
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{} unreadable ({e}): make it with tests/reference/parity_fixture_kinks.py", file.display()));
         let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let passes = doc["passes"]
             .as_object()
@@ -50,7 +51,12 @@ impl Sides {
                 (pass.clone(), bns.collect())
             })
             .collect();
-        let pgd_undecided = doc["pgd_steps"].as_array().unwrap().iter().flat_map(|s| s["undecided"].as_array().unwrap().iter().map(|e| e[0].as_u64().unwrap() as usize)).collect();
+        let pgd_undecided = doc["pgd_steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["undecided"].as_array().unwrap().iter().map(|e| e[0].as_u64().unwrap() as usize))
+            .collect();
         Sides { threshold: doc["threshold"].as_f64().unwrap(), passes, pgd_undecided }
     }
 
@@ -71,7 +77,15 @@ fn slack(threshold: f64) -> f64 {
 /// Back-propagates `loss` of a train-mode forward of `model` with the inputs `pass` lists on the
 /// reference's side. Pushes onto `failures` what does not fit the listing (`what` names the
 /// fixture and pass in the messages) and prints how many inputs were moved.
-pub fn backward(rt: &Runtime, model: &Model, loss: &Tensor, sides: &Sides, pass: &str, what: &str, failures: &mut Vec<String>) -> autodiff::Gradients {
+pub fn backward(
+    rt: &Runtime,
+    model: &Model,
+    loss: &Tensor,
+    sides: &Sides,
+    pass: &str,
+    what: &str,
+    failures: &mut Vec<String>,
+) -> autodiff::Gradients {
     let listed = sides.pass(pass);
     let slack = slack(sides.threshold);
     let names: HashMap<u64, &str> = model.batchnorms().into_iter().map(|bn| (bn.weight.leaf().id(), bn.name.as_str())).collect();
@@ -101,7 +115,10 @@ pub fn backward(rt: &Runtime, model: &Model, loss: &Tensor, sides: &Sides, pass:
         }
         let here: HashSet<usize> = here.iter().map(|&(i, _)| i).collect();
         for (i, p) in pre.iter().enumerate().filter(|(i, p)| p.abs() < slack && !here.contains(i)) {
-            failures.push(format!("{what}: {bn} element {i}: input {p:.2e} here, but the reference's is at least {:.0e} from zero", sides.threshold));
+            failures.push(format!(
+                "{what}: {bn} element {i}: input {p:.2e} here, but the reference's is at least {:.0e} from zero",
+                sides.threshold
+            ));
         }
         if changed {
             node.value.write_f32(rt, &y)?;

@@ -23,9 +23,9 @@ use datasets::Dataset;
 use engine::{no_grad, Runtime, Tensor};
 
 use crate::attacks::apgd::Batch;
-use crate::error::{CifsError, Result};
 use crate::attacks::evaluate::{adversarial_images, Attack, EvalSettings};
 use crate::attacks::hostloss::predictions;
+use crate::error::{CifsError, Result};
 use crate::models::{Mode, Model, Taps};
 
 /// Per-channel means of one CIFS block, natural and adversarial.
@@ -57,7 +57,11 @@ pub struct ClassStats {
 pub fn nr_share(values: &[f64], relevance: &[f64]) -> f64 {
     let total: f64 = values.iter().sum();
     let nr: f64 = values.iter().zip(relevance).filter(|(_, r)| **r < 0.0).map(|(v, _)| v).sum();
-    if total == 0.0 { 0.0 } else { nr / total }
+    if total == 0.0 {
+        0.0
+    } else {
+        nr / total
+    }
 }
 
 impl ClassStats {
@@ -72,7 +76,10 @@ impl ClassStats {
     /// output before its mask) where the model has one.
     pub fn nr_shares(&self) -> ((f64, f64), Option<(f64, f64)>) {
         let with = (nr_share(&self.natural, &self.relevance), nr_share(&self.adversarial, &self.relevance));
-        let without = self.blocks.last().map(|b| (nr_share(&b.natural_unmasked, &self.relevance), nr_share(&b.adversarial_unmasked, &self.relevance)));
+        let without = self
+            .blocks
+            .last()
+            .map(|b| (nr_share(&b.natural_unmasked, &self.relevance), nr_share(&b.adversarial_unmasked, &self.relevance)));
         (with, without)
     }
 }
@@ -129,7 +136,15 @@ fn add_row(sum: &mut [f64], values: &[f32], row: usize) {
 }
 
 /// Analyses the test images of `data` whose class is in `classes` (indices), under `attack`.
-pub fn analyze(rt: &Runtime, model: &Model, data: &Arc<Dataset>, classes: &[usize], attack: Attack, s: EvalSettings, mut progress: impl FnMut(usize, usize)) -> Result<Analysis> {
+pub fn analyze(
+    rt: &Runtime,
+    model: &Model,
+    data: &Arc<Dataset>,
+    classes: &[usize],
+    attack: Attack,
+    s: EvalSettings,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Analysis> {
     let weights = model.classifier().weight.leaf().to_vec(rt)?;
     let channels = weights.len() / model.config.classes;
     // The figures order channels by the classifier's weights, so they cover the CIFS blocks whose
@@ -139,7 +154,14 @@ pub fn analyze(rt: &Runtime, model: &Model, data: &Arc<Dataset>, classes: &[usiz
     let mut sums: Vec<Option<Sums>> = (0..model.config.classes).map(|_| None).collect();
     for &c in classes {
         let zero = vec![0.0; channels];
-        sums[c] = Some(Sums { images: 0, natural_correct: 0, robust_correct: 0, natural: zero.clone(), adversarial: zero.clone(), blocks: vec![[zero.clone(), zero.clone(), zero.clone(), zero.clone()]; n_blocks] });
+        sums[c] = Some(Sums {
+            images: 0,
+            natural_correct: 0,
+            robust_correct: 0,
+            natural: zero.clone(),
+            adversarial: zero.clone(),
+            blocks: vec![[zero.clone(), zero.clone(), zero.clone(), zero.clone()]; n_blocks],
+        });
     }
     let order: Vec<usize> = (0..data.len()).filter(|&i| sums[data.labels[i] as usize].is_some()).collect();
     let total = order.len();
@@ -218,11 +240,28 @@ fn normalised(order: &[usize], natural: &[f64], adversarial: &[f64]) -> (Vec<f64
 }
 
 /// One channel figure (SVG, PNG) and its CSV (one row per channel, in sorted order).
-fn channel_files(dir: &Path, stem: &str, title: String, quantity: &str, stats: &ClassStats, natural: &[f64], adversarial: &[f64]) -> Result<Vec<PathBuf>> {
+fn channel_files(
+    dir: &Path,
+    stem: &str,
+    title: String,
+    quantity: &str,
+    stats: &ClassStats,
+    natural: &[f64],
+    adversarial: &[f64],
+) -> Result<Vec<PathBuf>> {
     let order = stats.order();
     let (nat, adv, max) = normalised(&order, natural, adversarial);
     let relevance: Vec<f64> = order.iter().map(|&c| stats.relevance[c]).collect();
-    let (svg, png) = plots::save(&plots::Channels { title, quantity: format!("{quantity} / max ({max:.2e})"), natural: &nat, adversarial: &adv, relevance: &relevance }, &dir.join(stem))?;
+    let (svg, png) = plots::save(
+        &plots::Channels {
+            title,
+            quantity: format!("{quantity} / max ({max:.2e})"),
+            natural: &nat,
+            adversarial: &adv,
+            relevance: &relevance,
+        },
+        &dir.join(stem),
+    )?;
     let mut csv = String::from("rank,channel,relevance,natural,adversarial,natural_normalised,adversarial_normalised\n");
     for (rank, &c) in order.iter().enumerate() {
         csv += &format!("{rank},{c},{},{},{},{},{}\n", stats.relevance[c], natural[c], adversarial[c], nat[rank], adv[rank]);
@@ -250,7 +289,15 @@ pub fn write(analysis: &Analysis, out: &Path, model_name: &str) -> Result<Vec<Pa
         files.extend(channel_files(&dir, "channels", title, "mean activation", s, &s.natural, &s.adversarial)?);
         for b in &s.blocks {
             let title = format!("{model_name} {} mask: class {}, natural vs {attack}", b.name, s.class);
-            files.extend(channel_files(&dir, &format!("mask-{}", b.name.replace('.', "-")), title, "mean mask", s, &b.natural_mask, &b.adversarial_mask)?);
+            files.extend(channel_files(
+                &dir,
+                &format!("mask-{}", b.name.replace('.', "-")),
+                title,
+                "mean mask",
+                s,
+                &b.natural_mask,
+                &b.adversarial_mask,
+            )?);
         }
         let ((nat, adv), without) = s.nr_shares();
         let (un, ua) = without.map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_default();
@@ -261,9 +308,16 @@ pub fn write(analysis: &Analysis, out: &Path, model_name: &str) -> Result<Vec<Pa
     crate::checkpoint::state::write_atomic(&summary_path, summary.as_bytes()).map_err(io(&summary_path))?;
     files.push(summary_path);
     let names: Vec<String> = analysis.classes.iter().map(|s| s.class.clone()).collect();
-    let acc = |f: &dyn Fn(&ClassStats) -> usize| analysis.classes.iter().map(|s| f(s) as f64 / s.images.max(1) as f64).collect::<Vec<f64>>();
+    let acc =
+        |f: &dyn Fn(&ClassStats) -> usize| analysis.classes.iter().map(|s| f(s) as f64 / s.images.max(1) as f64).collect::<Vec<f64>>();
     let (natural, robust) = (acc(&|s| s.natural_correct), acc(&|s| s.robust_correct));
-    let bars = plots::ClassBars { title: format!("{model_name}: accuracy per class"), classes: &names, natural: &natural, robust: &robust, robust_label: attack };
+    let bars = plots::ClassBars {
+        title: format!("{model_name}: accuracy per class"),
+        classes: &names,
+        natural: &natural,
+        robust: &robust,
+        robust_label: attack,
+    };
     let (svg, png) = plots::save(&bars, &out.join("accuracy"))?;
     files.extend([svg, png]);
     Ok(files)

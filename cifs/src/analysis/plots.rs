@@ -88,18 +88,27 @@ impl Figure for Curves<'_> {
         let last = self.points.iter().map(|p| p.epoch).max().unwrap_or(1).max(1) as f64;
         let max_loss = self.points.iter().map(|p| p.loss).filter(|l| l.is_finite()).fold(1e-9, f64::max) * 1.05;
         let at_start = self.points.iter().find(|p| p.adversarial).filter(|p| p.epoch > 1).map(|p| p.epoch as f64 - 1.0);
-        let mut loss = ChartBuilder::on(&left).margin(12).x_label_area_size(34).y_label_area_size(48).build_cartesian_2d(0f64..last, 0f64..max_loss)?;
+        let mut loss = ChartBuilder::on(&left)
+            .margin(12)
+            .x_label_area_size(34)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0f64..last, 0f64..max_loss)?;
         loss.configure_mesh().x_desc("epoch").y_desc("train loss").draw()?;
         let losses: Vec<(f64, f64)> = self.points.iter().filter(|p| p.loss.is_finite()).map(|p| (p.epoch as f64, p.loss)).collect();
         loss.draw_series(LineSeries::new(losses.clone(), &BLACK))?;
         loss.draw_series(losses.iter().map(|&p| Circle::new(p, 3, BLACK.filled())))?;
-        let mut acc = ChartBuilder::on(&right).margin(12).x_label_area_size(34).y_label_area_size(48).build_cartesian_2d(0f64..last, 0f64..100f64)?;
+        let mut acc =
+            ChartBuilder::on(&right).margin(12).x_label_area_size(34).y_label_area_size(48).build_cartesian_2d(0f64..last, 0f64..100f64)?;
         acc.configure_mesh().x_desc("epoch").y_desc("test accuracy (%)").draw()?;
         let blue = RGBColor(31, 119, 180);
         let red = RGBColor(214, 39, 40);
-        for (name, colour, pick) in [("natural", blue, (|p: &CurvePoint| p.natural) as fn(&CurvePoint) -> Option<f64>), ("PGD-20", red, |p: &CurvePoint| p.robust)] {
+        for (name, colour, pick) in
+            [("natural", blue, (|p: &CurvePoint| p.natural) as fn(&CurvePoint) -> Option<f64>), ("PGD-20", red, |p: &CurvePoint| p.robust)]
+        {
             let pts: Vec<(f64, f64)> = self.points.iter().filter_map(|p| pick(p).map(|a| (p.epoch as f64, 100.0 * a))).collect();
-            acc.draw_series(LineSeries::new(pts.clone(), &colour))?.label(name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
+            acc.draw_series(LineSeries::new(pts.clone(), &colour))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
             acc.draw_series(pts.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
         }
         if let Some(x) = at_start {
@@ -107,7 +116,11 @@ impl Figure for Curves<'_> {
             acc.draw_series(DashedLineSeries::new(vec![(x, 0.0), (x, 100.0)], 5, 4, grey.into()))?;
             loss.draw_series(DashedLineSeries::new(vec![(x, 0.0), (x, max_loss)], 5, 4, grey.into()))?;
         }
-        acc.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        acc.configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         Ok(())
     }
 }
@@ -136,13 +149,26 @@ impl Figure for Channels<'_> {
         let n = self.relevance.len().max(1) as f64;
         let blue = RGBColor(31, 119, 180);
         let red = RGBColor(214, 39, 40);
-        let mut chart = ChartBuilder::on(&top).margin(10).x_label_area_size(20).y_label_area_size(48).build_cartesian_2d(0f64..n, 0f64..1.05)?;
+        let mut chart =
+            ChartBuilder::on(&top).margin(10).x_label_area_size(20).y_label_area_size(48).build_cartesian_2d(0f64..n, 0f64..1.05)?;
         chart.configure_mesh().y_desc(self.quantity.as_str()).draw()?;
         let line = |v: &[f64]| v.iter().enumerate().map(|(i, &y)| (i as f64 + 0.5, y)).collect::<Vec<_>>();
-        chart.draw_series(LineSeries::new(line(self.natural), &blue))?.label("natural").legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], blue));
-        chart.draw_series(LineSeries::new(line(self.adversarial), &red))?.label("adversarial").legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], red));
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
-        let mut rel = ChartBuilder::on(&bottom).margin(10).x_label_area_size(34).y_label_area_size(48).build_cartesian_2d(0f64..n, -1.05f64..1.05)?;
+        chart
+            .draw_series(LineSeries::new(line(self.natural), &blue))?
+            .label("natural")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], blue));
+        chart
+            .draw_series(LineSeries::new(line(self.adversarial), &red))?
+            .label("adversarial")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], red));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        let mut rel =
+            ChartBuilder::on(&bottom).margin(10).x_label_area_size(34).y_label_area_size(48).build_cartesian_2d(0f64..n, -1.05f64..1.05)?;
         rel.configure_mesh().x_desc("channel, sorted by relevance to the class").y_desc("relevance").draw()?;
         rel.draw_series(self.relevance.iter().enumerate().map(|(i, &r)| {
             let colour = if r < 0.0 { red } else { blue };
@@ -175,7 +201,8 @@ impl Figure for ClassBars<'_> {
         let red = RGBColor(214, 39, 40);
         // Class names are written under their bars inside the plot (a numeric axis would label
         // "nice" positions, not every class); the negative strip of the y axis holds them.
-        let mut chart = ChartBuilder::on(&area).margin(12).x_label_area_size(10).y_label_area_size(48).build_cartesian_2d(0f64..n, -9f64..100f64)?;
+        let mut chart =
+            ChartBuilder::on(&area).margin(12).x_label_area_size(10).y_label_area_size(48).build_cartesian_2d(0f64..n, -9f64..100f64)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -184,14 +211,25 @@ impl Figure for ClassBars<'_> {
             .y_desc("accuracy (%)")
             .draw()?;
         let label = TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
-        chart.draw_series(self.classes.iter().enumerate().map(|(i, name)| Text::new(name.clone(), (i as f64 + 0.5, -4.5), label.clone())))?;
-        let bar = |i: usize, offset: f64, v: f64, c: RGBColor| Rectangle::new([(i as f64 + offset, 0.0), (i as f64 + offset + 0.38, 100.0 * v)], c.filled());
-        chart.draw_series(self.natural.iter().enumerate().map(|(i, &v)| bar(i, 0.1, v, blue)))?.label("natural").legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], blue.filled()));
+        chart
+            .draw_series(self.classes.iter().enumerate().map(|(i, name)| Text::new(name.clone(), (i as f64 + 0.5, -4.5), label.clone())))?;
+        let bar = |i: usize, offset: f64, v: f64, c: RGBColor| {
+            Rectangle::new([(i as f64 + offset, 0.0), (i as f64 + offset + 0.38, 100.0 * v)], c.filled())
+        };
+        chart
+            .draw_series(self.natural.iter().enumerate().map(|(i, &v)| bar(i, 0.1, v, blue)))?
+            .label("natural")
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], blue.filled()));
         chart
             .draw_series(self.robust.iter().enumerate().map(|(i, &v)| bar(i, 0.52, v, red)))?
             .label(self.robust_label.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], red.filled()));
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         Ok(())
     }
 }

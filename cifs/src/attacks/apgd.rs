@@ -21,9 +21,9 @@ use engine::ops::attack::{apgd_step, select_rows};
 use engine::ops::dlr_loss::dlr_loss;
 use engine::{autodiff, Rng, Runtime, Tensor};
 
+use crate::attacks::hostloss;
 use crate::attacks::pgd::AttackLoss;
 use crate::error::{check_setting, Result};
-use crate::attacks::hostloss;
 use crate::models::{Mode, Model};
 
 /// Which loss an APGD run ascends.
@@ -206,7 +206,15 @@ fn losses(loss: ApgdLoss, p: &Point, labels: &[u32], targets: Option<&[u32]>, cl
 
 impl Apgd {
     /// Model outputs and the input gradient of the loss at `x_adv`.
-    fn point(&self, rt: &Runtime, model: &Model, x_adv: &Tensor, labels: &Tensor, loss: ApgdLoss, targets: Option<&Tensor>) -> Result<Point> {
+    fn point(
+        &self,
+        rt: &Runtime,
+        model: &Model,
+        x_adv: &Tensor,
+        labels: &Tensor,
+        loss: ApgdLoss,
+        targets: Option<&Tensor>,
+    ) -> Result<Point> {
         let leaf = x_adv.requiring_grad();
         let out = model.forward(rt, &leaf, Some(labels), Mode::Eval)?;
         let scalar = match (loss, targets) {
@@ -228,7 +236,15 @@ impl Apgd {
     /// One run from a random start keyed by `key`; returns, per image, whether it stayed robust
     /// (no iterate misclassified), and the images: a misclassified iterate where there was one,
     /// the start elsewhere.
-    fn single_run(&self, rt: &Runtime, model: &Model, b: &Batch, loss: ApgdLoss, targets: Option<&[u32]>, key: u64) -> Result<(Vec<bool>, Vec<f32>)> {
+    fn single_run(
+        &self,
+        rt: &Runtime,
+        model: &Model,
+        b: &Batch,
+        loss: ApgdLoss,
+        targets: Option<&[u32]>,
+        key: u64,
+    ) -> Result<(Vec<bool>, Vec<f32>)> {
         let classes = model.config.classes;
         let shape = b.x.shape().to_vec();
         let n = b.ids.len();
@@ -241,7 +257,8 @@ impl Apgd {
         let mut p = self.point(rt, model, &x_adv, b.labels, loss, target_t.as_ref())?;
         let grad_best = Tensor::empty(rt, &shape)?;
         grad_best.copy_from(rt, &p.grad)?;
-        let mut robust: Vec<bool> = hostloss::predictions(&p.logits, classes).iter().zip(b.labels_host).map(|(p, y)| *p == *y as usize).collect();
+        let mut robust: Vec<bool> =
+            hostloss::predictions(&p.logits, classes).iter().zip(b.labels_host).map(|(p, y)| *p == *y as usize).collect();
         let mut control = StepControl::new(self.eps as f64, self.iterations, self.rho, &losses(loss, &p, b.labels_host, targets, classes));
         let mut steps = Tensor::from_f32(rt, &[n], &control.step.iter().map(|&s| s as f32).collect::<Vec<_>>())?;
         let mask = |m: &[bool]| Tensor::from_u32(rt, &[n], &m.iter().map(|&v| v as u32).collect::<Vec<_>>());
@@ -249,7 +266,8 @@ impl Apgd {
             let a = if i > 0 { 0.75 } else { 1.0 };
             apgd_step(rt, b.x, &p.grad, &steps, &x_adv, &x_old, self.eps, a)?;
             p = self.point(rt, model, &x_adv, b.labels, loss, target_t.as_ref())?;
-            let wrong: Vec<bool> = hostloss::predictions(&p.logits, classes).iter().zip(b.labels_host).map(|(p, y)| *p != *y as usize).collect();
+            let wrong: Vec<bool> =
+                hostloss::predictions(&p.logits, classes).iter().zip(b.labels_host).map(|(p, y)| *p != *y as usize).collect();
             if wrong.iter().any(|&w| w) {
                 select_rows(rt, &mask(&wrong)?, &x_adv, &x_best_adv)?;
             }

@@ -18,11 +18,11 @@ use engine::{no_grad, Runtime, Tensor};
 use serde::Serialize;
 
 use crate::attacks::apgd::{Apgd, ApgdLoss, Batch};
-use crate::attacks::pgd::{cw_inf, fgsm, AttackLoss, Pgd, Start};
-use crate::error::{check_setting, CifsError, Result};
 use crate::attacks::hostloss::predictions;
-use crate::models::{Mode, Model};
+use crate::attacks::pgd::{cw_inf, fgsm, AttackLoss, Pgd, Start};
 use crate::attacks::square::Square;
+use crate::error::{check_setting, CifsError, Result};
+use crate::models::{Mode, Model};
 
 /// An evaluation attack: `natural`, `fgsm`, `pgd<steps>`, `cw<steps>` (e.g. pgd20, pgd100, cw30),
 /// `apgd-ce`, `apgd-dlr`, `apgd-t`, `square`, `autoattack`.
@@ -59,7 +59,9 @@ impl std::str::FromStr for Attack {
             "apgd-t" => Ok(Attack::ApgdT),
             "square" => Ok(Attack::Square),
             "autoattack" => Ok(Attack::AutoAttack),
-            _ => Err(format!("unknown attack `{s}` (use natural, fgsm, pgd<steps>, cw<steps>, apgd-ce, apgd-dlr, apgd-t, square, autoattack)")),
+            _ => Err(format!(
+                "unknown attack `{s}` (use natural, fgsm, pgd<steps>, cw<steps>, apgd-ce, apgd-dlr, apgd-t, square, autoattack)"
+            )),
         }
     }
 }
@@ -104,7 +106,17 @@ impl EvalSettings {
     /// The reference's settings at radius `eps`: joint loss (beta 2), AutoAttack's standard APGD
     /// (100 iterations, 1 restart) and Square (5000 queries), seed 0.
     pub fn reference(eps: f32, batch_size: usize) -> EvalSettings {
-        EvalSettings { eps, loss: AttackLoss::Joint { beta: 2.0 }, batch_size, confidence: 50.0, iterations: 100, restarts: 1, target_classes: 9, queries: 5000, seed: 0 }
+        EvalSettings {
+            eps,
+            loss: AttackLoss::Joint { beta: 2.0 },
+            batch_size,
+            confidence: 50.0,
+            iterations: 100,
+            restarts: 1,
+            target_classes: 9,
+            queries: 5000,
+            seed: 0,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -257,16 +269,34 @@ pub fn adversarial_images(rt: &Runtime, model: &Model, b: &Batch, attack: Attack
 }
 
 /// Runs each attack over every image of `data`; `on_batch(done, total)` reports progress.
-pub fn evaluate(rt: &Runtime, model: &Model, data: &Arc<Dataset>, attacks: &[Attack], s: EvalSettings, mut on_batch: impl FnMut(usize, usize)) -> Result<Vec<AttackResult>> {
+pub fn evaluate(
+    rt: &Runtime,
+    model: &Model,
+    data: &Arc<Dataset>,
+    attacks: &[Attack],
+    s: EvalSettings,
+    mut on_batch: impl FnMut(usize, usize),
+) -> Result<Vec<AttackResult>> {
     s.validate()?;
     // An empty selection would print a table of zeros that reads like a broken model.
     if data.is_empty() {
         return Err(CifsError::NoImages { what: "evaluation" });
     }
     let classes = data.classes.len();
-    let dlr_needed = if s.loss == AttackLoss::Dlr && attacks.iter().any(|a| matches!(a, Attack::Fgsm | Attack::Pgd(_) | Attack::ApgdCe | Attack::AutoAttack)) { 3 } else { 2 };
+    let dlr_needed = if s.loss == AttackLoss::Dlr
+        && attacks.iter().any(|a| matches!(a, Attack::Fgsm | Attack::Pgd(_) | Attack::ApgdCe | Attack::AutoAttack))
+    {
+        3
+    } else {
+        2
+    };
     for &a in attacks {
-        check_setting(classes >= min_classes(a).max(dlr_needed), "attack", a, "its DLR loss needs at least 3 classes (4 targeted); this dataset has fewer")?;
+        check_setting(
+            classes >= min_classes(a).max(dlr_needed),
+            "attack",
+            a,
+            "its DLR loss needs at least 3 classes (4 targeted); this dataset has fewer",
+        )?;
     }
     let mut tallies: Vec<Tally> =
         attacks.iter().flat_map(|a| a.rows(&s, classes)).map(|(name, loss)| Tally { name, loss, per_class: vec![0; classes] }).collect();

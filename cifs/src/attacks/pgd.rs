@@ -10,7 +10,7 @@ use engine::{autodiff, Rng, Runtime, Tensor};
 
 use crate::error::{check_setting, CifsError, Result};
 use crate::loss::joint_loss;
-use crate::models::{Mode, Output, Model};
+use crate::models::{Mode, Model, Output};
 
 /// The loss an attack ascends.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,8 +49,12 @@ impl AttackLoss {
 
     fn validate(&self) -> Result<()> {
         match *self {
-            AttackLoss::Joint { beta } => check_setting(beta.is_finite() && beta >= 0.0, "beta", beta, "the probe-loss weight must be finite and at least 0"),
-            AttackLoss::CwMargin { confidence } => check_setting(confidence.is_finite(), "confidence", confidence, "the CW margin must be finite"),
+            AttackLoss::Joint { beta } => {
+                check_setting(beta.is_finite() && beta >= 0.0, "beta", beta, "the probe-loss weight must be finite and at least 0")
+            }
+            AttackLoss::CwMargin { confidence } => {
+                check_setting(confidence.is_finite(), "confidence", confidence, "the CW margin must be finite")
+            }
             AttackLoss::Ce | AttackLoss::Dlr => Ok(()),
         }
     }
@@ -91,7 +95,10 @@ impl Pgd {
             Start::Zero => engine::ops::arith::fill_into(rt, &delta, 0.0)?,
             Start::Given(d) => {
                 if d.shape() != x.shape() {
-                    return Err(CifsError::InputShape { shape: d.shape().to_vec(), expected: format!("a start of the images' shape {:?}", x.shape()) });
+                    return Err(CifsError::InputShape {
+                        shape: d.shape().to_vec(),
+                        expected: format!("a start of the images' shape {:?}", x.shape()),
+                    });
                 }
                 delta.copy_from(rt, d)?;
             }
@@ -120,6 +127,15 @@ pub fn fgsm(rt: &Runtime, model: &Model, x: &Tensor, labels: &Tensor, eps: f32, 
 
 /// CW-inf as the reference evaluates it: `steps` PGD steps of `step` on the margin loss from zero.
 #[allow(clippy::too_many_arguments)]
-pub fn cw_inf(rt: &Runtime, model: &Model, x: &Tensor, labels: &Tensor, eps: f32, step: f32, steps: usize, confidence: f32) -> Result<Tensor> {
+pub fn cw_inf(
+    rt: &Runtime,
+    model: &Model,
+    x: &Tensor,
+    labels: &Tensor,
+    eps: f32,
+    step: f32,
+    steps: usize,
+    confidence: f32,
+) -> Result<Tensor> {
     Pgd { eps, step, steps, loss: AttackLoss::CwMargin { confidence } }.attack(rt, model, x, labels, Start::Zero)
 }

@@ -16,8 +16,8 @@
 use engine::{no_grad, Rng, Runtime, Tensor};
 
 use crate::attacks::apgd::Batch;
-use crate::error::{check_setting, Result};
 use crate::attacks::hostloss;
+use crate::error::{check_setting, Result};
 use crate::models::{Mode, Model};
 
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +48,11 @@ fn mix(parts: &[u64]) -> u64 {
 
 /// +1 or -1 with equal odds.
 fn sign(rng: &mut Rng) -> f32 {
-    if rng.below(2) == 1 { 1.0 } else { -1.0 }
+    if rng.below(2) == 1 {
+        1.0
+    } else {
+        -1.0
+    }
 }
 
 impl Square {
@@ -79,7 +83,8 @@ impl Square {
         if live.is_empty() {
             return Ok(images);
         }
-        let [_, c, h, w] = <[usize; 4]>::try_from(b.x.shape()).map_err(|_| crate::CifsError::InputShape { shape: b.x.shape().to_vec(), expected: "(N, C, H, W) images".into() })?;
+        let [_, c, h, w] = <[usize; 4]>::try_from(b.x.shape())
+            .map_err(|_| crate::CifsError::InputShape { shape: b.x.shape().to_vec(), expected: "(N, C, H, W) images".into() })?;
         let per = c * h * w;
         let image = |i: usize| &b.x_host[i * per..(i + 1) * per];
         let clip = |v: f32, x0: f32| v.max(x0 - self.eps).min(x0 + self.eps).clamp(0.0, 1.0);

@@ -12,8 +12,8 @@ use std::path::Path;
 use engine::{Rng, Runtime};
 
 use crate::error::{CifsError, Result};
+use crate::models::{Model, ModelConfig, ModelKind};
 use crate::training::optim::Sgd;
-use crate::models::{ModelConfig, ModelKind, Model};
 use state::{load_state_dict, read_f32, to_safetensors, write_atomic, Entry};
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CifsError + '_ {
@@ -140,7 +140,13 @@ pub fn save_training(rt: &Runtime, model: &Model, sgd: &Sgd, run: &RunState, pat
     meta.insert("epoch".into(), run.epoch.to_string());
     meta.insert("best_pgd20".into(), format!("{}", run.best_pgd20));
     let values = engine::Tensor::read_all(rt, &sgd.velocity.iter().collect::<Vec<_>>())?;
-    let momentum = model.params().iter().zip(&sgd.velocity).zip(values).map(|((p, v), values)| Entry { name: format!("optim.velocity.{}", p.name), shape: v.shape().to_vec(), values }).collect();
+    let momentum = model
+        .params()
+        .iter()
+        .zip(&sgd.velocity)
+        .zip(values)
+        .map(|((p, v), values)| Entry { name: format!("optim.velocity.{}", p.name), shape: v.shape().to_vec(), values })
+        .collect();
     let bytes = to_safetensors(rt, model, momentum, meta)?;
     write_atomic(path, &bytes).map_err(io(path))
 }
@@ -164,5 +170,8 @@ pub fn load_training(rt: &Runtime, model: &Model, sgd: &Sgd, path: &Path) -> Res
     let meta = state::metadata(&bytes, &p)?;
     let get = |key: &'static str| -> Result<&String> { meta.get(key).ok_or(CifsError::NotTrainingCheckpoint { path: p.clone(), key }) };
     let bad = |key: &'static str| CifsError::NotTrainingCheckpoint { path: p.clone(), key };
-    Ok(RunState { epoch: get("epoch")?.parse().map_err(|_| bad("epoch"))?, best_pgd20: get("best_pgd20")?.parse().map_err(|_| bad("best_pgd20"))? })
+    Ok(RunState {
+        epoch: get("epoch")?.parse().map_err(|_| bad("epoch"))?,
+        best_pgd20: get("best_pgd20")?.parse().map_err(|_| bad("best_pgd20"))?,
+    })
 }

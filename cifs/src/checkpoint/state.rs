@@ -21,7 +21,8 @@ pub fn open<'a>(bytes: &'a [u8], path: &str) -> Result<SafeTensors<'a>> {
 
 /// The metadata of safetensors bytes (empty if there is none).
 pub fn metadata(bytes: &[u8], path: &str) -> Result<BTreeMap<String, String>> {
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| CifsError::NotSafetensors { path: path.to_string(), reason: e.to_string() })?;
+    let (_, meta) =
+        SafeTensors::read_metadata(bytes).map_err(|e| CifsError::NotSafetensors { path: path.to_string(), reason: e.to_string() })?;
     Ok(meta.metadata().clone().unwrap_or_default().into_iter().collect())
 }
 
@@ -36,7 +37,14 @@ pub fn read_f32(st: &SafeTensors, key: &str, path: &str) -> Result<(Vec<usize>, 
     let v: Vec<f32> = match t.dtype() {
         Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
         Dtype::F64 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
-        other => return Err(CifsError::TensorDtype { path: path.to_string(), name: key.to_string(), dtype: format!("{other:?}"), expected: "F32 or F64" }),
+        other => {
+            return Err(CifsError::TensorDtype {
+                path: path.to_string(),
+                name: key.to_string(),
+                dtype: format!("{other:?}"),
+                expected: "F32 or F64",
+            })
+        }
     };
     Ok((t.shape().to_vec(), v))
 }
@@ -47,7 +55,12 @@ pub fn read_i64(st: &SafeTensors, key: &str, path: &str) -> Result<Vec<i64>> {
     match t.dtype() {
         Dtype::I64 => Ok(t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect()),
         Dtype::I32 => Ok(t.data().chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64).collect()),
-        other => Err(CifsError::TensorDtype { path: path.to_string(), name: key.to_string(), dtype: format!("{other:?}"), expected: "I64 or I32" }),
+        other => Err(CifsError::TensorDtype {
+            path: path.to_string(),
+            name: key.to_string(),
+            dtype: format!("{other:?}"),
+            expected: "I64 or I32",
+        }),
     }
 }
 
@@ -96,7 +109,8 @@ pub fn state_dict(rt: &Runtime, model: &Model) -> Result<(Vec<Entry>, BTreeMap<S
     }
     // One submit and one wait for the whole state, not one per tensor.
     let values = Tensor::read_all(rt, &named.iter().map(|(_, t)| *t).collect::<Vec<_>>())?;
-    let floats = named.iter().zip(values).map(|((name, t), values)| Entry { name: name.clone(), shape: t.shape().to_vec(), values }).collect();
+    let floats =
+        named.iter().zip(values).map(|((name, t), values)| Entry { name: name.clone(), shape: t.shape().to_vec(), values }).collect();
     Ok((floats, counters))
 }
 
@@ -125,7 +139,8 @@ pub fn to_safetensors(rt: &Runtime, model: &Model, extra: Vec<Entry>, metadata: 
 /// run; a header rebuilt from ordered maps does not.)
 fn with_metadata(bytes: &[u8], metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte header length")) as usize;
-    let mut header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).expect("safetensors wrote a JSON header");
+    let mut header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("safetensors wrote a JSON header");
     header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("strings serialise"));
     let mut text = serde_json::to_vec(&header).expect("JSON values serialise");
     // The data must start 8-byte aligned; safetensors pads its header with spaces too.

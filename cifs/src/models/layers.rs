@@ -26,13 +26,7 @@ impl Param {
     }
 
     /// U(-bound, bound), PyTorch's default for conv and linear weights and biases.
-    pub fn uniform(
-        rt: &Runtime,
-        name: String,
-        shape: &[usize],
-        bound: f64,
-        rng: &mut Rng,
-    ) -> Result<Param> {
+    pub fn uniform(rt: &Runtime, name: String, shape: &[usize], bound: f64, rng: &mut Rng) -> Result<Param> {
         let n = shape.iter().product();
         Param::new(rt, name, shape, &rng.uniform_vec(n, -bound, bound))
     }
@@ -59,53 +53,21 @@ pub struct Conv {
 }
 
 impl Conv {
-    pub fn new(
-        rt: &Runtime,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: u32,
-        rng: &mut Rng,
-    ) -> Result<Conv> {
+    pub fn new(rt: &Runtime, name: &str, cin: usize, cout: usize, k: usize, stride: u32, rng: &mut Rng) -> Result<Conv> {
         let bound = 1.0 / ((cin * k * k) as f64).sqrt();
         let weight = Param::uniform(rt, format!("{name}.weight"), &[cout, cin, k, k], bound, rng)?;
-        Ok(Conv {
-            weight,
-            stride,
-            pad: (k as u32 - 1) / 2,
-        })
+        Ok(Conv { weight, stride, pad: (k as u32 - 1) / 2 })
     }
 
     /// The WideResNet's initialisation: N(0, sqrt(2 / (k k cout))) (He, fan-out).
-    pub fn he_normal(
-        rt: &Runtime,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: u32,
-        rng: &mut Rng,
-    ) -> Result<Conv> {
+    pub fn he_normal(rt: &Runtime, name: &str, cin: usize, cout: usize, k: usize, stride: u32, rng: &mut Rng) -> Result<Conv> {
         let std = (2.0 / (k * k * cout) as f64).sqrt();
-        let data: Vec<f32> = (0..cout * cin * k * k)
-            .map(|_| (std * normal(rng)) as f32)
-            .collect();
-        Ok(Conv {
-            weight: Param::new(rt, format!("{name}.weight"), &[cout, cin, k, k], &data)?,
-            stride,
-            pad: (k as u32 - 1) / 2,
-        })
+        let data: Vec<f32> = (0..cout * cin * k * k).map(|_| (std * normal(rng)) as f32).collect();
+        Ok(Conv { weight: Param::new(rt, format!("{name}.weight"), &[cout, cin, k, k], &data)?, stride, pad: (k as u32 - 1) / 2 })
     }
 
     pub fn forward(&self, rt: &Runtime, x: &Tensor, grad: bool) -> Result<Tensor> {
-        Ok(conv2d::conv2d(
-            rt,
-            x,
-            self.weight.get(grad),
-            self.stride,
-            self.pad,
-        )?)
+        Ok(conv2d::conv2d(rt, x, self.weight.get(grad), self.stride, self.pad)?)
     }
 }
 
@@ -146,22 +108,10 @@ impl BatchNorm {
     /// `act(BN(x) + residual)` in the dispatches of the batch norm alone (see [`Act`]).
     pub fn forward_act(&self, rt: &Runtime, x: &Tensor, train: bool, act: Act) -> Result<Tensor> {
         if train {
-            self.num_batches_tracked
-                .set(self.num_batches_tracked.get() + 1);
+            self.num_batches_tracked.set(self.num_batches_tracked.get() + 1);
         }
-        let running = RunningStats {
-            mean: &self.running_mean,
-            var: &self.running_var,
-        };
-        Ok(batchnorm_act(
-            rt,
-            x,
-            self.weight.get(train),
-            self.bias.get(train),
-            running,
-            train,
-            act,
-        )?)
+        let running = RunningStats { mean: &self.running_mean, var: &self.running_var };
+        Ok(batchnorm_act(rt, x, self.weight.get(train), self.bias.get(train), running, train, act)?)
     }
 }
 
@@ -182,21 +132,11 @@ impl Linear {
     /// As [`Linear::new`] with the bias zeroed (the WideResNet's initialisation).
     pub fn zero_bias(self, rt: &Runtime) -> Result<Linear> {
         let shape = self.bias.leaf().shape().to_vec();
-        let bias = Param::new(
-            rt,
-            self.bias.name.clone(),
-            &shape,
-            &vec![0.0; shape.iter().product()],
-        )?;
+        let bias = Param::new(rt, self.bias.name.clone(), &shape, &vec![0.0; shape.iter().product()])?;
         Ok(Linear { bias, ..self })
     }
 
     pub fn forward(&self, rt: &Runtime, x: &Tensor, grad: bool) -> Result<Tensor> {
-        Ok(linear::linear(
-            rt,
-            x,
-            self.weight.get(grad),
-            Some(self.bias.get(grad)),
-        )?)
+        Ok(linear::linear(rt, x, self.weight.get(grad), Some(self.bias.get(grad)))?)
     }
 }

@@ -89,7 +89,9 @@ impl ModelKind {
     /// Refuses a chosen depth for a model whose depth is fixed by its kind (the ResNets).
     pub fn check_depth(self, depth: Option<usize>) -> Result<()> {
         match depth {
-            Some(d) if !self.is_wrn() => Err(CifsError::Invalid(format!("--depth {d}: only the WideResNet (wrn, wrn-cifs) takes a depth; {self} has a fixed one"))),
+            Some(d) if !self.is_wrn() => {
+                Err(CifsError::Invalid(format!("--depth {d}: only the WideResNet (wrn, wrn-cifs) takes a depth; {self} has a fixed one")))
+            }
             _ => Ok(()),
         }
     }
@@ -155,22 +157,13 @@ impl ModelConfig {
 
     /// A model of `kind` at its default depth.
     pub fn new(kind: ModelKind, width: usize, classes: usize) -> ModelConfig {
-        ModelConfig {
-            kind,
-            width,
-            classes,
-            depth: kind.default_depth(),
-        }
+        ModelConfig { kind, width, classes, depth: kind.default_depth() }
     }
 
     /// Floats of the largest feature map of one image (the first stage's output).
     pub fn widest_map(&self) -> usize {
         let (_, side) = self.kind.input();
-        let channels = if self.kind.is_wrn() {
-            16 * self.width
-        } else {
-            self.width
-        };
+        let channels = if self.kind.is_wrn() { 16 * self.width } else { self.width };
         channels * side * side
     }
 
@@ -239,18 +232,8 @@ pub struct Model {
 impl Model {
     /// A freshly initialised model (the reference's initialisation, drawn from `rng`).
     pub fn new(rt: &Runtime, config: ModelConfig, rng: &mut Rng) -> Result<Model> {
-        check_setting(
-            config.width >= 1,
-            "width",
-            config.width,
-            "must be at least 1",
-        )?;
-        check_setting(
-            config.classes >= 2,
-            "classes",
-            config.classes,
-            "a classifier needs at least 2 classes",
-        )?;
+        check_setting(config.width >= 1, "width", config.width, "must be at least 1")?;
+        check_setting(config.classes >= 2, "classes", config.classes, "a classifier needs at least 2 classes")?;
         let network = if config.kind.is_wrn() {
             Network::Wide(WideResNet::new(rt, &config, rng)?)
         } else {
@@ -260,36 +243,17 @@ impl Model {
     }
 
     /// Forward pass on images x (N, C, H, W) in [0, 1]. Train mode needs the labels (N,) u32.
-    pub fn forward(
-        &self,
-        rt: &Runtime,
-        x: &Tensor,
-        labels: Option<&Tensor>,
-        mode: Mode,
-    ) -> Result<Output> {
+    pub fn forward(&self, rt: &Runtime, x: &Tensor, labels: Option<&Tensor>, mode: Mode) -> Result<Output> {
         Ok(self.forward_with_taps(rt, x, labels, mode)?.0)
     }
 
     /// As [`Model::forward`], also returning what the analysis looks at inside the model.
-    pub fn forward_with_taps(
-        &self,
-        rt: &Runtime,
-        x: &Tensor,
-        labels: Option<&Tensor>,
-        mode: Mode,
-    ) -> Result<(Output, Taps)> {
+    pub fn forward_with_taps(&self, rt: &Runtime, x: &Tensor, labels: Option<&Tensor>, mode: Mode) -> Result<(Output, Taps)> {
         let (channels, side) = self.config.kind.input();
-        if x.shape().len() != 4
-            || x.shape()[1] != channels
-            || x.shape()[2] < side
-            || x.shape()[3] < side
-        {
+        if x.shape().len() != 4 || x.shape()[1] != channels || x.shape()[2] < side || x.shape()[3] < side {
             return Err(CifsError::InputShape {
                 shape: x.shape().to_vec(),
-                expected: format!(
-                    "(N, {channels}, {side}, {side}) images for {}",
-                    self.config.kind
-                ),
+                expected: format!("(N, {channels}, {side}, {side}) images for {}", self.config.kind),
             });
         }
         let train = mode == Mode::Train;
@@ -350,10 +314,7 @@ mod tests {
     #[test]
     fn model_names_are_the_cli_and_config_names() {
         for kind in ModelKind::ALL {
-            assert_eq!(
-                serde_json::to_string(&kind).unwrap(),
-                format!("\"{}\"", kind.name())
-            );
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{}\"", kind.name()));
         }
     }
 }

@@ -66,61 +66,26 @@ pub struct Probe {
 impl Probe {
     /// A linear probe; `module` is the reference's name of the CIFS module (`layer4.1.Probe`,
     /// `Probe_1`), under which its layers are `Probe.1`.
-    pub fn linear(
-        rt: &Runtime,
-        module: &str,
-        c: usize,
-        classes: usize,
-        rng: &mut Rng,
-    ) -> Result<Probe> {
-        Ok(Probe {
-            kind: Kind::Linear {
-                fc: Linear::new(rt, &format!("{module}.Probe.1"), c, classes, rng)?,
-            },
-            mask_scale: 1.0,
-        })
+    pub fn linear(rt: &Runtime, module: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
+        Ok(Probe { kind: Kind::Linear { fc: Linear::new(rt, &format!("{module}.Probe.1"), c, classes, rng)? }, mask_scale: 1.0 })
     }
 
     /// A nonlinear probe with `hidden` units (`module` as for [`Probe::linear`]).
-    pub fn nonlinear(
-        rt: &Runtime,
-        module: &str,
-        c: usize,
-        hidden: usize,
-        classes: usize,
-        rng: &mut Rng,
-    ) -> Result<Probe> {
+    pub fn nonlinear(rt: &Runtime, module: &str, c: usize, hidden: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
         let kind = Kind::Nonlinear {
             hidden: Linear::new(rt, &format!("{module}.Probe.0.fc"), c, hidden, rng)?,
             out: Linear::new(rt, &format!("{module}.Probe.1"), hidden, classes, rng)?,
         };
-        Ok(Probe {
-            kind,
-            mask_scale: 1.0,
-        })
+        Ok(Probe { kind, mask_scale: 1.0 })
     }
 
-    pub fn cas(
-        rt: &Runtime,
-        block: &str,
-        c: usize,
-        classes: usize,
-        rng: &mut Rng,
-    ) -> Result<Probe> {
-        Ok(Probe {
-            kind: Kind::Cas {
-                fc: Linear::new(rt, &format!("{block}.CAS.fc"), c, classes, rng)?,
-            },
-            mask_scale: 1.0,
-        })
+    pub fn cas(rt: &Runtime, block: &str, c: usize, classes: usize, rng: &mut Rng) -> Result<Probe> {
+        Ok(Probe { kind: Kind::Cas { fc: Linear::new(rt, &format!("{block}.CAS.fc"), c, classes, rng)? }, mask_scale: 1.0 })
     }
 
     /// The same probe with its softmax mask multiplied by `scale`.
     pub fn scaled(self, scale: f32) -> Probe {
-        Probe {
-            mask_scale: scale,
-            ..self
-        }
+        Probe { mask_scale: scale, ..self }
     }
 
     pub fn linears(&self) -> Vec<&Linear> {
@@ -150,10 +115,7 @@ impl Probe {
         let (a, b) = match rule {
             PairRule::Train(labels) => {
                 if labels.shape() != [z.shape()[0]] {
-                    return Err(CifsError::LabelShape {
-                        labels: labels.shape().to_vec(),
-                        batch: z.shape()[0],
-                    });
+                    return Err(CifsError::LabelShape { labels: labels.shape().to_vec(), batch: z.shape()[0] });
                 }
                 (labels.clone(), index::top2(rt, &logits)?.1)
             }
@@ -163,10 +125,7 @@ impl Probe {
             // CAS: the raw weight row of the label (train) or the predicted class (eval).
             Kind::Cas { fc } => index::gather_rows(rt, fc.weight.get(grad), &a)?,
             _ => {
-                let m = softmax::softmax(
-                    rt,
-                    &self.relevance(rt, &g.detach(), hidden_u, &a, &b, grad)?,
-                )?;
+                let m = softmax::softmax(rt, &self.relevance(rt, &g.detach(), hidden_u, &a, &b, grad)?)?;
                 if self.mask_scale == 1.0 {
                     m
                 } else {
@@ -174,33 +133,15 @@ impl Probe {
                 }
             }
         };
-        Ok(Masked {
-            out: channel_scale::channel_scale(rt, z, &mask)?,
-            logits,
-            pooled: g,
-            mask,
-        })
+        Ok(Masked { out: channel_scale::channel_scale(rt, z, &mask)?, logits, pooled: g, mask })
     }
 
     /// The closed-form relevance r (N, C) of the class pair, from the stop-gradient features `g`
     /// (nonlinear probe: and `u`, the hidden layer's value at `g` when already computed and no
     /// gradient must reach the hidden weights).
-    fn relevance(
-        &self,
-        rt: &Runtime,
-        g: &Tensor,
-        u: Option<Tensor>,
-        a: &Tensor,
-        b: &Tensor,
-        grad: bool,
-    ) -> Result<Tensor> {
-        let pair_rows = |w: &Tensor| -> Result<Tensor> {
-            Ok(arith::add(
-                rt,
-                &index::gather_rows(rt, w, a)?,
-                &index::gather_rows(rt, w, b)?,
-            )?)
-        };
+    fn relevance(&self, rt: &Runtime, g: &Tensor, u: Option<Tensor>, a: &Tensor, b: &Tensor, grad: bool) -> Result<Tensor> {
+        let pair_rows =
+            |w: &Tensor| -> Result<Tensor> { Ok(arith::add(rt, &index::gather_rows(rt, w, a)?, &index::gather_rows(rt, w, b)?)?) };
         match &self.kind {
             Kind::Linear { fc } | Kind::Cas { fc } => pair_rows(fc.weight.get(grad)),
             Kind::Nonlinear { hidden, out } => {

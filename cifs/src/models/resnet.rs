@@ -37,20 +37,10 @@ pub struct BasicBlock {
 }
 
 impl BasicBlock {
-    fn new(
-        rt: &Runtime,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        stride: u32,
-        rng: &mut Rng,
-    ) -> Result<BasicBlock> {
+    fn new(rt: &Runtime, name: &str, cin: usize, cout: usize, stride: u32, rng: &mut Rng) -> Result<BasicBlock> {
         let shortcut = if stride != 1 || cin != cout {
             let conv = Conv::new(rt, &format!("{name}.shortcut.0"), cin, cout, 1, stride, rng)?;
-            Some(Shortcut {
-                conv,
-                bn: BatchNorm::new(rt, &format!("{name}.shortcut.1"), cout)?,
-            })
+            Some(Shortcut { conv, bn: BatchNorm::new(rt, &format!("{name}.shortcut.1"), cout)? })
         } else {
             None
         };
@@ -66,34 +56,15 @@ impl BasicBlock {
     }
 
     /// The block's output and what the probe (if any) made of it.
-    fn forward(
-        &self,
-        rt: &Runtime,
-        x: &Tensor,
-        rule: PairRule,
-        train: bool,
-    ) -> Result<(Tensor, Option<Masked>)> {
-        let relu = Act {
-            residual: None,
-            relu: true,
-        };
-        let h = self
-            .bn1
-            .forward_act(rt, &self.conv1.forward(rt, x, train)?, train, relu)?;
+    fn forward(&self, rt: &Runtime, x: &Tensor, rule: PairRule, train: bool) -> Result<(Tensor, Option<Masked>)> {
+        let relu = Act { residual: None, relu: true };
+        let h = self.bn1.forward_act(rt, &self.conv1.forward(rt, x, train)?, train, relu)?;
         let short = match &self.shortcut {
             Some(s) => s.bn.forward(rt, &s.conv.forward(rt, x, train)?, train)?,
             None => x.clone(),
         };
         // ReLU(BN(conv2(h)) + shortcut), fused into the batch norm's own dispatches.
-        let z = self.bn2.forward_act(
-            rt,
-            &self.conv2.forward(rt, &h, train)?,
-            train,
-            Act {
-                residual: Some(&short),
-                relu: true,
-            },
-        )?;
+        let z = self.bn2.forward_act(rt, &self.conv2.forward(rt, &h, train)?, train, Act { residual: Some(&short), relu: true })?;
         match &self.probe {
             Some(p) => {
                 let masked = p.apply(rt, &z, rule, train)?;
@@ -110,14 +81,7 @@ impl BasicBlock {
     }
 
     fn params(&self) -> Vec<&Param> {
-        let mut v = vec![
-            &self.conv1.weight,
-            &self.bn1.weight,
-            &self.bn1.bias,
-            &self.conv2.weight,
-            &self.bn2.weight,
-            &self.bn2.bias,
-        ];
+        let mut v = vec![&self.conv1.weight, &self.bn1.weight, &self.bn1.bias, &self.conv2.weight, &self.bn2.weight, &self.bn2.bias];
         if let Some(s) = &self.shortcut {
             v.extend([&s.conv.weight, &s.bn.weight, &s.bn.bias]);
         }
@@ -153,27 +117,15 @@ impl ResNet {
             let cout = w * mult;
             for i in 0..config.kind.blocks_per_layer() {
                 let name = format!("layer{}.{i}", l + 1);
-                let mut block =
-                    BasicBlock::new(rt, &name, cin, cout, if i == 0 { stride } else { 1 }, rng)?;
+                let mut block = BasicBlock::new(rt, &name, cin, cout, if i == 0 { stride } else { 1 }, rng)?;
                 block.probe = match (config.kind, l) {
-                    (ModelKind::ResNet18Cifs, 3) if i == 0 => Some(Probe::nonlinear(
-                        rt,
-                        &format!("{name}.Probe"),
-                        cout,
-                        PROBE_HIDDEN,
-                        k,
-                        rng,
-                    )?),
-                    (ModelKind::ResNet18Cifs, 3) => {
-                        Some(Probe::linear(rt, &format!("{name}.Probe"), cout, k, rng)?)
+                    (ModelKind::ResNet18Cifs, 3) if i == 0 => {
+                        Some(Probe::nonlinear(rt, &format!("{name}.Probe"), cout, PROBE_HIDDEN, k, rng)?)
                     }
+                    (ModelKind::ResNet18Cifs, 3) => Some(Probe::linear(rt, &format!("{name}.Probe"), cout, k, rng)?),
                     (ModelKind::ResNet18Cas, 3) => Some(Probe::cas(rt, &name, cout, k, rng)?),
-                    (ModelKind::ResNet10Cifs, 2) => Some(
-                        Probe::nonlinear(rt, "Probe_0", cout, PROBE_HIDDEN, k, rng)?.scaled(2.0),
-                    ),
-                    (ModelKind::ResNet10Cifs, 3) => {
-                        Some(Probe::linear(rt, "Probe_1", cout, k, rng)?.scaled(2.0))
-                    }
+                    (ModelKind::ResNet10Cifs, 2) => Some(Probe::nonlinear(rt, "Probe_0", cout, PROBE_HIDDEN, k, rng)?.scaled(2.0)),
+                    (ModelKind::ResNet10Cifs, 3) => Some(Probe::linear(rt, "Probe_1", cout, k, rng)?.scaled(2.0)),
                     _ => None,
                 };
                 blocks.push(block);
@@ -181,28 +133,12 @@ impl ResNet {
             }
         }
         let classifier = Linear::new(rt, "linear", 8 * w, k, rng)?;
-        Ok(ResNet {
-            stem,
-            stem_bn,
-            blocks,
-            classifier,
-        })
+        Ok(ResNet { stem, stem_bn, blocks, classifier })
     }
 
-    pub(super) fn forward(
-        &self,
-        rt: &Runtime,
-        x: &Tensor,
-        rule: PairRule,
-        train: bool,
-    ) -> Result<(Output, Taps)> {
-        let relu = Act {
-            residual: None,
-            relu: true,
-        };
-        let mut h = self
-            .stem_bn
-            .forward_act(rt, &self.stem.forward(rt, x, train)?, train, relu)?;
+    pub(super) fn forward(&self, rt: &Runtime, x: &Tensor, rule: PairRule, train: bool) -> Result<(Output, Taps)> {
+        let relu = Act { residual: None, relu: true };
+        let mut h = self.stem_bn.forward_act(rt, &self.stem.forward(rt, x, train)?, train, relu)?;
         let mut probes = Vec::new();
         let mut taps = Vec::new();
         for block in &self.blocks {
@@ -210,22 +146,12 @@ impl ResNet {
             h = out;
             if let Some(m) = masked {
                 probes.push(m.logits);
-                taps.push(BlockTap {
-                    name: block.name.clone(),
-                    pooled: m.pooled,
-                    mask: m.mask,
-                });
+                taps.push(BlockTap { name: block.name.clone(), pooled: m.pooled, mask: m.mask });
             }
         }
         let features = super::flatten(&pool::avg_pool2d(rt, &h, 4)?)?;
         let logits = self.classifier.forward(rt, &features, train)?;
-        Ok((
-            Output { logits, probes },
-            Taps {
-                features,
-                blocks: taps,
-            },
-        ))
+        Ok((Output { logits, probes }, Taps { features, blocks: taps }))
     }
 
     /// Every trainable parameter, in state-dict order.
@@ -249,11 +175,6 @@ impl ResNet {
     /// The blocks with a probe, in order, and the channels each masks (its output's).
     pub fn probed_blocks(&self) -> Vec<ProbedBlock> {
         let probed = self.blocks.iter().filter(|b| b.probe.is_some());
-        probed
-            .map(|b| ProbedBlock {
-                name: b.name.clone(),
-                channels: b.bn2.weight.leaf().numel(),
-            })
-            .collect()
+        probed.map(|b| ProbedBlock { name: b.name.clone(), channels: b.bn2.weight.leaf().numel() }).collect()
     }
 }

@@ -37,27 +37,9 @@ pub struct PreActBlock {
 
 impl PreActBlock {
     /// He-normal convolutions, as the reference initialises them.
-    fn new(
-        rt: &Runtime,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        stride: u32,
-        rng: &mut Rng,
-    ) -> Result<PreActBlock> {
-        let shortcut = if cin != cout {
-            Some(Conv::he_normal(
-                rt,
-                &format!("{name}.convShortcut"),
-                cin,
-                cout,
-                1,
-                stride,
-                rng,
-            )?)
-        } else {
-            None
-        };
+    fn new(rt: &Runtime, name: &str, cin: usize, cout: usize, stride: u32, rng: &mut Rng) -> Result<PreActBlock> {
+        let shortcut =
+            if cin != cout { Some(Conv::he_normal(rt, &format!("{name}.convShortcut"), cin, cout, 1, stride, rng)?) } else { None };
         Ok(PreActBlock {
             name: name.to_string(),
             bn1: BatchNorm::new(rt, &format!("{name}.bn1"), cin)?,
@@ -69,17 +51,8 @@ impl PreActBlock {
         })
     }
 
-    fn forward(
-        &self,
-        rt: &Runtime,
-        x: &Tensor,
-        rule: PairRule,
-        train: bool,
-    ) -> Result<(Tensor, Option<Masked>)> {
-        let relu = Act {
-            residual: None,
-            relu: true,
-        };
+    fn forward(&self, rt: &Runtime, x: &Tensor, rule: PairRule, train: bool) -> Result<(Tensor, Option<Masked>)> {
+        let relu = Act { residual: None, relu: true };
         let a = self.bn1.forward_act(rt, x, train, relu)?;
         let (branch_in, masked) = match &self.probe {
             Some(p) => {
@@ -88,9 +61,7 @@ impl PreActBlock {
             }
             None => (a.clone(), None),
         };
-        let h =
-            self.bn2
-                .forward_act(rt, &self.conv1.forward(rt, &branch_in, train)?, train, relu)?;
+        let h = self.bn2.forward_act(rt, &self.conv1.forward(rt, &branch_in, train)?, train, relu)?;
         let y = self.conv2.forward(rt, &h, train)?;
         let short = match &self.shortcut {
             Some(conv) => conv.forward(rt, &a, train)?,
@@ -100,14 +71,7 @@ impl PreActBlock {
     }
 
     fn params(&self) -> Vec<&Param> {
-        let mut v = vec![
-            &self.bn1.weight,
-            &self.bn1.bias,
-            &self.conv1.weight,
-            &self.bn2.weight,
-            &self.bn2.bias,
-            &self.conv2.weight,
-        ];
+        let mut v = vec![&self.bn1.weight, &self.bn1.bias, &self.conv1.weight, &self.bn2.weight, &self.bn2.bias, &self.conv2.weight];
         v.extend(self.shortcut.as_ref().map(|c| &c.weight));
         for l in self.probe.iter().flat_map(Probe::linears) {
             v.extend([&l.weight, &l.bias]);
@@ -146,24 +110,13 @@ impl WideResNet {
         let stem = Conv::he_normal(rt, "conv1", 3, 16, 3, 1, rng)?;
         let mut blocks = Vec::new();
         let mut cin = 16;
-        for (g, (cout, stride)) in [(16 * k, 1), (32 * k, 2), (64 * k, 2)]
-            .into_iter()
-            .enumerate()
-        {
+        for (g, (cout, stride)) in [(16 * k, 1), (32 * k, 2), (64 * k, 2)].into_iter().enumerate() {
             for i in 0..n {
                 let name = format!("block{}.layer.{i}", g + 1);
-                let mut block =
-                    PreActBlock::new(rt, &name, cin, cout, if i == 0 { stride } else { 1 }, rng)?;
+                let mut block = PreActBlock::new(rt, &name, cin, cout, if i == 0 { stride } else { 1 }, rng)?;
                 if cifs && g == 2 && i == n - 1 {
                     // It masks the block's activated input: cin channels (cout unless n = 1).
-                    block.probe = Some(Probe::nonlinear(
-                        rt,
-                        &format!("{name}.Probe"),
-                        cin,
-                        WRN_PROBE_HIDDEN,
-                        classes,
-                        rng,
-                    )?);
+                    block.probe = Some(Probe::nonlinear(rt, &format!("{name}.Probe"), cin, WRN_PROBE_HIDDEN, classes, rng)?);
                 }
                 blocks.push(block);
                 cin = cout;
@@ -171,27 +124,11 @@ impl WideResNet {
         }
         let final_bn = BatchNorm::new(rt, "bn1", 64 * k)?;
         let classifier = Linear::new(rt, "fc", 64 * k, classes, rng)?.zero_bias(rt)?;
-        let head_probe = if cifs {
-            Some(Probe::linear(rt, "Probe", 64 * k, classes, rng)?)
-        } else {
-            None
-        };
-        Ok(WideResNet {
-            stem,
-            blocks,
-            final_bn,
-            head_probe,
-            classifier,
-        })
+        let head_probe = if cifs { Some(Probe::linear(rt, "Probe", 64 * k, classes, rng)?) } else { None };
+        Ok(WideResNet { stem, blocks, final_bn, head_probe, classifier })
     }
 
-    pub(super) fn forward(
-        &self,
-        rt: &Runtime,
-        x: &Tensor,
-        rule: PairRule,
-        train: bool,
-    ) -> Result<(Output, Taps)> {
+    pub(super) fn forward(&self, rt: &Runtime, x: &Tensor, rule: PairRule, train: bool) -> Result<(Output, Taps)> {
         let mut h = self.stem.forward(rt, x, train)?;
         let mut probes = Vec::new();
         let mut taps = Vec::new();
@@ -200,41 +137,19 @@ impl WideResNet {
             h = out;
             if let Some(m) = masked {
                 probes.push(m.logits);
-                taps.push(BlockTap {
-                    name: block.name.clone(),
-                    pooled: m.pooled,
-                    mask: m.mask,
-                });
+                taps.push(BlockTap { name: block.name.clone(), pooled: m.pooled, mask: m.mask });
             }
         }
-        h = self.final_bn.forward_act(
-            rt,
-            &h,
-            train,
-            Act {
-                residual: None,
-                relu: true,
-            },
-        )?;
+        h = self.final_bn.forward_act(rt, &h, train, Act { residual: None, relu: true })?;
         if let Some(p) = &self.head_probe {
             let m = p.apply(rt, &h, rule, train)?;
             probes.push(m.logits);
-            taps.push(BlockTap {
-                name: "head".into(),
-                pooled: m.pooled,
-                mask: m.mask,
-            });
+            taps.push(BlockTap { name: "head".into(), pooled: m.pooled, mask: m.mask });
             h = m.out;
         }
         let features = super::flatten(&pool::avg_pool2d(rt, &h, 8)?)?;
         let logits = self.classifier.forward(rt, &features, train)?;
-        Ok((
-            Output { logits, probes },
-            Taps {
-                features,
-                blocks: taps,
-            },
-        ))
+        Ok((Output { logits, probes }, Taps { features, blocks: taps }))
     }
 
     /// Every trainable parameter, in state-dict order.
@@ -243,12 +158,7 @@ impl WideResNet {
         for b in &self.blocks {
             v.extend(b.params());
         }
-        v.extend([
-            &self.final_bn.weight,
-            &self.final_bn.bias,
-            &self.classifier.weight,
-            &self.classifier.bias,
-        ]);
+        v.extend([&self.final_bn.weight, &self.final_bn.bias, &self.classifier.weight, &self.classifier.bias]);
         for l in self.head_probe.iter().flat_map(Probe::linears) {
             v.extend([&l.weight, &l.bias]);
         }
@@ -267,11 +177,6 @@ impl WideResNet {
     /// head probe is not a block).
     pub fn probed_blocks(&self) -> Vec<ProbedBlock> {
         let probed = self.blocks.iter().filter(|b| b.probe.is_some());
-        probed
-            .map(|b| ProbedBlock {
-                name: b.name.clone(),
-                channels: b.bn1.weight.leaf().numel(),
-            })
-            .collect()
+        probed.map(|b| ProbedBlock { name: b.name.clone(), channels: b.bn1.weight.leaf().numel() }).collect()
     }
 }

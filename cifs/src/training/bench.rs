@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::attacks::pgd::{AttackLoss, Pgd};
 use crate::error::Result;
+use crate::models::{Mode, Model, ModelConfig};
 use crate::training::optim::Sgd;
-use crate::models::{Mode, ModelConfig, Model};
 use crate::training::step::train_step;
 
 /// The steps measured, in order, under their JSON names.
@@ -41,7 +41,14 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Times `warmup + steps` runs of each step kind and reports the medians of the last `steps`.
-pub fn bench_steps(rt: &Runtime, config: ModelConfig, batch: usize, steps: usize, warmup: usize, mut progress: impl FnMut(&str, usize)) -> Result<Vec<StepTiming>> {
+pub fn bench_steps(
+    rt: &Runtime,
+    config: ModelConfig,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    mut progress: impl FnMut(&str, usize),
+) -> Result<Vec<StepTiming>> {
     let mut rng = Rng::new(0);
     let model = Model::new(rt, config, &mut rng)?;
     let sgd = Sgd::new(rt, &model, 0.1, 0.9, 2e-4)?;

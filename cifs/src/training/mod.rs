@@ -17,7 +17,12 @@ use crate::models::ModelKind;
 pub fn check_images_fit(model: ModelKind, dataset: &str, shape: datasets::ImageShape) -> Result<()> {
     let (channels, side) = model.input();
     if shape != (datasets::ImageShape { channels, side }) {
-        return Err(CifsError::ImagesDoNotFit { model: model.to_string(), takes: format!("{channels}x{side}x{side}"), dataset: dataset.to_string(), has: shape.to_string() });
+        return Err(CifsError::ImagesDoNotFit {
+            model: model.to_string(),
+            takes: format!("{channels}x{side}x{side}"),
+            dataset: dataset.to_string(),
+            has: shape.to_string(),
+        });
     }
     Ok(())
 }

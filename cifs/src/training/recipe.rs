@@ -23,7 +23,17 @@ impl Recipe {
     /// CIFAR-10 (and image folders): ResNet18-CIFS, SGD 0.1, 15 clean then 120 PGD-10 epochs at
     /// 8/255 with step 2/255, lr x0.1 at 75 and 90; random crop and flip.
     pub fn cifar10() -> Recipe {
-        Recipe { model: ModelKind::ResNet18Cifs, lr: 0.1, epochs: 120, clean_epochs: 15, milestones: vec![75, 90], eps: 8.0 / 255.0, step_size: 2.0 / 255.0, attack_steps: 10, augment: true }
+        Recipe {
+            model: ModelKind::ResNet18Cifs,
+            lr: 0.1,
+            epochs: 120,
+            clean_epochs: 15,
+            milestones: vec![75, 90],
+            eps: 8.0 / 255.0,
+            step_size: 2.0 / 255.0,
+            attack_steps: 10,
+            augment: true,
+        }
     }
 
     pub fn for_dataset(kind: DatasetKind) -> Recipe {

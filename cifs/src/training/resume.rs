@@ -75,7 +75,9 @@ impl RunRecord {
 pub fn changes(old: &TrainConfig, new: &TrainConfig) -> BTreeMap<String, Change> {
     // Through the JSON text, so that an f32 compares and prints as config.json writes it
     // (0.1, not the 0.10000000149011612 of its f64 widening).
-    let as_map = |c: &TrainConfig| match serde_json::from_str::<Value>(&serde_json::to_string(c).expect("the config serialises")).expect("JSON reads back") {
+    let as_map = |c: &TrainConfig| match serde_json::from_str::<Value>(&serde_json::to_string(c).expect("the config serialises"))
+        .expect("JSON reads back")
+    {
         Value::Object(m) => m,
         _ => unreachable!("a struct serialises to an object"),
     };
@@ -100,7 +102,11 @@ pub fn resumed(old: RunRecord, new: &TrainConfig, epoch: usize, resume: Resume) 
         config.init_from = old.config.init_from.clone();
     }
     let changed = changes(&old.config, &config);
-    let refused: Vec<String> = changed.iter().filter(|(name, _)| !SAFE_TO_CHANGE.contains(&name.as_str())).map(|(name, c)| format!("{name} {} -> {}", c.from, c.to)).collect();
+    let refused: Vec<String> = changed
+        .iter()
+        .filter(|(name, _)| !SAFE_TO_CHANGE.contains(&name.as_str()))
+        .map(|(name, c)| format!("{name} {} -> {}", c.from, c.to))
+        .collect();
     if !refused.is_empty() && resume != Resume::AllowChanges {
         return Err(CifsError::ChangedSettings { changes: refused.join(", ") });
     }
@@ -174,7 +180,10 @@ mod tests {
         assert_eq!(r.history[0].changed.keys().collect::<Vec<_>>(), SAFE_TO_CHANGE, "all four, in name order");
         // A second resume appends to the history.
         let r = resumed(r, &TrainConfig { epochs: 6, ..more }, 5, Resume::Same).unwrap();
-        assert_eq!(r.history.iter().map(|h| (h.epoch, h.changed["epochs"].to.clone())).collect::<Vec<_>>(), [(2, Value::from(5)), (5, Value::from(6))]);
+        assert_eq!(
+            r.history.iter().map(|h| (h.epoch, h.changed["epochs"].to.clone())).collect::<Vec<_>>(),
+            [(2, Value::from(5)), (5, Value::from(6))]
+        );
     }
 
     #[test]

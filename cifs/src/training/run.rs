@@ -19,17 +19,17 @@ use datasets::Splits;
 use engine::{Rng, Runtime, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::plots;
+use crate::attacks::evaluate::{evaluate, Attack, EvalSettings};
+use crate::attacks::hostloss::predictions;
 use crate::attacks::pgd::{AttackLoss, Pgd};
 use crate::checkpoint::{load_training, load_weights_into, save_model, save_training, RunState};
 use crate::error::{check_setting, CifsError, Result};
-use crate::attacks::evaluate::{evaluate, Attack, EvalSettings};
-use crate::attacks::hostloss::predictions;
+use crate::models::{Model, ModelConfig, ModelKind};
 use crate::training::optim::Sgd;
-use crate::analysis::plots;
-use crate::models::{ModelConfig, ModelKind, Model};
 use crate::training::resume::{resumed, Resume, RunRecord};
-use crate::training::trades::Trades;
 use crate::training::step::train_step;
+use crate::training::trades::Trades;
 
 /// How the training images of the main phase are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,7 +122,12 @@ impl TrainConfig {
         check_setting(self.limit_test != Some(0), "limit test", 0, "must be at least 1: 0 selects no test images")?;
         check_setting(self.lr.is_finite() && self.lr >= 0.0, "lr", self.lr, "the learning rate must be finite and at least 0")?;
         check_setting(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum), "momentum", self.momentum, "must be in [0, 1)")?;
-        check_setting(self.weight_decay.is_finite() && self.weight_decay >= 0.0, "weight decay", self.weight_decay, "must be finite and at least 0")?;
+        check_setting(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            "weight decay",
+            self.weight_decay,
+            "must be finite and at least 0",
+        )?;
         self.attack().validate()?;
         self.trades().validate()
     }
@@ -261,7 +266,8 @@ fn read_metrics(path: &Path, upto_epoch: usize) -> Result<Vec<EpochMetrics>> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     let mut v = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let m: EpochMetrics = serde_json::from_str(line).map_err(|e| CifsError::Invalid(format!("{}: not a metrics line ({e})", path.display())))?;
+        let m: EpochMetrics =
+            serde_json::from_str(line).map_err(|e| CifsError::Invalid(format!("{}: not a metrics line ({e})", path.display())))?;
         if m.epoch <= upto_epoch {
             v.push(m);
         }
@@ -285,13 +291,23 @@ fn resumed_record(paths: &RunPaths, cfg: &TrainConfig, epoch: usize, resume: Res
 }
 
 /// Runs (or, with `resume`, continues) training. Returns the metrics of every epoch.
-pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: Resume, events: &mut dyn Events) -> Result<Vec<EpochMetrics>> {
+pub fn run(
+    rt: &Runtime,
+    cfg: &TrainConfig,
+    splits: Splits,
+    out: &Path,
+    resume: Resume,
+    events: &mut dyn Events,
+) -> Result<Vec<EpochMetrics>> {
     cfg.validate()?;
     let classes = splits.train.classes.len();
     let config = ModelConfig { kind: cfg.model, width: cfg.width, classes, depth: cfg.depth.unwrap_or(cfg.model.default_depth()) };
     check_batch_fits(rt, cfg.batch_size, &config)?;
     super::check_images_fit(cfg.model, &cfg.dataset, splits.train.shape)?;
-    let train = Arc::new(match cfg.limit_train { Some(n) => splits.train.balanced(n), None => splits.train });
+    let train = Arc::new(match cfg.limit_train {
+        Some(n) => splits.train.balanced(n),
+        None => splits.train,
+    });
     let test_n = cfg.limit_test.unwrap_or(usize::MAX).min(cfg.eval_limit);
     let test = Arc::new(splits.test.balanced(test_n));
     if train.is_empty() {
@@ -339,7 +355,11 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
             let mut next = || -> Result<Vec<f32>> { Ok(rt.finish_read_f32(reads.next().expect("loss and logits"))?) };
             let loss = next()?[0];
             if !loss.is_finite() {
-                let kept = if paths.last().is_file() { format!("the last good checkpoint ({}) is kept", paths.last().display()) } else { "no checkpoint was written yet".into() };
+                let kept = if paths.last().is_file() {
+                    format!("the last good checkpoint ({}) is kept", paths.last().display())
+                } else {
+                    "no checkpoint was written yet".into()
+                };
                 return Err(CifsError::Diverged { loss, epoch: epoch + 1, step: f.step + 1, kept });
             }
             correct += predictions(&next()?, classes).iter().zip(&f.labels).filter(|(p, l)| **p == **l as usize).count();
@@ -395,7 +415,13 @@ pub fn run(rt: &Runtime, cfg: &TrainConfig, splits: Splits, out: &Path, resume: 
         write_metrics(&paths.metrics(), &history)?;
         let points: Vec<plots::CurvePoint> = history
             .iter()
-            .map(|h| plots::CurvePoint { epoch: h.epoch, loss: h.train_loss, natural: h.natural_acc, robust: h.pgd20_acc, adversarial: h.phase == Phase::Adversarial })
+            .map(|h| plots::CurvePoint {
+                epoch: h.epoch,
+                loss: h.train_loss,
+                natural: h.natural_acc,
+                robust: h.pgd20_acc,
+                adversarial: h.phase == Phase::Adversarial,
+            })
             .collect();
         let title = format!("{} width {} on {}", cfg.model, cfg.width, cfg.dataset);
         plots::save(&plots::Curves { title, points: &points }, &paths.curves())?;

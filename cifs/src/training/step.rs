@@ -7,8 +7,8 @@ use engine::{autodiff, Rng, Runtime, Tensor};
 use crate::attacks::pgd::{Pgd, Start};
 use crate::error::Result;
 use crate::loss::joint_loss;
+use crate::models::{Mode, Model, Output};
 use crate::training::optim::Sgd;
-use crate::models::{Mode, Output, Model};
 
 /// What a step hands back: the loss (1,) and the outputs, still on the GPU.
 pub struct StepResult {
@@ -21,7 +21,16 @@ pub struct StepResult {
 /// (the reference's PGD-10 AT); `None` for clean training. `beta` weighs the training loss's
 /// probe terms.
 #[allow(clippy::too_many_arguments)]
-pub fn train_step(rt: &Runtime, model: &Model, sgd: &Sgd, x: &Tensor, labels: &Tensor, attack: Option<&Pgd>, beta: f32, rng: &mut Rng) -> Result<StepResult> {
+pub fn train_step(
+    rt: &Runtime,
+    model: &Model,
+    sgd: &Sgd,
+    x: &Tensor,
+    labels: &Tensor,
+    attack: Option<&Pgd>,
+    beta: f32,
+    rng: &mut Rng,
+) -> Result<StepResult> {
     // The weights change only at the optimizer step: until then the attack's backward passes
     // and the training backward share the weights' derived layouts.
     let (output, loss, grads) = rt.weights_frozen(|| -> Result<_> {
@@ -35,5 +44,8 @@ pub fn train_step(rt: &Runtime, model: &Model, sgd: &Sgd, x: &Tensor, labels: &T
         Ok((output, loss, grads))
     })?;
     sgd.step(rt, model, &grads)?;
-    Ok(StepResult { loss: loss.detach(), output: Output { logits: output.logits.detach(), probes: output.probes.iter().map(|p| p.detach()).collect() } })
+    Ok(StepResult {
+        loss: loss.detach(),
+        output: Output { logits: output.logits.detach(), probes: output.probes.iter().map(|p| p.detach()).collect() },
+    })
 }

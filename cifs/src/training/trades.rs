@@ -16,8 +16,8 @@ use engine::{autodiff, no_grad, Rng, Runtime, Tensor};
 
 use crate::error::{check_setting, Result};
 use crate::loss::joint_loss;
+use crate::models::{Mode, Model, Output};
 use crate::training::optim::Sgd;
-use crate::models::{Mode, Output, Model};
 use crate::training::step::StepResult;
 
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +66,15 @@ impl Trades {
     /// The TRADES loss of the natural images `x` and their adversarial versions `adv`, both in
     /// train mode; `joint_beta` weighs the CIFS probes in the natural part. Returns the loss and
     /// the natural outputs.
-    pub fn loss(&self, rt: &Runtime, model: &Model, x: &Tensor, adv: &Tensor, labels: &Tensor, joint_beta: f32) -> Result<(Tensor, Output)> {
+    pub fn loss(
+        &self,
+        rt: &Runtime,
+        model: &Model,
+        x: &Tensor,
+        adv: &Tensor,
+        labels: &Tensor,
+        joint_beta: f32,
+    ) -> Result<(Tensor, Output)> {
         let natural = model.forward(rt, x, Some(labels), Mode::Train)?;
         let adversarial = model.forward(rt, adv, Some(labels), Mode::Train)?;
         let robust = engine::ops::arith::scale(rt, &kl_div(rt, &natural.logits, &adversarial.logits)?, self.beta)?;
@@ -76,11 +84,23 @@ impl Trades {
 
     /// One TRADES training step: attack (eval mode), loss (train mode), backward, SGD.
     #[allow(clippy::too_many_arguments)]
-    pub fn train_step(&self, rt: &Runtime, model: &Model, sgd: &Sgd, x: &Tensor, labels: &Tensor, joint_beta: f32, rng: &mut Rng) -> Result<StepResult> {
+    pub fn train_step(
+        &self,
+        rt: &Runtime,
+        model: &Model,
+        sgd: &Sgd,
+        x: &Tensor,
+        labels: &Tensor,
+        joint_beta: f32,
+        rng: &mut Rng,
+    ) -> Result<StepResult> {
         let adv = self.attack(rt, model, x, rng)?;
         let (loss, output) = self.loss(rt, model, x, &adv, labels, joint_beta)?;
         let grads = autodiff::backward(rt, &loss)?;
         sgd.step(rt, model, &grads)?;
-        Ok(StepResult { loss: loss.detach(), output: Output { logits: output.logits.detach(), probes: output.probes.iter().map(|p| p.detach()).collect() } })
+        Ok(StepResult {
+            loss: loss.detach(),
+            output: Output { logits: output.logits.detach(), probes: output.probes.iter().map(|p| p.detach()).collect() },
+        })
     }
 }

@@ -131,7 +131,15 @@ pub(crate) enum Stats {
 
 /// `act(BN(x) + residual)`: batch norm, then (if given) the residual added, then (if asked) ReLU,
 /// in the dispatches of the batch norm alone (train mode: statistics and apply; eval mode: apply).
-pub fn batchnorm_act(rt: &Runtime, x: &Tensor, gamma: &Tensor, beta: &Tensor, running: RunningStats, train: bool, act: Act) -> Result<Tensor> {
+pub fn batchnorm_act(
+    rt: &Runtime,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running: RunningStats,
+    train: bool,
+    act: Act,
+) -> Result<Tensor> {
     check(x, &[gamma, beta, running.mean, running.var], act.residual)?;
     let c = x.shape()[1];
     let y = Tensor::empty(rt, x.shape())?;
@@ -147,7 +155,13 @@ pub fn batchnorm_act(rt: &Runtime, x: &Tensor, gamma: &Tensor, beta: &Tensor, ru
         } else {
             let partials = Tensor::empty(rt, &[c, sp.chunks as usize, 2])?;
             rt.dispatch(Shader::BatchNorm, "bn_stats", &[x.buffer(), partials.buffer(), running[0], running[1]], &sp, reduction(&sp))?;
-            rt.dispatch(Shader::BatchNorm, "bn_stats_combine", &[partials.buffer(), stats.buffer(), running[0], running[1]], &sp, Work::Items(c as u64))?;
+            rt.dispatch(
+                Shader::BatchNorm,
+                "bn_stats_combine",
+                &[partials.buffer(), stats.buffer(), running[0], running[1]],
+                &sp,
+                Work::Items(c as u64),
+            )?;
         }
         let bufs = [x.buffer(), stats.buffer(), gamma.buffer(), beta.buffer(), residual.buffer(), y.buffer()];
         rt.dispatch(Shader::BatchNorm, "bn_apply", &bufs, &p, work)?;
@@ -159,7 +173,14 @@ pub fn batchnorm_act(rt: &Runtime, x: &Tensor, gamma: &Tensor, beta: &Tensor, ru
     };
     let mut inputs = vec![x, gamma, beta];
     inputs.extend(act.residual);
-    Ok(Tensor::from_op(y, &inputs, || Op::BatchNorm { x: x.clone(), gamma: gamma.clone(), beta: beta.clone(), stats, relu: act.relu, residual: act.residual.cloned() }))
+    Ok(Tensor::from_op(y, &inputs, || Op::BatchNorm {
+        x: x.clone(),
+        gamma: gamma.clone(),
+        beta: beta.clone(),
+        stats,
+        relu: act.relu,
+        residual: act.residual.cloned(),
+    }))
 }
 
 /// Backward of `batchnorm_act`, from the output `y` and the gradient `g` arriving at it. With
@@ -191,7 +212,13 @@ pub(crate) fn batchnorm_backward(
             // statistics pass the forward skipped.
             Stats::Running { mean, var } => {
                 let s = Tensor::empty(rt, &[c, 2])?;
-                rt.dispatch(Shader::BatchNorm, "bn_eval_stats", &[mean.buffer(), var.buffer(), s.buffer()], &params(x, false, 0), Work::Items(c as u64))?;
+                rt.dispatch(
+                    Shader::BatchNorm,
+                    "bn_eval_stats",
+                    &[mean.buffer(), var.buffer(), s.buffer()],
+                    &params(x, false, 0),
+                    Work::Items(c as u64),
+                )?;
                 s
             }
         };

@@ -41,13 +41,25 @@ pub(crate) fn channel_scale_backward(rt: &Runtime, z: &Tensor, m: &Tensor, g: &T
     if grads.wants(z) {
         let dz = Tensor::empty(rt, z.shape())?;
         let p = Params { n: z.numel() as u32, hw, _p: [0; 2] };
-        rt.dispatch(Shader::ChannelScale, "channel_scale_bwd_z", &[g.buffer(), m.buffer(), dz.buffer()], &p, Work::Items(z.numel() as u64))?;
+        rt.dispatch(
+            Shader::ChannelScale,
+            "channel_scale_bwd_z",
+            &[g.buffer(), m.buffer(), dz.buffer()],
+            &p,
+            Work::Items(z.numel() as u64),
+        )?;
         grads.add(z, dz)?;
     }
     if grads.wants(m) {
         let dm = Tensor::empty(rt, m.shape())?;
         let p = Params { n: m.numel() as u32, hw, _p: [0; 2] };
-        rt.dispatch(Shader::ChannelScale, "channel_scale_bwd_m", &[z.buffer(), g.buffer(), dm.buffer()], &p, Work::Items(m.numel() as u64))?;
+        rt.dispatch(
+            Shader::ChannelScale,
+            "channel_scale_bwd_m",
+            &[z.buffer(), g.buffer(), dm.buffer()],
+            &p,
+            Work::Items(m.numel() as u64),
+        )?;
         grads.add(m, dm)?;
     }
     Ok(())

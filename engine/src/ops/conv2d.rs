@@ -10,10 +10,10 @@ use bytemuck::{Pod, Zeroable};
 use crate::autodiff::{GradSink, Op};
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
-use crate::runtime::Runtime;
 use crate::kernels::Shader;
 use crate::ops::reduce;
 use crate::pool::GpuBuffer;
+use crate::runtime::Runtime;
 use crate::tensor::Tensor;
 use crate::tune::{Gemm, Tile};
 
@@ -205,7 +205,14 @@ pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride:
         let params = Params { k_split, splits, ..params };
         in_slabs(rt, &dx, splits, |dst| {
             let bufs = [g.buffer(), flipped.buffer(), dst, flipped.buffer()];
-            rt.dispatch_with(Shader::Conv2d, Gemm::ConvBackwardData.entry(), &t.constants(), &bufs, &params, grid(t, rows, geo.ci, phases * splits))
+            rt.dispatch_with(
+                Shader::Conv2d,
+                Gemm::ConvBackwardData.entry(),
+                &t.constants(),
+                &bufs,
+                &params,
+                grid(t, rows, geo.ci, phases * splits),
+            )
         })
     })?;
     Ok(dx)
@@ -260,7 +267,14 @@ pub fn conv2d_backward_weight(rt: &Runtime, x: &Tensor, w_shape: &[usize], strid
         let (splits, k_split) = split_depth(weight_splits(t.cover(gm, gn).0 as u32, gk), gk);
         let params = geo.params(gm, gn, gk, k_split);
         in_slabs(rt, &dw, splits, |dst| {
-            rt.dispatch_with(Shader::Conv2d, Gemm::ConvBackwardWeight.entry(), &t.constants(), &[g.buffer(), x.buffer(), dst, x.buffer()], &params, grid(t, gm, gn, splits))
+            rt.dispatch_with(
+                Shader::Conv2d,
+                Gemm::ConvBackwardWeight.entry(),
+                &t.constants(),
+                &[g.buffer(), x.buffer(), dst, x.buffer()],
+                &params,
+                grid(t, gm, gn, splits),
+            )
         })
     })?;
     Ok(dw)

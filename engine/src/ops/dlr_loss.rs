@@ -40,7 +40,13 @@ pub fn dlr_loss(rt: &Runtime, logits: &Tensor, labels: &Tensor, targets: Option<
     let loss = Tensor::empty(rt, &[1])?;
     let t = targets.unwrap_or(labels);
     // One workgroup sums the whole batch (deterministic: no atomics).
-    rt.dispatch(Shader::DlrLoss, "dlr_loss_fwd", &[logits.buffer(), labels.buffer(), t.buffer(), loss.buffer()], &p, Work::Groups([1, 1, 1]))?;
+    rt.dispatch(
+        Shader::DlrLoss,
+        "dlr_loss_fwd",
+        &[logits.buffer(), labels.buffer(), t.buffer(), loss.buffer()],
+        &p,
+        Work::Groups([1, 1, 1]),
+    )?;
     Ok(Tensor::from_op(loss, &[logits], || Op::DlrLoss { logits: logits.clone(), labels: labels.clone(), targets: targets.cloned() }))
 }
 

@@ -36,7 +36,13 @@ pub fn gather_rows(rt: &Runtime, table: &Tensor, idx: &Tensor) -> Result<Tensor>
 pub(crate) fn gather_rows_backward(rt: &Runtime, table_shape: &[usize], idx: &Tensor, g: &Tensor) -> Result<Tensor> {
     let p = Params { n: idx.numel() as u32, cols: table_shape[1] as u32, rows: table_shape[0] as u32, _p: 0 };
     let d = Tensor::empty(rt, table_shape)?;
-    rt.dispatch(Shader::Index, "gather_rows_bwd", &[idx.buffer(), g.buffer(), d.buffer()], &p, Work::Items((table_shape[0] * table_shape[1]) as u64))?;
+    rt.dispatch(
+        Shader::Index,
+        "gather_rows_bwd",
+        &[idx.buffer(), g.buffer(), d.buffer()],
+        &p,
+        Work::Items((table_shape[0] * table_shape[1]) as u64),
+    )?;
     Ok(d)
 }
 

@@ -5,8 +5,8 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
-use crate::runtime::Runtime;
 use crate::kernels::Shader;
+use crate::runtime::Runtime;
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -21,7 +21,11 @@ pub(crate) struct Params {
 /// One SGD update of `param` (and its `velocity`, zero before the first step) by `grad`.
 pub fn sgd_step(rt: &Runtime, param: &Tensor, velocity: &Tensor, grad: &Tensor, lr: f32, momentum: f32, weight_decay: f32) -> Result<()> {
     if param.shape() != velocity.shape() || param.shape() != grad.shape() {
-        return Err(shape_err("sgd_step", &[param.shape(), velocity.shape(), grad.shape()], "parameter, velocity and gradient of one shape"));
+        return Err(shape_err(
+            "sgd_step",
+            &[param.shape(), velocity.shape(), grad.shape()],
+            "parameter, velocity and gradient of one shape",
+        ));
     }
     let n = param.numel();
     let p = Params { n: n as u32, lr, momentum, weight_decay };

@@ -5,8 +5,8 @@ use bytemuck::{Pod, Zeroable};
 use crate::autodiff::Op;
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
-use crate::runtime::Runtime;
 use crate::kernels::Shader;
+use crate::runtime::Runtime;
 use crate::tensor::Tensor;
 
 #[repr(C)]
