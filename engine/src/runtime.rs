@@ -46,6 +46,8 @@ pub struct Runtime {
     /// Inside [`Runtime::weights_frozen`]: layouts derived from weights (the backward-data
     /// pass's flipped weights), by (weight buffer, variant), each with the weight it came from.
     derived: RefCell<Option<Derived>>,
+    /// Installed by a data-parallel run with synchronised batch norm: sums over the replicas.
+    replica_sum: RefCell<Option<crate::ops::batchnorm_sync::ReplicaSum>>,
 }
 
 type Derived = std::collections::HashMap<(u64, u64), (Tensor, Tensor)>;
@@ -73,6 +75,7 @@ impl Runtime {
             tuner,
             tune_observer: RefCell::new(None),
             derived: RefCell::new(None),
+            replica_sum: RefCell::new(None),
         }
     }
 
@@ -84,6 +87,25 @@ impl Runtime {
     /// The limits of the open device.
     pub fn limits(&self) -> crate::gpu::DeviceLimits {
         self.gpu.device_limits()
+    }
+
+    /// Runs `f` with `sum` installed: the train-mode batch norms inside it normalise over every
+    /// replica's part of the batch (`ops::batchnorm_sync`). Removed when `f` returns or unwinds.
+    pub fn with_replica_sum<T>(&self, sum: crate::ops::batchnorm_sync::ReplicaSum, f: impl FnOnce() -> T) -> T {
+        struct Scope<'a>(&'a Runtime, Option<crate::ops::batchnorm_sync::ReplicaSum>);
+        impl Drop for Scope<'_> {
+            fn drop(&mut self) {
+                *self.0.replica_sum.borrow_mut() = self.1.take();
+            }
+        }
+        let previous = self.replica_sum.borrow_mut().replace(sum);
+        let _restore = Scope(self, previous);
+        f()
+    }
+
+    /// The replica sum installed by [`Runtime::with_replica_sum`], if any.
+    pub fn replica_sum(&self) -> Option<crate::ops::batchnorm_sync::ReplicaSum> {
+        self.replica_sum.borrow().clone()
     }
 
     /// Runs `f` with the promise that no weight is overwritten in place while it runs (no tensor

@@ -9,6 +9,7 @@ mod activation;
 mod arith;
 mod attack;
 mod batchnorm;
+mod batchnorm_sync;
 mod channel_scale;
 mod composite;
 mod conv2d;

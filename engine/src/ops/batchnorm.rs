@@ -148,7 +148,10 @@ pub fn batchnorm_act(
     let work = per_channel(x);
     let stats = if train {
         let stats = Tensor::empty(rt, &[c, 2])?;
-        let sp = params(x, true, 0);
+        // Synced over replicas, the running statistics move on the host, with the whole batch's.
+        let sync = rt.replica_sum();
+        let sp = params(x, sync.is_none(), 0);
+        let (running_mean, running_var) = (running.mean, running.var);
         let running = [running.mean.buffer(), running.var.buffer()];
         if sp.chunks == 1 {
             rt.dispatch(Shader::BatchNorm, "bn_stats", &[x.buffer(), stats.buffer(), running[0], running[1]], &sp, reduction(&sp))?;
@@ -162,6 +165,9 @@ pub fn batchnorm_act(
                 &sp,
                 Work::Items(c as u64),
             )?;
+        }
+        if let Some(sum) = &sync {
+            super::batchnorm_sync::forward(rt, sum, (sp.n * sp.hw) as usize, &stats, running_mean, running_var)?;
         }
         let bufs = [x.buffer(), stats.buffer(), gamma.buffer(), beta.buffer(), residual.buffer(), y.buffer()];
         rt.dispatch(Shader::BatchNorm, "bn_apply", &bufs, &p, work)?;
@@ -233,6 +239,9 @@ pub(crate) fn batchnorm_backward(
             rt.dispatch(Shader::BatchNorm, "bn_bwd_reduce", &bufs, &p, reduction(&p))?;
             let bufs = [partials.buffer(), sums[0], sums[1], sums[2], sums[3], coef.buffer()];
             rt.dispatch(Shader::BatchNorm, "bn_bwd_combine", &bufs, &p, Work::Items(c as u64))?;
+        }
+        if let (Some(sum), Stats::Batch(_), true) = (rt.replica_sum(), stats, grads.wants(x)) {
+            super::batchnorm_sync::backward(rt, &sum, (p.n * p.hw) as usize, &batch, gamma, (&dgamma, &dbeta), &coef)?;
         }
     }
     if grads.wants(x) || wants_res {

@@ -5,6 +5,7 @@ pub mod activation;
 pub mod arith;
 pub mod attack;
 pub mod batchnorm;
+pub mod batchnorm_sync;
 pub mod channel_scale;
 pub mod conv2d;
 pub mod cross_entropy;
