@@ -12,7 +12,9 @@ use cifs::{ModelConfig, ModelKind};
 use datasets::DatasetKind;
 use engine::Runtime;
 
-use crate::commands::{load_data, open_runtime};
+use cifs::distributed::Collective;
+
+use crate::commands::load_data;
 
 /// A float, or a fraction like `8/255`.
 pub fn fraction(s: &str) -> Result<f32, String> {
@@ -124,8 +126,13 @@ pub struct Trained {
 
 impl Trained {
     /// The runtime, the checkpoint's model and the dataset, checked to have as many classes.
-    pub fn open(&self, adapter: Option<&str>, tune: bool) -> Result<(Runtime, cifs::Model, datasets::Splits), String> {
-        let rt = open_runtime(adapter, tune)?;
+    pub fn open(
+        &self,
+        adapter: Option<&str>,
+        tune: bool,
+        coll: &dyn Collective,
+    ) -> Result<(Runtime, cifs::Model, datasets::Splits), String> {
+        let rt = crate::distributed::open_runtime(adapter, tune, coll)?;
         let model = cifs::checkpoint::load_model(&rt, &self.checkpoint).map_err(|e| e.to_string())?;
         eprintln!("model: {} width {} from {}", model.config.kind, model.config.width, self.checkpoint.display());
         let (splits, _) = load_data(self.dataset, self.data_dir.as_deref(), self.no_download)?;

@@ -5,6 +5,7 @@
 mod args;
 mod commands;
 mod display;
+mod distributed;
 mod http;
 
 use std::process::ExitCode;
@@ -54,10 +55,20 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let adapter = cli.adapter.as_deref();
+    let coll = match distributed::join() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
+        Command::Train(a) => train::run(adapter, !cli.no_tune, a, &*coll),
+        Command::Eval(a) => eval::run(adapter, !cli.no_tune, a, &*coll),
+        _ if coll.size() > 1 => {
+            Err(format!("only train and eval run on several ranks (this launch has {}); run the others as one process", coll.size()))
+        }
         Command::Info => info::run(adapter),
-        Command::Train(a) => train::run(adapter, !cli.no_tune, a),
-        Command::Eval(a) => eval::run(adapter, !cli.no_tune, a),
         Command::Analyze(a) => analyze::run(adapter, !cli.no_tune, a),
         Command::Bench(a) => bench::run(adapter, !cli.no_tune, a),
         Command::Tune(a) if cli.no_tune => Err(format!("`tune --no-tune` has nothing to do (model {})", a.m.model)),
@@ -65,6 +76,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if coll.size() > 1 => coll.abort(&e),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

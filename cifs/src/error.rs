@@ -11,6 +11,9 @@ pub enum CifsError {
     #[error(transparent)]
     Data(#[from] datasets::DatasetError),
 
+    #[error(transparent)]
+    Distributed(#[from] crate::distributed::DistributedError),
+
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
 

@@ -13,6 +13,7 @@
 pub mod analysis;
 pub mod attacks;
 pub mod checkpoint;
+pub mod distributed;
 pub mod error;
 pub mod loss;
 pub mod models;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use cifs::attacks::evaluate::{evaluate, Attack, AttackResult};
+use cifs::attacks::evaluate::{Attack, AttackResult};
+use cifs::distributed::Collective;
 
 use crate::args::{images, AttackArgs, Trained};
 use crate::display;
@@ -29,16 +30,21 @@ pub struct EvalArgs {
     pub json: Option<PathBuf>,
 }
 
-pub fn run(adapter: Option<&str>, tune: bool, a: EvalArgs) -> Result<(), String> {
-    let (rt, model, splits) = a.trained.open(adapter, tune)?;
+/// Every rank evaluates its part of the test images; rank 0 prints the whole table.
+pub fn run(adapter: Option<&str>, tune: bool, a: EvalArgs, coll: &dyn Collective) -> Result<(), String> {
+    let (rt, model, splits) = a.trained.open(adapter, tune, coll)?;
     let test = Arc::new(match a.limit {
         Some(n) => splits.test.balanced(n),
         None => splits.test,
     });
     let bar = display::bar(test.len() as u64, "evaluating [{bar:25}] {pos}/{len} images ETA {eta}");
     let results =
-        evaluate(&rt, &model, &test, &a.attacks, a.settings.settings(), |d, _| bar.set_position(d as u64)).map_err(|e| e.to_string())?;
+        cifs::distributed::evaluate(&rt, coll, &model, &test, &a.attacks, a.settings.settings(), |d, _| bar.set_position(d as u64))
+            .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
+    if coll.rank() > 0 {
+        return Ok(());
+    }
     print_results(&results);
     if let Some(path) = a.json {
         let text = serde_json::to_string_pretty(&results).expect("results serialise");

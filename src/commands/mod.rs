@@ -10,22 +10,16 @@ pub mod tune;
 
 use std::path::{Path, PathBuf};
 
+use cifs::distributed::Single;
 use datasets::DatasetKind;
 use engine::Runtime;
 
 use crate::http;
 
-/// The runtime on the chosen adapter; with tuning on, its tile choices are timed at first use
-/// and remembered in the adapter's tuning cache.
+/// The runtime of a command that runs as one process, on the chosen adapter; with tuning on,
+/// its tile choices are timed at first use and remembered in the adapter's tuning cache.
 pub fn open_runtime(adapter: Option<&str>, tune: bool) -> Result<Runtime, String> {
-    let pref = adapter.map(str::to_string).or_else(|| std::env::var(engine::gpu::ADAPTER_ENV).ok());
-    let rt = Runtime::with_preference(pref.as_deref()).map_err(|e| e.to_string())?;
-    if tune {
-        for w in rt.enable_tuning(engine::tune::default_cache_path(&rt.adapter().name)) {
-            eprintln!("warning: {w}");
-        }
-    }
-    Ok(rt)
+    crate::distributed::open_runtime(adapter, tune, &Single)
 }
 
 pub fn load_data(kind: DatasetKind, dir: Option<&Path>, no_download: bool) -> Result<(datasets::Splits, PathBuf), String> {

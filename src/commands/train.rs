@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use cifs::distributed::{Collective, Parallel};
 use cifs::training::recipe::{Choices, Recipe};
 use cifs::training::run::{Adversary, Method, TrainConfig};
 use cifs::ModelKind;
 use datasets::DatasetKind;
 
-use super::{load_data, open_runtime};
+use super::load_data;
 use crate::args::{images, milestones, non_negative, unit_interval};
 use crate::display;
 
@@ -104,9 +105,15 @@ pub struct TrainArgs {
     /// Never download missing dataset files.
     #[arg(long)]
     pub no_download: bool,
+    /// On several ranks (`mpirun`/`srun`, built with `--features mpi`): batch-norm statistics
+    /// over the global batch in the training forward and backward (one process's numbers);
+    /// otherwise each rank's share has its own.
+    #[arg(long)]
+    pub sync_bn: bool,
 }
 
-pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String> {
+/// One rank's part of a training run (the whole run on one process); rank 0 alone shows progress.
+pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs, coll: &dyn Collective) -> Result<(), String> {
     let milestones = a.milestones.as_deref().map(milestones).transpose()?;
     let choices = Choices {
         model: a.model,
@@ -126,7 +133,7 @@ pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String
     if !a.resume && out.join("last.safetensors").is_file() {
         return Err(format!("{} already holds a run; pass --resume to continue it or choose another --out", out.display()));
     }
-    let rt = open_runtime(adapter, tune)?;
+    let rt = crate::distributed::open_runtime(adapter, tune, coll)?;
     let adapter = rt.adapter();
     eprintln!("adapter: {} ({})", adapter.name, adapter.backend);
     let (splits, dir) = load_data(a.dataset, a.data_dir.as_deref(), a.no_download)?;
@@ -165,9 +172,11 @@ pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs) -> Result<(), String
         (true, false) => cifs::training::resume::Resume::Same,
         (true, true) => cifs::training::resume::Resume::AllowChanges,
     };
-    let history =
-        cifs::training::run::run(&rt, &cfg, splits, &out, resume, &mut display::TrainDisplay::default()).map_err(|e| e.to_string())?;
-    if let Some(m) = history.last() {
+    let events: &mut dyn cifs::training::run::Events =
+        if coll.rank() == 0 { &mut display::TrainDisplay::default() } else { &mut crate::distributed::Quiet };
+    let par = Parallel { coll, sync_bn: a.sync_bn };
+    let history = cifs::training::run::run_on(&rt, &cfg, splits, &out, resume, events, &par).map_err(|e| e.to_string())?;
+    if let Some(m) = history.last().filter(|_| coll.rank() == 0) {
         println!("done: {} epochs; checkpoints in {}", m.epoch, out.display());
     }
     Ok(())

@@ -275,6 +275,20 @@ pub fn evaluate(
     data: &Arc<Dataset>,
     attacks: &[Attack],
     s: EvalSettings,
+    on_batch: impl FnMut(usize, usize),
+) -> Result<Vec<AttackResult>> {
+    evaluate_from(rt, model, data, 0, attacks, s, on_batch)
+}
+
+/// [`evaluate`] on images that are part of a larger set, the first being image `first_id` of it
+/// (the index seeds the per-image random draws of APGD and Square).
+pub fn evaluate_from(
+    rt: &Runtime,
+    model: &Model,
+    data: &Arc<Dataset>,
+    first_id: usize,
+    attacks: &[Attack],
+    s: EvalSettings,
     mut on_batch: impl FnMut(usize, usize),
 ) -> Result<Vec<AttackResult>> {
     s.validate()?;
@@ -308,7 +322,7 @@ pub fn evaluate(
         let n = batch.len();
         let x = Tensor::from_f32(rt, &batch.dims(), &batch.images)?;
         let y = Tensor::from_u32(rt, &[n], &batch.labels)?;
-        let ids: Vec<u64> = (seen..seen + n).map(|i| i as u64).collect();
+        let ids: Vec<u64> = (first_id + seen..first_id + seen + n).map(|i| i as u64).collect();
         let b = Batch { x: &x, x_host: &batch.images, labels: &y, labels_host: &batch.labels, ids: &ids };
         let mut clean = vec![true; n];
         survive(rt, model, &b, Attack::Natural, &s, &mut clean)?;

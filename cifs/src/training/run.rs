@@ -20,10 +20,13 @@ use engine::{Rng, Runtime, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::plots;
-use crate::attacks::evaluate::{evaluate, Attack, EvalSettings};
+use crate::attacks::evaluate::{Attack, EvalSettings};
 use crate::attacks::hostloss::predictions;
 use crate::attacks::pgd::{AttackLoss, Pgd};
 use crate::checkpoint::{load_training, load_weights_into, save_model, save_training, RunState};
+use crate::distributed::exchange::Exchange;
+use crate::distributed::step::{share_of, train_step_share};
+use crate::distributed::{self, Parallel};
 use crate::error::{check_setting, CifsError, Result};
 use crate::models::{Model, ModelConfig, ModelKind};
 use crate::training::optim::Sgd;
@@ -202,8 +205,9 @@ struct InFlight {
     step: usize,
 }
 
-/// Generator for one purpose of one epoch, from the seed alone.
-fn epoch_rng(seed: u64, epoch: usize, purpose: u64) -> Rng {
+/// Generator for one purpose of one epoch, from the seed alone (0: order and augmentation,
+/// 1: attack starts).
+pub fn epoch_rng(seed: u64, epoch: usize, purpose: u64) -> Rng {
     Rng::new(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ purpose.wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
@@ -227,7 +231,7 @@ fn check_batch_fits(rt: &Runtime, batch: usize, config: &ModelConfig) -> Result<
 
 /// One training pass over `n` examples: a shuffled order and (with `augment`) a random crop and
 /// flip for each, all drawn from `seed`, so an epoch replays exactly.
-fn train_pass(n: usize, batch_size: usize, seed: u64, augment: bool) -> Pass {
+pub fn train_pass(n: usize, batch_size: usize, seed: u64, augment: bool) -> Pass {
     let mut rng = Rng::new(seed);
     let mut order: Vec<usize> = (0..n).collect();
     rng.shuffle(&mut order);
@@ -299,6 +303,22 @@ pub fn run(
     resume: Resume,
     events: &mut dyn Events,
 ) -> Result<Vec<EpochMetrics>> {
+    run_on(rt, cfg, splits, out, resume, events, &Parallel::single())
+}
+
+/// [`run`] as one rank of a data-parallel run (`crate::distributed`): every rank returns the same
+/// metrics; rank 0 alone writes the output directory.
+#[allow(clippy::too_many_arguments)]
+pub fn run_on(
+    rt: &Runtime,
+    cfg: &TrainConfig,
+    splits: Splits,
+    out: &Path,
+    resume: Resume,
+    events: &mut dyn Events,
+    par: &Parallel,
+) -> Result<Vec<EpochMetrics>> {
+    let coll = par.coll;
     cfg.validate()?;
     let classes = splits.train.classes.len();
     let config = ModelConfig { kind: cfg.model, width: cfg.width, classes, depth: cfg.depth.unwrap_or(cfg.model.default_depth()) };
@@ -316,6 +336,8 @@ pub fn run(
     if test.is_empty() {
         return Err(CifsError::EmptySplit { split: "test" });
     }
+    distributed::run::check_settings(cfg, train.len(), coll)?;
+    let writer = coll.rank() == 0;
     std::fs::create_dir_all(out).map_err(io(out))?;
     let paths = RunPaths { out: out.to_path_buf() };
 
@@ -325,14 +347,20 @@ pub fn run(
     let mut state = RunState { epoch: 0, best_pgd20: -1.0 };
     let mut record = RunRecord::new(cfg.clone());
     if resume != Resume::No && paths.last().is_file() {
+        distributed::run::check_resume(&paths.config(), par)?;
         state = load_training(rt, &model, &sgd, &paths.last())?;
         record = resumed_record(&paths, cfg, state.epoch, resume)?;
     } else if let Some(init) = &cfg.init_from {
         load_weights_into(rt, &model, Path::new(init))?;
     }
-    crate::checkpoint::state::write_atomic(&paths.config(), record.to_json().as_bytes()).map_err(io(&paths.config()))?;
+    let json = distributed::run::config_json(&record, par);
+    distributed::run::agree_on_start(rt, coll, &json, state.epoch, &model, &sgd.velocity)?;
     let mut history = read_metrics(&paths.metrics(), state.epoch)?;
-    write_metrics(&paths.metrics(), &history)?;
+    if writer {
+        crate::checkpoint::state::write_atomic(&paths.config(), json.as_bytes()).map_err(io(&paths.config()))?;
+        write_metrics(&paths.metrics(), &history)?;
+    }
+    let mut exchange = Exchange::default();
 
     let settings = EvalSettings { loss: AttackLoss::Joint { beta: cfg.beta }, ..EvalSettings::reference(cfg.eps, cfg.batch_size) };
     for epoch in state.epoch..cfg.total_epochs() {
@@ -370,11 +398,15 @@ pub fn run(
         };
         for (step, batch) in pass.enumerate() {
             let batch = batch?;
+            let (batch, share) = share_of(batch, coll);
             let n = batch.len();
             let x = Tensor::from_f32(rt, &batch.dims(), &batch.images)?;
             let y = Tensor::from_u32(rt, &[n], &batch.labels)?;
             let r = match (&attack, cfg.method) {
                 (Some(_), Method::Trades) => cfg.trades().train_step(rt, &model, &sgd, &x, &y, cfg.beta, &mut attack_rng)?,
+                _ if coll.size() > 1 => {
+                    train_step_share(rt, par, &model, &sgd, &x, &y, &share, attack.as_ref(), cfg.beta, &mut attack_rng, &mut exchange)?
+                }
                 _ => train_step(rt, &model, &sgd, &x, &y, attack.as_ref(), cfg.beta, &mut attack_rng)?,
             };
             let reads = rt.read_later(&[&r.loss, &r.output.logits])?;
@@ -385,10 +417,16 @@ pub fn run(
         if let Some(last) = in_flight.take() {
             settle(last)?;
         }
+        distributed::run::reduce_epoch(coll, &mut loss_sum, &mut correct, &mut seen);
+        if writer && exchange.steps > 0 {
+            eprintln!("{}", std::mem::take(&mut exchange).summary());
+        }
         let train_seconds = started.elapsed().as_secs_f64();
         let evaluate_now = (epoch + 1) % cfg.eval_every == 0 || epoch + 1 == cfg.total_epochs();
         let (natural, pgd20) = if evaluate_now && !test.is_empty() {
-            let res = evaluate(rt, &model, &test, &[Attack::Natural, Attack::Pgd(20)], settings, |d, t| events.evaluating(d, t))?;
+            let res = distributed::evaluate(rt, coll, &model, &test, &[Attack::Natural, Attack::Pgd(20)], settings, |d, t| {
+                events.evaluating(d, t)
+            })?;
             (Some(res[0].accuracy), Some(res[1].accuracy))
         } else {
             (None, None)
@@ -408,10 +446,16 @@ pub fn run(
         state.epoch = epoch + 1;
         if let Some(p) = pgd20.filter(|&p| p > state.best_pgd20) {
             state.best_pgd20 = p;
-            save_model(rt, &model, &paths.best(), &[("epoch", state.epoch.to_string()), ("pgd20_acc", p.to_string())])?;
+            if writer {
+                save_model(rt, &model, &paths.best(), &[("epoch", state.epoch.to_string()), ("pgd20_acc", p.to_string())])?;
+            }
+        }
+        history.push(m.clone());
+        if !writer {
+            events.epoch_end(&m);
+            continue;
         }
         save_training(rt, &model, &sgd, &state, &paths.last())?;
-        history.push(m.clone());
         write_metrics(&paths.metrics(), &history)?;
         let points: Vec<plots::CurvePoint> = history
             .iter()

@@ -1,0 +1,64 @@
+//! The command line as one rank of several: which [`Collective`] this process joins, which GPU
+//! it opens, and where its tuning cache is.
+
+use cifs::distributed::{launched_ranks, Collective, Single};
+use engine::Runtime;
+
+/// The ranks this process belongs to: MPI's world when a launcher started several (built with
+/// the `mpi` feature), else this process alone.
+pub fn join() -> Result<Box<dyn Collective>, String> {
+    #[cfg(feature = "mpi")]
+    if launched_ranks().is_some() {
+        return cifs::distributed::mpi::Mpi::init()
+            .map(|m| Box::new(m) as Box<dyn Collective>)
+            .ok_or_else(|| "MPI was already initialised".to_string());
+    }
+    #[cfg(not(feature = "mpi"))]
+    if let Some(n) = launched_ranks() {
+        return Err(format!(
+            "started as one of {n} ranks, but this cifs-wgpu was built without MPI (N copies would train N separate models into one directory); build it with `cargo build --release --features mpi`"
+        ));
+    }
+    Ok(Box::new(Single))
+}
+
+/// The adapter preference of this rank: `--adapter` or `CIFS_WGPU_ADAPTER` if given, else (with
+/// several ranks) the node's GPUs of the best type in `info` order, taken in turn by local rank.
+fn adapter_for(explicit: Option<&str>, coll: &dyn Collective) -> Option<String> {
+    let given = explicit.map(str::to_string).or_else(|| std::env::var(engine::gpu::ADAPTER_ENV).ok());
+    if given.is_some() || coll.size() == 1 {
+        return given;
+    }
+    let all = engine::gpu::list_adapters();
+    let order = ["discrete", "integrated", "virtual", "cpu", "other"];
+    let best = order.iter().find(|t| all.iter().any(|a| a.device_type == **t))?;
+    let candidates: Vec<usize> = all.iter().filter(|a| a.device_type == *best).map(|a| a.index).collect();
+    Some(candidates[coll.local_rank() % candidates.len()].to_string())
+}
+
+/// The runtime of this rank; with tuning on, tile choices are timed at first use and kept in
+/// the adapter's tuning cache (ranks other than 0 keep their own file beside it, so that no two
+/// processes write one file).
+pub fn open_runtime(adapter: Option<&str>, tune: bool, coll: &dyn Collective) -> Result<Runtime, String> {
+    let rt = Runtime::with_preference(adapter_for(adapter, coll).as_deref()).map_err(|e| e.to_string())?;
+    if tune {
+        let mut cache = engine::tune::default_cache_path(&rt.adapter().name);
+        if coll.rank() > 0 {
+            cache = cache.map(|p| p.with_extension(format!("rank{}.json", coll.rank())));
+        }
+        for w in rt.enable_tuning(cache) {
+            eprintln!("warning: {w}");
+        }
+    }
+    Ok(rt)
+}
+
+/// What ranks other than 0 show of a training run: nothing.
+pub struct Quiet;
+
+impl cifs::training::run::Events for Quiet {
+    fn epoch_start(&mut self, _: usize, _: usize, _: cifs::training::run::Phase, _: f32, _: usize) {}
+    fn batch(&mut self, _: usize, _: f64, _: f64, _: f64) {}
+    fn evaluating(&mut self, _: usize, _: usize) {}
+    fn epoch_end(&mut self, _: &cifs::training::run::EpochMetrics) {}
+}

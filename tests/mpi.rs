@@ -1,0 +1,455 @@
+//! Data-parallel training and evaluation with `mpirun -n 2` on lavapipe (built with the `mpi`
+//! feature; Open MPI's `mpirun` on the PATH).
+//!
+//! - Two ranks without `--sync-bn` end an epoch of PGD training with the weights, momentum and
+//!   running statistics of an in-process reference that runs each rank's share of every global
+//!   batch separately (per-share batch norm) and combines the gradients and running statistics
+//!   weighted by share size; the shares are unequal (3 + 2 images) in two of the three steps.
+//!   The same reference with one share per batch (a one-process run) is far from both, so the
+//!   comparison can tell the two apart.
+//! - Sharded `eval` prints the table one process prints.
+//! - A rank killed mid-run, or one that fails on its own, ends every rank within a timeout with
+//!   a message naming the rank; the last checkpoint is intact, resumes with two ranks, and a
+//!   resume with another number of ranks is refused.
+#![cfg(feature = "mpi")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
+use cifs::checkpoint::load_training;
+use cifs::loss::joint_loss;
+use cifs::training::optim::Sgd;
+use cifs::training::run::{epoch_rng, train_pass};
+use cifs::{Mode, Model, ModelConfig, ModelKind};
+use datasets::loader::batches;
+use datasets::DatasetKind;
+use engine::{autodiff, Runtime, Tensor};
+
+const SEED: u64 = 3;
+const WIDTH: usize = 4;
+const BATCH: usize = 5;
+/// 12 images in batches of 5: 5, 5, 2 (shares 3 + 2, 3 + 2, 1 + 1).
+const TRAIN: usize = 12;
+const ATTACK_STEPS: usize = 2;
+/// Two ranks with synchronised batch norm against one process after the epoch's three steps:
+/// the statistics and gradient sums are combined in another order (and in float64), so the
+/// weights agree to rounding, not bit for bit: measured 5.6e-5 (the worst tensor, a momentum
+/// buffer, relative norm) on lavapipe; without the synchronisation the error is 1.7.
+const SYNC_BN_TOL: f64 = 5e-4;
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cifs-wgpu-mpi-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// 3 classes of 32x32 PNGs, told apart by their dominant colour, with per-image noise.
+fn make_folder(root: &Path) {
+    let mut rng = engine::Rng::new(1);
+    for (split, n) in [("train", 10), ("test", 4)] {
+        for (c, class) in ["blue", "green", "red"].iter().enumerate() {
+            let dir = root.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n {
+                let img = image::RgbImage::from_fn(32, 32, |_, _| {
+                    let mut px = [0u8; 3];
+                    for (k, v) in px.iter_mut().enumerate() {
+                        let base = if k == 2 - c { 180.0 } else { 40.0 };
+                        *v = (base + rng.uniform(-40.0, 40.0)) as u8;
+                    }
+                    image::Rgb(px)
+                });
+                img.save(dir.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cifs-wgpu")
+}
+
+/// `mpirun` with what running as root in a container needs; `ranks` is the MPMD command line
+/// after it (e.g. `-n 2 cifs-wgpu train ...`).
+fn mpirun(ranks: &[&str]) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]).args(ranks).env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    c
+}
+
+fn train_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["--no-tune", "train", "folder", "--data-dir"].iter().map(|s| s.to_string()).collect();
+    v.extend([data.display().to_string(), "--out".into(), out.display().to_string()]);
+    let (w, b, t, s, a) = (WIDTH.to_string(), BATCH.to_string(), TRAIN.to_string(), SEED.to_string(), ATTACK_STEPS.to_string());
+    let base = [
+        "--width",
+        &w,
+        "--batch-size",
+        &b,
+        "--limit-train",
+        &t,
+        "--seed",
+        &s,
+        "--attack-steps",
+        &a,
+        "--clean-epochs",
+        "0",
+        "--eval-limit",
+        "6",
+        "--milestones",
+        "9",
+    ];
+    v.extend(base.iter().map(|s| s.to_string()));
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn show(what: &str, out: &Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("$ {what}\n{text}");
+    text
+}
+
+/// Waits for `child` at most `limit`; kills it and fails the test if it is still running.
+fn wait_at_most(mut child: Child, limit: Duration, what: &str) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            // The launcher and its ranks: the whole process group `spawn` made.
+            let _ = Command::new("kill").args(["-9", "--", &format!("-{}", child.id())]).status();
+            let out = child.wait_with_output().unwrap();
+            show(what, &out);
+            panic!("{what} still ran after {limit:?}: a rank hangs");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Starts `c` in a process group of its own (so that a hung run can be ended whole).
+fn spawn(mut c: Command) -> Child {
+    use std::os::unix::process::CommandExt;
+    c.process_group(0).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("mpirun (Open MPI) on the PATH")
+}
+
+/// Every f32 value of a training state: weights, momentum, running statistics, in a fixed order.
+fn state(rt: &Runtime, model: &Model, sgd: &Sgd) -> Vec<(String, Vec<f32>)> {
+    let mut named: Vec<(String, &Tensor)> = model.params().into_iter().map(|p| (p.name.clone(), p.leaf())).collect();
+    named.extend(model.params().into_iter().zip(&sgd.velocity).map(|(p, v)| (format!("{} momentum", p.name), v)));
+    for bn in model.batchnorms() {
+        named.extend([(format!("{}.running_mean", bn.name), &bn.running_mean), (format!("{}.running_var", bn.name), &bn.running_var)]);
+    }
+    let values = Tensor::read_all(rt, &named.iter().map(|(_, t)| *t).collect::<Vec<_>>()).unwrap();
+    named.into_iter().map(|(n, _)| n).zip(values).collect()
+}
+
+/// The largest relative norm error over the tensors of two states, and the tensor it is in.
+fn worst(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> (f64, String) {
+    let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
+    let mut w = (0.0, String::new());
+    for ((name, x), (_, y)) in a.iter().zip(b) {
+        let d = norm(&mut x.iter().zip(y).map(|(p, q)| (p - q) as f64));
+        let scale = norm(&mut x.iter().map(|&p| p as f64)).max(norm(&mut y.iter().map(|&q| q as f64))).max(1e-12);
+        if d / scale > w.0 {
+            w = (d / scale, name.clone());
+        }
+    }
+    w
+}
+
+fn new_model(rt: &Runtime) -> (Model, Sgd) {
+    let model = Model::new(rt, ModelConfig::new(ModelKind::ResNet18Cifs, WIDTH, 3), &mut engine::Rng::new(SEED)).unwrap();
+    let sgd = Sgd::new(rt, &model, 0.1, 0.9, 2e-4).unwrap();
+    (model, sgd)
+}
+
+/// One epoch of the run the CLI makes of `train_args`, computed in this process with each global
+/// batch cut into `shares(n)` (ranges), every share attacked and backpropagated on its own from
+/// the same weights and running statistics (batch norm over the share), and the gradients and
+/// running statistics combined weighted by share size before one SGD step.
+fn reference(rt: &Runtime, data: &Path, shares: fn(usize) -> Vec<(usize, usize)>) -> Vec<(String, Vec<f32>)> {
+    let splits = datasets::load(DatasetKind::Folder, data, None).unwrap();
+    let train = Arc::new(splits.train.balanced(TRAIN));
+    let (model, sgd) = new_model(rt);
+    let pgd = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: ATTACK_STEPS, loss: AttackLoss::Joint { beta: 2.0 } };
+    let mut running: Vec<&Tensor> = Vec::new();
+    for bn in model.batchnorms() {
+        running.extend([&bn.running_mean, &bn.running_var]);
+    }
+    let mut attack_rng = epoch_rng(SEED, 0, 1);
+    for batch in batches(train.clone(), train_pass(TRAIN, BATCH, epoch_rng(SEED, 0, 0).next_u64(), true)).unwrap() {
+        let batch = batch.unwrap();
+        let (n, per) = (batch.len(), batch.shape.bytes());
+        // The one-process random start of the whole batch; each share keeps its rows.
+        let start = engine::ops::random::uniform(rt, &[n, per], -pgd.eps, pgd.eps, attack_rng.next_u64()).unwrap().to_vec(rt).unwrap();
+        let before = Tensor::read_all(rt, &running).unwrap();
+        let mut grad_sum: Option<Vec<Vec<f32>>> = None;
+        let mut running_sum: Vec<Vec<f32>> = before.iter().map(|v| vec![0.0; v.len()]).collect();
+        let mut last = None;
+        for (lo, hi) in shares(n) {
+            for (t, v) in running.iter().zip(&before) {
+                t.write_f32(rt, v).unwrap();
+            }
+            let dims = [hi - lo, batch.shape.channels, batch.shape.side, batch.shape.side];
+            let x = Tensor::from_f32(rt, &dims, &batch.images[lo * per..hi * per]).unwrap();
+            let y = Tensor::from_u32(rt, &[hi - lo], &batch.labels[lo..hi]).unwrap();
+            let delta = Tensor::from_f32(rt, &dims, &start[lo * per..hi * per]).unwrap();
+            let adv = pgd.attack(rt, &model, &x, &y, Start::Given(&delta)).unwrap();
+            let out = model.forward(rt, &adv, Some(&y), Mode::Train).unwrap();
+            let grads = autodiff::backward(rt, &joint_loss(rt, &out, &y, 2.0).unwrap()).unwrap();
+            let w = (hi - lo) as f32 / n as f32;
+            let g: Vec<&Tensor> = model.params().into_iter().map(|p| grads.get(p.leaf()).unwrap()).collect();
+            let g = Tensor::read_all(rt, &g).unwrap();
+            let sum = grad_sum.get_or_insert_with(|| g.iter().map(|v| vec![0.0; v.len()]).collect());
+            for (s, v) in sum.iter_mut().zip(&g) {
+                s.iter_mut().zip(v).for_each(|(s, v)| *s += w * v);
+            }
+            for (s, v) in running_sum.iter_mut().zip(&Tensor::read_all(rt, &running).unwrap()) {
+                s.iter_mut().zip(v).for_each(|(s, v)| *s += w * v);
+            }
+            last = Some(grads);
+        }
+        let grads = last.unwrap();
+        for (p, v) in model.params().into_iter().zip(grad_sum.unwrap()) {
+            grads.get(p.leaf()).unwrap().write_f32(rt, &v).unwrap();
+        }
+        for (t, v) in running.iter().zip(&running_sum) {
+            t.write_f32(rt, v).unwrap();
+        }
+        sgd.step(rt, &model, &grads).unwrap();
+    }
+    state(rt, &model, &sgd)
+}
+
+/// Two ranks: the first takes the extra image of an odd batch.
+fn two_shares(n: usize) -> Vec<(usize, usize)> {
+    vec![(0, n.div_ceil(2)), (n.div_ceil(2), n)]
+}
+
+fn one_share(n: usize) -> Vec<(usize, usize)> {
+    vec![(0, n)]
+}
+
+fn checkpoint_state(rt: &Runtime, path: &Path) -> Vec<(String, Vec<f32>)> {
+    let (model, sgd) = new_model(rt);
+    load_training(rt, &model, &sgd, path).unwrap();
+    state(rt, &model, &sgd)
+}
+
+#[test]
+fn two_ranks_equal_the_reference_of_their_shares() {
+    let root = tmpdir("shares");
+    let (data, out) = (root.join("data"), root.join("run"));
+    make_folder(&data);
+    let mut c = mpirun(&["-n", "2", bin()]);
+    c.args(train_args(&data, &out, &["--epochs", "1"]));
+    let res = wait_at_most(spawn(c), Duration::from_secs(600), "mpirun -n 2 train");
+    let text = show("mpirun -n 2 train", &res);
+    assert!(res.status.success(), "two-rank training failed");
+    assert!(text.contains("all-reduce of"), "rank 0 reports the all-reduce's cost");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["ranks"], 2);
+
+    let rt = Runtime::new().expect("a Vulkan device (lavapipe is enough)");
+    let ranks = checkpoint_state(&rt, &out.join("last.safetensors"));
+    let (err, at) = worst(&ranks, &reference(&rt, &data, two_shares));
+    let (apart, apart_at) = worst(&ranks, &reference(&rt, &data, one_share));
+    eprintln!("two ranks vs the reference of their shares: {err:.3e} ({at}); vs one process: {apart:.3e} ({apart_at})");
+    // Same kernels on the same shapes; the only other rounding is the order of the weighted sum.
+    assert!(err <= 1e-6, "two ranks differ from the reference of their shares by {err:.3e} in {at}");
+    assert!(apart > 1e-3, "the reference cannot tell two ranks from one process ({apart:.3e})");
+}
+
+#[test]
+fn with_sync_bn_two_ranks_end_with_the_weights_of_one_process() {
+    let root = tmpdir("syncbn");
+    let (data, one, two) = (root.join("data"), root.join("one"), root.join("two"));
+    make_folder(&data);
+    let single = Command::new(bin())
+        .args(train_args(&data, &one, &["--epochs", "1"]))
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    show("train", &single);
+    assert!(single.status.success());
+    let mut c = mpirun(&["-n", "2", bin()]);
+    c.args(train_args(&data, &two, &["--epochs", "1", "--sync-bn"]));
+    let res = wait_at_most(spawn(c), Duration::from_secs(600), "mpirun -n 2 train --sync-bn");
+    show("mpirun -n 2 train --sync-bn", &res);
+    assert!(res.status.success(), "two-rank training with --sync-bn failed");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(two.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["sync_bn"], true);
+    let rt = Runtime::new().expect("a Vulkan device (lavapipe is enough)");
+    let (err, at) = worst(&checkpoint_state(&rt, &one.join("last.safetensors")), &checkpoint_state(&rt, &two.join("last.safetensors")));
+    eprintln!("two ranks with --sync-bn vs one process: {err:.3e} ({at})");
+    assert!(err <= SYNC_BN_TOL, "two ranks with --sync-bn differ from one process by {err:.3e} in {at}");
+}
+
+#[test]
+fn sharded_eval_prints_the_table_of_one_process() {
+    let root = tmpdir("eval");
+    let (data, out) = (root.join("data"), root.join("run"));
+    make_folder(&data);
+    let (d, o) = (data.display().to_string(), out.display().to_string());
+    // A model that tells the classes apart and that the attacks below break on some images only
+    // (natural 73%, the attacks 36-73% at eps 0.15), so that a wrong image or count shows.
+    let train = [
+        "--no-tune",
+        "train",
+        "folder",
+        "--data-dir",
+        &d,
+        "--out",
+        &o,
+        "--width",
+        "4",
+        "--batch-size",
+        "10",
+        "--seed",
+        "3",
+        "--epochs",
+        "4",
+    ];
+    let one = Command::new(bin())
+        .args(train)
+        .args(["--clean-epochs", "0", "--adv", "none", "--eval-limit", "1", "--eval-every", "4"])
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    show("train", &one);
+    assert!(one.status.success());
+    let ckpt = out.join("last.safetensors").display().to_string();
+    // 11 test images: shares of 6 and 5 in batches of 4. Square and APGD draw per image from its
+    // index in the whole set.
+    let args = |json: &Path| -> Vec<String> {
+        let mut v: Vec<String> =
+            ["--no-tune", "eval", "folder", "--data-dir", &d, "--checkpoint", &ckpt, "--limit", "11", "--batch-size", "4", "--eps", "0.15"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        v.extend(
+            ["--attacks", "natural,fgsm,pgd3,apgd-ce,square", "--iterations", "3", "--queries", "20", "--json"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        v.push(json.display().to_string());
+        v
+    };
+    let single = Command::new(bin()).args(args(&root.join("one.json"))).env("XDG_RUNTIME_DIR", std::env::temp_dir()).output().unwrap();
+    show("eval", &single);
+    assert!(single.status.success());
+    let mut c = mpirun(&["-n", "2", bin()]);
+    c.args(args(&root.join("two.json")));
+    let two = wait_at_most(spawn(c), Duration::from_secs(300), "mpirun -n 2 eval");
+    show("mpirun -n 2 eval", &two);
+    assert!(two.status.success());
+    let read = |p: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(root.join(p)).unwrap()).unwrap() };
+    let accuracies: Vec<f64> = read("one.json").as_array().unwrap().iter().map(|r| r["accuracy"].as_f64().unwrap()).collect();
+    assert!(
+        accuracies.iter().any(|&a| a != accuracies[0]),
+        "every attack leaves the natural accuracy: the table cannot show a wrong image"
+    );
+    assert_eq!(read("one.json"), read("two.json"), "the sharded table differs from one process's");
+}
+
+/// The pid of the process of `rank` among the descendants of `launcher`.
+fn rank_pid(launcher: u32, rank: usize) -> Option<u32> {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
+    };
+    let want = format!("OMPI_COMM_WORLD_RANK={rank}");
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let mut p = pid;
+        let mut descends = false;
+        for _ in 0..8 {
+            match parent(p) {
+                Some(q) if q == launcher => {
+                    descends = true;
+                    break;
+                }
+                Some(q) if q > 1 => p = q,
+                _ => break,
+            }
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if descends && environ.split(|&b| b == 0).any(|kv| kv == want.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_killed_rank_stops_the_run_and_the_checkpoint_resumes() {
+    let root = tmpdir("kill");
+    let (data, out) = (root.join("data"), root.join("run"));
+    make_folder(&data);
+    let mut c = mpirun(&["-n", "2", bin()]);
+    c.args(train_args(&data, &out, &["--epochs", "30", "--adv", "none", "--eval-every", "30"]));
+    let child = spawn(c);
+    let launcher = child.id();
+    let last = out.join("last.safetensors");
+    let start = Instant::now();
+    while !last.is_file() {
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint after 300 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let victim = rank_pid(launcher, 1).expect("rank 1's process");
+    // SAFETY-free: `kill` is a process of its own.
+    assert!(Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap().success());
+    let killed_at = Instant::now();
+    let res = wait_at_most(child, Duration::from_secs(60), "mpirun with a killed rank");
+    let text = show("mpirun with a killed rank", &res);
+    eprintln!("the run ended {:.1} s after rank 1 was killed", killed_at.elapsed().as_secs_f64());
+    assert!(!res.status.success(), "a run with a killed rank must fail");
+    assert!(text.contains("rank 1") && (text.contains("signal 9") || text.contains("Killed")), "no message names the killed rank");
+
+    // The checkpoint is whole, and trained epochs are kept.
+    let rt = Runtime::new().expect("a Vulkan device (lavapipe is enough)");
+    let (model, sgd) = new_model(&rt);
+    let state = load_training(&rt, &model, &sgd, &last).expect("the last checkpoint loads");
+    assert!(state.epoch >= 1);
+    drop((model, sgd, rt));
+
+    // Another number of ranks is refused; the same number finishes the run.
+    let resume = train_args(&data, &out, &["--epochs", &(state.epoch + 1).to_string(), "--adv", "none", "--eval-every", "30", "--resume"]);
+    let single = Command::new(bin()).args(&resume).env("XDG_RUNTIME_DIR", std::env::temp_dir()).output().unwrap();
+    let text = show("resume with one process", &single);
+    assert!(!single.status.success());
+    assert!(text.contains("trained with 2 rank(s) and this launch has 1"), "no clear refusal: {text}");
+    let mut c = mpirun(&["-n", "2", bin()]);
+    c.args(&resume);
+    let res = wait_at_most(spawn(c), Duration::from_secs(300), "mpirun -n 2 --resume");
+    show("mpirun -n 2 --resume", &res);
+    assert!(res.status.success(), "resuming with two ranks failed");
+    // Rank 0 wrote the resumed run's record: the ranks, and the accepted change in its history.
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["ranks"], 2);
+    assert_eq!(config["epochs"], state.epoch + 1);
+    let history = config["history"].as_array().expect("the resume's change is recorded");
+    assert_eq!(history.len(), 1, "{config}");
+    assert_eq!(history[0]["epoch"], state.epoch);
+    assert_eq!(history[0]["changed"]["epochs"], serde_json::json!({"from": 30, "to": state.epoch + 1}));
+}
+
+#[test]
+fn a_rank_that_fails_alone_stops_every_rank() {
+    let root = tmpdir("fail");
+    let (data, out) = (root.join("data"), root.join("run"));
+    make_folder(&data);
+    let args = train_args(&data, &out, &["--epochs", "1"]);
+    // Rank 1 asks for an adapter that does not exist and fails before its first collective;
+    // rank 0 waits in it.
+    let mut c = mpirun(&["-n", "1", bin()]);
+    c.args(&args).arg(":").args(["-n", "1", bin(), "--adapter", "no-such-gpu"]).args(&args);
+    let res = wait_at_most(spawn(c), Duration::from_secs(120), "mpirun with a failing rank");
+    let text = show("mpirun with a failing rank", &res);
+    assert!(!res.status.success());
+    assert!(text.contains("error (rank 1 of 2)") && text.contains("no-such-gpu"), "no message names the rank and its error: {text}");
+}
