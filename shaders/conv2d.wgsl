@@ -8,7 +8,8 @@
 //                      Split-K (small layers, to make enough workgroups): workgroup z handles
 //                      K range [z*k_split, (z+1)*k_split) and writes slab z of a (splits, y) array.
 //                      bindings: 0 x, 1 w, 2 y (overwritten), 3 bias (w when unused; the backward
-//                      entries share the store code, so they bind a stand-in there too)
+//                      entries share the store code, so they bind a stand-in there too; with
+//                      F16, every entry binds its operands' epilogue buffer there)
 //   conv2d_bwd_data    dx by output phase: the input pixels (iy, ix) with iy % stride = py and
 //                      ix % stride = px receive gradient only through the taps ky = r_y (mod
 //                      stride), r_y = (py + pad) % stride, so each phase is a stride-1
@@ -36,6 +37,9 @@
 // thread's rows (and columns) are one vec4: per depth step it reads (RM + RN) / 4 vec4s and does
 // RM RN / 4 vec4 multiply-adds. Grid: (ceil(M/BM), ceil(N/BN), splits or phases). Tails in M, N
 // and K are guarded by zero-filled loads and skipped stores.
+// F16 = 1 (specialised like the tile constants): every operand value is scaled by a power of
+// two and rounded to f16 as it is staged, the products still accumulate in f32, and each output
+// is scaled back exactly before it is stored (see `operand` below).
 // The depth index is split into (channel, tap row, tap column) without integer division in the
 // K loop: `div_exact` (div_exact.wgsl, prepended) divides through a reciprocal computed once per
 // thread and corrects by one.
@@ -79,6 +83,9 @@ const PREFETCH: u32 = 1u;
 // 1: two workgroup tiles (double buffering; the host sets PREFETCH with it): the prefetched
 // slice is stored into the tile not being multiplied, one barrier per K step.
 const DOUBLE: u32 = 0u;
+// 1: operands in f16 (scaled, rounded to nearest even), f32 accumulation. Binding 3 is then the
+// epilogue buffer of operand_scale.wgsl: the bits of max |A| and max |B|, then the bias.
+const F16: u32 = 0u;
 const BM: u32 = 16u * RM;
 const BN: u32 = 16u * RN;
 const BK: u32 = 16u;
@@ -294,7 +301,11 @@ fn store(mode: u32, f: Gemm, m: u32, j: u32, v: f32) {
             let r = m - n * ohw;
             var out = v;
             if (p.has_bias != 0u) {
-                out += bias[j];
+                if (F16 == 1u) {
+                    out += bias[2u + j];
+                } else {
+                    out += bias[j];
+                }
             }
             dst[f.split * p.n * p.co * ohw + (n * p.co + j) * ohw + r] = out;
         }
@@ -310,6 +321,75 @@ fn store(mode: u32, f: Gemm, m: u32, j: u32, v: f32) {
             dst[(f.split * p.gm + m) * p.gn + j] = v;
         }
     }
+}
+
+// ---- f16 operands (F16 = 1) ----------------------------------------------------------------
+// Each operand is multiplied by 2^e, e chosen from its largest magnitude (operand_scale.wgsl) so
+// that it lands in [2^14, 2^15): under f16's largest finite value (65504) even after rounding,
+// and as far above f16's smallest normal (2^-14) as that allows. Scaling by a power of two is
+// exact, so the only error is f16's rounding; the output is scaled back by 2^-(eA + eB), exact too.
+
+// Exponents (A, B) of this workgroup's operands, read once per thread in `gemm`.
+var<private> operand_exp: vec2<i32>;
+
+// The scale exponent for an operand whose largest magnitude has these bits (0: all zeros, any
+// scale does; a subnormal largest magnitude takes the largest scale allowed).
+fn scale_exponent(max_bits: u32) -> i32 {
+    if (max_bits == 0u) {
+        return 0;
+    }
+    // max in [2^(e - 127), 2^(e - 126)); times 2^(141 - e) it is in [2^14, 2^15).
+    let e = i32((max_bits >> 23u) & 0xffu);
+    return clamp(141 - e, -126, 126);
+}
+
+// 2^k as an f32, for k in [-126, 127].
+fn pow2(k: i32) -> f32 {
+    return bitcast<f32>(u32(k + 127) << 23u);
+}
+
+// x rounded to the nearest f16 value, ties to even, as the hardware conversion does (done in
+// integer arithmetic: the rounding of pack2x16float is left to the implementation). Beyond
+// f16's range it is infinite; below 2^-14 it is a multiple of 2^-24 (f16 subnormals).
+fn round_f16(x: f32) -> f32 {
+    let bits = bitcast<u32>(x);
+    let sign = bits & 0x80000000u;
+    let mag = bits & 0x7fffffffu;
+    if (mag >= 0x7f800000u) {
+        return x; // infinity or NaN
+    }
+    if (mag >= 0x38800000u) { // 2^-14 and above: keep 10 of the 23 mantissa bits
+        var r = (mag + 0xfffu + ((mag >> 13u) & 1u)) & 0xffffe000u;
+        if (r >= 0x47800000u) { // 65520 and above round past 65504
+            r = 0x7f800000u;
+        }
+        return bitcast<f32>(sign | r);
+    }
+    let e = mag >> 23u;
+    if (e < 102u) { // under 2^-25: rounds to zero
+        return bitcast<f32>(sign);
+    }
+    // mag = m 2^(e - 150) with the implicit bit; in units of 2^-24 that is m >> (126 - e).
+    let m = (mag & 0x7fffffu) | 0x800000u;
+    let s = 126u - e;
+    let q = (m + (1u << (s - 1u)) - 1u + ((m >> s) & 1u)) >> s;
+    return bitcast<f32>(sign | bitcast<u32>(f32(q) * pow2(-24)));
+}
+
+// A staged operand value (`which`: 0 for A, 1 for B): unchanged in f32, scaled and rounded in f16.
+fn operand(v: f32, which: u32) -> f32 {
+    if (F16 == 1u) {
+        return round_f16(v * pow2(operand_exp[which]));
+    }
+    return v;
+}
+
+// An accumulated output back at the operands' scale.
+fn unscaled(v: f32) -> f32 {
+    if (F16 == 1u) {
+        return v * pow2(-operand_exp.x) * pow2(-operand_exp.y);
+    }
+    return v;
 }
 
 // Double-buffered B tiles: the vec4 slot s of depth row kl is stored at s ^ (kl % 8), spreading
@@ -338,7 +418,7 @@ fn store4(mode: u32, f: Gemm, m: u32, n: u32, v: vec4<f32>) {
     }
     for (var e = 0u; e < 4u; e++) {
         if (n + 16u * e < p.gn) {
-            store(mode, f, m, n + 16u * e, v[e]);
+            store(mode, f, m, n + 16u * e, unscaled(v[e]));
         }
     }
 }
@@ -356,7 +436,7 @@ fn fetch_a(mode: u32, f: Gemm, g: Gather, lid: u32, k0: u32, r: u32) -> f32 {
 fn put_a(lid: u32, buf: u32, r: u32, v: f32) {
     let arow = lid % BM;
     let kl = lid / BM + (256u / BM) * r;
-    tile_a[buf * A_TILE + tile_slot(kl, arow, RM)][(arow / 16u) % 4u] = v;
+    tile_a[buf * A_TILE + tile_slot(kl, arow, RM)][(arow / 16u) % 4u] = operand(v, 0u);
 }
 
 // The B value thread `lid` loads for K slice `k0`, its r-th of RN. Backward-weight gathers B
@@ -389,7 +469,7 @@ fn put_b(mode: u32, lid: u32, buf: u32, r: u32, v: f32) {
         kl = lid % BK;
         col = lid / BK + 16u * r;
     }
-    tile_b[buf * B_TILE + b_slot(kl, col)][(col / 16u) % 4u] = v;
+    tile_b[buf * B_TILE + b_slot(kl, col)][(col / 16u) % 4u] = operand(v, 1u);
 }
 
 // One K slice's global values of one thread: RM of A, RN of B (named, not an array: every
@@ -449,6 +529,9 @@ fn put_slice(mode: u32, lid: u32, buf: u32, s: Slice) {
 }
 
 fn gemm(mode: u32, wid: vec3<u32>, lid: u32) {
+    if (F16 == 1u) {
+        operand_exp = vec2<i32>(scale_exponent(bitcast<u32>(bias[0])), scale_exponent(bitcast<u32>(bias[1])));
+    }
     let f = gemm_of(mode, wid.z);
     let tx = lid % 16u;
     let ty = lid / 16u;

@@ -48,6 +48,12 @@ pub(crate) struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The cooperative-matrix (tensor-core) configurations the adapter lists: what its GEMMs
+    /// could run on (see [`crate::precision`]); empty where it has none.
+    pub cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
+    /// Whether the adapter offers f16 arithmetic in shaders (`SHADER_F16`). The f16 mode of this
+    /// build does not need it: it rounds to f16 in f32 registers.
+    pub shader_f16: bool,
 }
 
 fn device_type_name(t: wgpu::DeviceType) -> &'static str {
@@ -153,7 +159,9 @@ impl Gpu {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| EngineError::RequestDevice(e.to_string()))?;
-        Ok(Gpu { device, queue, info, limits, features: wanted })
+        let cooperative_matrices = adapter.cooperative_matrix_properties();
+        let shader_f16 = features.contains(wgpu::Features::SHADER_F16);
+        Ok(Gpu { device, queue, info, limits, features: wanted, cooperative_matrices, shader_f16 })
     }
 
     pub fn summary(&self) -> AdapterSummary {

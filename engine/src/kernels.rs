@@ -52,6 +52,7 @@ families! {
     Index => "index.wgsl",
     KlDiv => "kl_div.wgsl" + "workgroup_sum.wgsl",
     MarginLoss => "margin_loss.wgsl" + "workgroup_sum.wgsl",
+    OperandScale => "operand_scale.wgsl",
     Optim => "optim.wgsl",
     Pool => "pool.wgsl",
     Random => "random.wgsl",
@@ -68,7 +69,10 @@ impl Shader {
     /// (the pipeline cache refuses any other, and a test validates each).
     pub fn specialisations(self) -> Vec<crate::pipelines::Constants> {
         match self {
-            Shader::Conv2d => crate::tune::Tile::ALL.iter().map(|t| t.constants().to_vec()).collect(),
+            Shader::Conv2d => crate::tune::Tile::ALL
+                .iter()
+                .flat_map(|t| [t.constants().to_vec(), crate::ops::conv2d::f16_constants(*t).to_vec()])
+                .collect(),
             _ => Vec::new(),
         }
     }

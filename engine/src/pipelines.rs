@@ -55,8 +55,22 @@ struct Module {
     sizes: EntrySizes,
 }
 
+/// Environment variable: `1` turns wgpu's zero-initialisation of workgroup memory back on for
+/// every pipeline. It is off by default because every kernel that has workgroup memory (the
+/// convolution tiles, the batch-norm and loss reductions, the operand max-abs) writes each word
+/// before any invocation reads it; the variable is the switch that measures what that saves on
+/// a GPU, and the way back if a driver turns out to need it.
+pub(crate) const ZERO_INIT_ENV: &str = "CIFS_WGPU_ZERO_INIT_WORKGROUP";
+
+/// Whether [`ZERO_INIT_ENV`] asks for zero-initialised workgroup memory.
+pub(crate) fn zero_init_from_env() -> bool {
+    std::env::var(ZERO_INIT_ENV).is_ok_and(|v| v.trim() == "1")
+}
+
 #[derive(Default)]
 pub(crate) struct KernelCache {
+    /// Pipelines zero-initialise their workgroup memory (see [`ZERO_INIT_ENV`]).
+    zero_init: Cell<bool>,
     kernels: RefCell<HashMap<KernelKey, Rc<Kernel>>>,
     modules: RefCell<HashMap<ModuleKey, Module>>,
     bind_groups: RefCell<HashMap<(u64, Vec<u64>), wgpu::BindGroup>>,
@@ -140,6 +154,15 @@ impl KernelCache {
         self.stats.get()
     }
 
+    /// Compiles later pipelines with zero-initialised workgroup memory or without; the pipelines
+    /// (and their bind groups) compiled so far are dropped when this changes.
+    pub(crate) fn set_zero_init(&self, on: bool) {
+        if self.zero_init.replace(on) != on {
+            self.kernels.borrow_mut().clear();
+            self.bind_groups.borrow_mut().clear();
+        }
+    }
+
     fn bump(&self, f: impl FnOnce(&mut KernelStats)) {
         let mut s = self.stats.get();
         f(&mut s);
@@ -187,7 +210,10 @@ impl KernelCache {
             layout: None,
             module: &module.module,
             entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions { constants: &[], zero_initialize_workgroup_memory: false },
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[],
+                zero_initialize_workgroup_memory: self.zero_init.get(),
+            },
             cache: None,
         });
         let layout = pipeline.get_bind_group_layout(0);

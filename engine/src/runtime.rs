@@ -48,6 +48,8 @@ pub struct Runtime {
     derived: RefCell<Option<Derived>>,
     /// Installed by a data-parallel run with synchronised batch norm: sums over the replicas.
     replica_sum: RefCell<Option<crate::ops::batchnorm_sync::ReplicaSum>>,
+    /// The GEMMs' precision: `F32` or `F16` (resolved, never `Auto`); `F32` unless set.
+    precision: std::cell::Cell<crate::precision::Precision>,
 }
 
 type Derived = std::collections::HashMap<(u64, u64), (Tensor, Tensor)>;
@@ -65,10 +67,12 @@ impl Runtime {
 
     fn on(gpu: Gpu) -> Runtime {
         let tuner = RefCell::new(Tuner::heuristic(&device_key(&gpu)));
+        let kernels = KernelCache::default();
+        kernels.set_zero_init(crate::pipelines::zero_init_from_env());
         Runtime {
             gpu,
             pool: BufferPool::default(),
-            kernels: KernelCache::default(),
+            kernels,
             recorder: RefCell::default(),
             timer: RefCell::new(None),
             one: RefCell::new(None),
@@ -76,6 +80,7 @@ impl Runtime {
             tune_observer: RefCell::new(None),
             derived: RefCell::new(None),
             replica_sum: RefCell::new(None),
+            precision: std::cell::Cell::new(crate::precision::Precision::F32),
         }
     }
 
@@ -106,6 +111,26 @@ impl Runtime {
     /// The replica sum installed by [`Runtime::with_replica_sum`], if any.
     pub fn replica_sum(&self) -> Option<crate::ops::batchnorm_sync::ReplicaSum> {
         self.replica_sum.borrow().clone()
+    }
+
+    /// Compiles later kernels with wgpu's zero-initialisation of workgroup memory (`true`) or
+    /// without (the default unless `CIFS_WGPU_ZERO_INIT_WORKGROUP=1`; see
+    /// [`crate::pipelines::ZERO_INIT_ENV`]).
+    pub fn zero_init_workgroup_memory(&self, on: bool) {
+        self.kernels.set_zero_init(on);
+    }
+
+    /// Runs every later GEMM (convolutions, dense layers) in `precision`, resolved for this
+    /// adapter (`Auto` becomes `F32` or `F16`); returns what it resolved to.
+    pub fn set_precision(&self, precision: crate::precision::Precision) -> crate::precision::Precision {
+        let resolved = precision.resolve(&self.gpu);
+        self.precision.set(resolved);
+        resolved
+    }
+
+    /// The GEMMs' precision: `F32` or `F16`.
+    pub fn precision(&self) -> crate::precision::Precision {
+        self.precision.get()
     }
 
     /// Runs `f` with the promise that no weight is overwritten in place while it runs (no tensor

@@ -334,7 +334,9 @@ impl Runtime {
         candidates: &dyn Fn() -> Vec<Tile>,
         run: &dyn Fn(Tile) -> Result<()>,
     ) -> Result<Tile> {
-        let key = format!("{} {shape}", gemm.entry());
+        // f16 tiles are timed and cached apart from f32's (their staging does more per load).
+        let precision = if self.precision() == crate::precision::Precision::F16 { "_f16" } else { "" };
+        let key = format!("{}{precision} {shape}", gemm.entry());
         let limit = self.limits().max_workgroup_memory;
         let fits = |t: &Tile| t.workgroup_bytes() <= limit;
         let heuristic = Some(heuristic).filter(fits).unwrap_or(Tile::T64X64);

@@ -121,6 +121,19 @@ pub fn grad_check(
     samples: usize,
     f: impl Fn(&Runtime, &[Tensor]) -> Result<Tensor>,
 ) {
+    grad_check_with(rt, seed, inputs, samples, tol::FD_STEP, tol::FD, f)
+}
+
+/// [`grad_check`] with central differences of step `step`, compared to within `tolerance`.
+pub fn grad_check_with(
+    rt: &Runtime,
+    seed: u64,
+    inputs: &[(Vec<usize>, Vec<f32>)],
+    samples: usize,
+    step: f64,
+    tolerance: f64,
+    f: impl Fn(&Runtime, &[Tensor]) -> Result<Tensor>,
+) {
     let mut r = rng(seed);
     let leaves: Vec<Tensor> = inputs.iter().map(|(s, d)| Tensor::leaf(rt, s, d).unwrap()).collect();
     let out = f(rt, &leaves).unwrap();
@@ -138,7 +151,7 @@ pub fn grad_check(
         let mut want = Vec::new();
         for _ in 0..samples.min(data.len()) {
             let j = r.below(data.len() as u64) as usize;
-            let h = tol::FD_STEP as f32;
+            let h = step as f32;
             let mut vals: Vec<Vec<f32>> = inputs.iter().map(|(_, d)| d.clone()).collect();
             vals[k][j] = data[j] + h;
             let plus = loss_at(&vals);
@@ -149,8 +162,19 @@ pub fn grad_check(
             got.push(analytic[j]);
             want.push((plus - minus) / step);
         }
-        assert_close(&format!("finite differences, input {k} {shape:?}"), &got, &want, tol::FD);
+        println!("finite differences, input {k} {shape:?}: rel err {:.2e}", rel_err(&got, &want));
+        assert_close(&format!("finite differences, input {k} {shape:?}"), &got, &want, tolerance);
     }
+}
+
+/// The values an f16 GEMM computes with for the operand `v`, scaled back: `v` times the power of
+/// two that puts its largest magnitude in [2^14, 2^15), rounded to f16 (the `half` crate: nearest,
+/// ties to even, subnormals kept), divided by that power again. Exact in f32 (powers of two).
+pub fn f16_operand(v: &[f32]) -> Vec<f32> {
+    let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let e = if max == 0.0 { 0 } else { (14.0 - (max as f64).log2().floor()).clamp(-126.0, 126.0) as i32 };
+    let (up, down) = (2f32.powi(e), 2f32.powi(-e));
+    v.iter().map(|&x| half::f16::from_f32(x * up).to_f32() * down).collect()
 }
 
 /// Whether every adversarial pixel is in [0, 1] and within `eps` of its clean pixel (plus f32

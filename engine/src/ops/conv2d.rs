@@ -2,6 +2,11 @@
 //! backward-weight, each split along K when its output tiles alone would leave a large GPU idle
 //! (partial sums folded by `reduce::sum_rows`).
 //!
+//! In f16 ([`crate::precision`]) each GEMM first finds its operands' largest magnitudes
+//! (`operand_scale`, two dispatches) and runs the same tiles specialised with `F16`: operands
+//! scaled and rounded to f16 as they are staged, f32 accumulation, outputs scaled back. The
+//! direct backward-data kernel of the narrow stem (not a GEMM) stays f32.
+//!
 //! Shapes: x (N, CI, H, W), w (CO, CI, ks, ks) -> y (N, CO, OH, OW),
 //! OH = (H + 2 pad - ks) / stride + 1. Square kernels, no bias, no dilation, one group.
 
@@ -11,8 +16,9 @@ use crate::autodiff::{GradSink, Op};
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
 use crate::kernels::Shader;
-use crate::ops::reduce;
+use crate::ops::{operand_scale, reduce};
 use crate::pool::GpuBuffer;
+use crate::precision::Precision;
 use crate::runtime::Runtime;
 use crate::tensor::Tensor;
 use crate::tune::{Gemm, Tile};
@@ -139,6 +145,29 @@ fn tiled(rt: &Runtime, gemm: Gemm, g: &Geom, run: impl Fn(Tile) -> Result<()>) -
     run(tile)
 }
 
+/// The specialisation of a GEMM: its tile configuration, then in f16 the `F16` switch (the
+/// first `.1` entries of `.0`).
+fn constants(t: Tile, f16: bool) -> ([(&'static str, u32); 5], usize) {
+    (f16_constants(t), if f16 { 5 } else { 4 })
+}
+
+/// The f16 specialisation of the GEMMs at tile `t`: its tile constants and the `F16` switch
+/// (registered beside the f32 ones in [`Shader::specialisations`]).
+pub(crate) fn f16_constants(t: Tile) -> [(&'static str, u32); 5] {
+    let [rm, rn, prefetch, double] = t.constants();
+    [rm, rn, prefetch, double, ("F16", 1)]
+}
+
+/// In f16, the epilogue buffer of a GEMM of `a` and `b` (binding 3, see `operand_scale`);
+/// in f32, none.
+fn f16_epilogue(rt: &Runtime, a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    if rt.precision() == Precision::F16 {
+        operand_scale::epilogue(rt, a, b, bias).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Convolution forward. Records `Op::Conv2d` when `x` or `w` requires grad.
 pub fn conv2d(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad: u32) -> Result<Tensor> {
     let y = conv2d_raw(rt, x, w, stride, pad, None)?;
@@ -154,13 +183,15 @@ pub(crate) fn conv2d_raw(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad:
     }
     let y = Tensor::empty(rt, &[g.n as usize, g.co as usize, g.oh as usize, g.ow as usize])?;
     let (gm, gn, gk) = (g.n * g.oh * g.ow, g.co, g.ci * g.ks * g.ks);
+    let epilogue = f16_epilogue(rt, x, w, bias)?;
     tiled(rt, Gemm::ConvForward, &g, |t| {
         // The bias is added in the epilogue, which a partial sum must not do: no split then.
         let (splits, k_split) = if bias.is_some() { (1, gk) } else { depth_splits(t.cover(gm, gn).0 as u32, gk) };
         let params = Params { has_bias: bias.is_some() as u32, ..g.params(gm, gn, gk, k_split) };
         in_slabs(rt, &y, splits, |dst| {
-            let bufs = [x.buffer(), w.buffer(), dst, bias.unwrap_or(w).buffer()];
-            rt.dispatch_with(Shader::Conv2d, Gemm::ConvForward.entry(), &t.constants(), &bufs, &params, grid(t, gm, gn, splits))
+            let bufs = [x.buffer(), w.buffer(), dst, epilogue.as_ref().or(bias).unwrap_or(w).buffer()];
+            let (c, n) = constants(t, epilogue.is_some());
+            rt.dispatch_with(Shader::Conv2d, Gemm::ConvForward.entry(), &c[..n], &bufs, &params, grid(t, gm, gn, splits))
         })
     })?;
     Ok(y)
@@ -168,7 +199,7 @@ pub(crate) fn conv2d_raw(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad:
 
 /// Up to this many input channels (the stem's RGB) the gradient w.r.t. the input is computed
 /// directly, a thread per input pixel, instead of by a GEMM whose tiles would be mostly empty.
-pub(crate) const NARROW_CHANNELS: u32 = 4;
+pub const NARROW_CHANNELS: u32 = 4;
 
 /// Gradient w.r.t. the input: `dx[n,ci,iy,ix] = sum_{co,ky,kx} g[n,co,oy,ox] w[co,ci,ky,kx]`
 /// over the output pixels (oy, ox) whose window covers (iy, ix) at tap (ky, kx).
@@ -200,15 +231,17 @@ pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride:
     let phases = stride * stride;
     // The deepest phase's GEMM (phase (0, 0) has the most taps).
     let depth = geo.co * geo.ks.div_ceil(stride) * geo.ks.div_ceil(stride);
+    let epilogue = f16_epilogue(rt, g, &flipped, None)?;
     tiled(rt, Gemm::ConvBackwardData, &geo, |t| {
         let (splits, k_split) = depth_splits(t.cover(rows, geo.ci).0 as u32 * phases, depth);
         let params = Params { k_split, splits, ..params };
         in_slabs(rt, &dx, splits, |dst| {
-            let bufs = [g.buffer(), flipped.buffer(), dst, flipped.buffer()];
+            let bufs = [g.buffer(), flipped.buffer(), dst, epilogue.as_ref().unwrap_or(&flipped).buffer()];
+            let (c, n) = constants(t, epilogue.is_some());
             rt.dispatch_with(
                 Shader::Conv2d,
                 Gemm::ConvBackwardData.entry(),
-                &t.constants(),
+                &c[..n],
                 &bufs,
                 &params,
                 grid(t, rows, geo.ci, phases * splits),
@@ -263,18 +296,14 @@ pub fn conv2d_backward_weight(rt: &Runtime, x: &Tensor, w_shape: &[usize], strid
     let geo = Geom::new(x.shape(), w_shape, stride, pad)?;
     let (gm, gn, gk) = (geo.co, geo.ci * geo.ks * geo.ks, geo.n * geo.oh * geo.ow);
     let dw = Tensor::empty(rt, w_shape)?;
+    let epilogue = f16_epilogue(rt, g, x, None)?;
     tiled(rt, Gemm::ConvBackwardWeight, &geo, |t| {
         let (splits, k_split) = split_depth(weight_splits(t.cover(gm, gn).0 as u32, gk), gk);
         let params = geo.params(gm, gn, gk, k_split);
         in_slabs(rt, &dw, splits, |dst| {
-            rt.dispatch_with(
-                Shader::Conv2d,
-                Gemm::ConvBackwardWeight.entry(),
-                &t.constants(),
-                &[g.buffer(), x.buffer(), dst, x.buffer()],
-                &params,
-                grid(t, gm, gn, splits),
-            )
+            let (c, n) = constants(t, epilogue.is_some());
+            let bufs = [g.buffer(), x.buffer(), dst, epilogue.as_ref().unwrap_or(x).buffer()];
+            rt.dispatch_with(Shader::Conv2d, Gemm::ConvBackwardWeight.entry(), &c[..n], &bufs, &params, grid(t, gm, gn, splits))
         })
     })?;
     Ok(dw)

@@ -14,6 +14,7 @@ pub mod index;
 pub mod kl_div;
 pub mod linear;
 pub mod margin_loss;
+pub(crate) mod operand_scale;
 pub mod optim;
 pub mod pool;
 pub mod random;
@@ -39,6 +40,7 @@ pub(crate) fn param_sizes() -> Vec<(Shader, usize)> {
         (Shader::Index, size_of::<index::Params>()),
         (Shader::KlDiv, size_of::<kl_div::Params>()),
         (Shader::MarginLoss, size_of::<margin_loss::Params>()),
+        (Shader::OperandScale, size_of::<operand_scale::Params>()),
         (Shader::Optim, size_of::<optim::Params>()),
         (Shader::Pool, size_of::<pool::Params>()),
         (Shader::Random, size_of::<random::Params>()),
