@@ -32,12 +32,18 @@ CUDA that means TF32 convolutions, as it ships). The JSON uses the field names o
 `cifs-wgpu bench --json`; the fields PyTorch cannot measure (GPU timestamps, dispatches,
 submits) are null.
 
-  python3 benches/reference/pytorch_step.py [--device cuda|cpu]
+`--amp` also times PyTorch's own fast path in the same call, after the default: a second model with
+the same initial weights in channels_last memory format, forwards (attack included) under
+torch.autocast(float16), and the training loss through a GradScaler (PyTorch's AMP recipe); its
+rows carry "precision": "amp-f16" (the default's "default"), with the same step names.
+
+  python3 benches/reference/pytorch_step.py [--device cuda|cpu] [--amp]
       [--model resnet18-cifs|resnet18|wrn-cifs|wrn] [--width 64 (WRN: 10)] [--depth 28 (WRN)] [--batch-size 128] [--steps 20] [--warmup 5] [--json FILE]
       [--relevance autograd|closed-form]
 """
 
 import argparse
+import copy
 import datetime
 import json
 import platform
@@ -238,33 +244,51 @@ def joint_loss(logits, probes, labels, beta=2.0):
     return 3.0 / (beta + 1.0) * (ce + beta / len(probes) * probe_ce)
 
 
-def pgd(model, x, labels, eps=8 / 255, step=2 / 255, steps=10):
-    """PGD-10 in eval mode from a random start; only the input gradient is taken."""
+class Amp:
+    """PyTorch's mixed precision: autocast to float16 around forwards, and a GradScaler for the
+    training loss. Disabled, both are no-ops (the default precision)."""
+
+    def __init__(self, device, enabled):
+        self.device = device
+        self.enabled = enabled
+        self.scaler = torch.amp.GradScaler(device.type, enabled=enabled)
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.enabled)
+
+
+def pgd(model, x, labels, amp, eps=8 / 255, step=2 / 255, steps=10):
+    """PGD-10 in eval mode from a random start; only the input gradient is taken (its sign: the
+    loss is not scaled under AMP, as adversarial-training code using autocast does)."""
     model.eval()
     x_adv = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
     for _ in range(steps):
         x_adv.requires_grad_(True)
-        logits, probes = model(x_adv)
-        (grad,) = torch.autograd.grad(joint_loss(logits, probes, labels), x_adv)
+        with amp.autocast():
+            logits, probes = model(x_adv)
+            loss = joint_loss(logits, probes, labels)
+        (grad,) = torch.autograd.grad(loss, x_adv)
         delta = (x_adv.detach() + step * grad.sign() - x).clamp(-eps, eps)
         x_adv = (x + delta).clamp(0, 1)
     return x_adv.detach()
 
 
-def train_step(model, opt, x, labels, attack):
-    inputs = pgd(model, x, labels) if attack else x
+def train_step(model, opt, x, labels, attack, amp):
+    inputs = pgd(model, x, labels, amp) if attack else x
     model.train()
-    logits, probes = model(inputs, labels)
-    loss = joint_loss(logits, probes, labels)
+    with amp.autocast():
+        logits, probes = model(inputs, labels)
+        loss = joint_loss(logits, probes, labels)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    amp.scaler.scale(loss).backward()
+    amp.scaler.step(opt)
+    amp.scaler.update()
     return loss
 
 
-def eval_forward(model, x):
+def eval_forward(model, x, amp):
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), amp.autocast():
         return model(x)
 
 
@@ -293,40 +317,8 @@ def git_commit():
         return "unknown"
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
-    ap.add_argument("--model", default="resnet18-cifs", choices=["resnet18-cifs", "resnet18", "wrn-cifs", "wrn"])
-    ap.add_argument("--width", type=int, help="ResNet width (64) or WRN widen factor (10)")
-    ap.add_argument("--depth", type=int, default=28, help="WRN depth, 6n+4")
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--relevance", default="autograd", choices=["autograd", "closed-form"])
-    ap.add_argument("--json")
-    args = ap.parse_args()
-
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    cifs = args.model.endswith("-cifs")
-    if args.model.startswith("wrn"):
-        args.width = args.width or 10
-        model = WideResNet(args.depth, args.width, cifs=cifs, relevance=args.relevance).to(device)
-    else:
-        args.width = args.width or 64
-        model = ResNet18(args.width, cifs=cifs, relevance=args.relevance).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
-    x = torch.rand(args.batch_size, 3, 32, 32, device=device)
-    labels = torch.randint(0, 10, (args.batch_size,), device=device)
-
-    steps = {
-        "pgd10-at-step": lambda: train_step(model, opt, x, labels, attack=True),
-        "clean-train-step": lambda: train_step(model, opt, x, labels, attack=False),
-        "eval-forward": lambda: eval_forward(model, x),
-    }
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"device: {name}; torch {torch.__version__}; {args.model} width {args.width}, batch {args.batch_size}, "
-          f"relevance {args.relevance}, {args.warmup} warm-up + {args.steps} timed steps each")
+def time_steps(device, steps, args, precision):
+    """Times each of `steps` (name -> function) as `time_step` does; the rows of the JSON."""
     results = []
     for step, fn in steps.items():
         times = time_step(device, fn, args.warmup, args.steps)
@@ -340,8 +332,57 @@ def main():
             "dispatches_per_step": None,
             "submits_per_step": None,
             "steps": len(times),
+            "precision": precision,
         })
-        print(f"{step:<18} {median:>10.2f} ms  {args.batch_size / (median / 1e3):>9.0f} img/s")
+        print(f"{step:<18} {precision:<8} {median:>10.2f} ms  {args.batch_size / (median / 1e3):>9.0f} img/s")
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
+    ap.add_argument("--model", default="resnet18-cifs", choices=["resnet18-cifs", "resnet18", "wrn-cifs", "wrn"])
+    ap.add_argument("--width", type=int, help="ResNet width (64) or WRN widen factor (10)")
+    ap.add_argument("--depth", type=int, default=28, help="WRN depth, 6n+4")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--relevance", default="autograd", choices=["autograd", "closed-form"])
+    ap.add_argument("--amp", action="store_true", help="also time autocast float16 + channels_last (after the default)")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    cifs = args.model.endswith("-cifs")
+    if args.model.startswith("wrn"):
+        args.width = args.width or 10
+        model = WideResNet(args.depth, args.width, cifs=cifs, relevance=args.relevance).to(device)
+    else:
+        args.width = args.width or 64
+        model = ResNet18(args.width, cifs=cifs, relevance=args.relevance).to(device)
+    x = torch.rand(args.batch_size, 3, 32, 32, device=device)
+    labels = torch.randint(0, 10, (args.batch_size,), device=device)
+
+    # (precision, model, input): the AMP model starts from the same weights, copied before any
+    # step of the default one, in channels_last with a channels_last input.
+    runs = [("default", model, x)]
+    if args.amp:
+        fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        runs.append(("amp-f16", fast, x.contiguous(memory_format=torch.channels_last)))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"device: {name}; torch {torch.__version__}; {args.model} width {args.width}, batch {args.batch_size}, "
+          f"relevance {args.relevance}, {args.warmup} warm-up + {args.steps} timed steps each")
+    results = []
+    for precision, m, inp in runs:
+        amp = Amp(device, precision != "default")
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
+        steps = {
+            "pgd10-at-step": lambda: train_step(m, opt, inp, labels, True, amp),
+            "clean-train-step": lambda: train_step(m, opt, inp, labels, False, amp),
+            "eval-forward": lambda: eval_forward(m, inp, amp),
+        }
+        results.extend(time_steps(device, steps, args, precision))
     if args.json:
         doc = {
             "tool": "benches/reference/pytorch_step.py",
@@ -352,6 +393,7 @@ def main():
             "tf32_convolutions": torch.backends.cudnn.allow_tf32,
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
             "relevance": args.relevance,
+            "amp": args.amp,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
             "commit": git_commit(),
             "model": args.model,
