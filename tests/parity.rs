@@ -20,6 +20,9 @@
 //!
 //! Tolerances, relative norm errors: 1e-4 for forward values and 1e-3 for gradients (lavapipe:
 //! 7e-7 and 4.2e-6 at most); `SGD_TOL` for the SGD changes, `PGD_MATCH` for PGD pixels.
+//!
+//! The same checks run with the GEMMs in f16, to tolerances measured for f16 (`F16`); f16 is
+//! also held against f32 directly: the attack's gradient and PGD, and a short training run.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -34,7 +37,7 @@ use cifs::loss::joint_loss;
 use cifs::training::optim::Sgd;
 use cifs::{Mode, Model, ModelConfig, ModelKind};
 use common::{rel_err, rt};
-use engine::{autodiff, Runtime, Tensor};
+use engine::{autodiff, Precision, Runtime, Tensor};
 use safetensors::SafeTensors;
 
 const FWD_TOL: f64 = 1e-4;
@@ -46,6 +49,25 @@ const PGD_MATCH: f64 = 2e-7;
 /// change within this fraction of its norm. Lavapipe: 8.3e-5 at most (WRN
 /// `block3.layer.1.bn2.weight`, whose change is 4e-4 of its norm), under 3.6e-5 elsewhere.
 const SGD_TOL: f64 = 5e-4;
+
+/// How close each kind of quantity must come to the reference.
+struct Tolerances {
+    /// Relative norm error of forward values (logits, probe logits, losses, running stats).
+    fwd: f64,
+    /// Relative norm error of gradients.
+    grad: f64,
+    /// Relative error of the SGD changes (see `check_update`).
+    sgd: f64,
+    /// Share of PGD pixels that may differ by more than `PGD_MATCH` (up to PGD's largest
+    /// move) without being one the reference lists as undecided at float32 precision.
+    pgd_free: f64,
+    /// Whether the reference's listing of ReLU inputs at the kink applies (it describes float32
+    /// rounding; f16's forward error moves many more inputs, so there it does not).
+    kinks: bool,
+}
+
+/// f32: the tolerances above.
+const F32: Tolerances = Tolerances { fwd: FWD_TOL, grad: GRAD_TOL, sgd: SGD_TOL, pgd_free: 0.0, kinks: true };
 
 /// The fixture directories: the repository's own, and CIFS_FIXTURES's if set.
 fn fixture_dirs() -> Vec<PathBuf> {
@@ -177,7 +199,7 @@ fn check(fx: &str, what: &str, got: &[f32], want: &[f64], tol: f64, failures: &m
     }
 }
 
-fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], failures: &mut Vec<String>) {
+fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], tol: &Tolerances, failures: &mut Vec<String>) {
     let name = fx.name.as_str();
     let beta = fx.meta_f32("beta");
     let x = fx.tensor(rt, "input.x");
@@ -189,7 +211,7 @@ fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], failures: &mut Vec<Stri
     let xl = x.requiring_grad();
     let out = model.forward(rt, &xl, Some(&y), Mode::Eval).unwrap();
     let loss = joint_loss(rt, &out, &y, beta).unwrap();
-    check(name, "eval.logits", &out.logits.to_vec(rt).unwrap(), &fx.f64("eval.logits"), FWD_TOL, failures);
+    check(name, "eval.logits", &out.logits.to_vec(rt).unwrap(), &fx.f64("eval.logits"), tol.fwd, failures);
     if cifs {
         for k in 0..2 {
             check(
@@ -197,14 +219,14 @@ fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], failures: &mut Vec<Stri
                 &format!("eval.probe{k}"),
                 &out.probes[k].to_vec(rt).unwrap(),
                 &fx.f64(&format!("eval.probe{k}")),
-                FWD_TOL,
+                tol.fwd,
                 failures,
             );
         }
     }
-    check(name, "eval.loss", &loss.to_vec(rt).unwrap(), &fx.f64("eval.loss"), FWD_TOL, failures);
+    check(name, "eval.loss", &loss.to_vec(rt).unwrap(), &fx.f64("eval.loss"), tol.fwd, failures);
     let grads = autodiff::backward(rt, &loss).unwrap();
-    check(name, "eval.grad_x", &grads.get(&xl).unwrap().to_vec(rt).unwrap(), &fx.f64("eval.grad_x"), GRAD_TOL, failures);
+    check(name, "eval.grad_x", &grads.get(&xl).unwrap().to_vec(rt).unwrap(), &fx.f64("eval.grad_x"), tol.grad, failures);
 
     // PGD from the given start.
     let delta0 = fx.tensor(rt, "input.pgd_delta0");
@@ -226,8 +248,13 @@ fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], failures: &mut Vec<Stri
         want.len(),
         fx.sides.pgd_undecided.len()
     );
+    let free = (tol.pgd_free * want.len() as f64) as usize;
+    let unlisted = differ.iter().filter(|(i, _)| !fx.sides.pgd_undecided.contains(i)).count();
+    if unlisted > free {
+        failures.push(format!("{name} pgd.x_adv: {unlisted} pixels not listed as undecided differ (allowed {free})"));
+    }
     for (i, d) in differ {
-        if !fx.sides.pgd_undecided.contains(&i) || d > most + PGD_MATCH {
+        if d > most + PGD_MATCH || (free == 0 && !fx.sides.pgd_undecided.contains(&i)) {
             failures.push(format!("{name} pgd.x_adv: pixel {i} differs by {d:.3e}"));
         }
     }
@@ -237,7 +264,7 @@ fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], failures: &mut Vec<Stri
     let model = fx.model(rt, bytes);
     let out = model.forward(rt, &x, Some(&y), Mode::Train).unwrap();
     let loss = joint_loss(rt, &out, &y, beta).unwrap();
-    check(name, "train.logits", &out.logits.to_vec(rt).unwrap(), &fx.f64("train.logits"), FWD_TOL, failures);
+    check(name, "train.logits", &out.logits.to_vec(rt).unwrap(), &fx.f64("train.logits"), tol.fwd, failures);
     if cifs {
         for k in 0..2 {
             check(
@@ -245,13 +272,20 @@ fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], failures: &mut Vec<Stri
                 &format!("train.probe{k}"),
                 &out.probes[k].to_vec(rt).unwrap(),
                 &fx.f64(&format!("train.probe{k}")),
-                FWD_TOL,
+                tol.fwd,
                 failures,
             );
         }
     }
-    check(name, "train.loss", &loss.to_vec(rt).unwrap(), &fx.f64("train.loss"), FWD_TOL, failures);
-    let grads = kinks::backward(rt, &model, &loss, &fx.sides, "train", &format!("{name} train"), failures);
+    check(name, "train.loss", &loss.to_vec(rt).unwrap(), &fx.f64("train.loss"), tol.fwd, failures);
+    let backward = |loss: &Tensor, model: &Model, pass: &str, failures: &mut Vec<String>| {
+        if tol.kinks {
+            kinks::backward(rt, model, loss, &fx.sides, pass, &format!("{name} {pass}"), failures)
+        } else {
+            autodiff::backward(rt, loss).unwrap()
+        }
+    };
+    let grads = backward(&loss, &model, "train", failures);
     for p in model.params() {
         let g = grads.get(p.leaf()).unwrap_or_else(|| panic!("{name}: no gradient for {}", p.name));
         check(
@@ -259,14 +293,14 @@ fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], failures: &mut Vec<Stri
             &format!("train.grad.{}", p.name),
             &g.to_vec(rt).unwrap(),
             &fx.f64(&format!("train.grad.{}", p.name)),
-            GRAD_TOL,
+            tol.grad,
             failures,
         );
     }
     for bn in model.batchnorms() {
         for (stat, t) in [("running_mean", &bn.running_mean), ("running_var", &bn.running_var)] {
             let key = format!("train.after.{}.{stat}", bn.name);
-            check(name, &key, &t.to_vec(rt).unwrap(), &fx.f64(&key), FWD_TOL, failures);
+            check(name, &key, &t.to_vec(rt).unwrap(), &fx.f64(&key), tol.fwd, failures);
         }
     }
 
@@ -279,7 +313,7 @@ fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], failures: &mut Vec<Stri
         let out = model.forward(rt, &x, Some(&y), Mode::Train).unwrap();
         let loss = joint_loss(rt, &out, &y, beta).unwrap();
         let pass = format!("sgd_step{step}");
-        let grads = kinks::backward(rt, &model, &loss, &fx.sides, &pass, &format!("{name} {pass}"), failures);
+        let grads = backward(&loss, &model, &pass, failures);
         sgd.step(rt, &model, &grads).unwrap();
     }
     let mut moved: Vec<(String, &Tensor)> = model.params().iter().map(|p| (p.name.clone(), p.leaf())).collect();
@@ -293,7 +327,7 @@ fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], failures: &mut Vec<Stri
     }
     for (key, t) in moved {
         let before = fx.f64(&format!("param.{key}"));
-        check_update(name, &format!("sgd2.{key}"), &t.to_vec(rt).unwrap(), &before, &fx.f64(&format!("sgd2.{key}")), SGD_TOL, failures);
+        check_update(name, &format!("sgd2.{key}"), &t.to_vec(rt).unwrap(), &before, &fx.f64(&format!("sgd2.{key}")), tol.sgd, failures);
     }
 }
 
@@ -319,9 +353,143 @@ fn matches_reference_pytorch_fixtures() {
         let bytes = std::fs::read(path).unwrap();
         let fx = Fixture::open(path, &bytes);
         println!("fixture {}", fx.name);
-        run_fixture(&rt, &fx, &bytes, &mut failures);
+        run_fixture(&rt, &fx, &bytes, &F32, &mut failures);
     }
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// f16 (each GEMM's operands scaled by a power of two and rounded to f16, f32 accumulation; on
+/// adapters without tensor cores the emulation in the SIMT tiles): the same checks against the
+/// same float64 reference, with tolerances from the errors measured on lavapipe, worst over the
+/// four fixtures: forward values 1.3e-3 (train-mode probe logits; eval logits 3e-4), running
+/// statistics 1.9e-4; gradients 0.40 (the input gradient 3.7e-2 to 6.7e-2); the SGD changes
+/// 0.66 of their norm (median 6.2e-2); PGD pixels off by more than `PGD_MATCH` 6.3% (WRN-16-CIFS;
+/// the others 0.3% to 1.3%). The gradients miss by that much because f16's forward error (about
+/// 2^-12) puts a few ReLU inputs on the other side of zero (far more than the reference's
+/// float32 kink listing, which is therefore not applied), and in train mode the batch norms of
+/// a batch of four cancel most of each gradient's sum: with the forward in f32 the f16 backward
+/// alone stays within 7.4e-4 (`f16_attack_follows_f32`). Tolerances: about twice those (the SGD
+/// changes, whose error cannot pass 1 by much without the update pointing elsewhere, 0.8).
+const F16: Tolerances = Tolerances { fwd: 3e-3, grad: 0.8, sgd: 0.8, pgd_free: 0.12, kinks: false };
+
+#[test]
+fn matches_reference_pytorch_fixtures_in_f16() {
+    let rt = rt();
+    assert_eq!(rt.set_precision(Precision::F16), Precision::F16);
+    let mut failures = Vec::new();
+    for path in &fixture_files() {
+        let bytes = std::fs::read(path).unwrap();
+        let fx = Fixture::open(path, &bytes);
+        println!("fixture {} (f16)", fx.name);
+        run_fixture(&rt, &fx, &bytes, &F16, &mut failures);
+    }
+    assert!(failures.is_empty(), "{} mismatches in f16:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The eval-mode input gradient of the joint loss (what PGD follows, by its sign), with the
+/// forward's GEMMs in `forward` and the backward's in `backward`.
+fn input_gradient(rt: &Runtime, fx: &Fixture, bytes: &[u8], forward: Precision, backward: Precision) -> Vec<f32> {
+    rt.set_precision(forward);
+    let model = fx.model(rt, bytes);
+    let (x, y) = (fx.tensor(rt, "input.x").requiring_grad(), fx.labels(rt));
+    let loss = joint_loss(rt, &model.forward(rt, &x, Some(&y), Mode::Eval).unwrap(), &y, fx.meta_f32("beta")).unwrap();
+    rt.set_precision(backward);
+    autodiff::backward(rt, &loss).unwrap().get(&x).unwrap().to_vec(rt).unwrap()
+}
+
+/// PGD from the fixture's start, in `precision`.
+fn pgd_run(rt: &Runtime, fx: &Fixture, bytes: &[u8], precision: Precision) -> Vec<f32> {
+    rt.set_precision(precision);
+    let model = fx.model(rt, bytes);
+    let (x, y) = (fx.tensor(rt, "input.x"), fx.labels(rt));
+    let pgd = Pgd {
+        eps: fx.meta_f32("eps"),
+        step: fx.meta_f32("step"),
+        steps: fx.meta["pgd_steps"].parse().unwrap(),
+        loss: AttackLoss::Joint { beta: fx.meta_f32("beta") },
+    };
+    pgd.attack(rt, &model, &x, &y, Start::Given(&fx.tensor(rt, "input.pgd_delta0"))).unwrap().to_vec(rt).unwrap()
+}
+
+/// Relative distance from f32's input gradient allowed with only the backward's GEMMs in f16
+/// (the forward in f32, so every ReLU and mask is f32's): measured on lavapipe 5.3e-4 to 7.4e-4.
+const F16_BACKWARD_ONLY: f64 = 2e-3;
+/// Share of the input gradient's signs f16 (forward and backward) must keep: measured on lavapipe
+/// 98.8% (WRN-16-CIFS) to 99.7%.
+const F16_SIGN_AGREEMENT: f64 = 0.97;
+/// Share of PGD's pixels f16 must put where f32 does (to 1e-5): measured on lavapipe 93.7%
+/// (WRN-16-CIFS) to 99.7%.
+const F16_PGD_AGREEMENT: f64 = 0.90;
+
+/// The attack in f16 follows f32's, on every fixture: the input gradient with f16 backward GEMMs
+/// alone stays within F16_BACKWARD_ONLY of f32's; all in f16, its sign agrees with f32's at
+/// F16_SIGN_AGREEMENT of the pixels; PGD from the fixture's start ends on f32's values at
+/// F16_PGD_AGREEMENT of them. (All in f16 the gradient moves by 4% to 7%, printed: f16's forward
+/// error puts a few ReLU inputs on the other side of zero, which f32 rounding never does here.)
+#[test]
+fn f16_attack_follows_f32() {
+    let rt = rt();
+    let mut failures = Vec::new();
+    for path in fixture_files() {
+        let bytes = std::fs::read(&path).unwrap();
+        let fx = Fixture::open(&path, &bytes);
+        let name = &fx.name;
+        let g32 = input_gradient(&rt, &fx, &bytes, Precision::F32, Precision::F32);
+        let base: Vec<f64> = g32.iter().map(|&v| v as f64).collect();
+        let backward_only = rel_err(&input_gradient(&rt, &fx, &bytes, Precision::F32, Precision::F16), &base);
+        let g16 = input_gradient(&rt, &fx, &bytes, Precision::F16, Precision::F16);
+        let signs = g32.iter().zip(&g16).filter(|(a, b)| a.signum() == b.signum() && (**a == 0.0) == (**b == 0.0)).count() as f64
+            / g32.len() as f64;
+        let (adv32, adv16) = (pgd_run(&rt, &fx, &bytes, Precision::F32), pgd_run(&rt, &fx, &bytes, Precision::F16));
+        let same =
+            adv32.iter().zip(&adv16).filter(|(a, b)| approx::abs_diff_eq!(**a, **b, epsilon = 1e-5)).count() as f64 / adv32.len() as f64;
+        println!(
+            "{name}: input gradient vs f32: f16 backward only {backward_only:.2e}, all f16 {:.2e}; signs agree at {:.3}% of pixels; PGD pixels at {:.3}%",
+            rel_err(&g16, &base),
+            100.0 * signs,
+            100.0 * same
+        );
+        if backward_only > F16_BACKWARD_ONLY || signs < F16_SIGN_AGREEMENT || same < F16_PGD_AGREEMENT {
+            failures.push(format!("{name}: backward only {backward_only:.3e}, signs {:.3}%, PGD {:.3}%", 100.0 * signs, 100.0 * same));
+        }
+    }
+    assert!(failures.is_empty(), "f16 attack departs from f32: {}", failures.join("; "));
+}
+
+/// Relative departure of the f16 loss from the f32 loss allowed at each step of a short training
+/// run (measured on lavapipe: 1.4e-2 at most, at the third step).
+const F16_TRAIN_LOSS: f64 = 3e-2;
+
+/// A short training run in f16 follows f32's: ten SGD steps (train mode, joint loss) on the
+/// ResNet18-CIFS fixture's batch from its weights, the same in both precisions; at every step
+/// the f16 loss is within F16_TRAIN_LOSS (relative) of the f32 loss, and both runs fit the batch.
+#[test]
+fn f16_training_loss_follows_f32() {
+    let rt = rt();
+    let path = fixture_dirs()[0].join("cifs_w8_n4_seed0.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let fx = Fixture::open(&path, &bytes);
+    let losses = |precision: Precision| -> Vec<f32> {
+        rt.set_precision(precision);
+        let model = fx.model(&rt, &bytes);
+        let sgd = Sgd::new(&rt, &model, fx.meta_f32("lr"), fx.meta_f32("momentum"), fx.meta_f32("weight_decay")).unwrap();
+        let (x, y) = (fx.tensor(&rt, "input.x"), fx.labels(&rt));
+        (0..10)
+            .map(|_| {
+                let loss = joint_loss(&rt, &model.forward(&rt, &x, Some(&y), Mode::Train).unwrap(), &y, fx.meta_f32("beta")).unwrap();
+                let grads = autodiff::backward(&rt, &loss).unwrap();
+                sgd.step(&rt, &model, &grads).unwrap();
+                loss.to_vec(&rt).unwrap()[0]
+            })
+            .collect()
+    };
+    let (l32, l16) = (losses(Precision::F32), losses(Precision::F16));
+    let worst = l32.iter().zip(&l16).map(|(a, b)| ((a - b) / a).abs() as f64).fold(0.0, f64::max);
+    println!("losses f32 {l32:?}\nlosses f16 {l16:?}\nworst relative departure {worst:.2e}");
+    assert!(worst <= F16_TRAIN_LOSS, "f16 loss departs from f32's by {worst:.3e} > {F16_TRAIN_LOSS:.0e}");
+    for l in [&l32, &l16] {
+        assert!(l[9] < 0.5 * l[0], "ten steps on one batch must fit it: {l:?}");
+    }
 }
 
 /// The gradients of the train step on the fixtures that carry them (every parameter, in order).
