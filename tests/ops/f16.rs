@@ -123,8 +123,7 @@ fn check_conv(
     xs: [usize; 4],
     co: usize,
     k: usize,
-    stride: u32,
-    pad: u32,
+    (stride, pad): (u32, u32),
     magnitudes: (f64, f64, f64),
 ) -> [f64; 3] {
     let mut r = rng(seed);
@@ -178,17 +177,17 @@ fn f16_convolutions_match_the_reference_on_f16_operands() {
     // configuration above; here the first two shapes also run double-buffered 128x128 tiles.
     for tile in [None, Some(Tile::T128X128.double_buffered())] {
         rt.force_tile(tile);
-        run(check_conv(&rt, 1, [2, 6, 7, 5], 5, 3, 1, 1, (1.0, 0.5, 1.0)));
-        run(check_conv(&rt, 2, [3, 20, 9, 9], 9, 3, 2, 1, (1.0, 0.5, 1.0)));
+        run(check_conv(&rt, 1, [2, 6, 7, 5], 5, 3, (1, 1), (1.0, 0.5, 1.0)));
+        run(check_conv(&rt, 2, [3, 20, 9, 9], 9, 3, (2, 1), (1.0, 0.5, 1.0)));
     }
     rt.force_tile(None);
-    run(check_conv(&rt, 3, [3, 5, 6, 6], 7, 1, 2, 0, (1.0, 0.5, 1.0)));
-    run(check_conv(&rt, 4, [2, 128, 5, 5], 128, 3, 1, 1, (1.0, 0.05, 1.0)));
-    run(check_conv(&rt, 5, [8, 70, 10, 10], 67, 3, 1, 1, (1.0, 0.5, 1.0)));
-    run(check_conv(&rt, 6, [2, 3, 9, 9], 4, 3, 2, 1, (1.0, 0.5, 1.0)));
+    run(check_conv(&rt, 3, [3, 5, 6, 6], 7, 1, (2, 0), (1.0, 0.5, 1.0)));
+    run(check_conv(&rt, 4, [2, 128, 5, 5], 128, 3, (1, 1), (1.0, 0.05, 1.0)));
+    run(check_conv(&rt, 5, [8, 70, 10, 10], 67, 3, (1, 1), (1.0, 0.5, 1.0)));
+    run(check_conv(&rt, 6, [2, 3, 9, 9], 4, 3, (2, 1), (1.0, 0.5, 1.0)));
     // Gradients of 1e-9 with activations of 1e4: unscaled, f16 would flush the gradients to
     // zero (its smallest subnormal is 6e-8) and overflow the activations' products.
-    run(check_conv(&rt, 7, [2, 16, 6, 6], 12, 3, 1, 1, (1e4, 1e-3, 1e-9)));
+    run(check_conv(&rt, 7, [2, 16, 6, 6], 12, 3, (1, 1), (1e4, 1e-3, 1e-9)));
     println!(
         "f16 convolution error vs the unrounded reference: forward {:.2e}, input gradient {:.2e}, weight gradient {:.2e}",
         worst[0], worst[1], worst[2]

@@ -32,8 +32,8 @@ fn outputs(rt: &Runtime) -> Vec<Vec<f32>> {
     }
     rt.force_tile(None);
     rt.set_precision(Precision::F32);
-    let (gamma, beta) = (Tensor::leaf(rt, &[20], &vec![1.0; 20]).unwrap(), Tensor::leaf(rt, &[20], &vec![0.1; 20]).unwrap());
-    let (rm, rv) = (Tensor::zeros(rt, &[20]).unwrap(), Tensor::from_f32(rt, &[20], &vec![1.0; 20]).unwrap());
+    let (gamma, beta) = (Tensor::leaf(rt, &[20], &[1.0; 20]).unwrap(), Tensor::leaf(rt, &[20], &[0.1; 20]).unwrap());
+    let (rm, rv) = (Tensor::zeros(rt, &[20]).unwrap(), Tensor::from_f32(rt, &[20], &[1.0; 20]).unwrap());
     let xt = Tensor::leaf(rt, &xs, &x).unwrap();
     let y = batchnorm2d(rt, &xt, &gamma, &beta, RunningStats { mean: &rm, var: &rv }, true).unwrap();
     let g = autodiff::backward_with(rt, &y, Tensor::from_f32(rt, y.shape(), &r.uniform_vec(y.numel(), -1.0, 1.0)).unwrap()).unwrap();
