@@ -41,6 +41,7 @@ fn adapter_for(explicit: Option<&str>, coll: &dyn Collective) -> Option<String> 
 /// processes write one file).
 pub fn open_runtime(adapter: Option<&str>, tune: bool, coll: &dyn Collective) -> Result<Runtime, String> {
     let rt = Runtime::with_preference(adapter_for(adapter, coll).as_deref()).map_err(|e| e.to_string())?;
+    rt.set_precision(crate::commands::requested_precision());
     if tune {
         let mut cache = engine::tune::default_cache_path(&rt.adapter().name);
         if coll.rank() > 0 {

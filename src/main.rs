@@ -26,6 +26,11 @@ struct Cli {
     /// at each new shape (and remembering the fastest in the tuning cache; see `tune`).
     #[arg(long, global = true)]
     no_tune: bool,
+    /// Precision of the convolutions and dense layers: f32; f16 (each operand scaled by a power
+    /// of two chosen on the GPU and rounded to f16, f32 accumulation); auto: f16 on tensor cores
+    /// where the adapter has them and this build has kernels for them, otherwise f32.
+    #[arg(long, global = true, default_value = "auto")]
+    precision: engine::Precision,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,6 +59,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    commands::PRECISION.set(cli.precision).expect("set once, before any runtime opens");
     let adapter = cli.adapter.as_deref();
     let coll = match distributed::join() {
         Ok(c) => c,

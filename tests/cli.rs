@@ -217,11 +217,19 @@ fn train_resume_eval_and_bad_input() {
     let correct = |r: &serde_json::Value| r["correct"].as_u64().unwrap();
     assert!(rows[2..5].iter().all(|r| correct(&rows[5]) <= correct(r)));
 
-    // TRADES instead of PGD-AT: one adversarial epoch, recorded in config.json.
+    // TRADES instead of PGD-AT, in f16: one adversarial epoch, both recorded in config.json
+    // (the default run above in f32: `auto` on an adapter without tensor cores).
     let t = root.join("trades");
-    ok(&train_args(d, t.to_str().unwrap(), &["--epochs", "1", "--clean-epochs", "0", "--method", "trades", "--trades-beta", "3"]));
+    ok(&train_args(
+        d,
+        t.to_str().unwrap(),
+        &["--epochs", "1", "--clean-epochs", "0", "--method", "trades", "--trades-beta", "3", "--precision", "f16"],
+    ));
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.join("config.json")).unwrap()).unwrap();
     assert_eq!((config["method"].as_str(), config["trades_beta"].as_f64()), (Some("trades"), Some(3.0)));
+    assert_eq!(config["precision"], "f16");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["precision"], "f32");
 
     // A checkpoint of another width cannot seed this run.
     let c = root.join("c");
@@ -294,6 +302,7 @@ fn train_resume_eval_and_bad_input() {
     let e = fails(&["analyze", "--checkpoint", best.to_str().unwrap(), "folder", "--data-dir", d, "--class", "purple"]);
     assert!(e.contains("purple") && e.contains("blue, green, red"), "{e}");
     assert!(fails(&["--adapter", "no-such-rt", "info"]).contains("no-such-rt"));
+    assert!(fails(&["--precision", "tf32", "info"]).contains("f32, f16 or auto"));
 
     // Tile tuning: the commands above timed each convolution shape once into the shared cache;
     // `tune` reports the choices for another batch, `info` counts them, `--no-tune` skips it.
@@ -302,11 +311,31 @@ fn train_resume_eval_and_bad_input() {
     assert!(before > 0 && cache["version"] == engine::tune::CACHE_VERSION, "{cache}");
     let table = ok(&["tune", "--width", "8", "--batch-size", "3"]);
     assert!(table.contains("conv2d_bwd_data") && table.contains("(new)") && table.contains("newly timed"), "{table}");
-    assert!(ok(&["info"]).contains("shapes tuned"));
+    let info = ok(&["info"]);
+    assert!(info.contains("shapes tuned") && info.contains("cooperative matri") && info.contains("precision: auto runs as"), "{info}");
     assert!(fails(&["--no-tune", "tune"]).contains("nothing to do"));
     std::fs::write(tune_cache(), "{ corrupt").unwrap();
-    let out = cli(&["bench", "--width", "4", "--batch-size", "2", "--steps", "1", "--warmup", "0", "--model", "resnet18"]);
+    let bench_json = root.join("bench.json");
+    let out = cli(&[
+        "bench",
+        "--width",
+        "4",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--model",
+        "resnet18",
+        "--precision",
+        "f16",
+        "--json",
+        bench_json.to_str().unwrap(),
+    ]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ignoring the tuning cache"));
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&bench_json).unwrap()).unwrap();
+    assert_eq!((doc["precision"].as_str(), doc["precision_requested"].as_str()), (Some("f16"), Some("f16")));
 
     // Divergence: the loss blows up in epoch 2; the epoch-1 checkpoint survives and still loads.
     let e = fails(&train_args(d, b_s, &["--epochs", "2", "--resume", "--allow-changes", "--lr", "1e38", "--adv", "none"]));

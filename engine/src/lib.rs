@@ -32,7 +32,7 @@ mod shader_tests;
 pub use autodiff::{backward, no_grad, Gradients, NoGrad};
 pub use error::{EngineError, Result};
 pub use gpu::{AdapterSummary, DeviceLimits};
-pub use precision::Precision;
+pub use precision::{Precision, PrecisionSupport};
 pub use rng::Rng;
 pub use runtime::{PendingRead, Runtime, RuntimeStats, Timing};
 pub use tensor::{DType, Tensor};

@@ -58,6 +58,34 @@ impl Precision {
     }
 }
 
+/// What an adapter offers the GEMMs' precision, as `cifs-wgpu info` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrecisionSupport {
+    /// The subgroup (warp, wave) sizes the adapter reports, least and most.
+    pub subgroup_sizes: (u32, u32),
+    /// Whether shaders may do f16 arithmetic (`SHADER_F16`; the f16 mode of this build does not
+    /// need it).
+    pub shader_f16: bool,
+    /// Each cooperative-matrix (tensor-core) configuration: `MxNxK, A/B type -> C type`.
+    pub cooperative_matrices: Vec<String>,
+    /// What `Auto` runs as on this adapter in this build.
+    pub auto: Precision,
+}
+
+/// The [`PrecisionSupport`] of `gpu`.
+pub(crate) fn support(gpu: &Gpu) -> PrecisionSupport {
+    let describe = |c: &wgpu::CooperativeMatrixProperties| {
+        let sat = if c.saturating_accumulation { ", saturating" } else { "" };
+        format!("{}x{}x{}, {:?} x {:?} -> {:?}{sat}", c.m_size, c.n_size, c.k_size, c.ab_type, c.ab_type, c.cr_type)
+    };
+    PrecisionSupport {
+        subgroup_sizes: (gpu.info.subgroup_min_size, gpu.info.subgroup_max_size),
+        shader_f16: gpu.shader_f16,
+        cooperative_matrices: gpu.cooperative_matrices.iter().map(describe).collect(),
+        auto: Precision::Auto.resolve(gpu),
+    }
+}
+
 impl fmt::Display for Precision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

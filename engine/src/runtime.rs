@@ -133,6 +133,11 @@ impl Runtime {
         self.precision.get()
     }
 
+    /// What the adapter offers the GEMMs' precision (see [`crate::precision::PrecisionSupport`]).
+    pub fn precision_support(&self) -> crate::precision::PrecisionSupport {
+        crate::precision::support(&self.gpu)
+    }
+
     /// Runs `f` with the promise that no weight is overwritten in place while it runs (no tensor
     /// whose storage serves as a convolution's weights: other tensors may change, new ones be
     /// made): an attack's iterations and the training pass after them, which run the same

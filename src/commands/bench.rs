@@ -27,6 +27,7 @@ pub fn run(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String
     let config = a.m.config()?;
     let info = rt.adapter();
     println!("adapter: {} ({}, {}), driver {} {}", info.name, info.backend, info.device_type, info.driver, info.driver_info);
+    println!("precision {}", rt.precision());
     println!("{} width {}, batch {}, {} warm-up + {} timed steps each", a.m.model, config.width, a.m.batch_size, a.warmup, a.steps);
     let bar = display::bar(((a.warmup + a.steps.max(1)) * cifs::training::bench::STEPS.len()) as u64, "[{bar:25}] {pos}/{len} {msg}");
     let mut done = 0;
@@ -54,6 +55,8 @@ pub fn run(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String
             "model": a.m.model, "width": config.width, "depth": config.depth, "batch_size": a.m.batch_size, "warmup": a.warmup,
             "results": results,
             "tuning": if tune { "on" } else { "off (--no-tune)" },
+            "precision": rt.precision().to_string(),
+            "precision_requested": super::requested_precision().to_string(),
             "tiles": rt.tuning().0.into_iter().map(|(k, c)| (k, c.tile.name())).collect::<std::collections::BTreeMap<_, _>>(),
         });
         std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("JSON serialises"))

@@ -1,6 +1,6 @@
 //! `cifs-wgpu info`: the adapters wgpu sees, the one chosen and its limits, the tuning cache.
 
-use super::open_runtime;
+use super::{open_runtime, requested_precision};
 
 pub fn run(adapter: Option<&str>) -> Result<(), String> {
     let all = engine::gpu::list_adapters();
@@ -18,6 +18,16 @@ pub fn run(adapter: Option<&str>) -> Result<(), String> {
     println!("  max workgroup invocations: {}, workgroup storage: {} KiB", l.max_workgroup_invocations, l.max_workgroup_memory >> 10);
     println!("  max workgroups per dimension: {}", l.max_workgroups_per_dimension);
     println!("  immediate data: {} bytes; timestamp queries: {}", l.max_immediate_bytes, l.timestamps);
+    let p = rt.precision_support();
+    let (lo, hi) = p.subgroup_sizes;
+    println!("  subgroup size: {lo}..{hi}; shader f16 (SHADER_F16): {}", if p.shader_f16 { "yes" } else { "no" });
+    if p.cooperative_matrices.is_empty() {
+        println!("  cooperative matrices (tensor cores): none");
+    }
+    for c in &p.cooperative_matrices {
+        println!("  cooperative matrix: {c}");
+    }
+    println!("  precision: {} runs as {} (auto: {})", requested_precision(), rt.precision(), p.auto);
     let (choices, _, path) = rt.tuning();
     match path {
         Some(p) => println!("tuning cache: {} ({} shapes tuned)", p.display(), choices.len()),

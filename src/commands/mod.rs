@@ -16,8 +16,17 @@ use engine::Runtime;
 
 use crate::http;
 
-/// The runtime of a command that runs as one process, on the chosen adapter; with tuning on,
-/// its tile choices are timed at first use and remembered in the adapter's tuning cache.
+/// `--precision`, set once by `main` for every runtime opened.
+pub static PRECISION: std::sync::OnceLock<engine::Precision> = std::sync::OnceLock::new();
+
+/// The `--precision` asked for (`auto` unless set).
+pub fn requested_precision() -> engine::Precision {
+    PRECISION.get().copied().unwrap_or_default()
+}
+
+/// The runtime of a command that runs as one process, on the chosen adapter, in the `--precision`
+/// asked for; with tuning on, its tile choices are timed at first use and remembered in the
+/// adapter's tuning cache.
 pub fn open_runtime(adapter: Option<&str>, tune: bool) -> Result<Runtime, String> {
     crate::distributed::open_runtime(adapter, tune, &Single)
 }

@@ -135,7 +135,7 @@ pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs, coll: &dyn Collectiv
     }
     let rt = crate::distributed::open_runtime(adapter, tune, coll)?;
     let adapter = rt.adapter();
-    eprintln!("adapter: {} ({})", adapter.name, adapter.backend);
+    eprintln!("adapter: {} ({}), precision {}", adapter.name, adapter.backend, rt.precision());
     let (splits, dir) = load_data(a.dataset, a.data_dir.as_deref(), a.no_download)?;
     cifs::training::check_images_fit(model, &a.dataset.to_string(), splits.train.shape).map_err(|e| e.to_string())?;
     let cfg = TrainConfig {
@@ -165,6 +165,7 @@ pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs, coll: &dyn Collectiv
         seed: a.seed,
         init_from: a.init_from.map(|p| p.display().to_string()),
         augment: recipe.augment,
+        precision: rt.precision().to_string(),
     };
     eprintln!("writing to {}", out.display());
     let resume = match (a.resume, a.allow_changes) {

@@ -152,6 +152,7 @@ mod tests {
             seed: 3,
             init_from: None,
             augment: true,
+            precision: "f32".into(),
         }
     }
 

@@ -97,10 +97,18 @@ pub struct TrainConfig {
     /// Fashion-MNIST, as its reference setting has no augmentation).
     #[serde(default = "yes")]
     pub augment: bool,
+    /// Precision the convolutions and dense layers ran in (`f32` or `f16`, `auto` resolved);
+    /// runs recorded before there was a choice ran in f32.
+    #[serde(default = "f32_name")]
+    pub precision: String,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn f32_name() -> String {
+    "f32".into()
 }
 
 impl TrainConfig {
@@ -510,6 +518,7 @@ mod tests {
             seed: 0,
             init_from: None,
             augment: true,
+            precision: "f32".into(),
         }
     }
 
