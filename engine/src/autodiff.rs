@@ -1,8 +1,8 @@
 //! Reverse-mode autodiff over recorded ops.
 //!
-//! The rule, stated once: an op records itself (an [`Op`] value holding its inputs and whatever it
-//! saved) only when gradient mode is on and at least one input requires gradients. `backward(loss)`
-//! walks the recorded graph in reverse topological order and asks each op for the gradients of
+//! The rule, stated once: an op records itself (a [`Backward`] value holding its inputs and
+//! whatever it saved) only when gradient mode is on and at least one input requires gradients.
+//! `backward(loss)` walks the recorded graph in reverse topological order and asks each op for the gradients of
 //! the inputs that require them (an op never computes a gradient nobody asked for: an attack,
 //! whose weights do not require grad, launches no weight-gradient kernel). Each op hands every
 //! gradient to a [`GradSink`] *together with the input tensor it belongs to*, so a gradient cannot
@@ -60,198 +60,28 @@ pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// A recorded op: its inputs and saved values. Each variant's forward and backward live side by
-/// side in `ops/<family>.rs`.
-pub(crate) enum Op {
-    Reshape {
-        x: Tensor,
-    },
-    Conv2d {
-        x: Tensor,
-        w: Tensor,
-        stride: u32,
-        pad: u32,
-    },
-    /// `act(BN(x) + residual)`; backward reads the output (for the ReLU's mask) and the
-    /// statistics it normalised with.
-    BatchNorm {
-        x: Tensor,
-        gamma: Tensor,
-        beta: Tensor,
-        stats: ops::batchnorm::Stats,
-        relu: bool,
-        residual: Option<Tensor>,
-    },
-    /// Backward reads the forward output (the tape hands it over), so only the input is kept.
-    Relu {
-        x: Tensor,
-    },
-    Add {
-        a: Tensor,
-        b: Tensor,
-    },
-    Mul {
-        a: Tensor,
-        b: Tensor,
-    },
-    Scale {
-        x: Tensor,
-        alpha: f32,
-    },
-    ChannelScale {
-        z: Tensor,
-        m: Tensor,
-    },
-    AvgPool {
-        x: Tensor,
-        k: u32,
-    },
-    Linear {
-        x: Tensor,
-        w: Tensor,
-        b: Option<Tensor>,
-    },
-    MatMul {
-        a: Tensor,
-        b: Tensor,
-    },
-    Softplus {
-        x: Tensor,
-        beta: f32,
-    },
-    Sigmoid {
-        x: Tensor,
-    },
-    /// Softmax over the last dimension.
-    Softmax {
-        x: Tensor,
-    },
-    GatherRows {
-        table: Tensor,
-        idx: Tensor,
-    },
-    CrossEntropy {
-        logits: Tensor,
-        labels: Tensor,
-        probs: Tensor,
-        weight: f32,
-    },
-    MarginLoss {
-        logits: Tensor,
-        labels: Tensor,
-        confidence: f32,
-    },
-    DlrLoss {
-        logits: Tensor,
-        labels: Tensor,
-        targets: Option<Tensor>,
-    },
-    /// KL(softmax(a) || softmax(b)), batch mean.
-    KlDiv {
-        a: Tensor,
-        b: Tensor,
-    },
-}
+/// What an op records for its backward pass: its inputs and whatever it saved. Each op's
+/// implementation is a small struct beside its forward wrapper in `ops/<family>.rs` (reshape's
+/// in `tensor.rs`), so adding an op touches no central list.
+pub(crate) trait Backward {
+    /// The op's name, as traces and errors show it.
+    fn name(&self) -> &'static str;
 
-impl Op {
-    /// `Some(make())` if this op must be recorded for `inputs`, else `None` (and `make` never runs).
-    pub(crate) fn record(inputs: &[&Tensor], make: impl FnOnce() -> Op) -> Option<Op> {
-        (grad_enabled() && inputs.iter().any(|t| t.requires_grad())).then(make)
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Op::Reshape { .. } => "reshape",
-            Op::Conv2d { .. } => "conv2d",
-            Op::BatchNorm { .. } => "batchnorm2d",
-            Op::Relu { .. } => "relu",
-            Op::Add { .. } => "add",
-            Op::Mul { .. } => "mul",
-            Op::Scale { .. } => "scale",
-            Op::ChannelScale { .. } => "channel_scale",
-            Op::AvgPool { .. } => "avg_pool2d",
-            Op::Linear { .. } => "linear",
-            Op::MatMul { .. } => "matmul",
-            Op::Softplus { .. } => "softplus",
-            Op::Sigmoid { .. } => "sigmoid",
-            Op::Softmax { .. } => "softmax",
-            Op::GatherRows { .. } => "gather_rows",
-            Op::CrossEntropy { .. } => "cross_entropy",
-            Op::MarginLoss { .. } => "margin_loss",
-            Op::DlrLoss { .. } => "dlr_loss",
-            Op::KlDiv { .. } => "kl_div",
-        }
-    }
-
-    /// The tensors gradients may flow into (the graph's edges; order carries no meaning).
-    fn inputs(&self) -> Vec<&Tensor> {
-        match self {
-            Op::Reshape { x }
-            | Op::Scale { x, .. }
-            | Op::AvgPool { x, .. }
-            | Op::Softplus { x, .. }
-            | Op::Relu { x }
-            | Op::Sigmoid { x }
-            | Op::Softmax { x } => vec![x],
-            Op::Conv2d { x, w, .. } => vec![x, w],
-            Op::BatchNorm { x, gamma, beta, residual, .. } => {
-                let mut v = vec![x, gamma, beta];
-                v.extend(residual.iter());
-                v
-            }
-            Op::Add { a, b } | Op::Mul { a, b } | Op::MatMul { a, b } | Op::KlDiv { a, b } => vec![a, b],
-            Op::ChannelScale { z, m } => vec![z, m],
-            Op::Linear { x, w, b } => {
-                let mut v = vec![x, w];
-                v.extend(b.iter());
-                v
-            }
-            Op::GatherRows { table, .. } => vec![table],
-            Op::CrossEntropy { logits, .. } | Op::MarginLoss { logits, .. } | Op::DlrLoss { logits, .. } => vec![logits],
-        }
-    }
+    /// The tensors gradients may flow into (the graph's edges), in the op's order.
+    fn inputs(&self) -> Vec<&Tensor>;
 
     /// Hands the gradients of this op's inputs to `sink`, each with its input. `out` is the op's
     /// output (some rules use it), `g` the gradient arriving at it.
-    fn backward(&self, rt: &Runtime, out: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
-        match self {
-            Op::Reshape { x } => sink.add(x, g.detach().reshape(x.shape())?),
-            Op::Conv2d { x, w, stride, pad } => ops::conv2d::conv2d_backward(rt, x, w, *stride, *pad, g, sink),
-            Op::BatchNorm { x, gamma, beta, stats, relu, residual } => {
-                ops::batchnorm::batchnorm_backward(rt, x, gamma, beta, stats, *relu, residual.as_ref(), out, g, sink)
-            }
-            Op::Relu { x } => sink.add(x, ops::activation::relu_backward(rt, out, g)?),
-            Op::Add { a, b } => {
-                if sink.wants(a) {
-                    sink.add(a, g.clone())?;
-                }
-                if sink.wants(b) {
-                    sink.add(b, g.clone())?;
-                }
-                Ok(())
-            }
-            Op::Mul { a, b } => ops::arith::mul_backward(rt, a, b, g, sink),
-            Op::MatMul { a, b } => ops::linear::matmul_backward(rt, a, b, g, sink),
-            Op::Scale { x, alpha } => sink.add(x, ops::arith::scale(rt, g, *alpha)?),
-            Op::ChannelScale { z, m } => ops::channel_scale::channel_scale_backward(rt, z, m, g, sink),
-            Op::AvgPool { x, k } => sink.add(x, ops::pool::avg_pool2d_backward(rt, x.shape(), *k, g)?),
-            Op::Linear { x, w, b } => ops::linear::linear_backward(rt, x, w, b.as_ref(), g, sink),
-            Op::Softplus { x, beta } => sink.add(x, ops::activation::softplus_backward(rt, x, *beta, g)?),
-            Op::Sigmoid { x } => sink.add(x, ops::activation::sigmoid_backward(rt, out, g)?),
-            Op::Softmax { x } => sink.add(x, ops::softmax::softmax_backward(rt, out, g)?),
-            Op::GatherRows { table, idx } => sink.add(table, ops::index::gather_rows_backward(rt, table.shape(), idx, g)?),
-            Op::CrossEntropy { logits, labels, probs, weight } => {
-                sink.add(logits, ops::cross_entropy::cross_entropy_backward(rt, probs, labels, *weight, g)?)
-            }
-            Op::MarginLoss { logits, labels, confidence } => {
-                sink.add(logits, ops::margin_loss::margin_loss_backward(rt, logits, labels, *confidence, g)?)
-            }
-            Op::DlrLoss { logits, labels, targets } => {
-                sink.add(logits, ops::dlr_loss::dlr_loss_backward(rt, logits, labels, targets.as_ref(), g)?)
-            }
-            Op::KlDiv { a, b } => ops::kl_div::kl_div_backward(rt, a, b, g, sink),
-        }
-    }
+    fn backward(&self, rt: &Runtime, out: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()>;
+}
+
+/// A recorded op, as a tensor keeps it.
+pub(crate) type Op = Box<dyn Backward>;
+
+/// `Some(make())` if an op with these `inputs` must be recorded, else `None` (and `make` never
+/// runs, so nothing is cloned for an op nobody will differentiate).
+pub(crate) fn record<B: Backward + 'static>(inputs: &[&Tensor], make: impl FnOnce() -> B) -> Option<Op> {
+    (grad_enabled() && inputs.iter().any(|t| t.requires_grad())).then(|| Box::new(make()) as Op)
 }
 
 /// Where an op's backward puts its inputs' gradients: each one together with the input it

@@ -7,7 +7,7 @@
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::autodiff::Op;
+use crate::autodiff::{self, Backward, GradSink, Op};
 use crate::error::{shape_err, Result};
 use crate::pool::GpuBuffer;
 use crate::runtime::Runtime;
@@ -108,14 +108,14 @@ impl Tensor {
         if numel(shape) != self.numel() {
             return Err(shape_err("reshape", &[self.shape(), shape], "shapes with as many elements"));
         }
-        let op = Op::record(&[self], || Op::Reshape { x: self.clone() });
+        let op = autodiff::record(&[self], || Reshape { x: self.clone() });
         let rg = op.is_some();
         Ok(Self::from_parts(shape.to_vec(), self.dtype(), self.0.buf.clone(), rg, op))
     }
 
-    /// Builds an op's output: records `op` if recording applies to `inputs`.
-    pub(crate) fn from_op(out: Tensor, inputs: &[&Tensor], op: impl FnOnce() -> Op) -> Tensor {
-        let op = Op::record(inputs, op);
+    /// Builds an op's output: records the op `make` builds if recording applies to `inputs`.
+    pub(crate) fn from_op<B: Backward + 'static>(out: Tensor, inputs: &[&Tensor], make: impl FnOnce() -> B) -> Tensor {
+        let op = autodiff::record(inputs, make);
         if op.is_none() {
             return out;
         }
@@ -176,5 +176,22 @@ impl Tensor {
             return Err(shape_err("write_f32", &[self.shape(), &[data.len()]], "as many values as the tensor has elements"));
         }
         rt.write(&self.0.buf, bytemuck::cast_slice(data))
+    }
+}
+
+/// Reshape's record: the gradient is the arriving one under the input's shape.
+struct Reshape {
+    x: Tensor,
+}
+
+impl Backward for Reshape {
+    fn name(&self) -> &'static str {
+        "reshape"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.x]
+    }
+    fn backward(&self, _: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        sink.add(&self.x, g.detach().reshape(self.x.shape())?)
     }
 }

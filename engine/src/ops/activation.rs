@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autodiff::Op;
+use crate::autodiff::{Backward, GradSink};
 use crate::error::Result;
 use crate::grid::Work;
 use crate::kernels::Shader;
@@ -36,32 +36,70 @@ fn binary(rt: &Runtime, entry: &'static str, saved: &Tensor, g: &Tensor, beta: f
 /// `max(x, 0)`.
 pub fn relu(rt: &Runtime, x: &Tensor) -> Result<Tensor> {
     let y = unary(rt, "relu_fwd", x, 0.0)?;
-    Ok(Tensor::from_op(y, &[x], || Op::Relu { x: x.clone() }))
+    Ok(Tensor::from_op(y, &[x], || Relu { x: x.clone() }))
 }
 
-/// `dx = g * (y > 0)`, from the forward output `y`.
-pub(crate) fn relu_backward(rt: &Runtime, y: &Tensor, g: &Tensor) -> Result<Tensor> {
-    binary(rt, "relu_bwd", y, g, 0.0)
+/// Backward reads the forward output (the tape hands it over), so only the input is kept.
+struct Relu {
+    x: Tensor,
+}
+
+impl Backward for Relu {
+    fn name(&self) -> &'static str {
+        "relu"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.x]
+    }
+    /// `dx = g * (y > 0)`, from the forward output `y`.
+    fn backward(&self, rt: &Runtime, y: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        sink.add(&self.x, binary(rt, "relu_bwd", y, g, 0.0)?)
+    }
 }
 
 /// `1 / (1 + exp(-x))`.
 pub fn sigmoid(rt: &Runtime, x: &Tensor) -> Result<Tensor> {
     let y = unary(rt, "sigmoid_fwd", x, 0.0)?;
-    Ok(Tensor::from_op(y, &[x], || Op::Sigmoid { x: x.clone() }))
+    Ok(Tensor::from_op(y, &[x], || Sigmoid { x: x.clone() }))
 }
 
-/// `dx = g * y * (1 - y)`.
-pub(crate) fn sigmoid_backward(rt: &Runtime, y: &Tensor, g: &Tensor) -> Result<Tensor> {
-    binary(rt, "sigmoid_bwd", y, g, 0.0)
+struct Sigmoid {
+    x: Tensor,
+}
+
+impl Backward for Sigmoid {
+    fn name(&self) -> &'static str {
+        "sigmoid"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.x]
+    }
+    /// `dx = g * y * (1 - y)`, from the forward output `y`.
+    fn backward(&self, rt: &Runtime, y: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        sink.add(&self.x, binary(rt, "sigmoid_bwd", y, g, 0.0)?)
+    }
 }
 
 /// `log(1 + exp(beta x)) / beta` (identity where `beta x > 20`, as PyTorch's `Softplus`).
 pub fn softplus(rt: &Runtime, x: &Tensor, beta: f32) -> Result<Tensor> {
     let y = unary(rt, "softplus_fwd", x, beta)?;
-    Ok(Tensor::from_op(y, &[x], || Op::Softplus { x: x.clone(), beta }))
+    Ok(Tensor::from_op(y, &[x], || Softplus { x: x.clone(), beta }))
 }
 
-/// `dx = g * sigmoid(beta x)` (1 where `beta x > 20`, matching the forward's threshold).
-pub(crate) fn softplus_backward(rt: &Runtime, x: &Tensor, beta: f32, g: &Tensor) -> Result<Tensor> {
-    binary(rt, "softplus_bwd", x, g, beta)
+struct Softplus {
+    x: Tensor,
+    beta: f32,
+}
+
+impl Backward for Softplus {
+    fn name(&self) -> &'static str {
+        "softplus"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.x]
+    }
+    /// `dx = g * sigmoid(beta x)` (1 where `beta x > 20`, matching the forward's threshold).
+    fn backward(&self, rt: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        sink.add(&self.x, binary(rt, "softplus_bwd", &self.x, g, self.beta)?)
+    }
 }

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autodiff::{GradSink, Op};
+use crate::autodiff::{Backward, GradSink};
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
 use crate::kernels::Shader;
@@ -40,30 +40,82 @@ fn binary(rt: &Runtime, op: &'static str, entry: &'static str, a: &Tensor, b: &T
 /// `a + b` (same shapes). Backward: the gradient goes to both unchanged.
 pub fn add(rt: &Runtime, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out = binary(rt, "add", "add", a, b)?;
-    Ok(Tensor::from_op(out, &[a, b], || Op::Add { a: a.clone(), b: b.clone() }))
+    Ok(Tensor::from_op(out, &[a, b], || Add { a: a.clone(), b: b.clone() }))
+}
+
+struct Add {
+    a: Tensor,
+    b: Tensor,
+}
+
+impl Backward for Add {
+    fn name(&self) -> &'static str {
+        "add"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.a, &self.b]
+    }
+    fn backward(&self, _: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        for input in [&self.a, &self.b] {
+            if sink.wants(input) {
+                sink.add(input, g.clone())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `a * b` element-wise (same shapes). Backward: `g * b` and `g * a`.
 pub fn mul(rt: &Runtime, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out = binary(rt, "mul", "mul", a, b)?;
-    Ok(Tensor::from_op(out, &[a, b], || Op::Mul { a: a.clone(), b: b.clone() }))
+    Ok(Tensor::from_op(out, &[a, b], || Mul { a: a.clone(), b: b.clone() }))
 }
 
-/// Gradients of `a * b`: `da = g * b`, `db = g * a`, each only if wanted.
-pub(crate) fn mul_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
-    if grads.wants(a) {
-        grads.add(a, binary(rt, "mul", "mul", g, b)?)?;
-    }
-    if grads.wants(b) {
-        grads.add(b, binary(rt, "mul", "mul", g, a)?)?;
-    }
-    Ok(())
+struct Mul {
+    a: Tensor,
+    b: Tensor,
 }
 
-/// `alpha * x`. Backward: `alpha * g` (see `Op::Scale`).
+impl Backward for Mul {
+    fn name(&self) -> &'static str {
+        "mul"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.a, &self.b]
+    }
+    /// `da = g * b`, `db = g * a`, each only if wanted.
+    fn backward(&self, rt: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        if sink.wants(&self.a) {
+            sink.add(&self.a, binary(rt, "mul", "mul", g, &self.b)?)?;
+        }
+        if sink.wants(&self.b) {
+            sink.add(&self.b, binary(rt, "mul", "mul", g, &self.a)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// `alpha * x`. Backward: `alpha * g`.
 pub fn scale(rt: &Runtime, x: &Tensor, alpha: f32) -> Result<Tensor> {
     let out = Tensor::empty(rt, x.shape())?;
     let n = x.numel();
     rt.dispatch(Shader::Arith, "scale", &[x.buffer(), out.buffer()], &params(n, alpha), Work::Items(n as u64))?;
-    Ok(Tensor::from_op(out, &[x], || Op::Scale { x: x.clone(), alpha }))
+    Ok(Tensor::from_op(out, &[x], || Scale { x: x.clone(), alpha }))
+}
+
+struct Scale {
+    x: Tensor,
+    alpha: f32,
+}
+
+impl Backward for Scale {
+    fn name(&self) -> &'static str {
+        "scale"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.x]
+    }
+    fn backward(&self, rt: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        sink.add(&self.x, scale(rt, g, self.alpha)?)
+    }
 }

@@ -8,7 +8,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autodiff::{GradSink, Op};
+use crate::autodiff::{Backward, GradSink};
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
 use crate::kernels::Shader;
@@ -116,7 +116,7 @@ fn check(x: &Tensor, per_channel: &[&Tensor], residual: Option<&Tensor>) -> Resu
 }
 
 /// Batch norm forward. `train`: batch statistics, and the running stats move (in place);
-/// otherwise the running stats normalise. Records `Op::BatchNorm` when anything requires grad.
+/// otherwise the running stats normalise. Records its backward when anything requires grad.
 pub fn batchnorm2d(rt: &Runtime, x: &Tensor, gamma: &Tensor, beta: &Tensor, running: RunningStats, train: bool) -> Result<Tensor> {
     batchnorm_act(rt, x, gamma, beta, running, train, Act::default())
 }
@@ -179,7 +179,7 @@ pub fn batchnorm_act(
     };
     let mut inputs = vec![x, gamma, beta];
     inputs.extend(act.residual);
-    Ok(Tensor::from_op(y, &inputs, || Op::BatchNorm {
+    Ok(Tensor::from_op(y, &inputs, || BatchNorm {
         x: x.clone(),
         gamma: gamma.clone(),
         beta: beta.clone(),
@@ -189,12 +189,37 @@ pub fn batchnorm_act(
     }))
 }
 
+/// `act(BN(x) + residual)`; backward reads the output (for the ReLU's mask) and the
+/// statistics it normalised with.
+struct BatchNorm {
+    x: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    stats: Stats,
+    relu: bool,
+    residual: Option<Tensor>,
+}
+
+impl Backward for BatchNorm {
+    fn name(&self) -> &'static str {
+        "batchnorm2d"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.x, &self.gamma, &self.beta];
+        v.extend(self.residual.iter());
+        v
+    }
+    fn backward(&self, rt: &Runtime, out: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        batchnorm_backward(rt, &self.x, &self.gamma, &self.beta, &self.stats, self.relu, self.residual.as_ref(), out, g, sink)
+    }
+}
+
 /// Backward of `batchnorm_act`, from the output `y` and the gradient `g` arriving at it. With
 /// g' = g (y > 0) under ReLU (else g), xhat = (x - mean) rstd and m = N H W: dresidual = g',
 /// dbeta = sum g', dgamma = sum g' xhat, and in train mode (mean and rstd depend on x)
 /// dx = gamma rstd (g' - dbeta/m - xhat dgamma/m); in eval mode dx = gamma rstd g'.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn batchnorm_backward(
+fn batchnorm_backward(
     rt: &Runtime,
     x: &Tensor,
     gamma: &Tensor,

@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autodiff::{GradSink, Op};
+use crate::autodiff::{Backward, GradSink};
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
 use crate::kernels::Shader;
@@ -32,11 +32,28 @@ pub fn channel_scale(rt: &Runtime, z: &Tensor, m: &Tensor) -> Result<Tensor> {
     let out = Tensor::empty(rt, z.shape())?;
     let p = Params { n: z.numel() as u32, hw, _p: [0; 2] };
     rt.dispatch(Shader::ChannelScale, "channel_scale_fwd", &[z.buffer(), m.buffer(), out.buffer()], &p, Work::Items(z.numel() as u64))?;
-    Ok(Tensor::from_op(out, &[z, m], || Op::ChannelScale { z: z.clone(), m: m.clone() }))
+    Ok(Tensor::from_op(out, &[z, m], || ChannelScale { z: z.clone(), m: m.clone() }))
+}
+
+struct ChannelScale {
+    z: Tensor,
+    m: Tensor,
+}
+
+impl Backward for ChannelScale {
+    fn name(&self) -> &'static str {
+        "channel_scale"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.z, &self.m]
+    }
+    fn backward(&self, rt: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        channel_scale_backward(rt, &self.z, &self.m, g, sink)
+    }
 }
 
 /// `dz = g * m` (broadcast), `dm[n, c] = sum_{h,w} g * z`.
-pub(crate) fn channel_scale_backward(rt: &Runtime, z: &Tensor, m: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
+fn channel_scale_backward(rt: &Runtime, z: &Tensor, m: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
     let hw = hw_of(z, m)?;
     if grads.wants(z) {
         let dz = Tensor::empty(rt, z.shape())?;

@@ -12,7 +12,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autodiff::{GradSink, Op};
+use crate::autodiff::{Backward, GradSink};
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
 use crate::kernels::Shader;
@@ -168,10 +168,29 @@ fn f16_epilogue(rt: &Runtime, a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> 
     }
 }
 
-/// Convolution forward. Records `Op::Conv2d` when `x` or `w` requires grad.
+/// Convolution forward. Records its backward when `x` or `w` requires grad.
 pub fn conv2d(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad: u32) -> Result<Tensor> {
     let y = conv2d_raw(rt, x, w, stride, pad, None)?;
-    Ok(Tensor::from_op(y, &[x, w], || Op::Conv2d { x: x.clone(), w: w.clone(), stride, pad }))
+    Ok(Tensor::from_op(y, &[x, w], || Conv2d { x: x.clone(), w: w.clone(), stride, pad }))
+}
+
+struct Conv2d {
+    x: Tensor,
+    w: Tensor,
+    stride: u32,
+    pad: u32,
+}
+
+impl Backward for Conv2d {
+    fn name(&self) -> &'static str {
+        "conv2d"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.x, &self.w]
+    }
+    fn backward(&self, rt: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        conv2d_backward(rt, &self.x, &self.w, self.stride, self.pad, g, sink)
+    }
 }
 
 /// The forward GEMM, not recorded, with `bias[co]` added to every output in its epilogue (the
@@ -310,7 +329,7 @@ pub fn conv2d_backward_weight(rt: &Runtime, x: &Tensor, w_shape: &[usize], strid
 }
 
 /// Backward of `conv2d`: gradients for the inputs that want them, and only those.
-pub(crate) fn conv2d_backward(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad: u32, g: &Tensor, grads: &mut GradSink) -> Result<()> {
+fn conv2d_backward(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad: u32, g: &Tensor, grads: &mut GradSink) -> Result<()> {
     if grads.wants(x) {
         grads.add(x, conv2d_backward_data(rt, x.shape(), w, stride, pad, g)?)?;
     }

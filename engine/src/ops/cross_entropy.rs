@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autodiff::Op;
+use crate::autodiff::{Backward, GradSink};
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
 use crate::kernels::Shader;
@@ -38,11 +38,30 @@ pub fn cross_entropy_weighted(rt: &Runtime, logits: &Tensor, labels: &Tensor, we
     let bufs = [logits.buffer(), labels.buffer(), probs.buffer(), loss.buffer()];
     // One workgroup sums the whole batch (deterministic: no atomics).
     rt.dispatch(Shader::CrossEntropy, "cross_entropy_fwd", &bufs, &p, Work::Groups([1, 1, 1]))?;
-    Ok(Tensor::from_op(loss, &[logits], || Op::CrossEntropy { logits: logits.clone(), labels: labels.clone(), probs, weight }))
+    Ok(Tensor::from_op(loss, &[logits], || CrossEntropy { logits: logits.clone(), labels: labels.clone(), probs, weight }))
+}
+
+struct CrossEntropy {
+    logits: Tensor,
+    labels: Tensor,
+    probs: Tensor,
+    weight: f32,
+}
+
+impl Backward for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "cross_entropy"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.logits]
+    }
+    fn backward(&self, rt: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        sink.add(&self.logits, cross_entropy_backward(rt, &self.probs, &self.labels, self.weight, g)?)
+    }
 }
 
 /// `dlogits = g weight (softmax(logits) - onehot(labels)) / N`, from the saved probabilities.
-pub(crate) fn cross_entropy_backward(rt: &Runtime, probs: &Tensor, labels: &Tensor, weight: f32, g: &Tensor) -> Result<Tensor> {
+fn cross_entropy_backward(rt: &Runtime, probs: &Tensor, labels: &Tensor, weight: f32, g: &Tensor) -> Result<Tensor> {
     let s = probs.shape();
     let p = Params { rows: s[0] as u32, cols: s[1] as u32, weight, _p: 0 };
     let d = Tensor::empty(rt, s)?;

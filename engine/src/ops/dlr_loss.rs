@@ -7,7 +7,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autodiff::Op;
+use crate::autodiff::{Backward, GradSink};
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
 use crate::kernels::Shader;
@@ -47,11 +47,29 @@ pub fn dlr_loss(rt: &Runtime, logits: &Tensor, labels: &Tensor, targets: Option<
         &p,
         Work::Groups([1, 1, 1]),
     )?;
-    Ok(Tensor::from_op(loss, &[logits], || Op::DlrLoss { logits: logits.clone(), labels: labels.clone(), targets: targets.cloned() }))
+    Ok(Tensor::from_op(loss, &[logits], || DlrLoss { logits: logits.clone(), labels: labels.clone(), targets: targets.cloned() }))
+}
+
+struct DlrLoss {
+    logits: Tensor,
+    labels: Tensor,
+    targets: Option<Tensor>,
+}
+
+impl Backward for DlrLoss {
+    fn name(&self) -> &'static str {
+        "dlr_loss"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.logits]
+    }
+    fn backward(&self, rt: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        sink.add(&self.logits, dlr_loss_backward(rt, &self.logits, &self.labels, self.targets.as_ref(), g)?)
+    }
 }
 
 /// `dL/dz_j = g (-(dnum/dz_j) / d + num / d^2 (dd/dz_j))` per row, num and d as in the loss.
-pub(crate) fn dlr_loss_backward(rt: &Runtime, logits: &Tensor, labels: &Tensor, targets: Option<&Tensor>, g: &Tensor) -> Result<Tensor> {
+fn dlr_loss_backward(rt: &Runtime, logits: &Tensor, labels: &Tensor, targets: Option<&Tensor>, g: &Tensor) -> Result<Tensor> {
     let p = params(logits, labels, targets)?;
     let d = Tensor::empty(rt, logits.shape())?;
     let t = targets.unwrap_or(labels);

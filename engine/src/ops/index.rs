@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autodiff::Op;
+use crate::autodiff::{Backward, GradSink};
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
 use crate::kernels::Shader;
@@ -29,11 +29,28 @@ pub fn gather_rows(rt: &Runtime, table: &Tensor, idx: &Tensor) -> Result<Tensor>
     let p = Params { n: n as u32, cols: s[1] as u32, rows: s[0] as u32, _p: 0 };
     let out = Tensor::empty(rt, &[n, s[1]])?;
     rt.dispatch(Shader::Index, "gather_rows_fwd", &[table.buffer(), idx.buffer(), out.buffer()], &p, Work::Items((n * s[1]) as u64))?;
-    Ok(Tensor::from_op(out, &[table], || Op::GatherRows { table: table.clone(), idx: idx.clone() }))
+    Ok(Tensor::from_op(out, &[table], || GatherRows { table: table.clone(), idx: idx.clone() }))
+}
+
+struct GatherRows {
+    table: Tensor,
+    idx: Tensor,
+}
+
+impl Backward for GatherRows {
+    fn name(&self) -> &'static str {
+        "gather_rows"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.table]
+    }
+    fn backward(&self, rt: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        sink.add(&self.table, gather_rows_backward(rt, self.table.shape(), &self.idx, g)?)
+    }
 }
 
 /// `dtable[r, :] = sum over n with idx[n] == r of g[n, :]`.
-pub(crate) fn gather_rows_backward(rt: &Runtime, table_shape: &[usize], idx: &Tensor, g: &Tensor) -> Result<Tensor> {
+fn gather_rows_backward(rt: &Runtime, table_shape: &[usize], idx: &Tensor, g: &Tensor) -> Result<Tensor> {
     let p = Params { n: idx.numel() as u32, cols: table_shape[1] as u32, rows: table_shape[0] as u32, _p: 0 };
     let d = Tensor::empty(rt, table_shape)?;
     rt.dispatch(

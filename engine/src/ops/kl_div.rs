@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autodiff::{GradSink, Op};
+use crate::autodiff::{Backward, GradSink};
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
 use crate::kernels::Shader;
@@ -34,12 +34,30 @@ pub fn kl_div(rt: &Runtime, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let loss = Tensor::empty(rt, &[1])?;
     // One workgroup sums the whole batch (deterministic: no atomics).
     rt.dispatch(Shader::KlDiv, "kl_div_fwd", &[a.buffer(), b.buffer(), loss.buffer()], &p, Work::Groups([1, 1, 1]))?;
-    Ok(Tensor::from_op(loss, &[a, b], || Op::KlDiv { a: a.clone(), b: b.clone() }))
+    Ok(Tensor::from_op(loss, &[a, b], || KlDiv { a: a.clone(), b: b.clone() }))
+}
+
+/// KL(softmax(a) || softmax(b)), batch mean.
+struct KlDiv {
+    a: Tensor,
+    b: Tensor,
+}
+
+impl Backward for KlDiv {
+    fn name(&self) -> &'static str {
+        "kl_div"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.a, &self.b]
+    }
+    fn backward(&self, rt: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        kl_div_backward(rt, &self.a, &self.b, g, sink)
+    }
 }
 
 /// With p = softmax(a), q = softmax(b), d = log p - log q: `da = g/N p (d - sum_j p_j d_j)` and
 /// `db = g/N (q - p)`, each only if wanted, in one dispatch.
-pub(crate) fn kl_div_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
+fn kl_div_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
     let (wa, wb) = (grads.wants(a), grads.wants(b));
     let p = params(a, b, wa as u32 | (wb as u32) << 1)?;
     let stand_in = || Tensor::empty(rt, &[1]);

@@ -5,7 +5,7 @@
 //!
 //! Shapes: x (N, IN), w (OUT, IN), b (OUT,) -> y (N, OUT).
 
-use crate::autodiff::{no_grad, GradSink, Op};
+use crate::autodiff::{no_grad, Backward, GradSink};
 use crate::error::{shape_err, Result};
 use crate::ops::{conv2d, reduce};
 use crate::runtime::Runtime;
@@ -26,7 +26,27 @@ pub fn linear(rt: &Runtime, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Resul
     let y = conv2d::conv2d_raw(rt, &as_image(x)?, &as_image(w)?, 1, 0, b)?.reshape(&[xs[0], ws[0]])?;
     let mut inputs = vec![x, w];
     inputs.extend(b);
-    Ok(Tensor::from_op(y, &inputs, || Op::Linear { x: x.clone(), w: w.clone(), b: b.cloned() }))
+    Ok(Tensor::from_op(y, &inputs, || Linear { x: x.clone(), w: w.clone(), b: b.cloned() }))
+}
+
+struct Linear {
+    x: Tensor,
+    w: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Backward for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        let mut v = vec![&self.x, &self.w];
+        v.extend(self.b.iter());
+        v
+    }
+    fn backward(&self, rt: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        linear_backward(rt, &self.x, &self.w, self.b.as_ref(), g, sink)
+    }
 }
 
 /// `a b^T` for a (N, K) and b (M, K), not recorded: the 1x1-convolution forward.
@@ -58,11 +78,28 @@ pub fn matmul_tn(rt: &Runtime, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// `a b` for a (N, M) and b (M, K), recorded: gradients `g b^T` and `a^T g`.
 pub fn matmul(rt: &Runtime, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let y = matmul_nn(rt, a, b)?;
-    Ok(Tensor::from_op(y, &[a, b], || Op::MatMul { a: a.clone(), b: b.clone() }))
+    Ok(Tensor::from_op(y, &[a, b], || MatMul { a: a.clone(), b: b.clone() }))
+}
+
+struct MatMul {
+    a: Tensor,
+    b: Tensor,
+}
+
+impl Backward for MatMul {
+    fn name(&self) -> &'static str {
+        "matmul"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.a, &self.b]
+    }
+    fn backward(&self, rt: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        matmul_backward(rt, &self.a, &self.b, g, sink)
+    }
 }
 
 /// Backward of [`matmul`].
-pub(crate) fn matmul_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
+fn matmul_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, grads: &mut GradSink) -> Result<()> {
     if grads.wants(a) {
         grads.add(a, matmul_nt(rt, g, b)?)?;
     }
@@ -73,7 +110,7 @@ pub(crate) fn matmul_backward(rt: &Runtime, a: &Tensor, b: &Tensor, g: &Tensor, 
 }
 
 /// dx = g w, dw = g^T x, db = column sums of g; each only if its input wants it.
-pub(crate) fn linear_backward(rt: &Runtime, x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &Tensor, grads: &mut GradSink) -> Result<()> {
+fn linear_backward(rt: &Runtime, x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &Tensor, grads: &mut GradSink) -> Result<()> {
     if grads.wants(x) {
         grads.add(x, matmul_nn(rt, g, w)?)?;
     }

@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autodiff::Op;
+use crate::autodiff::{Backward, GradSink};
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
 use crate::kernels::Shader;
@@ -33,12 +33,30 @@ pub fn margin_loss(rt: &Runtime, logits: &Tensor, labels: &Tensor, confidence: f
     let loss = Tensor::empty(rt, &[1])?;
     // One workgroup sums the whole batch (deterministic: no atomics).
     rt.dispatch(Shader::MarginLoss, "margin_loss_fwd", &[logits.buffer(), labels.buffer(), loss.buffer()], &p, Work::Groups([1, 1, 1]))?;
-    Ok(Tensor::from_op(loss, &[logits], || Op::MarginLoss { logits: logits.clone(), labels: labels.clone(), confidence }))
+    Ok(Tensor::from_op(loss, &[logits], || MarginLoss { logits: logits.clone(), labels: labels.clone(), confidence }))
+}
+
+struct MarginLoss {
+    logits: Tensor,
+    labels: Tensor,
+    confidence: f32,
+}
+
+impl Backward for MarginLoss {
+    fn name(&self) -> &'static str {
+        "margin_loss"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.logits]
+    }
+    fn backward(&self, rt: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        sink.add(&self.logits, margin_loss_backward(rt, &self.logits, &self.labels, self.confidence, g)?)
+    }
 }
 
 /// `-g` at the true class and `+g` at the best other class of every row whose margin term is
 /// positive; 0 elsewhere.
-pub(crate) fn margin_loss_backward(rt: &Runtime, logits: &Tensor, labels: &Tensor, confidence: f32, g: &Tensor) -> Result<Tensor> {
+fn margin_loss_backward(rt: &Runtime, logits: &Tensor, labels: &Tensor, confidence: f32, g: &Tensor) -> Result<Tensor> {
     let p = params(logits, labels, confidence)?;
     let d = Tensor::empty(rt, logits.shape())?;
     let bufs = [logits.buffer(), labels.buffer(), g.buffer(), d.buffer()];

@@ -1,5 +1,6 @@
 //! One module per kernel family. Each holds its `#[repr(C)]` parameter struct (mirroring the
-//! WGSL `Params` of its shader), the forward wrapper(s) and, right below, the backward.
+//! WGSL `Params` of its shader), the forward wrapper(s) and, right below each, what the op records
+//! for backward (a struct implementing `autodiff::Backward`) and its gradient rule.
 
 pub mod activation;
 pub mod arith;

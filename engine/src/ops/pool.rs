@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autodiff::Op;
+use crate::autodiff::{Backward, GradSink};
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
 use crate::kernels::Shader;
@@ -37,11 +37,28 @@ pub fn avg_pool2d(rt: &Runtime, x: &Tensor, k: u32) -> Result<Tensor> {
     let y = Tensor::empty(rt, &out_shape)?;
     let n = y.numel();
     rt.dispatch(Shader::Pool, "avg_pool2d_fwd", &[x.buffer(), y.buffer()], &params(s, k, n), Work::Items(n as u64))?;
-    Ok(Tensor::from_op(y, &[x], || Op::AvgPool { x: x.clone(), k }))
+    Ok(Tensor::from_op(y, &[x], || AvgPool { x: x.clone(), k }))
+}
+
+struct AvgPool {
+    x: Tensor,
+    k: u32,
+}
+
+impl Backward for AvgPool {
+    fn name(&self) -> &'static str {
+        "avg_pool2d"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.x]
+    }
+    fn backward(&self, rt: &Runtime, _: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        sink.add(&self.x, avg_pool2d_backward(rt, self.x.shape(), self.k, g)?)
+    }
 }
 
 /// Each input pixel gets its window's gradient / (k k); pixels no window covers get 0.
-pub(crate) fn avg_pool2d_backward(rt: &Runtime, x_shape: &[usize], k: u32, g: &Tensor) -> Result<Tensor> {
+fn avg_pool2d_backward(rt: &Runtime, x_shape: &[usize], k: u32, g: &Tensor) -> Result<Tensor> {
     let dx = Tensor::empty(rt, x_shape)?;
     let n = dx.numel();
     rt.dispatch(Shader::Pool, "avg_pool2d_bwd", &[g.buffer(), dx.buffer()], &params(x_shape, k, n), Work::Items(n as u64))?;

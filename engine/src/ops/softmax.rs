@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::autodiff::Op;
+use crate::autodiff::{Backward, GradSink};
 use crate::error::{shape_err, Result};
 use crate::grid::Work;
 use crate::kernels::Shader;
@@ -30,11 +30,28 @@ pub fn softmax(rt: &Runtime, x: &Tensor) -> Result<Tensor> {
     let p = params(x)?;
     let y = Tensor::empty(rt, x.shape())?;
     rt.dispatch(Shader::Softmax, "softmax_fwd", &[x.buffer(), y.buffer()], &p, Work::Items(p.rows as u64))?;
-    Ok(Tensor::from_op(y, &[x], || Op::Softmax { x: x.clone() }))
+    Ok(Tensor::from_op(y, &[x], || Softmax { x: x.clone() }))
+}
+
+/// Softmax over the last dimension; backward reads the output.
+struct Softmax {
+    x: Tensor,
+}
+
+impl Backward for Softmax {
+    fn name(&self) -> &'static str {
+        "softmax"
+    }
+    fn inputs(&self) -> Vec<&Tensor> {
+        vec![&self.x]
+    }
+    fn backward(&self, rt: &Runtime, out: &Tensor, g: &Tensor, sink: &mut GradSink) -> Result<()> {
+        sink.add(&self.x, softmax_backward(rt, out, g)?)
+    }
 }
 
 /// `dx = y (g - sum_j g_j y_j)` from the forward output `y`.
-pub(crate) fn softmax_backward(rt: &Runtime, y: &Tensor, g: &Tensor) -> Result<Tensor> {
+fn softmax_backward(rt: &Runtime, y: &Tensor, g: &Tensor) -> Result<Tensor> {
     let p = params(y)?;
     let dx = Tensor::empty(rt, y.shape())?;
     rt.dispatch(Shader::Softmax, "softmax_bwd", &[y.buffer(), g.buffer(), dx.buffer()], &p, Work::Items(p.rows as u64))?;
