@@ -12,7 +12,9 @@
 // taking samples [s per, min(N, (s + 1) per)): one workgroup per channel would leave most of a
 // large GPU idle at the wide early layers (64 channels of 131 072 values at batch 128). With one
 // chunk a reduction writes its results directly; with more, each writes its chunk's partials and
-// a one-thread-per-channel combine finishes (a dispatch more, on C values).
+// a one-thread-per-channel combine finishes (a dispatch more, on C values). The workgroup sum
+// inside a reduction, reduce2, is prepended: a tree in workgroup memory (reduce2_tree.wgsl) or
+// subgroup operations (reduce2_subgroups.wgsl), one compiled family each.
 // The element-wise passes run on grids (ceil(N*hw / WG), C): the channel is the workgroup's row,
 // an element's sample is split off its index by div_exact (div_exact.wgsl), no integer division.
 // Entry points:
@@ -159,18 +161,6 @@ fn walk_next(w0: Walk) -> Walk {
     return w;
 }
 
-// Tree-sums red_a (and red_b) across the workgroup; the result is in element 0.
-fn reduce2(t: u32) {
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            red_a[t] += red_a[t + s];
-            red_b[t] += red_b[t + s];
-        }
-        workgroupBarrier();
-    }
-}
-
 // The gradient arriving before the ReLU: g masked where the output was clipped.
 fn pre_act(i: u32) -> f32 {
     if ((p.act & RELU) != 0u && bw_y[i] <= 0.0) {
@@ -192,7 +182,8 @@ fn finish_stats(c: u32, mean: f32, m2: f32) {
 }
 
 @compute @workgroup_size(WG)
-fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, ids: ReduceIds) {
+    let t = ids.t;
     let c = wid.x;
     let r = chunk(wid.y);
     let planes = r.y - r.x;
@@ -203,7 +194,7 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
     }
     red_a[t] = s;
     red_b[t] = 0.0;
-    reduce2(t);
+    reduce2(ids);
     let mean = red_a[0] / f32(planes * p.hw);
     workgroupBarrier();
     var ss = 0.0;
@@ -212,7 +203,7 @@ fn bn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
         ss += d * d;
     }
     red_a[t] = ss;
-    reduce2(t);
+    reduce2(ids);
     if (t == 0u) {
         if (p.chunks == 1u) {
             finish_stats(c, mean, red_a[0]);
@@ -296,7 +287,8 @@ fn channel_grads(dbeta: f32, dgamma: f32, mean: f32, rstd: f32, gamma: f32) -> C
 }
 
 @compute @workgroup_size(WG)
-fn bn_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn bn_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, ids: ReduceIds) {
+    let t = ids.t;
     let c = wid.x;
     let r = chunk(wid.y);
     let planes = r.y - r.x;
@@ -313,7 +305,7 @@ fn bn_bwd_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     }
     red_a[t] = sg;
     red_b[t] = sgx;
-    reduce2(t);
+    reduce2(ids);
     if (t == 0u) {
         if (p.chunks == 1u) {
             let r = channel_grads(red_a[0], red_b[0], mean, rstd, bw_gamma[c]);

@@ -149,7 +149,8 @@ impl Gpu {
             & (wgpu::Features::IMMEDIATES
                 | wgpu::Features::TIMESTAMP_QUERY
                 | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
-                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
+                | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+                | wgpu::Features::SUBGROUP);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cifs-wgpu"),
             required_features: wanted,
@@ -180,6 +181,11 @@ impl Gpu {
             max_immediate_bytes: l.max_immediate_size,
             timestamps: self.has_timestamps(),
         }
+    }
+
+    /// Whether shaders may use subgroup operations (batch norm's reductions can).
+    pub fn has_subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
     }
 
     /// Whether GPU timestamps can be written between commands of an encoder.

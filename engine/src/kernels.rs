@@ -3,7 +3,9 @@
 //!
 //! WGSL has no include: text shared by several families lives in its own file and is prepended
 //! here. Every family gets `grid.wgsl` (workgroup sizes and the 1-D invocation index); the loss
-//! families also get `workgroup_sum.wgsl`, the convolution and batch norm `div_exact.wgsl`.
+//! families also get `workgroup_sum.wgsl`, the convolution and batch norm `div_exact.wgsl`, and
+//! batch norm its workgroup sum (`reduce2_tree.wgsl`, or `reduce2_subgroups.wgsl` in the family
+//! compiled for adapters with subgroup operations).
 
 /// Declares the families: for each, its enum variant, its file and the shared files it uses
 /// besides `grid.wgsl`. A new family is one line here.
@@ -44,7 +46,9 @@ families! {
     Activation => "activation.wgsl",
     Arith => "arith.wgsl",
     Attack => "attack.wgsl",
-    BatchNorm => "batchnorm.wgsl" + "div_exact.wgsl",
+    BatchNorm => "batchnorm.wgsl" + "div_exact.wgsl" + "reduce2_tree.wgsl",
+    // The same batch norm with its workgroup sums on subgroup operations (adapters with SUBGROUP).
+    BatchNormSubgroups => "batchnorm.wgsl" + "div_exact.wgsl" + "reduce2_subgroups.wgsl",
     ChannelScale => "channel_scale.wgsl",
     Conv2d => "conv2d.wgsl" + "div_exact.wgsl",
     CrossEntropy => "cross_entropy.wgsl" + "workgroup_sum.wgsl",
@@ -62,7 +66,8 @@ families! {
 
 /// The shared texts (none is a family of its own).
 #[cfg(test)]
-pub(crate) const SHARED_SOURCES: [&str; 3] = ["grid.wgsl", "workgroup_sum.wgsl", "div_exact.wgsl"];
+pub(crate) const SHARED_SOURCES: [&str; 5] =
+    ["grid.wgsl", "workgroup_sum.wgsl", "div_exact.wgsl", "reduce2_tree.wgsl", "reduce2_subgroups.wgsl"];
 
 impl Shader {
     /// The specialisations the engine compiles this family with, besides the source as written

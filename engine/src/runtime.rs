@@ -19,6 +19,10 @@ use crate::tensor::Tensor;
 use crate::timer::{Clock, Timer};
 use crate::tune::{Choice, Tuner};
 
+/// `CIFS_WGPU_SUBGROUP_REDUCE=1`: batch norm's sums on subgroup operations where the adapter has
+/// them (see [`Runtime::subgroup_reductions`]).
+pub const SUBGROUP_REDUCE_ENV: &str = "CIFS_WGPU_SUBGROUP_REDUCE";
+
 /// Counters for tests and benchmarks: proof that a warm step allocates nothing, and how many
 /// dispatches and submits a step costs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,6 +52,8 @@ pub struct Runtime {
     derived: RefCell<Option<Derived>>,
     /// Installed by a data-parallel run with synchronised batch norm: sums over the replicas.
     replica_sum: RefCell<Option<crate::ops::batchnorm_sync::ReplicaSum>>,
+    /// Batch norm's workgroup sums on subgroup operations (see [`Runtime::subgroup_reductions`]).
+    subgroup_reductions: std::cell::Cell<bool>,
     /// The GEMMs' precision: `F32` or `F16` (resolved, never `Auto`); `F32` unless set.
     precision: std::cell::Cell<crate::precision::Precision>,
 }
@@ -69,6 +75,7 @@ impl Runtime {
         let tuner = RefCell::new(Tuner::heuristic(&device_key(&gpu)));
         let kernels = KernelCache::default();
         kernels.set_zero_init(crate::pipelines::zero_init_from_env());
+        let subgroups = gpu.has_subgroups() && std::env::var(SUBGROUP_REDUCE_ENV).is_ok_and(|v| v.trim() == "1");
         Runtime {
             gpu,
             pool: BufferPool::default(),
@@ -80,6 +87,7 @@ impl Runtime {
             tune_observer: RefCell::new(None),
             derived: RefCell::new(None),
             replica_sum: RefCell::new(None),
+            subgroup_reductions: std::cell::Cell::new(subgroups),
             precision: std::cell::Cell::new(crate::precision::Precision::F32),
         }
     }
@@ -118,6 +126,25 @@ impl Runtime {
     /// [`crate::pipelines::ZERO_INIT_ENV`]).
     pub fn zero_init_workgroup_memory(&self, on: bool) {
         self.kernels.set_zero_init(on);
+    }
+
+    /// Runs batch norm's per-channel sums on subgroup operations (`true`) or as a tree in
+    /// workgroup memory (`false`, the default unless `CIFS_WGPU_SUBGROUP_REDUCE=1`), where the
+    /// adapter has subgroup operations; returns what later batch norms use. Off by default until
+    /// a GPU run shows the step faster with it; the sums differ from the tree's in rounding only.
+    pub fn subgroup_reductions(&self, on: bool) -> bool {
+        self.subgroup_reductions.set(on && self.gpu.has_subgroups());
+        self.subgroup_reductions.get()
+    }
+
+    /// Whether the device has subgroup operations (wgpu's SUBGROUP feature).
+    pub fn has_subgroups(&self) -> bool {
+        self.gpu.has_subgroups()
+    }
+
+    /// Whether batch norm's sums run on subgroup operations (`info` and the bench report it).
+    pub fn uses_subgroup_reductions(&self) -> bool {
+        self.subgroup_reductions.get()
     }
 
     /// Runs every later GEMM (convolutions, dense layers) in `precision`, resolved for this

@@ -27,7 +27,7 @@ pub fn run(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String
     let config = a.m.config()?;
     let info = rt.adapter();
     println!("adapter: {} ({}, {}), driver {} {}", info.name, info.backend, info.device_type, info.driver, info.driver_info);
-    println!("precision {}", rt.precision());
+    println!("precision {}, batch norm sums on {}", rt.precision(), bn_sums(&rt));
     println!("{} width {}, batch {}, {} warm-up + {} timed steps each", a.m.model, config.width, a.m.batch_size, a.warmup, a.steps);
     let bar = display::bar(((a.warmup + a.steps.max(1)) * cifs::training::bench::STEPS.len()) as u64, "[{bar:25}] {pos}/{len} {msg}");
     let mut done = 0;
@@ -57,10 +57,20 @@ pub fn run(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String
             "tuning": if tune { "on" } else { "off (--no-tune)" },
             "precision": rt.precision().to_string(),
             "precision_requested": super::requested_precision().to_string(),
+            "bn_sums": bn_sums(&rt),
             "tiles": rt.tuning().0.into_iter().map(|(k, c)| (k, c.tile.name())).collect::<std::collections::BTreeMap<_, _>>(),
         });
         std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("JSON serialises"))
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Where batch norm's per-channel sums run (`CIFS_WGPU_SUBGROUP_REDUCE=1` asks for subgroups).
+fn bn_sums(rt: &engine::Runtime) -> &'static str {
+    if rt.uses_subgroup_reductions() {
+        "subgroups"
+    } else {
+        "tree"
+    }
 }

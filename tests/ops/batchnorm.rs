@@ -11,7 +11,10 @@ fn run(train: bool) {
 }
 
 fn run_at(train: bool, xs: [usize; 4]) {
-    let rt = rt();
+    run_on(&rt(), train, xs);
+}
+
+fn run_on(rt: &engine::Runtime, train: bool, xs: [usize; 4]) {
     let mut r = rng(if train { 11 } else { 12 });
     let (n, ch): (usize, usize) = (xs.iter().product(), xs[1]);
     let x = r.uniform_vec(n, -2.0, 3.0);
@@ -19,17 +22,17 @@ fn run_at(train: bool, xs: [usize; 4]) {
     let beta = r.uniform_vec(ch, -0.5, 0.5);
     let rm0 = r.uniform_vec(ch, -0.2, 0.2);
     let rv0 = r.uniform_vec(ch, 0.5, 2.0);
-    let xt = Tensor::leaf(&rt, &xs, &x).unwrap();
-    let gt = Tensor::leaf(&rt, &[ch], &gamma).unwrap();
-    let bt = Tensor::leaf(&rt, &[ch], &beta).unwrap();
-    let rm = Tensor::from_f32(&rt, &[ch], &rm0).unwrap();
-    let rv = Tensor::from_f32(&rt, &[ch], &rv0).unwrap();
-    let y = batchnorm2d(&rt, &xt, &gt, &bt, RunningStats { mean: &rm, var: &rv }, train).unwrap();
+    let xt = Tensor::leaf(rt, &xs, &x).unwrap();
+    let gt = Tensor::leaf(rt, &[ch], &gamma).unwrap();
+    let bt = Tensor::leaf(rt, &[ch], &beta).unwrap();
+    let rm = Tensor::from_f32(rt, &[ch], &rm0).unwrap();
+    let rv = Tensor::from_f32(rt, &[ch], &rv0).unwrap();
+    let y = batchnorm2d(rt, &xt, &gt, &bt, RunningStats { mean: &rm, var: &rv }, train).unwrap();
 
     let (bmean, bvar) = cpu::channel_stats(&to_f64(&x), xs);
     let (mean, var) = if train { (bmean.clone(), bvar.clone()) } else { (to_f64(&rm0), to_f64(&rv0)) };
     let want = cpu::batchnorm(&to_f64(&x), xs, &mean, &var, &to_f64(&gamma), &to_f64(&beta), EPS as f64);
-    assert_close("batchnorm forward", &y.to_vec(&rt).unwrap(), &want, tol::FWD);
+    assert_close("batchnorm forward", &y.to_vec(rt).unwrap(), &want, tol::FWD);
 
     let m = (xs[0] * xs[2] * xs[3]) as f64;
     let mom = MOMENTUM as f64;
@@ -38,16 +41,16 @@ fn run_at(train: bool, xs: [usize; 4]) {
     } else {
         (to_f64(&rm0), to_f64(&rv0))
     };
-    assert_close("running mean", &rm.to_vec(&rt).unwrap(), &want_rm, tol::FWD);
-    assert_close("running var (unbiased)", &rv.to_vec(&rt).unwrap(), &want_rv, tol::FWD);
+    assert_close("running mean", &rm.to_vec(rt).unwrap(), &want_rm, tol::FWD);
+    assert_close("running var (unbiased)", &rv.to_vec(rt).unwrap(), &want_rv, tol::FWD);
 
     let g = r.uniform_vec(n, -1.0, 1.0);
-    let seed = Tensor::from_f32(&rt, &xs, &g).unwrap();
-    let grads = autodiff::backward_with(&rt, &y, seed).unwrap();
+    let seed = Tensor::from_f32(rt, &xs, &g).unwrap();
+    let grads = autodiff::backward_with(rt, &y, seed).unwrap();
     let (dx, dgamma, dbeta) = cpu::batchnorm_backward(&to_f64(&x), xs, &mean, &var, &to_f64(&gamma), EPS as f64, train, &to_f64(&g));
-    assert_close("batchnorm dx", &grads.get(&xt).unwrap().to_vec(&rt).unwrap(), &dx, tol::BWD);
-    assert_close("batchnorm dgamma", &grads.get(&gt).unwrap().to_vec(&rt).unwrap(), &dgamma, tol::BWD);
-    assert_close("batchnorm dbeta", &grads.get(&bt).unwrap().to_vec(&rt).unwrap(), &dbeta, tol::BWD);
+    assert_close("batchnorm dx", &grads.get(&xt).unwrap().to_vec(rt).unwrap(), &dx, tol::BWD);
+    assert_close("batchnorm dgamma", &grads.get(&gt).unwrap().to_vec(rt).unwrap(), &dgamma, tol::BWD);
+    assert_close("batchnorm dbeta", &grads.get(&bt).unwrap().to_vec(rt).unwrap(), &dbeta, tol::BWD);
 }
 
 #[test]
@@ -69,6 +72,22 @@ fn batchnorm_over_several_workgroups_per_channel_matches_reference() {
     assert_eq!(reduction_chunks(CHUNKED[0], CHUNKED[1], CHUNKED[2] * CHUNKED[3]), (3, 3));
     run_at(true, CHUNKED);
     run_at(false, CHUNKED);
+}
+
+/// The per-channel sums on subgroup operations (one subgroup sum per subgroup, then their sum)
+/// against the same float64 reference and tolerances as the tree, on one and on several
+/// workgroups per channel, train and eval mode.
+#[test]
+fn batchnorm_with_subgroup_reductions_matches_reference() {
+    let rt = rt();
+    if !rt.subgroup_reductions(true) {
+        eprintln!("skipped: {} has no subgroup operations (wgpu's SUBGROUP feature)", rt.adapter().name);
+        return;
+    }
+    for xs in [[3, 5, 3, 7], CHUNKED] {
+        run_on(&rt, true, xs);
+        run_on(&rt, false, xs);
+    }
 }
 
 #[test]

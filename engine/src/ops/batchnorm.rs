@@ -93,6 +93,16 @@ fn per_channel(x: &Tensor) -> Work {
     Work::Groups([((s[0] * s[2] * s[3]).div_ceil(256)).max(1) as u32, s[1] as u32, 1])
 }
 
+/// The family the two per-channel reductions run in: with their workgroup sums on subgroup
+/// operations where the runtime uses them, else the tree in workgroup memory.
+fn reducer(rt: &Runtime) -> Shader {
+    if rt.uses_subgroup_reductions() {
+        Shader::BatchNormSubgroups
+    } else {
+        Shader::BatchNorm
+    }
+}
+
 /// The reduction grid: `chunks` workgroups per channel.
 fn reduction(p: &Params) -> Work {
     Work::Groups([p.c, p.chunks, 1])
@@ -154,10 +164,10 @@ pub fn batchnorm_act(
         let (running_mean, running_var) = (running.mean, running.var);
         let running = [running.mean.buffer(), running.var.buffer()];
         if sp.chunks == 1 {
-            rt.dispatch(Shader::BatchNorm, "bn_stats", &[x.buffer(), stats.buffer(), running[0], running[1]], &sp, reduction(&sp))?;
+            rt.dispatch(reducer(rt), "bn_stats", &[x.buffer(), stats.buffer(), running[0], running[1]], &sp, reduction(&sp))?;
         } else {
             let partials = Tensor::empty(rt, &[c, sp.chunks as usize, 2])?;
-            rt.dispatch(Shader::BatchNorm, "bn_stats", &[x.buffer(), partials.buffer(), running[0], running[1]], &sp, reduction(&sp))?;
+            rt.dispatch(reducer(rt), "bn_stats", &[x.buffer(), partials.buffer(), running[0], running[1]], &sp, reduction(&sp))?;
             rt.dispatch(
                 Shader::BatchNorm,
                 "bn_stats_combine",
@@ -257,11 +267,11 @@ fn batchnorm_backward(
         let sums = [batch.buffer(), gamma.buffer(), dgamma.buffer(), dbeta.buffer()];
         if p.chunks == 1 {
             let bufs = [x.buffer(), g.buffer(), y.buffer(), sums[0], sums[1], sums[2], sums[3], coef.buffer()];
-            rt.dispatch(Shader::BatchNorm, "bn_bwd_reduce", &bufs, &p, reduction(&p))?;
+            rt.dispatch(reducer(rt), "bn_bwd_reduce", &bufs, &p, reduction(&p))?;
         } else {
             let partials = Tensor::empty(rt, &[c, p.chunks as usize, 2])?;
             let bufs = [x.buffer(), g.buffer(), y.buffer(), sums[0], sums[1], sums[2], sums[3], partials.buffer()];
-            rt.dispatch(Shader::BatchNorm, "bn_bwd_reduce", &bufs, &p, reduction(&p))?;
+            rt.dispatch(reducer(rt), "bn_bwd_reduce", &bufs, &p, reduction(&p))?;
             let bufs = [partials.buffer(), sums[0], sums[1], sums[2], sums[3], coef.buffer()];
             rt.dispatch(Shader::BatchNorm, "bn_bwd_combine", &bufs, &p, Work::Items(c as u64))?;
         }

@@ -34,6 +34,7 @@ pub(crate) fn param_sizes() -> Vec<(Shader, usize)> {
         (Shader::Arith, size_of::<arith::Params>()),
         (Shader::Attack, size_of::<attack::Params>()),
         (Shader::BatchNorm, size_of::<batchnorm::Params>()),
+        (Shader::BatchNormSubgroups, size_of::<batchnorm::Params>()),
         (Shader::ChannelScale, size_of::<channel_scale::Params>()),
         (Shader::Conv2d, size_of::<conv2d::Params>()),
         (Shader::CrossEntropy, size_of::<cross_entropy::Params>()),
