@@ -14,8 +14,6 @@ use engine::Runtime;
 
 use cifs::distributed::Collective;
 
-use crate::commands::load_data;
-
 /// A float, or a fraction like `8/255`.
 pub fn fraction(s: &str) -> Result<f32, String> {
     let parse = |t: &str| t.trim().parse::<f32>().map_err(|_| format!("`{s}` is not a number or a fraction like 8/255"));
@@ -135,7 +133,7 @@ impl Trained {
         let rt = crate::distributed::open_runtime(adapter, tune, coll)?;
         let model = cifs::checkpoint::load_model(&rt, &self.checkpoint).map_err(|e| e.to_string())?;
         eprintln!("model: {} width {} from {}", model.config.kind, model.config.width, self.checkpoint.display());
-        let (splits, _) = load_data(self.dataset, self.data_dir.as_deref(), self.no_download)?;
+        let (splits, _) = crate::distributed::load_data(coll, self.dataset, self.data_dir.as_deref(), self.no_download)?;
         if splits.test.classes.len() != model.config.classes {
             return Err(format!("the checkpoint has {} classes, the dataset {}", model.config.classes, splits.test.classes.len()));
         }

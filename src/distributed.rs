@@ -8,10 +8,18 @@ use engine::Runtime;
 /// the `mpi` feature), else this process alone.
 pub fn join() -> Result<Box<dyn Collective>, String> {
     #[cfg(feature = "mpi")]
-    if launched_ranks().is_some() {
-        return cifs::distributed::mpi::Mpi::init()
-            .map(|m| Box::new(m) as Box<dyn Collective>)
-            .ok_or_else(|| "MPI was already initialised".to_string());
+    if let Some(n) = launched_ranks() {
+        let mpi = cifs::distributed::mpi::Mpi::init().ok_or_else(|| "MPI was already initialised".to_string())?;
+        // A launcher whose process manager this binary's MPI does not speak (srun without
+        // --mpi=pmix, another MPI's mpirun) starts N worlds of one: N separate models into one
+        // directory, unless refused here.
+        if mpi.size() != n {
+            return Err(format!(
+                "the launcher started {n} ranks but MPI sees a world of {}: this cifs-wgpu's MPI does not match the launcher (with srun, pass --mpi=pmix or the plugin your cluster's MPI uses; with mpirun, use the one of the MPI this binary was built against)",
+                mpi.size()
+            ));
+        }
+        return Ok(Box::new(mpi));
     }
     #[cfg(not(feature = "mpi"))]
     if let Some(n) = launched_ranks() {
@@ -62,4 +70,26 @@ impl cifs::training::run::Events for Quiet {
     fn batch(&mut self, _: usize, _: f64, _: f64, _: f64) {}
     fn evaluating(&mut self, _: usize, _: usize) {}
     fn epoch_end(&mut self, _: &cifs::training::run::EpochMetrics) {}
+}
+
+/// The dataset on this rank: rank 0 loads it first (downloading and unpacking what is missing),
+/// the others after a barrier, finding what it left on a shared file system, so that no two
+/// ranks write the same files at once. (Nodes with their own disks each download after the
+/// barrier; pre-download there.) Rank 0's failure returns before the barrier; the caller's
+/// abort then stops every rank.
+pub fn load_data(
+    coll: &dyn Collective,
+    kind: datasets::DatasetKind,
+    dir: Option<&std::path::Path>,
+    no_download: bool,
+) -> Result<(datasets::Splits, std::path::PathBuf), String> {
+    if coll.size() == 1 {
+        return crate::commands::load_data(kind, dir, no_download);
+    }
+    let first = if coll.rank() == 0 { Some(crate::commands::load_data(kind, dir, no_download)?) } else { None };
+    coll.barrier();
+    match first {
+        Some(loaded) => Ok(loaded),
+        None => crate::commands::load_data(kind, dir, no_download),
+    }
 }

@@ -354,6 +354,29 @@ fn sharded_eval_prints_the_table_of_one_process() {
         "every attack leaves the natural accuracy: the table cannot show a wrong image"
     );
     assert_eq!(read("one.json"), read("two.json"), "the sharded table differs from one process's");
+
+    // Fewer test images than ranks: no rank is left with an empty share to fail on.
+    let mut c = mpirun(&["-n", "2", bin()]);
+    let few = root.join("few.json").display().to_string();
+    c.args([
+        "--no-tune",
+        "eval",
+        "folder",
+        "--data-dir",
+        &d,
+        "--checkpoint",
+        &ckpt,
+        "--limit",
+        "1",
+        "--attacks",
+        "natural",
+        "--json",
+        &few,
+    ]);
+    let two = wait_at_most(spawn(c), Duration::from_secs(300), "mpirun -n 2 eval --limit 1");
+    show("mpirun -n 2 eval --limit 1", &two);
+    assert!(two.status.success(), "two ranks could not evaluate one image");
+    assert_eq!(read("few.json")[0]["images"].as_u64(), Some(1));
 }
 
 /// The pid of the process of `rank` among the descendants of `launcher`.
@@ -452,4 +475,15 @@ fn a_rank_that_fails_alone_stops_every_rank() {
     let text = show("mpirun with a failing rank", &res);
     assert!(!res.status.success());
     assert!(text.contains("error (rank 1 of 2)") && text.contains("no-such-gpu"), "no message names the rank and its error: {text}");
+}
+
+#[test]
+fn a_launch_whose_ranks_mpi_cannot_see_is_refused() {
+    // The launcher's environment says two ranks, but this process was started alone (as when a
+    // launcher's process manager does not match the binary's MPI): MPI's world is one.
+    let out =
+        Command::new(bin()).arg("info").env("MV2_COMM_WORLD_SIZE", "2").env("XDG_RUNTIME_DIR", std::env::temp_dir()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "ran as one of two ranks in a world of one: {err}");
+    assert!(err.contains("the launcher started 2 ranks but MPI sees a world of 1"), "{err}");
 }

@@ -62,9 +62,9 @@ struct Module {
 /// a GPU, and the way back if a driver turns out to need it.
 pub(crate) const ZERO_INIT_ENV: &str = "CIFS_WGPU_ZERO_INIT_WORKGROUP";
 
-/// Whether [`ZERO_INIT_ENV`] asks for zero-initialised workgroup memory.
-pub(crate) fn zero_init_from_env() -> bool {
-    std::env::var(ZERO_INIT_ENV).is_ok_and(|v| v.trim() == "1")
+/// Whether the switch `name` (an environment variable) is set to `1`.
+pub(crate) fn switch_on(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v.trim() == "1")
 }
 
 #[derive(Default)]

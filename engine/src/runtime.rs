@@ -74,8 +74,8 @@ impl Runtime {
     fn on(gpu: Gpu) -> Runtime {
         let tuner = RefCell::new(Tuner::heuristic(&device_key(&gpu)));
         let kernels = KernelCache::default();
-        kernels.set_zero_init(crate::pipelines::zero_init_from_env());
-        let subgroups = gpu.has_subgroups() && std::env::var(SUBGROUP_REDUCE_ENV).is_ok_and(|v| v.trim() == "1");
+        kernels.set_zero_init(crate::pipelines::switch_on(crate::pipelines::ZERO_INIT_ENV));
+        let subgroups = gpu.has_subgroups() && crate::pipelines::switch_on(SUBGROUP_REDUCE_ENV);
         Runtime {
             gpu,
             pool: BufferPool::default(),

@@ -67,7 +67,7 @@ pub fn run(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String
 }
 
 /// Where batch norm's per-channel sums run (`CIFS_WGPU_SUBGROUP_REDUCE=1` asks for subgroups).
-fn bn_sums(rt: &engine::Runtime) -> &'static str {
+pub fn bn_sums(rt: &engine::Runtime) -> &'static str {
     if rt.uses_subgroup_reductions() {
         "subgroups"
     } else {

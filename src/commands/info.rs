@@ -21,8 +21,8 @@ pub fn run(adapter: Option<&str>) -> Result<(), String> {
     let p = rt.precision_support();
     let (lo, hi) = p.subgroup_sizes;
     println!("  subgroup size: {lo}..{hi}; shader f16 (SHADER_F16): {}", if p.shader_f16 { "yes" } else { "no" });
-    let sums = if rt.uses_subgroup_reductions() { "subgroup operations" } else { "workgroup-memory tree" };
-    println!("  subgroup operations (SUBGROUP): {}; batch norm sums on: {sums}", if rt.has_subgroups() { "yes" } else { "no" });
+    let subgroups = if rt.has_subgroups() { "yes" } else { "no" };
+    println!("  subgroup operations (SUBGROUP): {subgroups}; batch norm sums: {}", super::bench::bn_sums(&rt));
     if p.cooperative_matrices.is_empty() {
         println!("  cooperative matrices (tensor cores): none");
     }

@@ -10,7 +10,6 @@ use cifs::training::run::{Adversary, Method, TrainConfig};
 use cifs::ModelKind;
 use datasets::DatasetKind;
 
-use super::load_data;
 use crate::args::{images, milestones, non_negative, unit_interval};
 use crate::display;
 
@@ -136,7 +135,7 @@ pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs, coll: &dyn Collectiv
     let rt = crate::distributed::open_runtime(adapter, tune, coll)?;
     let adapter = rt.adapter();
     eprintln!("adapter: {} ({}), precision {}", adapter.name, adapter.backend, rt.precision());
-    let (splits, dir) = load_data(a.dataset, a.data_dir.as_deref(), a.no_download)?;
+    let (splits, dir) = crate::distributed::load_data(coll, a.dataset, a.data_dir.as_deref(), a.no_download)?;
     cifs::training::check_images_fit(model, &a.dataset.to_string(), splits.train.shape).map_err(|e| e.to_string())?;
     let cfg = TrainConfig {
         dataset: a.dataset.to_string(),
@@ -175,7 +174,8 @@ pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs, coll: &dyn Collectiv
     };
     let events: &mut dyn cifs::training::run::Events =
         if coll.rank() == 0 { &mut display::TrainDisplay::default() } else { &mut crate::distributed::Quiet };
-    let par = Parallel { coll, sync_bn: a.sync_bn };
+    // With one rank, synchronised and per-rank statistics are the same thing: recorded as off.
+    let par = Parallel { coll, sync_bn: a.sync_bn && coll.size() > 1 };
     let history = cifs::training::run::run_on(&rt, &cfg, splits, &out, resume, events, &par).map_err(|e| e.to_string())?;
     if let Some(m) = history.last().filter(|_| coll.rank() == 0) {
         println!("done: {} epochs; checkpoints in {}", m.epoch, out.display());

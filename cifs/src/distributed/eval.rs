@@ -24,7 +24,9 @@ pub fn evaluate(
     s: EvalSettings,
     mut on_batch: impl FnMut(usize, usize),
 ) -> Result<Vec<AttackResult>> {
-    if coll.size() == 1 {
+    // Fewer images than ranks would leave a rank without any: then every rank evaluates them
+    // all (a handful; the same seeds give every rank the same table) and nothing is exchanged.
+    if coll.size() == 1 || data.len() < coll.size() {
         return evaluate_from(rt, model, data, 0, attacks, s, on_batch);
     }
     let mine = share(data.len(), coll.rank(), coll.size());

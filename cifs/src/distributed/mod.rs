@@ -13,7 +13,8 @@
 //!   with the batch-norm running statistics ([`exchange`]); every rank then applies the same SGD
 //!   step, so the weights never drift apart.
 //! - Batch-norm statistics are per rank in the training forward (as PyTorch's
-//!   DistributedDataParallel).
+//!   DistributedDataParallel), or with `--sync-bn` summed over the ranks, so that N ranks
+//!   compute what one process computes at the global batch.
 //! - Evaluation shards the test images and sums the counts ([`eval`]).
 
 pub mod eval;
@@ -140,10 +141,11 @@ impl Collective for Single {
 }
 
 /// How many ranks a launcher started if it started this process as one of several: Open MPI's
-/// `mpirun`, MPICH's Hydra, or a Slurm step (`srun`). Read in every build, so that a build
-/// without MPI refuses to run as N unconnected copies writing one output directory.
+/// `mpirun`, MPICH's Hydra, MVAPICH, or a Slurm step (`srun`). Read in every build, so that a
+/// build without MPI refuses to run as N unconnected copies writing one output directory, and a
+/// build with MPI refuses a world smaller than what the launcher started.
 pub fn launched_ranks() -> Option<usize> {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"]
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS"]
         .iter()
         .find_map(|k| std::env::var(k).ok()?.parse().ok())
         .filter(|&n: &usize| n > 1)
