@@ -34,14 +34,30 @@ pub fn join() -> Result<Box<dyn Collective>, String> {
 /// several ranks) the node's GPUs of the best type in `info` order, taken in turn by local rank.
 fn adapter_for(explicit: Option<&str>, coll: &dyn Collective) -> Option<String> {
     let given = explicit.map(str::to_string).or_else(|| std::env::var(engine::gpu::ADAPTER_ENV).ok());
-    if given.is_some() || coll.size() == 1 {
+    if coll.size() == 1 {
         return given;
     }
-    let all = engine::gpu::list_adapters();
-    let order = ["discrete", "integrated", "virtual", "cpu", "other"];
-    let best = order.iter().find(|t| all.iter().any(|a| a.device_type == **t))?;
-    let candidates: Vec<usize> = all.iter().filter(|a| a.device_type == *best).map(|a| a.index).collect();
-    Some(candidates[coll.local_rank() % candidates.len()].to_string())
+    spread(given, &engine::gpu::list_adapters(), coll.local_rank())
+}
+
+/// Device types, best first.
+const TYPES: [&str; 5] = ["discrete", "integrated", "virtual", "cpu", "other"];
+
+/// The adapter of local rank `local` of several: a preference naming one adapter (an index or
+/// part of a name) is kept; a device type, or none (the best type present), is spread over the
+/// node's adapters of that type in turn, so that ranks told `discrete` do not all open the
+/// first discrete GPU. `None` where no adapter of the type exists (the runtime then says so).
+fn spread(given: Option<String>, all: &[engine::gpu::AdapterSummary], local: usize) -> Option<String> {
+    let wanted = match given {
+        Some(g) if TYPES.contains(&g.trim().to_lowercase().as_str()) => g.trim().to_lowercase(),
+        Some(g) => return Some(g),
+        None => TYPES.iter().find(|t| all.iter().any(|a| a.device_type == **t))?.to_string(),
+    };
+    let candidates: Vec<usize> = all.iter().filter(|a| a.device_type == wanted).map(|a| a.index).collect();
+    if candidates.is_empty() {
+        return Some(wanted);
+    }
+    Some(candidates[local % candidates.len()].to_string())
 }
 
 /// The runtime of this rank; with tuning on, tile choices are timed at first use and kept in
@@ -91,5 +107,28 @@ pub fn load_data(
     match first {
         Some(loaded) => Ok(loaded),
         None => crate::commands::load_data(kind, dir, no_download),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+    use engine::gpu::AdapterSummary;
+
+    fn adapter(index: usize, device_type: &str) -> AdapterSummary {
+        let s = String::new;
+        AdapterSummary { index, name: format!("gpu{index}"), backend: s(), device_type: device_type.into(), driver: s(), driver_info: s() }
+    }
+
+    #[test]
+    fn ranks_spread_over_the_adapters_of_a_type_and_keep_a_named_one() {
+        let all = [adapter(0, "cpu"), adapter(1, "discrete"), adapter(2, "discrete")];
+        let pick = |given: Option<&str>, local| spread(given.map(String::from), &all, local);
+        assert_eq!((pick(None, 0), pick(None, 1), pick(None, 2)), (Some("1".into()), Some("2".into()), Some("1".into())));
+        assert_eq!((pick(Some("Discrete"), 0), pick(Some("discrete"), 1)), (Some("1".into()), Some("2".into())));
+        assert_eq!(pick(Some("cpu"), 1), Some("0".into()));
+        assert_eq!(pick(Some("2"), 0), Some("2".into()), "an index is kept");
+        assert_eq!(pick(Some("gpu1"), 1), Some("gpu1".into()), "a name is kept");
+        assert_eq!(pick(Some("integrated"), 0), Some("integrated".into()), "none of the type: the runtime's error");
     }
 }
