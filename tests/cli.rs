@@ -8,34 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cifs-wgpu-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// 3 classes of 32x32 PNGs, told apart by their dominant colour, with per-image noise.
-fn make_folder(root: &Path) {
-    let mut rng = engine::Rng::new(1);
-    for (split, n) in [("train", 10), ("test", 4)] {
-        for (c, class) in ["blue", "green", "red"].iter().enumerate() {
-            let dir = root.join(split).join(class);
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in 0..n {
-                let img = image::RgbImage::from_fn(32, 32, |_, _| {
-                    let mut px = [0u8; 3];
-                    for (k, v) in px.iter_mut().enumerate() {
-                        let base = if k == 2 - c { 180.0 } else { 40.0 };
-                        *v = (base + rng.uniform(-40.0, 40.0)) as u8;
-                    }
-                    image::Rgb(px)
-                });
-                img.save(dir.join(format!("{i}.png"))).unwrap();
-            }
-        }
-    }
-}
+#[path = "common/files.rs"]
+mod files;
+use files::{make_folder, read_json, tmpdir};
 
 /// The tuning cache every command of this test shares (commands tune each new shape once).
 fn tune_cache() -> PathBuf {
@@ -135,8 +110,7 @@ fn train_resume_eval_and_bad_input() {
     assert!(fails(&train_args(d, b_s, &["--epochs", "1"])).contains("--resume"), "an existing run must not be overwritten");
     ok(&train_args(d, b_s, &["--epochs", "1", "--resume"]));
     // More epochs is a safe change: accepted, and recorded rather than overwritten.
-    let config =
-        |dir: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap() };
+    let config = |dir: &Path| -> serde_json::Value { read_json(dir.join("config.json")) };
     assert_eq!(config(&b)["history"], serde_json::json!([{ "epoch": 1, "changed": { "epochs": { "from": 0, "to": 1 } } }]));
     assert_eq!(model_tensors(&a.join("last.safetensors")), model_tensors(&b.join("last.safetensors")), "resumed run differs");
     let strip = |p: &Path| -> Vec<(String, String)> {
@@ -183,7 +157,7 @@ fn train_resume_eval_and_bad_input() {
         json.to_str().unwrap(),
     ]);
     assert!(table.contains("natural") && table.contains("cw2") && table.contains("per class"), "{table}");
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows: Vec<serde_json::Value> = read_json(&json);
     assert_eq!(rows.len(), 4);
     assert!(rows.iter().all(|r| r["images"] == 12 && r["accuracy"].as_f64().unwrap() <= 1.0));
     assert_eq!(rows[2]["loss"], "joint (beta 2)", "PGD's loss is reported");
@@ -210,7 +184,7 @@ fn train_resume_eval_and_bad_input() {
         json.to_str().unwrap(),
     ]);
     assert!(table.contains("autoattack/square"), "{table}");
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows: Vec<serde_json::Value> = read_json(&json);
     assert_eq!(rows.len(), 6);
     assert!(rows[0]["per_class"].as_array().unwrap().iter().all(|c| c["images"] == 1), "{}", rows[0]);
     assert_eq!(rows[1]["loss"], "ce");
@@ -225,10 +199,10 @@ fn train_resume_eval_and_bad_input() {
         t.to_str().unwrap(),
         &["--epochs", "1", "--clean-epochs", "0", "--method", "trades", "--trades-beta", "3", "--precision", "f16"],
     ));
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value = read_json(t.join("config.json"));
     assert_eq!((config["method"].as_str(), config["trades_beta"].as_f64()), (Some("trades"), Some(3.0)));
     assert_eq!(config["precision"], "f16");
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value = read_json(a.join("config.json"));
     assert_eq!(config["precision"], "f32");
 
     // A checkpoint of another width cannot seed this run.
@@ -306,7 +280,7 @@ fn train_resume_eval_and_bad_input() {
 
     // Tile tuning: the commands above timed each convolution shape once into the shared cache;
     // `tune` reports the choices for another batch, `info` counts them, `--no-tune` skips it.
-    let cache: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tune_cache()).unwrap()).unwrap();
+    let cache: serde_json::Value = read_json(tune_cache());
     let before = cache["choices"].as_object().unwrap().len();
     assert!(before > 0 && cache["version"] == engine::tune::CACHE_VERSION, "{cache}");
     let table = ok(&["tune", "--width", "8", "--batch-size", "3"]);
@@ -334,7 +308,7 @@ fn train_resume_eval_and_bad_input() {
         bench_json.to_str().unwrap(),
     ]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ignoring the tuning cache"));
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&bench_json).unwrap()).unwrap();
+    let doc: serde_json::Value = read_json(&bench_json);
     assert_eq!((doc["precision"].as_str(), doc["precision_requested"].as_str()), (Some("f16"), Some("f16")));
 
     // Divergence: the loss blows up in epoch 2; the epoch-1 checkpoint survives and still loads.
@@ -396,7 +370,7 @@ fn a_short_clean_run_learns_the_separable_folder() {
         "--json",
         json.to_str().unwrap(),
     ]);
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows: Vec<serde_json::Value> = read_json(&json);
     let (correct, images) = (rows[0]["correct"].as_u64().unwrap(), rows[0]["images"].as_u64().unwrap());
     assert_eq!(images, 12);
     assert!(correct >= 9, "{correct} of {images} test images right after training (chance: 4)");
@@ -445,7 +419,7 @@ fn fashion_mnist_trains_resnet10_cifs_by_default_and_evaluates() {
         "4",
     ];
     ok(&args);
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value = read_json(out.join("config.json"));
     assert_eq!(config["model"], "resnet10-cifs");
     assert_eq!(
         (config["eps"].as_f64().unwrap() as f32, config["lr"].as_f64().unwrap() as f32, config["augment"].as_bool()),

@@ -4,7 +4,7 @@
 //! batching, including a loader that dies part-way.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use datasets::augment::Crop;
@@ -13,12 +13,9 @@ use datasets::download::{Downloader, Remote};
 use datasets::loader::{batches, Pass};
 use datasets::{folder, svhn, Dataset, IMAGE_BYTES};
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cifs-wgpu-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+#[path = "common/files.rs"]
+mod files;
+use files::tmpdir;
 
 /// A full-size batch whose record i has label (i + salt) % 10 and pixel 0 = i % 251.
 fn cifar_batch(salt: usize) -> Vec<u8> {

@@ -13,7 +13,7 @@
 //!   resume with another number of ranks is refused.
 #![cfg(feature = "mpi")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +28,10 @@ use datasets::loader::batches;
 use datasets::DatasetKind;
 use engine::{autodiff, Runtime, Tensor};
 
+#[path = "common/files.rs"]
+mod files;
+use files::{make_folder, read_json, tmpdir};
+
 const SEED: u64 = 3;
 const WIDTH: usize = 4;
 const BATCH: usize = 5;
@@ -39,35 +43,6 @@ const ATTACK_STEPS: usize = 2;
 /// weights agree to rounding, not bit for bit: measured 5.6e-5 (the worst tensor, a momentum
 /// buffer, relative norm) on lavapipe; without the synchronisation the error is 1.7.
 const SYNC_BN_TOL: f64 = 5e-4;
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cifs-wgpu-mpi-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// 3 classes of 32x32 PNGs, told apart by their dominant colour, with per-image noise.
-fn make_folder(root: &Path) {
-    let mut rng = engine::Rng::new(1);
-    for (split, n) in [("train", 10), ("test", 4)] {
-        for (c, class) in ["blue", "green", "red"].iter().enumerate() {
-            let dir = root.join(split).join(class);
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in 0..n {
-                let img = image::RgbImage::from_fn(32, 32, |_, _| {
-                    let mut px = [0u8; 3];
-                    for (k, v) in px.iter_mut().enumerate() {
-                        let base = if k == 2 - c { 180.0 } else { 40.0 };
-                        *v = (base + rng.uniform(-40.0, 40.0)) as u8;
-                    }
-                    image::Rgb(px)
-                });
-                img.save(dir.join(format!("{i}.png"))).unwrap();
-            }
-        }
-    }
-}
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cifs-wgpu")
@@ -251,7 +226,7 @@ fn two_ranks_equal_the_reference_of_their_shares() {
     let text = show("mpirun -n 2 train", &res);
     assert!(res.status.success(), "two-rank training failed");
     assert!(text.contains("all-reduce of"), "rank 0 reports the all-reduce's cost");
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value = read_json(out.join("config.json"));
     assert_eq!(config["ranks"], 2);
 
     let rt = Runtime::new().expect("a Vulkan device (lavapipe is enough)");
@@ -281,7 +256,7 @@ fn with_sync_bn_two_ranks_end_with_the_weights_of_one_process() {
     let res = wait_at_most(spawn(c), Duration::from_secs(600), "mpirun -n 2 train --sync-bn");
     show("mpirun -n 2 train --sync-bn", &res);
     assert!(res.status.success(), "two-rank training with --sync-bn failed");
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(two.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value = read_json(two.join("config.json"));
     assert_eq!(config["sync_bn"], true);
     let rt = Runtime::new().expect("a Vulkan device (lavapipe is enough)");
     let (err, at) = worst(&checkpoint_state(&rt, &one.join("last.safetensors")), &checkpoint_state(&rt, &two.join("last.safetensors")));
@@ -347,7 +322,7 @@ fn sharded_eval_prints_the_table_of_one_process() {
     let two = wait_at_most(spawn(c), Duration::from_secs(300), "mpirun -n 2 eval");
     show("mpirun -n 2 eval", &two);
     assert!(two.status.success());
-    let read = |p: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(root.join(p)).unwrap()).unwrap() };
+    let read = |p: &str| -> serde_json::Value { read_json(root.join(p)) };
     let accuracies: Vec<f64> = read("one.json").as_array().unwrap().iter().map(|r| r["accuracy"].as_f64().unwrap()).collect();
     assert!(
         accuracies.iter().any(|&a| a != accuracies[0]),
@@ -452,7 +427,7 @@ fn a_killed_rank_stops_the_run_and_the_checkpoint_resumes() {
     show("mpirun -n 2 --resume", &res);
     assert!(res.status.success(), "resuming with two ranks failed");
     // Rank 0 wrote the resumed run's record: the ranks, and the accepted change in its history.
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value = read_json(out.join("config.json"));
     assert_eq!(config["ranks"], 2);
     assert_eq!(config["epochs"], state.epoch + 1);
     let history = config["history"].as_array().expect("the resume's change is recorded");

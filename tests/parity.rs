@@ -35,7 +35,7 @@ use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
 use cifs::checkpoint::state::{load_state_dict, read_f32, read_i64};
 use cifs::loss::joint_loss;
 use cifs::training::optim::Sgd;
-use cifs::{Mode, Model, ModelConfig, ModelKind};
+use cifs::{Mode, Model, ModelConfig, ModelKind, Output};
 use common::{rel_err, rt};
 use engine::{autodiff, Precision, Runtime, Tensor};
 use safetensors::SafeTensors;
@@ -199,32 +199,33 @@ fn check(fx: &str, what: &str, got: &[f32], want: &[f64], tol: f64, failures: &m
     }
 }
 
+/// The logits, the CIFS probes' outputs (CIFS models) and the loss of one forward pass (`mode`:
+/// the fixture's key prefix, eval or train) against the fixture's.
+fn check_forward(rt: &Runtime, fx: &Fixture, mode: &str, out: &Output, loss: &Tensor, tol: f64, failures: &mut Vec<String>) {
+    let name = &fx.name;
+    let mut fields = vec![("logits".to_string(), &out.logits)];
+    if fx.meta["cifs"] == "True" {
+        fields.extend((0..2).map(|k| (format!("probe{k}"), &out.probes[k])));
+    }
+    fields.push(("loss".to_string(), loss));
+    for (field, t) in fields {
+        let key = format!("{mode}.{field}");
+        check(name, &key, &t.to_vec(rt).unwrap(), &fx.f64(&key), tol, failures);
+    }
+}
+
 fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], tol: &Tolerances, failures: &mut Vec<String>) {
     let name = fx.name.as_str();
     let beta = fx.meta_f32("beta");
     let x = fx.tensor(rt, "input.x");
     let y = fx.labels(rt);
-    let cifs = fx.meta["cifs"] == "True";
 
     // Eval forward and input gradient.
     let model = fx.model(rt, bytes);
     let xl = x.requiring_grad();
     let out = model.forward(rt, &xl, Some(&y), Mode::Eval).unwrap();
     let loss = joint_loss(rt, &out, &y, beta).unwrap();
-    check(name, "eval.logits", &out.logits.to_vec(rt).unwrap(), &fx.f64("eval.logits"), tol.fwd, failures);
-    if cifs {
-        for k in 0..2 {
-            check(
-                name,
-                &format!("eval.probe{k}"),
-                &out.probes[k].to_vec(rt).unwrap(),
-                &fx.f64(&format!("eval.probe{k}")),
-                tol.fwd,
-                failures,
-            );
-        }
-    }
-    check(name, "eval.loss", &loss.to_vec(rt).unwrap(), &fx.f64("eval.loss"), tol.fwd, failures);
+    check_forward(rt, fx, "eval", &out, &loss, tol.fwd, failures);
     let grads = autodiff::backward(rt, &loss).unwrap();
     check(name, "eval.grad_x", &grads.get(&xl).unwrap().to_vec(rt).unwrap(), &fx.f64("eval.grad_x"), tol.grad, failures);
 
@@ -264,20 +265,7 @@ fn run_fixture(rt: &Runtime, fx: &Fixture, bytes: &[u8], tol: &Tolerances, failu
     let model = fx.model(rt, bytes);
     let out = model.forward(rt, &x, Some(&y), Mode::Train).unwrap();
     let loss = joint_loss(rt, &out, &y, beta).unwrap();
-    check(name, "train.logits", &out.logits.to_vec(rt).unwrap(), &fx.f64("train.logits"), tol.fwd, failures);
-    if cifs {
-        for k in 0..2 {
-            check(
-                name,
-                &format!("train.probe{k}"),
-                &out.probes[k].to_vec(rt).unwrap(),
-                &fx.f64(&format!("train.probe{k}")),
-                tol.fwd,
-                failures,
-            );
-        }
-    }
-    check(name, "train.loss", &loss.to_vec(rt).unwrap(), &fx.f64("train.loss"), tol.fwd, failures);
+    check_forward(rt, fx, "train", &out, &loss, tol.fwd, failures);
     let backward = |loss: &Tensor, model: &Model, pass: &str, failures: &mut Vec<String>| {
         if tol.kinks {
             kinks::backward(rt, model, loss, &fx.sides, pass, &format!("{name} {pass}"), failures)
