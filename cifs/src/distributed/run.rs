@@ -1,5 +1,5 @@
 //! What the training run (`training::run::run_on`) asks of the ranks beside the steps: settings that can
-//! be split, the number of ranks in `config.json` and its check on resume, agreement of every
+//! be split, the check on resume of the number of ranks `config.json` records, agreement of every
 //! rank on settings and starting state, and the epoch's training counts summed.
 
 use std::path::Path;
@@ -8,7 +8,7 @@ use engine::{Runtime, Tensor};
 
 use super::shard::check_batches;
 use super::{fingerprint, Collective, DistributedError, Parallel};
-use crate::error::{CifsError, Result};
+use crate::error::Result;
 use crate::models::Model;
 use crate::training::resume::RunRecord;
 use crate::training::run::{Adversary, Method, TrainConfig};
@@ -21,37 +21,17 @@ pub fn check_settings(cfg: &TrainConfig, train_len: usize, coll: &dyn Collective
     Ok(check_batches(train_len, cfg.batch_size, coll.size())?)
 }
 
-/// `config.json`: the run's record (its settings and the history of its resumes), the number
-/// of ranks that trained it, and `sync_bn` when on.
-pub fn config_json(record: &RunRecord, par: &Parallel) -> String {
-    let mut v = serde_json::to_value(record).expect("the run record serialises");
-    v["ranks"] = par.coll.size().into();
-    if par.sync_bn {
-        v["sync_bn"] = true.into();
+/// On resume: the run recorded in `old` (read from `out`'s `config.json`) must have been trained
+/// with as many ranks as this launch has and the same `--sync-bn`: the per-rank batch-norm
+/// statistics make the result depend on both.
+pub fn check_resume(old: &RunRecord, out: &Path, par: &Parallel) -> Result<()> {
+    let out = out.display().to_string();
+    if old.ranks != par.coll.size() {
+        return Err(DistributedError::RanksDiffer { out, trained: old.ranks, now: par.coll.size() }.into());
     }
-    serde_json::to_string_pretty(&v).expect("the run record serialises")
-}
-
-/// On resume: the run in `config` must have been trained with as many ranks as this launch has
-/// (a `config.json` without the field is from a one-process run) and the same `--sync-bn`. The
-/// per-rank batch-norm statistics make the result depend on both.
-pub fn check_resume(config: &Path, par: &Parallel) -> Result<()> {
-    let coll = par.coll;
-    let Ok(text) = std::fs::read_to_string(config) else {
-        return Ok(()); // no record of the ranks: nothing to compare
-    };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| CifsError::Invalid(format!("{}: not a run's config ({e})", config.display())))?;
-    let trained = v.get("ranks").and_then(|r| r.as_u64()).unwrap_or(1) as usize;
-    if trained != coll.size() {
-        let out = config.parent().unwrap_or(config).display().to_string();
-        return Err(DistributedError::RanksDiffer { out, trained, now: coll.size() }.into());
-    }
-    let synced = v.get("sync_bn").and_then(|r| r.as_bool()).unwrap_or(false);
-    if synced != par.sync_bn {
-        let out = config.parent().unwrap_or(config).display().to_string();
+    if old.sync_bn != par.sync_bn {
         let word = |on: bool| if on { "with" } else { "without" };
-        return Err(DistributedError::SyncBnDiffers { out, trained: word(synced), now: word(par.sync_bn) }.into());
+        return Err(DistributedError::SyncBnDiffers { out, trained: word(old.sync_bn), now: word(par.sync_bn) }.into());
     }
     Ok(())
 }

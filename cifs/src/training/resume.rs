@@ -54,11 +54,22 @@ pub struct RunRecord {
     pub config: TrainConfig,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Resumption>,
+    /// The processes (ranks) that train the run, data-parallel; runs recorded before there was
+    /// a choice ran as one.
+    #[serde(default = "one")]
+    pub ranks: usize,
+    /// Batch-norm statistics summed over the ranks (`--sync-bn`); written only when on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync_bn: bool,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl RunRecord {
     pub fn new(config: TrainConfig) -> RunRecord {
-        RunRecord { config, history: Vec::new() }
+        RunRecord { config, history: Vec::new(), ranks: 1, sync_bn: false }
     }
 
     pub fn read(path: &Path) -> Result<RunRecord> {
@@ -114,7 +125,7 @@ pub fn resumed(old: RunRecord, new: &TrainConfig, epoch: usize, resume: Resume) 
     if !changed.is_empty() {
         history.push(Resumption { epoch, changed });
     }
-    Ok(RunRecord { config, history })
+    Ok(RunRecord { config, history, ..old })
 }
 
 #[cfg(test)]
@@ -201,8 +212,16 @@ mod tests {
         let r = resumed(RunRecord::new(config()), &TrainConfig { epochs: 4, ..config() }, 3, Resume::Same).unwrap();
         let json = r.to_json();
         assert_eq!(serde_json::from_str::<RunRecord>(&json).unwrap(), r);
-        // A config.json written before histories existed is the bare settings.
+        // A config.json written before histories and ranks existed is the bare settings: one
+        // process, per-rank batch norm.
         let bare = serde_json::to_string(&config()).unwrap();
         assert_eq!(serde_json::from_str::<RunRecord>(&bare).unwrap(), RunRecord::new(config()));
+        // The ranks always written, sync_bn only when on; both kept by a resume.
+        let two = RunRecord { ranks: 2, sync_bn: true, ..RunRecord::new(config()) };
+        let json: Value = serde_json::from_str(&two.to_json()).unwrap();
+        assert_eq!((json["ranks"].as_u64(), json["sync_bn"].as_bool()), (Some(2), Some(true)));
+        assert!(serde_json::from_str::<Value>(&RunRecord::new(config()).to_json()).unwrap().get("sync_bn").is_none());
+        let r = resumed(two, &TrainConfig { epochs: 4, ..config() }, 3, Resume::Same).unwrap();
+        assert_eq!((r.ranks, r.sync_bn), (2, true));
     }
 }

@@ -292,10 +292,11 @@ fn write_metrics(path: &Path, all: &[EpochMetrics]) -> Result<()> {
     crate::checkpoint::state::write_atomic(path, text.as_bytes()).map_err(io(path))
 }
 
-/// The settings record of a run that resumes after `epoch` epochs, from its `config.json`
-/// (see [`crate::training::resume`]). With changes allowed, a missing or unreadable file is no obstacle.
-fn resumed_record(paths: &RunPaths, cfg: &TrainConfig, epoch: usize, resume: Resume) -> Result<RunRecord> {
-    match RunRecord::read(&paths.config()) {
+/// The settings record of a run that resumes after `epoch` epochs, from `old`, its `config.json`
+/// as read (see [`crate::training::resume`]). With changes allowed, a missing or unreadable file is
+/// no obstacle.
+fn resumed_record(old: Result<RunRecord>, cfg: &TrainConfig, epoch: usize, resume: Resume) -> Result<RunRecord> {
+    match old {
         Ok(old) => resumed(old, cfg, epoch, resume),
         Err(_) if resume == Resume::AllowChanges => Ok(RunRecord::new(cfg.clone())),
         Err(e) => Err(CifsError::Invalid(format!("cannot check the settings of the run to resume: {e}"))),
@@ -355,13 +356,17 @@ pub fn run_on(
     let mut state = RunState { epoch: 0, best_pgd20: -1.0 };
     let mut record = RunRecord::new(cfg.clone());
     if resume != Resume::No && paths.last().is_file() {
-        distributed::run::check_resume(&paths.config(), par)?;
+        let old = RunRecord::read(&paths.config());
+        if let Ok(old) = &old {
+            distributed::run::check_resume(old, out, par)?;
+        }
         state = load_training(rt, &model, &sgd, &paths.last())?;
-        record = resumed_record(&paths, cfg, state.epoch, resume)?;
+        record = resumed_record(old, cfg, state.epoch, resume)?;
     } else if let Some(init) = &cfg.init_from {
         load_weights_into(rt, &model, Path::new(init))?;
     }
-    let json = distributed::run::config_json(&record, par);
+    (record.ranks, record.sync_bn) = (coll.size(), par.sync_bn);
+    let json = record.to_json();
     distributed::run::agree_on_start(rt, coll, &json, state.epoch, &model, &sgd.velocity)?;
     let mut history = read_metrics(&paths.metrics(), state.epoch)?;
     if writer {
