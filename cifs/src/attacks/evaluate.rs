@@ -317,42 +317,47 @@ pub fn evaluate_from(
     let mut images = vec![0usize; classes];
     let mut seen = 0usize;
     let total = data.len();
-    for batch in batches(data.clone(), Pass::in_order(total, s.batch_size))? {
-        let batch = batch?;
-        let n = batch.len();
-        let x = Tensor::from_f32(rt, &batch.dims(), &batch.images)?;
-        let y = Tensor::from_u32(rt, &[n], &batch.labels)?;
-        let ids: Vec<u64> = (first_id + seen..first_id + seen + n).map(|i| i as u64).collect();
-        let b = Batch { x: &x, x_host: &batch.images, labels: &y, labels_host: &batch.labels, ids: &ids };
-        let mut clean = vec![true; n];
-        survive(rt, model, &b, Attack::Natural, &s, &mut clean)?;
-        let mut row = 0;
-        for &attack in attacks {
-            let stages: &[Attack] = match attack {
-                Attack::AutoAttack => &AUTOATTACK,
-                Attack::Natural => &[],
-                _ => std::slice::from_ref(&attack),
-            };
-            let mut robust = clean.clone();
-            for &stage in stages {
-                // AutoAttack on fewer than 4 classes runs without APGD-T (its loss needs 4 logits).
-                if classes >= min_classes(stage) {
-                    survive(rt, model, &b, stage, &s, &mut robust)?;
+    // No weight changes while the model is evaluated: every attack's backward passes (APGD's
+    // hundred per restart) share the layouts derived from the weights, made once.
+    rt.weights_frozen(|| -> Result<()> {
+        for batch in batches(data.clone(), Pass::in_order(total, s.batch_size))? {
+            let batch = batch?;
+            let n = batch.len();
+            let x = Tensor::from_f32(rt, &batch.dims(), &batch.images)?;
+            let y = Tensor::from_u32(rt, &[n], &batch.labels)?;
+            let ids: Vec<u64> = (first_id + seen..first_id + seen + n).map(|i| i as u64).collect();
+            let b = Batch { x: &x, x_host: &batch.images, labels: &y, labels_host: &batch.labels, ids: &ids };
+            let mut clean = vec![true; n];
+            survive(rt, model, &b, Attack::Natural, &s, &mut clean)?;
+            let mut row = 0;
+            for &attack in attacks {
+                let stages: &[Attack] = match attack {
+                    Attack::AutoAttack => &AUTOATTACK,
+                    Attack::Natural => &[],
+                    _ => std::slice::from_ref(&attack),
+                };
+                let mut robust = clean.clone();
+                for &stage in stages {
+                    // AutoAttack on fewer than 4 classes runs without APGD-T (its loss needs 4 logits).
+                    if classes >= min_classes(stage) {
+                        survive(rt, model, &b, stage, &s, &mut robust)?;
+                    }
+                    if attack == Attack::AutoAttack {
+                        count(&mut tallies[row], &robust, &batch.labels);
+                        row += 1;
+                    }
                 }
-                if attack == Attack::AutoAttack {
-                    count(&mut tallies[row], &robust, &batch.labels);
-                    row += 1;
-                }
+                count(&mut tallies[row], &robust, &batch.labels);
+                row += 1;
             }
-            count(&mut tallies[row], &robust, &batch.labels);
-            row += 1;
+            for &l in &batch.labels {
+                images[l as usize] += 1;
+            }
+            seen += n;
+            on_batch(seen, total);
         }
-        for &l in &batch.labels {
-            images[l as usize] += 1;
-        }
-        seen += n;
-        on_batch(seen, total);
-    }
+        Ok(())
+    })?;
     let ratio = |c: usize, n: usize| if n == 0 { 0.0 } else { c as f64 / n as f64 };
     Ok(tallies
         .into_iter()

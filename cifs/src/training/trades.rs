@@ -94,9 +94,14 @@ impl Trades {
         joint_beta: f32,
         rng: &mut Rng,
     ) -> Result<StepResult> {
-        let adv = self.attack(rt, model, x, rng)?;
-        let (loss, output) = self.loss(rt, model, x, &adv, labels, joint_beta)?;
-        let grads = autodiff::backward(rt, &loss)?;
+        // The weights change only at the optimizer step: the attack's backward passes and the
+        // training backward share the weights' derived layouts (as in the PGD step).
+        let (loss, output, grads) = rt.weights_frozen(|| -> Result<_> {
+            let adv = self.attack(rt, model, x, rng)?;
+            let (loss, output) = self.loss(rt, model, x, &adv, labels, joint_beta)?;
+            let grads = autodiff::backward(rt, &loss)?;
+            Ok((loss, output, grads))
+        })?;
         sgd.step(rt, model, &grads)?;
         Ok(StepResult {
             loss: loss.detach(),
