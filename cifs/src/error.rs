@@ -87,3 +87,8 @@ pub fn check_setting(ok: bool, name: &'static str, value: impl std::fmt::Display
         Err(CifsError::InvalidSetting { name, value: value.to_string(), rule })
     }
 }
+
+/// The error of an I/O operation on `path`, for `map_err`.
+pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> CifsError + '_ {
+    move |source| CifsError::Io { path: path.display().to_string(), source }
+}

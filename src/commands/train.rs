@@ -136,7 +136,6 @@ pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs, coll: &dyn Collectiv
     let adapter = rt.adapter();
     eprintln!("adapter: {} ({}), precision {}", adapter.name, adapter.backend, rt.precision());
     let (splits, dir) = crate::distributed::load_data(coll, a.dataset, a.data_dir.as_deref(), a.no_download)?;
-    cifs::training::check_images_fit(model, &a.dataset.to_string(), splits.train.shape).map_err(|e| e.to_string())?;
     let cfg = TrainConfig {
         dataset: a.dataset.to_string(),
         data_dir: dir.display().to_string(),

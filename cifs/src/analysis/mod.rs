@@ -25,7 +25,7 @@ use engine::{no_grad, Runtime, Tensor};
 use crate::attacks::apgd::Batch;
 use crate::attacks::evaluate::{adversarial_images, Attack, EvalSettings};
 use crate::attacks::hostloss::predictions;
-use crate::error::{CifsError, Result};
+use crate::error::{io, Result};
 use crate::models::{Mode, Model, Taps};
 
 /// Per-channel means of one CIFS block, natural and adversarial.
@@ -226,10 +226,6 @@ pub fn analyze(
         })
         .collect();
     Ok(Analysis { attack, classes: stats })
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CifsError + '_ {
-    move |source| CifsError::Io { path: path.display().to_string(), source }
 }
 
 /// `natural` and `adversarial` in the sorted order, scaled to [0, 1] by their common maximum.

@@ -9,7 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::error::{CifsError, Result};
+use crate::error::{io, CifsError, Result};
 
 static FONT: &[u8] = include_bytes!("../../fonts/DejaVuSans.ttf");
 
@@ -30,10 +30,6 @@ fn plot_err(e: impl std::fmt::Display) -> CifsError {
 pub trait Figure {
     fn size(&self) -> (u32, u32);
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>>;
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CifsError + '_ {
-    move |source| CifsError::Io { path: path.display().to_string(), source }
 }
 
 /// Writes `stem.svg` and `stem.png`; returns their paths.

@@ -11,14 +11,10 @@ use std::path::Path;
 
 use engine::{Rng, Runtime};
 
-use crate::error::{CifsError, Result};
+use crate::error::{io, CifsError, Result};
 use crate::models::{Model, ModelConfig, ModelKind};
 use crate::training::optim::Sgd;
 use state::{load_state_dict, read_f32, to_safetensors, write_atomic, Entry};
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CifsError + '_ {
-    move |source| CifsError::Io { path: path.display().to_string(), source }
-}
 
 fn unknown(path: &str, reason: String) -> CifsError {
     CifsError::UnknownModel { path: path.to_string(), reason }

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{CifsError, Result};
+use crate::error::{io, CifsError, Result};
 use crate::training::run::TrainConfig;
 
 /// How a run starts.
@@ -73,7 +73,7 @@ impl RunRecord {
     }
 
     pub fn read(path: &Path) -> Result<RunRecord> {
-        let text = std::fs::read_to_string(path).map_err(|source| CifsError::Io { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
         serde_json::from_str(&text).map_err(|e| CifsError::Invalid(format!("{}: not a run's config.json ({e})", path.display())))
     }
 

@@ -27,7 +27,7 @@ use crate::checkpoint::{load_training, load_weights_into, save_model, save_train
 use crate::distributed::exchange::Exchange;
 use crate::distributed::step::{share_of, train_step_share};
 use crate::distributed::{self, Parallel};
-use crate::error::{check_setting, CifsError, Result};
+use crate::error::{check_setting, io, CifsError, Result};
 use crate::models::{Model, ModelConfig, ModelKind};
 use crate::training::optim::Sgd;
 use crate::training::resume::{resumed, Resume, RunRecord};
@@ -202,10 +202,6 @@ pub trait Events {
     fn epoch_end(&mut self, m: &EpochMetrics);
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CifsError + '_ {
-    move |source| CifsError::Io { path: path.display().to_string(), source }
-}
-
 /// A training step whose loss and logits are still on their way back.
 struct InFlight {
     reads: Vec<engine::PendingRead>,
@@ -330,7 +326,7 @@ pub fn run_on(
     let coll = par.coll;
     cfg.validate()?;
     let classes = splits.train.classes.len();
-    let config = ModelConfig { kind: cfg.model, width: cfg.width, classes, depth: cfg.depth.unwrap_or(cfg.model.default_depth()) };
+    let config = ModelConfig::resolve(cfg.model, Some(cfg.width), cfg.depth, classes)?;
     check_batch_fits(rt, cfg.batch_size, &config)?;
     super::check_images_fit(cfg.model, &cfg.dataset, splits.train.shape)?;
     let train = Arc::new(match cfg.limit_train {
