@@ -14,7 +14,7 @@ use cifs::models::probe::{PairRule, Probe};
 use engine::ops::{attack, batchnorm, conv2d, linear, optim};
 use engine::tune::{Gemm, Tile};
 use engine::Rng;
-use engine::{Runtime, Tensor};
+use engine::{KernelOptions, Runtime, RuntimeOptions, Tensor};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -33,17 +33,16 @@ struct Row {
 
 /// The median of `f` under each tile configuration the adapter's workgroup memory holds, fastest
 /// first.
-fn per_tile(rt: &Runtime, reps: usize, mut f: impl FnMut()) -> Vec<(Tile, f64)> {
+fn per_tile(rt: &Runtime, reps: usize, mut f: impl FnMut(&Runtime)) -> Vec<(Tile, f64)> {
     let limit = rt.limits().max_workgroup_memory;
     let mut out: Vec<(Tile, f64)> = Tile::ALL
         .into_iter()
         .filter(|t| t.workgroup_bytes() <= limit)
         .map(|t| {
-            rt.force_tile(Some(t));
-            (t, measure(rt, reps, &mut f))
+            let on_tile = rt.with_kernels(KernelOptions { tile: Some(t), ..rt.kernels() });
+            (t, measure(&on_tile, reps, || f(&on_tile)))
         })
         .collect();
-    rt.force_tile(None);
     out.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap());
     out
 }
@@ -64,7 +63,7 @@ fn main() {
         println!("kernel benchmarks: run with `cargo bench --bench kernels`");
         return;
     }
-    let rt = Runtime::new().expect("a GPU adapter");
+    let rt = Runtime::new(RuntimeOptions::from_env()).expect("a GPU adapter");
     let (b, w, reps) = (env("BENCH_BATCH", 128), env("BENCH_WIDTH", 64), env("BENCH_REPS", 10));
     let adapter = rt.adapter();
     println!("adapter: {} ({}); batch {b}, width {w}, {reps} runs per kernel", adapter.name, adapter.backend);
@@ -117,11 +116,11 @@ fn main() {
         let y = conv2d::conv2d(&rt, &x, &wt, s, pad).unwrap();
         let flops = 2.0 * y.numel() as f64 * (ci * k * k) as f64;
         let heuristic = |gemm| conv2d::heuristic_tile(gemm, x.shape(), wt.shape(), s, pad).unwrap();
-        let tiles = per_tile(&rt, reps, || drop(conv2d::conv2d(&rt, &x, &wt, s, pad).unwrap()));
+        let tiles = per_tile(&rt, reps, |rt| drop(conv2d::conv2d(rt, &x, &wt, s, pad).unwrap()));
         push_conv(&mut rows, format!("conv fwd {name} {ci}->{co} {hw}x{hw} k{k} s{s}"), tiles, heuristic(Gemm::ConvForward), flops);
-        let tiles = per_tile(&rt, reps, || drop(conv2d::conv2d_backward_data(&rt, x.shape(), &wt, s, pad, &y).unwrap()));
+        let tiles = per_tile(&rt, reps, |rt| drop(conv2d::conv2d_backward_data(rt, x.shape(), &wt, s, pad, &y).unwrap()));
         push_conv(&mut rows, format!("conv bwd-data {name}"), tiles, heuristic(Gemm::ConvBackwardData), flops);
-        let tiles = per_tile(&rt, reps, || drop(conv2d::conv2d_backward_weight(&rt, &x, wt.shape(), s, pad, &y).unwrap()));
+        let tiles = per_tile(&rt, reps, |rt| drop(conv2d::conv2d_backward_weight(rt, &x, wt.shape(), s, pad, &y).unwrap()));
         push_conv(&mut rows, format!("conv bwd-weight {name}"), tiles, heuristic(Gemm::ConvBackwardWeight), flops);
     }
 

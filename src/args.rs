@@ -10,7 +10,7 @@ use cifs::attacks::evaluate::EvalSettings;
 use cifs::attacks::pgd::AttackLoss;
 use cifs::{ModelConfig, ModelKind};
 use datasets::DatasetKind;
-use engine::Runtime;
+use engine::{Runtime, RuntimeOptions};
 
 use cifs::distributed::Collective;
 
@@ -124,16 +124,11 @@ pub struct Trained {
 
 impl Trained {
     /// The runtime, the checkpoint's model and the dataset, checked to have as many classes.
-    pub fn open(
-        &self,
-        adapter: Option<&str>,
-        tune: bool,
-        coll: &dyn Collective,
-    ) -> Result<(Runtime, cifs::Model, datasets::Splits), String> {
-        let rt = crate::distributed::open_runtime(adapter, tune, coll)?;
+    pub fn open(&self, options: &RuntimeOptions, coll: &dyn Collective) -> Result<(Runtime, cifs::Model, datasets::Splits), String> {
+        let rt = crate::open::runtime(options, coll)?;
         let model = cifs::checkpoint::load_model(&rt, &self.checkpoint).map_err(|e| e.to_string())?;
         eprintln!("model: {} width {} from {}", model.config.kind, model.config.width, self.checkpoint.display());
-        let (splits, _) = crate::distributed::load_data(coll, self.dataset, self.data_dir.as_deref(), self.no_download)?;
+        let (splits, _) = crate::open::dataset(coll, self.dataset, self.data_dir.as_deref(), self.no_download)?;
         if splits.test.classes.len() != model.config.classes {
             return Err(format!("the checkpoint has {} classes, the dataset {}", model.config.classes, splits.test.classes.len()));
         }

@@ -18,6 +18,16 @@ fn phase_name(phase: Phase) -> &'static str {
     }
 }
 
+/// What ranks other than 0 show of a training run: nothing.
+pub struct Quiet;
+
+impl Events for Quiet {
+    fn epoch_start(&mut self, _: usize, _: usize, _: Phase, _: f32, _: usize) {}
+    fn batch(&mut self, _: usize, _: f64, _: f64, _: f64) {}
+    fn evaluating(&mut self, _: usize, _: usize) {}
+    fn epoch_end(&mut self, _: &EpochMetrics) {}
+}
+
 /// Training progress: one bar per epoch, a summary line after it.
 #[derive(Default)]
 pub struct TrainDisplay {

@@ -1,8 +1,7 @@
-//! The command line as one rank of several: which [`Collective`] this process joins, which GPU
-//! it opens, and where its tuning cache is.
+//! The command line as one rank of several: which [`Collective`] this process joins and which
+//! GPU it opens.
 
 use cifs::distributed::{launched_ranks, Collective, Single};
-use engine::Runtime;
 
 /// The ranks this process belongs to: MPI's world when a launcher started several (built with
 /// the `mpi` feature), else this process alone.
@@ -30,10 +29,10 @@ pub fn join() -> Result<Box<dyn Collective>, String> {
     Ok(Box::new(Single))
 }
 
-/// The adapter preference of this rank: `--adapter` or `CIFS_WGPU_ADAPTER` if given, else (with
-/// several ranks) the node's GPUs of the best type in `info` order, taken in turn by local rank.
-fn adapter_for(explicit: Option<&str>, coll: &dyn Collective) -> Option<String> {
-    let given = explicit.map(str::to_string).or_else(|| std::env::var(engine::gpu::ADAPTER_ENV).ok());
+/// The adapter preference of this rank: the one `given` (`--adapter` or `CIFS_WGPU_ADAPTER`),
+/// else (with several ranks) the node's GPUs of the best type in `info` order, taken in turn by
+/// local rank.
+pub fn adapter_for(given: Option<String>, coll: &dyn Collective) -> Option<String> {
     if coll.size() == 1 {
         return given;
     }
@@ -58,56 +57,6 @@ fn spread(given: Option<String>, all: &[engine::gpu::AdapterSummary], local: usi
         return Some(wanted);
     }
     Some(candidates[local % candidates.len()].to_string())
-}
-
-/// The runtime of this rank; with tuning on, tile choices are timed at first use and kept in
-/// the adapter's tuning cache (ranks other than 0 keep their own file beside it, so that no two
-/// processes write one file).
-pub fn open_runtime(adapter: Option<&str>, tune: bool, coll: &dyn Collective) -> Result<Runtime, String> {
-    let rt = Runtime::with_preference(adapter_for(adapter, coll).as_deref()).map_err(|e| e.to_string())?;
-    rt.set_precision(crate::commands::requested_precision());
-    if tune {
-        let mut cache = engine::tune::default_cache_path(&rt.adapter().name);
-        if coll.rank() > 0 {
-            cache = cache.map(|p| p.with_extension(format!("rank{}.json", coll.rank())));
-        }
-        for w in rt.enable_tuning(cache) {
-            eprintln!("warning: {w}");
-        }
-    }
-    Ok(rt)
-}
-
-/// What ranks other than 0 show of a training run: nothing.
-pub struct Quiet;
-
-impl cifs::training::run::Events for Quiet {
-    fn epoch_start(&mut self, _: usize, _: usize, _: cifs::training::run::Phase, _: f32, _: usize) {}
-    fn batch(&mut self, _: usize, _: f64, _: f64, _: f64) {}
-    fn evaluating(&mut self, _: usize, _: usize) {}
-    fn epoch_end(&mut self, _: &cifs::training::run::EpochMetrics) {}
-}
-
-/// The dataset on this rank: rank 0 loads it first (downloading and unpacking what is missing),
-/// the others after a barrier, finding what it left on a shared file system, so that no two
-/// ranks write the same files at once. (Nodes with their own disks each download after the
-/// barrier; pre-download there.) Rank 0's failure returns before the barrier; the caller's
-/// abort then stops every rank.
-pub fn load_data(
-    coll: &dyn Collective,
-    kind: datasets::DatasetKind,
-    dir: Option<&std::path::Path>,
-    no_download: bool,
-) -> Result<(datasets::Splits, std::path::PathBuf), String> {
-    if coll.size() == 1 {
-        return crate::commands::load_data(kind, dir, no_download);
-    }
-    let first = if coll.rank() == 0 { Some(crate::commands::load_data(kind, dir, no_download)?) } else { None };
-    coll.barrier();
-    match first {
-        Some(loaded) => Ok(loaded),
-        None => crate::commands::load_data(kind, dir, no_download),
-    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,12 @@ mod commands;
 mod display;
 mod distributed;
 mod http;
+mod open;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use engine::{RuntimeOptions, TuneCache, Tuning};
 
 use commands::{analyze, bench, eval, info, train, tune};
 
@@ -57,10 +59,22 @@ enum Command {
     Tune(tune::TuneArgs),
 }
 
+impl Cli {
+    /// The runtime the flags ask for, over the environment's defaults (`RuntimeOptions::from_env`).
+    fn runtime_options(&self) -> RuntimeOptions {
+        let mut options = RuntimeOptions::from_env();
+        if let Some(a) = &self.adapter {
+            options.adapter = Some(a.clone());
+        }
+        options.tuning = if self.no_tune { Tuning::Heuristic } else { Tuning::Tune { cache: TuneCache::from_env() } };
+        options.kernels.precision = self.precision;
+        options
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    commands::PRECISION.set(cli.precision).expect("set once, before any runtime opens");
-    let adapter = cli.adapter.as_deref();
+    let options = cli.runtime_options();
     let coll = match distributed::join() {
         Ok(c) => c,
         Err(e) => {
@@ -69,16 +83,16 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Train(a) => train::run(adapter, !cli.no_tune, a, &*coll),
-        Command::Eval(a) => eval::run(adapter, !cli.no_tune, a, &*coll),
+        Command::Train(a) => train::run(&options, a, &*coll),
+        Command::Eval(a) => eval::run(&options, a, &*coll),
         _ if coll.size() > 1 => {
             Err(format!("only train and eval run on several ranks (this launch has {}); run the others as one process", coll.size()))
         }
-        Command::Info => info::run(adapter),
-        Command::Analyze(a) => analyze::run(adapter, !cli.no_tune, a),
-        Command::Bench(a) => bench::run(adapter, !cli.no_tune, a),
+        Command::Info => info::run(&options),
+        Command::Analyze(a) => analyze::run(&options, a),
+        Command::Bench(a) => bench::run(&options, a),
         Command::Tune(a) if cli.no_tune => Err(format!("`tune --no-tune` has nothing to do (model {})", a.m.model)),
-        Command::Tune(a) => tune::run(adapter, a),
+        Command::Tune(a) => tune::run(&options, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -229,7 +229,7 @@ fn two_ranks_equal_the_reference_of_their_shares() {
     let config: serde_json::Value = read_json(out.join("config.json"));
     assert_eq!(config["ranks"], 2);
 
-    let rt = Runtime::new().expect("a Vulkan device (lavapipe is enough)");
+    let rt = Runtime::new(engine::RuntimeOptions::from_env()).expect("a Vulkan device (lavapipe is enough)");
     let ranks = checkpoint_state(&rt, &out.join("last.safetensors"));
     let (err, at) = worst(&ranks, &reference(&rt, &data, two_shares));
     let (apart, apart_at) = worst(&ranks, &reference(&rt, &data, one_share));
@@ -258,7 +258,7 @@ fn with_sync_bn_two_ranks_end_with_the_weights_of_one_process() {
     assert!(res.status.success(), "two-rank training with --sync-bn failed");
     let config: serde_json::Value = read_json(two.join("config.json"));
     assert_eq!(config["sync_bn"], true);
-    let rt = Runtime::new().expect("a Vulkan device (lavapipe is enough)");
+    let rt = Runtime::new(engine::RuntimeOptions::from_env()).expect("a Vulkan device (lavapipe is enough)");
     let (err, at) = worst(&checkpoint_state(&rt, &one.join("last.safetensors")), &checkpoint_state(&rt, &two.join("last.safetensors")));
     eprintln!("two ranks with --sync-bn vs one process: {err:.3e} ({at})");
     assert!(err <= SYNC_BN_TOL, "two ranks with --sync-bn differ from one process by {err:.3e} in {at}");
@@ -409,7 +409,7 @@ fn a_killed_rank_stops_the_run_and_the_checkpoint_resumes() {
     assert!(text.contains("rank 1") && (text.contains("signal 9") || text.contains("Killed")), "no message names the killed rank");
 
     // The checkpoint is whole, and trained epochs are kept.
-    let rt = Runtime::new().expect("a Vulkan device (lavapipe is enough)");
+    let rt = Runtime::new(engine::RuntimeOptions::from_env()).expect("a Vulkan device (lavapipe is enough)");
     let (model, sgd) = new_model(&rt);
     let state = load_training(&rt, &model, &sgd, &last).expect("the last checkpoint loads");
     assert!(state.epoch >= 1);

@@ -36,7 +36,7 @@ use cifs::checkpoint::state::{load_state_dict, read_f32, read_i64};
 use cifs::loss::joint_loss;
 use cifs::training::optim::Sgd;
 use cifs::{Mode, Model, ModelConfig, ModelKind, Output};
-use common::{rel_err, rt};
+use common::{rel_err, rt, with_kernels};
 use engine::{autodiff, Precision, Runtime, Tensor};
 use safetensors::SafeTensors;
 
@@ -362,8 +362,8 @@ const F16: Tolerances = Tolerances { fwd: 3e-3, grad: 0.8, sgd: 0.8, pgd_free: 0
 
 #[test]
 fn matches_reference_pytorch_fixtures_in_f16() {
-    let rt = rt();
-    assert_eq!(rt.set_precision(Precision::F16), Precision::F16);
+    let rt = with_kernels(&rt(), |k| k.precision = Precision::F16);
+    assert_eq!(rt.precision(), Precision::F16);
     let mut failures = Vec::new();
     for path in &fixture_files() {
         let bytes = std::fs::read(path).unwrap();
@@ -377,17 +377,17 @@ fn matches_reference_pytorch_fixtures_in_f16() {
 /// The eval-mode input gradient of the joint loss (what PGD follows, by its sign), with the
 /// forward's GEMMs in `forward` and the backward's in `backward`.
 fn input_gradient(rt: &Runtime, fx: &Fixture, bytes: &[u8], forward: Precision, backward: Precision) -> Vec<f32> {
-    rt.set_precision(forward);
+    let rt_backward = with_kernels(rt, |k| k.precision = backward);
+    let rt = &with_kernels(rt, |k| k.precision = forward);
     let model = fx.model(rt, bytes);
     let (x, y) = (fx.tensor(rt, "input.x").requiring_grad(), fx.labels(rt));
     let loss = joint_loss(rt, &model.forward(rt, &x, Some(&y), Mode::Eval).unwrap(), &y, fx.meta_f32("beta")).unwrap();
-    rt.set_precision(backward);
-    autodiff::backward(rt, &loss).unwrap().get(&x).unwrap().to_vec(rt).unwrap()
+    autodiff::backward(&rt_backward, &loss).unwrap().get(&x).unwrap().to_vec(rt).unwrap()
 }
 
 /// PGD from the fixture's start, in `precision`.
 fn pgd_run(rt: &Runtime, fx: &Fixture, bytes: &[u8], precision: Precision) -> Vec<f32> {
-    rt.set_precision(precision);
+    let rt = &with_kernels(rt, |k| k.precision = precision);
     let model = fx.model(rt, bytes);
     let (x, y) = (fx.tensor(rt, "input.x"), fx.labels(rt));
     let pgd = Pgd {
@@ -458,7 +458,7 @@ fn f16_training_loss_follows_f32() {
     let bytes = std::fs::read(&path).unwrap();
     let fx = Fixture::open(&path, &bytes);
     let losses = |precision: Precision| -> Vec<f32> {
-        rt.set_precision(precision);
+        let rt = with_kernels(&rt, |k| k.precision = precision);
         let model = fx.model(&rt, &bytes);
         let sgd = Sgd::new(&rt, &model, fx.meta_f32("lr"), fx.meta_f32("momentum"), fx.meta_f32("weight_decay")).unwrap();
         let (x, y) = (fx.tensor(&rt, "input.x"), fx.labels(&rt));
@@ -510,9 +510,7 @@ fn train_gradients_repeat_and_hold_under_every_tile_configuration() {
             failures.push(format!("{name}: a rerun changed {} gradients", moved.len()));
         }
         for tile in engine::tune::Tile::ALL {
-            rt.force_tile(Some(tile));
-            let grads = train_grads(&rt, &fx, &bytes);
-            rt.force_tile(None);
+            let grads = train_grads(&with_kernels(&rt, |k| k.tile = Some(tile)), &fx, &bytes);
             let worst = |err: &dyn Fn(&str, &[f32]) -> f64| {
                 grads
                     .iter()

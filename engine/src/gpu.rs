@@ -128,12 +128,6 @@ fn choose(adapters: Vec<wgpu::Adapter>, preference: Option<&str>) -> Result<wgpu
 }
 
 impl Gpu {
-    /// Opens the adapter named by `CIFS_WGPU_ADAPTER`, or the best one.
-    pub fn new() -> Result<Self> {
-        let pref = std::env::var(ADAPTER_ENV).ok();
-        Self::with_preference(pref.as_deref())
-    }
-
     /// Opens the adapter matching `preference` (see [`ADAPTER_ENV`]), or the best one if `None`.
     pub fn with_preference(preference: Option<&str>) -> Result<Self> {
         let adapter = choose(enumerate(), preference)?;

@@ -7,21 +7,20 @@
 //! submitted only when the host needs a result.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
 use crate::error::{EngineError, Result};
 use crate::gpu::Gpu;
 use crate::grid::Work;
 use crate::kernels::Shader;
+use crate::options::{KernelOptions, RuntimeOptions, Tuning};
 use crate::pipelines::KernelCache;
 use crate::pool::{BufferPool, GpuBuffer};
+use crate::precision::Precision;
 use crate::recorder::Recorder;
 use crate::tensor::Tensor;
 use crate::timer::{Clock, Timer};
 use crate::tune::{Choice, Tuner};
-
-/// `CIFS_WGPU_SUBGROUP_REDUCE=1`: batch norm's sums on subgroup operations where the adapter has
-/// them (see [`Runtime::subgroup_reductions`]).
-pub const SUBGROUP_REDUCE_ENV: &str = "CIFS_WGPU_SUBGROUP_REDUCE";
 
 /// Counters for tests and benchmarks: proof that a warm step allocates nothing, and how many
 /// dispatches and submits a step costs.
@@ -35,61 +34,97 @@ pub struct RuntimeStats {
     pub dispatches: u64,
 }
 
+/// An open device and how its kernels compute. The settings ([`KernelOptions`], the tuning mode)
+/// are fixed when it is made; what changes inside is state: buffers, compiled kernels, recorded
+/// work, tuned choices, and the scopes [`Runtime::weights_frozen`] and
+/// [`Runtime::with_replica_sum`] open and close. [`Runtime::with_kernels`] makes another runtime
+/// on the same device, sharing all of that state, with other kernel settings.
 pub struct Runtime {
-    pub(crate) gpu: Gpu,
-    pool: BufferPool,
+    pub(crate) gpu: Rc<Gpu>,
+    pool: Rc<BufferPool>,
+    /// Compiled with this runtime's `zero_init_workgroup_memory`: one cache per runtime.
     kernels: KernelCache,
-    recorder: RefCell<Recorder>,
-    timer: RefCell<Option<Timer>>,
+    recorder: Rc<RefCell<Recorder>>,
+    timer: Rc<RefCell<Option<Timer>>>,
     /// A (1,) tensor holding 1.0, filled once: the seed of every scalar backward.
     one: RefCell<Option<Tensor>>,
-    /// Tile configurations of the GEMM kernels (heuristic unless tuning is enabled; `crate::tune`).
-    pub(crate) tuner: RefCell<Tuner>,
-    /// Told of each shape as it is tuned (the CLI's progress display).
-    pub(crate) tune_observer: RefCell<Option<TuneObserver>>,
+    /// Tile configurations of the GEMM kernels: the tuning mode fixed at opening, the choices
+    /// made so far and their cache file (`crate::tune`).
+    pub(crate) tuner: Rc<RefCell<Tuner>>,
+    /// Told of each shape as it is tuned (the CLI's progress display); it changes no result.
+    pub(crate) tune_observer: Rc<RefCell<Option<TuneObserver>>>,
     /// Inside [`Runtime::weights_frozen`]: layouts derived from weights (the backward-data
     /// pass's flipped weights), by (weight buffer, variant), each with the weight it came from.
-    derived: RefCell<Option<Derived>>,
-    /// Installed by a data-parallel run with synchronised batch norm: sums over the replicas.
-    replica_sum: RefCell<Option<crate::ops::batchnorm_sync::ReplicaSum>>,
-    /// Batch norm's workgroup sums on subgroup operations (see [`Runtime::subgroup_reductions`]).
-    subgroup_reductions: std::cell::Cell<bool>,
-    /// The GEMMs' precision: `F32` or `F16` (resolved, never `Auto`); `F32` unless set.
-    precision: std::cell::Cell<crate::precision::Precision>,
+    derived: Rc<RefCell<Option<Derived>>>,
+    /// Inside [`Runtime::with_replica_sum`] (a data-parallel run with synchronised batch norm):
+    /// the sum over the replicas.
+    replica_sum: Rc<RefCell<Option<crate::ops::batchnorm_sync::ReplicaSum>>>,
+    /// The kernel settings, `precision` resolved (never `Auto`) and `subgroup_reductions` on only
+    /// where the adapter has subgroup operations.
+    settings: KernelOptions,
 }
 
 type Derived = std::collections::HashMap<(u64, u64), (Tensor, Tensor)>;
 
 impl Runtime {
-    /// A runtime on the adapter named by `CIFS_WGPU_ADAPTER`, or the best one.
-    pub fn new() -> Result<Runtime> {
-        Ok(Runtime::on(Gpu::new()?))
-    }
-
-    /// A runtime on the adapter matching `preference` (see [`crate::gpu::ADAPTER_ENV`]).
-    pub fn with_preference(preference: Option<&str>) -> Result<Runtime> {
-        Ok(Runtime::on(Gpu::with_preference(preference)?))
-    }
-
-    fn on(gpu: Gpu) -> Runtime {
-        let tuner = RefCell::new(Tuner::heuristic(&device_key(&gpu)));
-        let kernels = KernelCache::default();
-        kernels.set_zero_init(crate::pipelines::switch_on(crate::pipelines::ZERO_INIT_ENV));
-        let subgroups = gpu.has_subgroups() && crate::pipelines::switch_on(SUBGROUP_REDUCE_ENV);
-        Runtime {
+    /// A runtime on the adapter `options` name (or the best one), with its tuning and kernel
+    /// settings. With [`Tuning::Tune`], the warnings about the cache file are in
+    /// [`Runtime::tuning`].
+    pub fn new(options: RuntimeOptions) -> Result<Runtime> {
+        let gpu = Rc::new(Gpu::with_preference(options.adapter.as_deref())?);
+        let device = device_key(&gpu);
+        let tuner = match &options.tuning {
+            Tuning::Heuristic => Tuner::heuristic(&device),
+            Tuning::Tune { cache } => Tuner::with_cache(&device, cache.path(&gpu.summary().name)),
+        };
+        let shared = Runtime {
             gpu,
-            pool: BufferPool::default(),
-            kernels,
-            recorder: RefCell::default(),
-            timer: RefCell::new(None),
+            pool: Rc::default(),
+            kernels: KernelCache::default(),
+            recorder: Rc::default(),
+            timer: Rc::default(),
             one: RefCell::new(None),
-            tuner,
-            tune_observer: RefCell::new(None),
-            derived: RefCell::new(None),
-            replica_sum: RefCell::new(None),
-            subgroup_reductions: std::cell::Cell::new(subgroups),
-            precision: std::cell::Cell::new(crate::precision::Precision::F32),
+            tuner: Rc::new(RefCell::new(tuner)),
+            tune_observer: Rc::default(),
+            derived: Rc::default(),
+            replica_sum: Rc::default(),
+            settings: KernelOptions::default(),
+        };
+        Ok(shared.with_kernels(options.kernels))
+    }
+
+    /// A runtime on this one's device with other kernel settings: tensors pass freely between
+    /// the two, their work goes into one command stream, and they share the buffer pool, the
+    /// tuned choices and the open scopes; only the kernels each compiles, and which run, follow
+    /// its own settings. Tests compare settings this way within one computation (a forward in
+    /// f32, its backward in f16; one model under each tile configuration).
+    pub fn with_kernels(&self, settings: KernelOptions) -> Runtime {
+        let kernels = KernelCache::default();
+        kernels.set_zero_init(settings.zero_init_workgroup_memory);
+        let settings = KernelOptions {
+            precision: settings.precision.resolve(&self.gpu),
+            subgroup_reductions: settings.subgroup_reductions && self.gpu.has_subgroups(),
+            ..settings
+        };
+        Runtime {
+            gpu: self.gpu.clone(),
+            pool: self.pool.clone(),
+            kernels,
+            recorder: self.recorder.clone(),
+            timer: self.timer.clone(),
+            one: RefCell::new(None),
+            tuner: self.tuner.clone(),
+            tune_observer: self.tune_observer.clone(),
+            derived: self.derived.clone(),
+            replica_sum: self.replica_sum.clone(),
+            settings,
         }
+    }
+
+    /// The kernel settings this runtime runs with (precision resolved; subgroup reductions on only
+    /// where the adapter has them).
+    pub fn kernels(&self) -> KernelOptions {
+        self.settings
     }
 
     /// The adapter this runtime runs on.
@@ -121,22 +156,6 @@ impl Runtime {
         self.replica_sum.borrow().clone()
     }
 
-    /// Compiles later kernels with wgpu's zero-initialisation of workgroup memory (`true`) or
-    /// without (the default unless `CIFS_WGPU_ZERO_INIT_WORKGROUP=1`; see
-    /// [`crate::pipelines::ZERO_INIT_ENV`]).
-    pub fn zero_init_workgroup_memory(&self, on: bool) {
-        self.kernels.set_zero_init(on);
-    }
-
-    /// Runs batch norm's per-channel sums on subgroup operations (`true`) or as a tree in
-    /// workgroup memory (`false`, the default unless `CIFS_WGPU_SUBGROUP_REDUCE=1`), where the
-    /// adapter has subgroup operations; returns what later batch norms use. Off by default until
-    /// a GPU run shows the step faster with it; the sums differ from the tree's in rounding only.
-    pub fn subgroup_reductions(&self, on: bool) -> bool {
-        self.subgroup_reductions.set(on && self.gpu.has_subgroups());
-        self.subgroup_reductions.get()
-    }
-
     /// Whether the device has subgroup operations (wgpu's SUBGROUP feature).
     pub fn has_subgroups(&self) -> bool {
         self.gpu.has_subgroups()
@@ -144,20 +163,12 @@ impl Runtime {
 
     /// Whether batch norm's sums run on subgroup operations (`info` and the bench report it).
     pub fn uses_subgroup_reductions(&self) -> bool {
-        self.subgroup_reductions.get()
-    }
-
-    /// Runs every later GEMM (convolutions, dense layers) in `precision`, resolved for this
-    /// adapter (`Auto` becomes `F32` or `F16`); returns what it resolved to.
-    pub fn set_precision(&self, precision: crate::precision::Precision) -> crate::precision::Precision {
-        let resolved = precision.resolve(&self.gpu);
-        self.precision.set(resolved);
-        resolved
+        self.settings.subgroup_reductions
     }
 
     /// The GEMMs' precision: `F32` or `F16`.
-    pub fn precision(&self) -> crate::precision::Precision {
-        self.precision.get()
+    pub fn precision(&self) -> Precision {
+        self.settings.precision
     }
 
     /// What the adapter offers the GEMMs' precision (see [`crate::precision::PrecisionSupport`]).

@@ -13,7 +13,7 @@
 //!   (on scratch copies of nothing: the op's own dispatches, which overwrite only their outputs)
 //!   and the fastest kept, in memory and in a JSON file per adapter (versioned; a corrupt, stale or
 //!   other-driver file is ignored with a warning and rewritten; safe to delete).
-//! - A forced tile ([`Runtime::force_tile`]) for tests and benchmarks that sweep the
+//! - A forced tile (`KernelOptions::tile`) for tests and benchmarks that sweep the
 //!   configurations.
 //!
 //! Within one split of the depth K, every configuration adds an output's products in the same
@@ -204,7 +204,6 @@ pub const CACHE_VERSION: u64 = 4;
 /// Choices per `kernel shape` key, for one adapter and driver, optionally backed by a file.
 pub(crate) struct Tuner {
     mode: TuneMode,
-    forced: Option<Tile>,
     device: String,
     path: Option<PathBuf>,
     choices: BTreeMap<String, Choice>,
@@ -215,14 +214,7 @@ pub(crate) struct Tuner {
 impl Tuner {
     /// The library default: the heuristic, no file.
     pub fn heuristic(device: &str) -> Tuner {
-        Tuner {
-            mode: TuneMode::Heuristic,
-            forced: None,
-            device: device.to_string(),
-            path: None,
-            choices: BTreeMap::new(),
-            warnings: Vec::new(),
-        }
+        Tuner { mode: TuneMode::Heuristic, device: device.to_string(), path: None, choices: BTreeMap::new(), warnings: Vec::new() }
     }
 
     /// Tuning at first use, remembered in `path` (loaded now if it exists and is valid).
@@ -248,15 +240,6 @@ impl Tuner {
 
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
-    }
-
-    /// Every later choice is `tile` (or the heuristic again with `None`).
-    pub fn force(&mut self, tile: Option<Tile>) {
-        self.forced = tile;
-    }
-
-    pub fn forced(&self) -> Option<Tile> {
-        self.forced
     }
 
     pub fn choices(&self) -> &BTreeMap<String, Choice> {
@@ -294,22 +277,6 @@ impl Tuner {
 }
 
 impl Runtime {
-    /// Times the GEMM tile configurations at each new shape and keeps the fastest, remembered
-    /// in `cache` (see [`default_cache_path`]). Returns warnings about the file.
-    pub fn enable_tuning(&self, cache: Option<PathBuf>) -> Vec<String> {
-        let forced = self.tuner.borrow().forced();
-        let mut t = Tuner::with_cache(&crate::runtime::device_key(&self.gpu), cache);
-        t.force(forced);
-        let warnings = std::mem::take(&mut t.warnings);
-        *self.tuner.borrow_mut() = t;
-        warnings
-    }
-
-    /// Runs every GEMM with `tile` (or goes back to choosing with `None`): tests and benches.
-    pub fn force_tile(&self, tile: Option<Tile>) {
-        self.tuner.borrow_mut().force(tile);
-    }
-
     /// Calls `f` with each shape's key and choice as it is tuned.
     pub fn observe_tuning(&self, f: impl Fn(&str, &Choice) + 'static) {
         *self.tune_observer.borrow_mut() = Some(Box::new(f));
@@ -342,7 +309,7 @@ impl Runtime {
         let heuristic = Some(heuristic).filter(fits).unwrap_or(Tile::T64X64);
         {
             let t = self.tuner.borrow();
-            if let Some(tile) = t.forced() {
+            if let Some(tile) = self.kernels().tile {
                 return if fits(&tile) {
                     Ok(tile)
                 } else {
@@ -402,13 +369,10 @@ fn parse_cache(text: &str, device: &str) -> std::result::Result<BTreeMap<String,
     Ok(out)
 }
 
-/// The cache file for an adapter: `$CIFS_WGPU_TUNE_CACHE` if set, else
-/// `$XDG_CACHE_HOME/cifs-wgpu/tune-<adapter>.json` (`~/.cache` when XDG_CACHE_HOME is unset), or
-/// none when neither a cache directory nor a home is known.
+/// The cache file for an adapter: `$XDG_CACHE_HOME/cifs-wgpu/tune-<adapter>.json` (`~/.cache`
+/// when XDG_CACHE_HOME is unset), or none when neither a cache directory nor a home is known
+/// (`CIFS_WGPU_TUNE_CACHE` names another file: `crate::options::TuneCache`).
 pub fn default_cache_path(adapter: &str) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("CIFS_WGPU_TUNE_CACHE") {
-        return Some(PathBuf::from(p));
-    }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;

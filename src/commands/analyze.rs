@@ -30,11 +30,11 @@ pub struct AnalyzeArgs {
     pub settings: AttackArgs,
 }
 
-pub fn run(adapter: Option<&str>, tune: bool, a: AnalyzeArgs) -> Result<(), String> {
+pub fn run(options: &engine::RuntimeOptions, a: AnalyzeArgs) -> Result<(), String> {
     if a.attack_kind == Attack::Natural {
         return Err("--attack natural makes no adversarial images; choose an attack (pgd20, apgd-ce, autoattack, ...)".into());
     }
-    let (rt, model, splits) = a.trained.open(adapter, tune, &cifs::distributed::Single)?;
+    let (rt, model, splits) = a.trained.open(options, &cifs::distributed::Single)?;
     let model_name = format!("{} width {}", model.config.kind, model.config.width);
     let classes: Vec<usize> = if a.class == "all" {
         (0..model.config.classes).collect()

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::open_runtime;
+use cifs::distributed::Single;
+use engine::{RuntimeOptions, Tuning};
+
 use crate::args::ModelArgs;
 use crate::display;
 
@@ -22,13 +24,13 @@ pub struct BenchArgs {
     pub json: Option<PathBuf>,
 }
 
-pub fn run(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String> {
-    let rt = open_runtime(adapter, tune)?;
+pub fn run(options: &RuntimeOptions, a: BenchArgs) -> Result<(), String> {
+    let rt = crate::open::runtime(options, &Single)?;
     let config = a.m.config()?;
     let info = rt.adapter();
     println!("adapter: {} ({}, {}), driver {} {}", info.name, info.backend, info.device_type, info.driver, info.driver_info);
     println!("precision {}, batch norm sums on {}", rt.precision(), bn_sums(&rt));
-    println!("{} width {}, batch {}, {} warm-up + {} timed steps each", a.m.model, config.width, a.m.batch_size, a.warmup, a.steps);
+    println!("{} width {}, batch {}, {} warm-up + {} timed steps each", config.kind, config.width, a.m.batch_size, a.warmup, a.steps);
     let bar = display::bar(((a.warmup + a.steps.max(1)) * cifs::training::bench::STEPS.len()) as u64, "[{bar:25}] {pos}/{len} {msg}");
     let mut done = 0;
     let results = cifs::training::bench::bench_steps(&rt, config, a.m.batch_size, a.steps, a.warmup, |kind, _| {
@@ -52,11 +54,11 @@ pub fn run(adapter: Option<&str>, tune: bool, a: BenchArgs) -> Result<(), String
             "adapter": info.name, "backend": info.backend, "device_type": info.device_type,
             "driver": info.driver, "driver_info": info.driver_info,
             "date": time::OffsetDateTime::now_utc().date().to_string(), "commit": env!("CIFS_WGPU_COMMIT"),
-            "model": a.m.model, "width": config.width, "depth": config.depth, "batch_size": a.m.batch_size, "warmup": a.warmup,
+            "model": config.kind, "width": config.width, "depth": config.depth, "batch_size": a.m.batch_size, "warmup": a.warmup,
             "results": results,
-            "tuning": if tune { "on" } else { "off (--no-tune)" },
+            "tuning": if options.tuning == Tuning::Heuristic { "off (--no-tune)" } else { "on" },
             "precision": rt.precision().to_string(),
-            "precision_requested": super::requested_precision().to_string(),
+            "precision_requested": options.kernels.precision.to_string(),
             "bn_sums": bn_sums(&rt),
             "tiles": rt.tuning().0.into_iter().map(|(k, c)| (k, c.tile.name())).collect::<std::collections::BTreeMap<_, _>>(),
         });

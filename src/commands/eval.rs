@@ -31,8 +31,8 @@ pub struct EvalArgs {
 }
 
 /// Every rank evaluates its part of the test images; rank 0 prints the whole table.
-pub fn run(adapter: Option<&str>, tune: bool, a: EvalArgs, coll: &dyn Collective) -> Result<(), String> {
-    let (rt, model, splits) = a.trained.open(adapter, tune, coll)?;
+pub fn run(options: &engine::RuntimeOptions, a: EvalArgs, coll: &dyn Collective) -> Result<(), String> {
+    let (rt, model, splits) = a.trained.open(options, coll)?;
     let test = Arc::new(match a.limit {
         Some(n) => splits.test.balanced(n),
         None => splits.test,

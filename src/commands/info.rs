@@ -1,14 +1,17 @@
 //! `cifs-wgpu info`: the adapters wgpu sees, the one chosen and its limits, the tuning cache.
 
-use super::{open_runtime, requested_precision};
+use cifs::distributed::Single;
+use engine::{RuntimeOptions, TuneCache, Tuning};
 
-pub fn run(adapter: Option<&str>) -> Result<(), String> {
+/// `options` with tuning on whatever the flags say, so that the tuning cache is shown.
+pub fn run(options: &RuntimeOptions) -> Result<(), String> {
     let all = engine::gpu::list_adapters();
     println!("adapters ({}):", all.len());
     for a in &all {
         println!("  [{}] {} ({}, {}) driver: {} {}", a.index, a.name, a.backend, a.device_type, a.driver, a.driver_info);
     }
-    let rt = open_runtime(adapter, true)?;
+    let tuned = RuntimeOptions { tuning: Tuning::Tune { cache: TuneCache::from_env() }, ..options.clone() };
+    let rt = crate::open::runtime(&tuned, &Single)?;
     let s = rt.adapter();
     let l = rt.limits();
     println!("chosen: {} ({}, {})", s.name, s.backend, s.device_type);
@@ -29,7 +32,7 @@ pub fn run(adapter: Option<&str>) -> Result<(), String> {
     for c in &p.cooperative_matrices {
         println!("  cooperative matrix: {c}");
     }
-    println!("  precision: {} runs as {} (auto: {})", requested_precision(), rt.precision(), p.auto);
+    println!("  precision: {} runs as {} (auto: {})", options.kernels.precision, rt.precision(), p.auto);
     let (choices, _, path) = rt.tuning();
     match path {
         Some(p) => println!("tuning cache: {} ({} shapes tuned)", p.display(), choices.len()),

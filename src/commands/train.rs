@@ -112,7 +112,7 @@ pub struct TrainArgs {
 }
 
 /// One rank's part of a training run (the whole run on one process); rank 0 alone shows progress.
-pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs, coll: &dyn Collective) -> Result<(), String> {
+pub fn run(options: &engine::RuntimeOptions, a: TrainArgs, coll: &dyn Collective) -> Result<(), String> {
     let milestones = a.milestones.as_deref().map(milestones).transpose()?;
     let choices = Choices {
         model: a.model,
@@ -132,10 +132,10 @@ pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs, coll: &dyn Collectiv
     if !a.resume && out.join("last.safetensors").is_file() {
         return Err(format!("{} already holds a run; pass --resume to continue it or choose another --out", out.display()));
     }
-    let rt = crate::distributed::open_runtime(adapter, tune, coll)?;
+    let rt = crate::open::runtime(options, coll)?;
     let adapter = rt.adapter();
     eprintln!("adapter: {} ({}), precision {}", adapter.name, adapter.backend, rt.precision());
-    let (splits, dir) = crate::distributed::load_data(coll, a.dataset, a.data_dir.as_deref(), a.no_download)?;
+    let (splits, dir) = crate::open::dataset(coll, a.dataset, a.data_dir.as_deref(), a.no_download)?;
     let cfg = TrainConfig {
         dataset: a.dataset.to_string(),
         data_dir: dir.display().to_string(),
@@ -172,7 +172,7 @@ pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs, coll: &dyn Collectiv
         (true, true) => cifs::training::resume::Resume::AllowChanges,
     };
     let events: &mut dyn cifs::training::run::Events =
-        if coll.rank() == 0 { &mut display::TrainDisplay::default() } else { &mut crate::distributed::Quiet };
+        if coll.rank() == 0 { &mut display::TrainDisplay::default() } else { &mut display::Quiet };
     // With one rank, synchronised and per-rank statistics are the same thing: recorded as off.
     let par = Parallel { coll, sync_bn: a.sync_bn && coll.size() > 1 };
     let history = cifs::training::run::run_on(&rt, &cfg, splits, &out, resume, events, &par).map_err(|e| e.to_string())?;

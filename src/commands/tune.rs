@@ -3,7 +3,9 @@
 
 use clap::Args;
 
-use super::open_runtime;
+use cifs::distributed::Single;
+use engine::RuntimeOptions;
+
 use crate::args::ModelArgs;
 use crate::display;
 
@@ -13,11 +15,12 @@ pub struct TuneArgs {
     pub m: ModelArgs,
 }
 
-pub fn run(adapter: Option<&str>, a: TuneArgs) -> Result<(), String> {
-    let rt = open_runtime(adapter, true)?;
+/// `options` tune (`main` refuses `--no-tune tune`).
+pub fn run(options: &RuntimeOptions, a: TuneArgs) -> Result<(), String> {
+    let rt = crate::open::runtime(options, &Single)?;
     let (before, _, path) = rt.tuning();
     let config = a.m.config()?;
-    println!("tuning {} width {}, batch {} on {}", a.m.model, config.width, a.m.batch_size, rt.adapter().name);
+    println!("tuning {} width {}, batch {} on {}", config.kind, config.width, a.m.batch_size, rt.adapter().name);
     let spinner = display::bar(0, "{spinner} {pos} shapes timed  {msg}");
     let shown = spinner.clone();
     rt.observe_tuning(move |key, choice| {

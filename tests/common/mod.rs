@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use approx::{AbsDiffEq, RelativeEq};
-use engine::{Result, Rng, Runtime, Tensor};
+use engine::{KernelOptions, Result, Rng, Runtime, RuntimeOptions, Tensor};
 
 /// Every tolerance the tests use, in one place.
 pub mod tol {
@@ -27,9 +27,22 @@ pub mod tol {
 /// twice in five runs with 16 threads opening devices at once (never with one thread), and the
 /// product opens one device per process anyway (docs/PERFORMANCE-HISTORY.md, "The test suite on the GPU").
 pub fn rt() -> Runtime {
+    rt_with(RuntimeOptions::from_env())
+}
+
+/// [`rt`] opened with `options` (the environment's defaults are `RuntimeOptions::from_env()`).
+pub fn rt_with(options: RuntimeOptions) -> Runtime {
     static OPENING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = OPENING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    Runtime::new().unwrap_or_else(|e| panic!("tests need a Vulkan device (lavapipe is enough): {e}"))
+    Runtime::new(options).unwrap_or_else(|e| panic!("tests need a Vulkan device (lavapipe is enough): {e}"))
+}
+
+/// A runtime on `rt`'s device with its kernel settings changed by `change` (tensors pass between
+/// the two: `Runtime::with_kernels`).
+pub fn with_kernels(rt: &Runtime, change: impl FnOnce(&mut KernelOptions)) -> Runtime {
+    let mut k = rt.kernels();
+    change(&mut k);
+    rt.with_kernels(k)
 }
 
 pub fn rng(seed: u64) -> Rng {

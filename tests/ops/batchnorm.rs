@@ -79,8 +79,8 @@ fn batchnorm_over_several_workgroups_per_channel_matches_reference() {
 /// workgroups per channel, train and eval mode.
 #[test]
 fn batchnorm_with_subgroup_reductions_matches_reference() {
-    let rt = rt();
-    if !rt.subgroup_reductions(true) {
+    let rt = with_kernels(&rt(), |k| k.subgroup_reductions = true);
+    if !rt.uses_subgroup_reductions() {
         eprintln!("skipped: {} has no subgroup operations (wgpu's SUBGROUP feature)", rt.adapter().name);
         return;
     }

@@ -3,14 +3,13 @@
 use crate::common::*;
 use engine::ops::conv2d::conv2d;
 use engine::tune::Tile;
-use engine::{autodiff, reference as cpu, Tensor};
+use engine::{autodiff, reference as cpu, RuntimeOptions, Tensor, TuneCache, Tuning};
 
 /// Forward and both backward passes against the CPU, under every tile configuration.
 fn check(seed: u64, xs: [usize; 4], co: usize, k: usize, stride: u32, pad: u32) {
     let rt = rt();
     for tile in Tile::ALL {
-        rt.force_tile(Some(tile));
-        check_on(&rt, seed, xs, co, k, stride, pad);
+        check_on(&with_kernels(&rt, |o| o.tile = Some(tile)), seed, xs, co, k, stride, pad);
     }
 }
 
@@ -134,8 +133,10 @@ fn tuning_times_every_tile_once_per_shape_and_remembers_it() {
     };
     let plain = run(&rt());
 
-    let tuned_rt = rt();
-    assert!(tuned_rt.enable_tuning(Some(path.clone())).is_empty());
+    let tuning_rt =
+        || rt_with(RuntimeOptions { tuning: Tuning::Tune { cache: TuneCache::File(path.clone()) }, ..RuntimeOptions::from_env() });
+    let tuned_rt = tuning_rt();
+    assert!(tuned_rt.tuning().1.is_empty());
     let seen = std::rc::Rc::new(std::cell::Cell::new(0));
     let counter = seen.clone();
     tuned_rt.observe_tuning(move |_, _| counter.set(counter.get() + 1));
@@ -154,8 +155,8 @@ fn tuning_times_every_tile_once_per_shape_and_remembers_it() {
     assert_eq!(seen.get(), 3, "a tuned shape is not timed again");
 
     // A new process (runtime) reads the choices back instead of timing again.
-    let again = rt();
-    assert!(again.enable_tuning(Some(path.clone())).is_empty());
+    let again = tuning_rt();
+    assert!(again.tuning().1.is_empty());
     let again_seen = std::rc::Rc::new(std::cell::Cell::new(0));
     let counter = again_seen.clone();
     again.observe_tuning(move |_, _| counter.set(counter.get() + 1));

@@ -15,8 +15,8 @@ use engine::tune::Tile;
 use engine::{autodiff, reference as cpu, Precision, Runtime, Tensor};
 
 fn rt16() -> Runtime {
-    let rt = rt();
-    assert_eq!(rt.set_precision(Precision::F16), Precision::F16);
+    let rt = with_kernels(&rt(), |k| k.precision = Precision::F16);
+    assert_eq!(rt.precision(), Precision::F16);
     rt
 }
 
@@ -84,7 +84,7 @@ fn f16_operands_are_the_nearest_f16_values_at_the_chosen_scale() {
         let q = f16_operand(&v);
         assert!(q.iter().zip(&v).any(|(a, b)| a != b), "the test values must need rounding");
         for tile in Tile::ALL {
-            rt.force_tile(Some(tile));
+            let rt = with_kernels(&rt, |k| k.tile = Some(tile));
             let t = |shape: &[usize], d: &[f32]| Tensor::from_f32(&rt, shape, d).unwrap();
             let (vt, eye_img, eye_w) = (t(&img, &v), t(&img, &eye), t(&w_shape, &eye));
             let name = tile.name();
@@ -176,11 +176,10 @@ fn f16_convolutions_match_the_reference_on_f16_operands() {
     // backward-data, and the narrow stem. The tiles' staging is checked under every
     // configuration above; here the first two shapes also run double-buffered 128x128 tiles.
     for tile in [None, Some(Tile::T128X128.double_buffered())] {
-        rt.force_tile(tile);
+        let rt = with_kernels(&rt, |k| k.tile = tile);
         run(check_conv(&rt, 1, [2, 6, 7, 5], 5, 3, (1, 1), (1.0, 0.5, 1.0)));
         run(check_conv(&rt, 2, [3, 20, 9, 9], 9, 3, (2, 1), (1.0, 0.5, 1.0)));
     }
-    rt.force_tile(None);
     run(check_conv(&rt, 3, [3, 5, 6, 6], 7, 1, (2, 0), (1.0, 0.5, 1.0)));
     run(check_conv(&rt, 4, [2, 128, 5, 5], 128, 3, (1, 1), (1.0, 0.05, 1.0)));
     run(check_conv(&rt, 5, [8, 70, 10, 10], 67, 3, (1, 1), (1.0, 0.5, 1.0)));

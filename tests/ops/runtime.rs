@@ -29,7 +29,8 @@ fn pool_reuses_buffers_and_bind_groups_once_warm() {
 #[test]
 fn adapters_are_listed_and_a_bad_choice_is_a_clear_error() {
     assert!(!list_adapters().is_empty());
-    let err = Runtime::with_preference(Some("no-such-adapter-xyz")).err().expect("must fail");
+    let options = engine::RuntimeOptions { adapter: Some("no-such-adapter-xyz".into()), ..Default::default() };
+    let err = Runtime::new(options).err().expect("must fail");
     let msg = err.to_string();
     assert!(msg.contains("no-such-adapter-xyz") && msg.contains("cifs-wgpu info"), "{msg}");
 }
@@ -81,4 +82,28 @@ fn copy_from_copies_on_the_gpu_and_refuses_another_size() {
     assert!(short.copy_from(&rt, &src).is_err(), "a copy into a smaller tensor must fail");
     let labels = Tensor::from_u32(&rt, &[6], &[0; 6]).unwrap();
     assert!(labels.copy_from(&rt, &src).is_err(), "a copy between types must fail");
+}
+
+/// A runtime's kernel settings are its own, fixed when it is made, and a second runtime on the
+/// same device (`Runtime::with_kernels`) shares its tensors: a 1x1 convolution with identity
+/// weights returns its input exactly in f32 and rounded to f16 in f16 (1 + 2^-12 is no f16
+/// value at the chosen scale), on tensors made by the other runtime, and the first runtime still
+/// computes in f32 after the second has run.
+#[test]
+fn kernel_settings_are_fixed_per_runtime_and_tensors_pass_between_runtimes_of_one_device() {
+    use engine::ops::conv2d::conv2d;
+    use engine::Precision;
+    let rt = crate::common::rt();
+    let f16 = crate::common::with_kernels(&rt, |k| k.precision = Precision::F16);
+    assert_eq!((rt.precision(), f16.precision()), (Precision::F32, Precision::F16));
+    let c = 24;
+    let x: Vec<f32> = (0..c).map(|i| if i % 2 == 0 { 1.0 + 2f32.powi(-12) } else { 1.0 }).collect();
+    let eye: Vec<f32> = (0..c * c).map(|i| if i / c == i % c { 1.0 } else { 0.0 }).collect();
+    let xt = Tensor::from_f32(&rt, &[1, c, 1, 1], &x).unwrap();
+    let wt = Tensor::from_f32(&f16, &[c, c, 1, 1], &eye).unwrap();
+    let exact = conv2d(&rt, &xt, &wt, 1, 0).unwrap().to_vec(&rt).unwrap();
+    let rounded = conv2d(&f16, &xt, &wt, 1, 0).unwrap().to_vec(&f16).unwrap();
+    assert_eq!(exact, x, "f32 keeps the input");
+    assert_eq!(rounded, vec![1.0; c], "f16 rounds 1 + 2^-12 to 1");
+    assert_eq!(conv2d(&rt, &xt, &wt, 1, 0).unwrap().to_vec(&rt).unwrap(), x, "the first runtime still runs f32");
 }

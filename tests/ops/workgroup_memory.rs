@@ -1,4 +1,4 @@
-//! Workgroup memory is not zero-initialised (see `engine::pipelines::ZERO_INIT_ENV`): safe only
+//! Workgroup memory is not zero-initialised (see `engine::KernelOptions`): safe only
 //! because every kernel writes each word before reading it. Each kernel family with workgroup
 //! memory, run with wgpu's zero-initialisation and without, must give the same bits. On
 //! lavapipe a workgroup's memory holds what an earlier workgroup left there, so a read before the
@@ -21,17 +21,14 @@ fn outputs(rt: &Runtime) -> Vec<Vec<f32>> {
     let x = r.uniform_vec(xs.iter().product(), -1.0, 1.0);
     let w = r.uniform_vec(12 * 20 * 9, -0.5, 0.5);
     for precision in [Precision::F32, Precision::F16] {
-        rt.set_precision(precision);
         for tile in [Tile::T64X64, Tile::T128X128.double_buffered()] {
-            rt.force_tile(Some(tile));
+            let rt = &with_kernels(rt, |k| (k.precision, k.tile) = (precision, Some(tile)));
             let (xt, wt) = (Tensor::leaf(rt, &xs, &x).unwrap(), Tensor::leaf(rt, &[12, 20, 3, 3], &w).unwrap());
             let y = conv2d(rt, &xt, &wt, 2, 1).unwrap();
             let g = autodiff::backward_with(rt, &y, Tensor::from_f32(rt, y.shape(), &vec![0.5; y.numel()]).unwrap()).unwrap();
             out.extend([y.to_vec(rt).unwrap(), g.get(&xt).unwrap().to_vec(rt).unwrap(), g.get(&wt).unwrap().to_vec(rt).unwrap()]);
         }
     }
-    rt.force_tile(None);
-    rt.set_precision(Precision::F32);
     let (gamma, beta) = (Tensor::leaf(rt, &[20], &[1.0; 20]).unwrap(), Tensor::leaf(rt, &[20], &[0.1; 20]).unwrap());
     let (rm, rv) = (Tensor::zeros(rt, &[20]).unwrap(), Tensor::from_f32(rt, &[20], &[1.0; 20]).unwrap());
     let xt = Tensor::leaf(rt, &xs, &x).unwrap();
@@ -49,10 +46,8 @@ fn outputs(rt: &Runtime) -> Vec<Vec<f32>> {
 #[test]
 fn kernels_give_the_same_bits_with_and_without_zeroed_workgroup_memory() {
     let rt = rt();
-    rt.zero_init_workgroup_memory(false);
-    let without = outputs(&rt);
-    rt.zero_init_workgroup_memory(true);
-    let with = outputs(&rt);
+    let without = outputs(&with_kernels(&rt, |k| k.zero_init_workgroup_memory = false));
+    let with = outputs(&with_kernels(&rt, |k| k.zero_init_workgroup_memory = true));
     for (i, (a, b)) in without.iter().zip(&with).enumerate() {
         let differ = a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
         assert_eq!(differ, 0, "output {i}: {differ} of {} values change when workgroup memory is zeroed", a.len());
