@@ -135,7 +135,7 @@ fn joint_loss_matches_formula_and_finite_differences() {
     let vals: Vec<Vec<f32>> = (0..3).map(|_| r.uniform_vec(12, -2.0, 2.0)).collect();
     let ts: Vec<Tensor> = vals.iter().map(|v| Tensor::from_f32(&rt, &[3, 4], v).unwrap()).collect();
     let loss = joint_loss(&rt, &Output { logits: ts[0].clone(), probes: vec![ts[1].clone(), ts[2].clone()] }, &labels, 2.0).unwrap();
-    let ce = |v: &[f32]| engine::reference::cross_entropy(&to_f64(v), 4, &labels_v).0;
+    let ce = |v: &[f32]| engine_reference::cross_entropy(&to_f64(v), 4, &labels_v).0;
     // 3/(beta+1) * (CE + beta/K * sum CE_k), beta 2, K 2.
     let want = (ce(&vals[0]) + (ce(&vals[1]) + ce(&vals[2]))) * 3.0 / 3.0;
     assert_close("joint loss", &loss.to_vec(&rt).unwrap(), &[want], tol::FWD);

@@ -20,7 +20,6 @@ mod pipelines;
 mod pool;
 pub mod precision;
 mod recorder;
-pub mod reference;
 pub mod rng;
 pub mod runtime;
 pub mod tensor;

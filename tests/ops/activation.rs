@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use engine::ops::activation::{relu, sigmoid, softplus};
-use engine::{autodiff, reference as cpu, Result, Tensor};
+use engine::{autodiff, Result, Tensor};
+use engine_reference as cpu;
 
 type Op = fn(&engine::Runtime, &Tensor) -> Result<Tensor>;
 

@@ -3,7 +3,8 @@
 
 use crate::common::*;
 use engine::ops::attack::{apgd_step, pgd_project, pgd_step, select_rows};
-use engine::{reference as cpu, Tensor};
+use engine::Tensor;
+use engine_reference as cpu;
 
 #[test]
 fn pgd_step_and_projection_match_reference() {

@@ -4,7 +4,8 @@
 
 use crate::common::*;
 use engine::ops::batchnorm::{batchnorm2d, batchnorm_act, reduction_chunks, Act, RunningStats, EPS, MOMENTUM};
-use engine::{autodiff, reference as cpu, Tensor};
+use engine::{autodiff, Tensor};
+use engine_reference as cpu;
 
 fn run(train: bool) {
     run_at(train, [3, 5, 3, 7]);

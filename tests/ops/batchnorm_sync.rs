@@ -8,7 +8,8 @@ use std::sync::{Arc, Barrier, Mutex};
 
 use crate::common::*;
 use engine::ops::batchnorm::{batchnorm_act, Act, RunningStats, EPS, MOMENTUM};
-use engine::{autodiff, reference as cpu, Tensor};
+use engine::{autodiff, Tensor};
+use engine_reference as cpu;
 
 /// An all-reduce between threads: each adds its buffer, all wait, all read the total.
 struct ThreadSum {

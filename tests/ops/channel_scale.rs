@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use engine::ops::channel_scale::channel_scale;
-use engine::{autodiff, reference as cpu, Tensor};
+use engine::{autodiff, Tensor};
+use engine_reference as cpu;
 
 #[test]
 fn channel_scale_matches_reference() {

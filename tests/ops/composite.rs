@@ -15,7 +15,8 @@ use engine::ops::{
     batchnorm::{batchnorm2d, RunningStats},
     conv2d::conv2d,
 };
-use engine::{autodiff, reference as cpu, Result, Runtime, Tensor};
+use engine::{autodiff, Result, Runtime, Tensor};
+use engine_reference as cpu;
 
 fn bn(rt: &Runtime, x: &Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor> {
     let c = x.shape()[1];

@@ -3,7 +3,8 @@
 use crate::common::*;
 use engine::ops::conv2d::conv2d;
 use engine::tune::Tile;
-use engine::{autodiff, reference as cpu, RuntimeOptions, Tensor, TuneCache, Tuning};
+use engine::{autodiff, RuntimeOptions, Tensor, TuneCache, Tuning};
+use engine_reference as cpu;
 
 /// Forward and both backward passes against the CPU, under every tile configuration.
 fn check(seed: u64, xs: [usize; 4], co: usize, k: usize, stride: u32, pad: u32) {

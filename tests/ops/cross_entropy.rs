@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use engine::ops::cross_entropy::cross_entropy;
-use engine::{autodiff, reference as cpu, Tensor};
+use engine::{autodiff, Tensor};
+use engine_reference as cpu;
 
 #[test]
 fn cross_entropy_matches_reference() {

@@ -3,7 +3,8 @@
 
 use crate::common::*;
 use engine::ops::dlr_loss::dlr_loss;
-use engine::{autodiff, reference as cpu, Tensor};
+use engine::{autodiff, Tensor};
+use engine_reference as cpu;
 
 fn check(targeted: bool, seed: u64) {
     let rt = rt();

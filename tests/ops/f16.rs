@@ -12,7 +12,8 @@ use crate::common::*;
 use engine::ops::conv2d::{conv2d, conv2d_backward_data, conv2d_backward_weight, NARROW_CHANNELS};
 use engine::ops::linear::linear;
 use engine::tune::Tile;
-use engine::{autodiff, reference as cpu, Precision, Runtime, Tensor};
+use engine::{autodiff, Precision, Runtime, Tensor};
+use engine_reference as cpu;
 
 fn rt16() -> Runtime {
     let rt = with_kernels(&rt(), |k| k.precision = Precision::F16);

@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use engine::ops::index::{gather_rows, top2};
-use engine::{autodiff, reference as cpu, Tensor};
+use engine::{autodiff, Tensor};
+use engine_reference as cpu;
 
 #[test]
 fn gather_rows_matches_reference() {

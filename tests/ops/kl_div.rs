@@ -3,7 +3,8 @@
 
 use crate::common::*;
 use engine::ops::kl_div::kl_div;
-use engine::{autodiff, reference as cpu, Tensor};
+use engine::{autodiff, Tensor};
+use engine_reference as cpu;
 
 #[test]
 fn kl_div_matches_reference() {

@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use engine::ops::linear::linear;
-use engine::{autodiff, reference as cpu, Tensor};
+use engine::{autodiff, Tensor};
+use engine_reference as cpu;
 
 #[test]
 fn linear_matches_reference() {

@@ -1,5 +1,5 @@
 //! Every engine op on the real WGSL kernels (lavapipe in CI): forward and backward against the
-//! float64 CPU reference in `engine::reference`, at odd sizes that do not fill a tile, plus a
+//! float64 CPU reference in `engine_reference`, at odd sizes that do not fill a tile, plus a
 //! finite-difference check of the GPU op itself.
 
 #[path = "../common/mod.rs"]

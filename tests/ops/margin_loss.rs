@@ -3,7 +3,8 @@
 
 use crate::common::*;
 use engine::ops::margin_loss::margin_loss;
-use engine::{autodiff, reference as cpu, Tensor};
+use engine::{autodiff, Tensor};
+use engine_reference as cpu;
 
 #[test]
 fn margin_loss_matches_reference() {

@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use engine::ops::optim::sgd_step;
-use engine::{reference as cpu, Tensor};
+use engine::Tensor;
+use engine_reference as cpu;
 
 #[test]
 fn sgd_two_steps_match_reference() {

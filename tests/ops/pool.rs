@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use engine::ops::pool::{avg_pool2d, global_avg_pool};
-use engine::{autodiff, reference as cpu, Tensor};
+use engine::{autodiff, Tensor};
+use engine_reference as cpu;
 
 #[test]
 fn avg_pool_matches_reference() {

@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use engine::ops::random::uniform;
-use engine::reference as cpu;
+use engine_reference as cpu;
 
 #[test]
 fn uniform_matches_the_cpu_stream_and_covers_its_range() {

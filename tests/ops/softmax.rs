@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use engine::ops::softmax::softmax;
-use engine::{autodiff, reference as cpu, Tensor};
+use engine::{autodiff, Tensor};
+use engine_reference as cpu;
 
 #[test]
 fn softmax_matches_reference() {

@@ -146,7 +146,7 @@ fn pre_activation(rt: &Runtime, inputs: &[&Tensor]) -> Vec<f64> {
     let xs = [s[0], s[1], s[2], s[3]];
     let x = read(inputs[0]);
     let res = inputs.get(3).map(|r| read(r));
-    let (mean, var) = engine::reference::channel_stats(&x, xs);
+    let (mean, var) = engine_reference::channel_stats(&x, xs);
     let eps = engine::ops::batchnorm::EPS as f64;
-    engine::reference::batchnorm_act(&x, xs, &mean, &var, &read(inputs[1]), &read(inputs[2]), res.as_deref(), false, eps)
+    engine_reference::batchnorm_act(&x, xs, &mean, &var, &read(inputs[1]), &read(inputs[2]), res.as_deref(), false, eps)
 }

@@ -1,6 +1,6 @@
 //! Uniform random tensors generated on the GPU (`shaders/random.wgsl`): a counter-based hash of
 //! (seed, element), so a random attack start costs one dispatch instead of a host draw and
-//! upload. `engine::reference::uniform` computes the same stream on the CPU.
+//! upload. `engine_reference::uniform` (engine/reference) computes the same stream on the CPU.
 
 use bytemuck::{Pod, Zeroable};
 

@@ -1,5 +1,6 @@
-//! Naive float64 CPU references of every op, forward and backward. They are the oracle the GPU
-//! kernels are tested against; nothing on a hot path uses them.
+//! Naive float64 CPU references of every engine op, forward and backward: the oracle the GPU
+//! kernels are tested against (`tests/`, `benches/`). A crate of its own, beside the engine and
+//! outside its API: nothing the program runs uses it.
 //!
 //! Layouts match the GPU's: NCHW row-major, weights (CO, CI, k, k), matrices row-major.
 
