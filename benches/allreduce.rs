@@ -10,7 +10,8 @@
 use cifs::distributed::exchange::{all_reduce_tensors, Exchange};
 use cifs::distributed::mpi::Mpi;
 use cifs::distributed::Collective;
-use cifs::{Model, ModelConfig, ModelKind};
+use cifs::models::resnet::RESNET18_CIFS;
+use cifs::{Model, ModelConfig};
 use engine::{Runtime, Tensor};
 
 fn main() {
@@ -19,8 +20,8 @@ fn main() {
     let width: usize = args.next().map_or(64, |w| w.parse().expect("width"));
     let steps: usize = args.next().map_or(10, |s| s.parse().expect("steps"));
     let rt = Runtime::new(engine::RuntimeOptions::from_env()).unwrap_or_else(|e| mpi.abort(&e.to_string()));
-    let model = Model::new(&rt, ModelConfig::new(ModelKind::ResNet18Cifs, width, 10), &mut engine::Rng::new(0))
-        .unwrap_or_else(|e| mpi.abort(&e.to_string()));
+    let model =
+        Model::new(&rt, ModelConfig::new(RESNET18_CIFS, width, 10), &mut engine::Rng::new(0)).unwrap_or_else(|e| mpi.abort(&e.to_string()));
     // Gradient-shaped tensors (the values do not change the cost) and the running statistics.
     let grads: Vec<Tensor> = model.params().iter().map(|p| p.leaf().detach()).collect();
     let weight = 1.0 / mpi.size() as f32;

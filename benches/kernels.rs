@@ -58,6 +58,93 @@ fn rand(rt: &Runtime, rng: &mut Rng, shape: &[usize]) -> Tensor {
     Tensor::from_f32(rt, shape, &rng.uniform_vec(shape.iter().product(), -1.0, 1.0)).unwrap()
 }
 
+/// One kernel's row: its time and rate (`work` per ms, in `unit`).
+fn push(rows: &mut Vec<Row>, name: String, ms: f64, work: f64, unit: &'static str) {
+    println!("  {name:<44} {ms:>10.3} ms {:>9.1} {unit}", work / ms / 1e6);
+    rows.push(Row { name, median_ms: ms, rate: work / ms / 1e6, unit, tiles: Vec::new(), heuristic: None });
+}
+
+/// A convolution kernel's row: the fastest tile's time and rate, then every tile's.
+fn push_conv(rows: &mut Vec<Row>, name: String, tiles: Vec<(Tile, f64)>, heuristic: Tile, flops: f64) {
+    let (best, ms) = tiles[0];
+    let all: Vec<String> = tiles.iter().map(|(t, ms)| format!("{} {ms:.3}", t.name())).collect();
+    println!(
+        "  {name:<44} {ms:>10.3} ms {:>9.1} GFLOP/s  best {} (heuristic {}; {})",
+        flops / ms / 1e6,
+        best.name(),
+        heuristic.name(),
+        all.join(", ")
+    );
+    rows.push(Row { name, median_ms: ms, rate: flops / ms / 1e6, unit: "GFLOP/s", tiles, heuristic: Some(heuristic) });
+}
+
+/// Batch norm at the largest and smallest maps of width `w`, batch `b`, `reps` runs each (bytes:
+/// read x, write y; backward reads x, g twice).
+fn bench_batchnorm(rt: &Runtime, rng: &mut Rng, rows: &mut Vec<Row>, (b, w, reps): (usize, usize, usize)) {
+    for (c, hw) in [(w, 32), (8 * w, 4)] {
+        let x = rand(rt, rng, &[b, c, hw, hw]).requiring_grad();
+        let (g, be) = (rand(rt, rng, &[c]).requiring_grad(), rand(rt, rng, &[c]).requiring_grad());
+        let (rm, rv) = (Tensor::zeros(rt, &[c]).unwrap(), Tensor::from_f32(rt, &[c], &vec![1.0; c]).unwrap());
+        let bytes = x.numel() as f64 * 4.0;
+        let ms = measure(rt, reps, || {
+            drop(batchnorm::batchnorm2d(rt, &x, &g, &be, batchnorm::RunningStats { mean: &rm, var: &rv }, true).unwrap())
+        });
+        push(rows, format!("batchnorm fwd train {c}x{hw}x{hw}"), ms, 4.0 * bytes, "GB/s");
+        let y = batchnorm::batchnorm2d(rt, &x, &g, &be, batchnorm::RunningStats { mean: &rm, var: &rv }, true).unwrap();
+        let seed = rand(rt, rng, y.shape());
+        let ms = measure(rt, reps, || drop(engine::autodiff::backward_with(rt, &y, seed.clone()).unwrap()));
+        push(rows, format!("batchnorm bwd {c}x{hw}x{hw}"), ms, 5.0 * bytes, "GB/s");
+        // Eval mode, as in every attack step: fused BN-ReLU forward, input gradient only (bytes:
+        // read x, write y; backward reads g and y, writes dx).
+        let (gf, bf) = (g.detach(), be.detach());
+        let act = batchnorm::Act { residual: None, relu: true };
+        let ms = measure(rt, reps, || {
+            drop(batchnorm::batchnorm_act(rt, &x, &gf, &bf, batchnorm::RunningStats { mean: &rm, var: &rv }, false, act).unwrap())
+        });
+        push(rows, format!("batchnorm-relu fwd eval {c}x{hw}x{hw}"), ms, 2.0 * bytes, "GB/s");
+        let y = batchnorm::batchnorm_act(rt, &x, &gf, &bf, batchnorm::RunningStats { mean: &rm, var: &rv }, false, act).unwrap();
+        let ms = measure(rt, reps, || drop(engine::autodiff::backward_with(rt, &y, seed.clone()).unwrap()));
+        push(rows, format!("batchnorm-relu bwd eval {c}x{hw}x{hw}"), ms, 3.0 * bytes, "GB/s");
+    }
+}
+
+/// The rows as JSON (`BENCH_JSON`, or target/bench-kernels.json), each with its share of the
+/// ceilings: the best GEMM-shaped kernel's GFLOP/s and the copy's GB/s.
+fn write_json(rows: &[Row], adapter: &str, b: usize, w: usize) {
+    let flops_ceiling = rows.iter().filter(|r| r.unit == "GFLOP/s").map(|r| r.rate).fold(0.0, f64::max);
+    let bw_ceiling = rows[1].rate;
+    let json: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let ceiling = if r.unit == "GFLOP/s" { flops_ceiling } else { bw_ceiling };
+            let tiles: Vec<String> = r.tiles.iter().map(|(t, ms)| format!("\"{}\":{ms:.4}", t.name())).collect();
+            let tiles = match r.heuristic {
+                Some(h) => {
+                    format!(r#","best_tile":"{}","heuristic_tile":"{}","tile_ms":{{{}}}"#, r.tiles[0].0.name(), h.name(), tiles.join(","))
+                }
+                None => String::new(),
+            };
+            format!(
+                r#"{{"kernel":"{}","median_ms":{:.4},"rate":{:.2},"unit":"{}","percent_of_ceiling":{:.1}{tiles}}}"#,
+                r.name,
+                r.median_ms,
+                r.rate,
+                r.unit,
+                100.0 * r.rate / ceiling
+            )
+        })
+        .collect();
+    let path =
+        std::env::var("BENCH_JSON").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-kernels.json").to_string());
+    let doc = format!(
+    "{{\"adapter\":\"{}\",\"batch\":{b},\"width\":{w},\"flops_ceiling_gflops\":{flops_ceiling:.1},\"copy_ceiling_gbs\":{bw_ceiling:.1},\"kernels\":[\n{}\n]}}\n",
+    adapter,
+    json.join(",\n")
+);
+    std::fs::write(&path, doc).expect("write JSON");
+    println!("ceilings: {flops_ceiling:.1} GFLOP/s (best GEMM-shaped kernel), {bw_ceiling:.1} GB/s (copy); JSON in {path}");
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("kernel benchmarks: run with `cargo bench --bench kernels`");
@@ -69,23 +156,6 @@ fn main() {
     println!("adapter: {} ({}); batch {b}, width {w}, {reps} runs per kernel", adapter.name, adapter.backend);
     let mut rng = Rng::new(0);
     let mut rows: Vec<Row> = Vec::new();
-    let push = |rows: &mut Vec<Row>, name: String, ms: f64, work: f64, unit: &'static str| {
-        println!("  {name:<44} {ms:>10.3} ms {:>9.1} {unit}", work / ms / 1e6);
-        rows.push(Row { name, median_ms: ms, rate: work / ms / 1e6, unit, tiles: Vec::new(), heuristic: None });
-    };
-    // A convolution kernel: the fastest tile's time and rate, then every tile's.
-    let push_conv = |rows: &mut Vec<Row>, name: String, tiles: Vec<(Tile, f64)>, heuristic: Tile, flops: f64| {
-        let (best, ms) = tiles[0];
-        let all: Vec<String> = tiles.iter().map(|(t, ms)| format!("{} {ms:.3}", t.name())).collect();
-        println!(
-            "  {name:<44} {ms:>10.3} ms {:>9.1} GFLOP/s  best {} (heuristic {}; {})",
-            flops / ms / 1e6,
-            best.name(),
-            heuristic.name(),
-            all.join(", ")
-        );
-        rows.push(Row { name, median_ms: ms, rate: flops / ms / 1e6, unit: "GFLOP/s", tiles, heuristic: Some(heuristic) });
-    };
 
     // Ceilings: SGEMM (the conv GEMM engine as a dense matmul) and a device-side copy.
     let n = env("BENCH_GEMM", 2048);
@@ -124,32 +194,7 @@ fn main() {
         push_conv(&mut rows, format!("conv bwd-weight {name}"), tiles, heuristic(Gemm::ConvBackwardWeight), flops);
     }
 
-    // Batch norm at the largest and smallest maps (bytes: read x, write y; backward reads x, g twice).
-    for (c, hw) in [(w, 32), (8 * w, 4)] {
-        let x = rand(&rt, &mut rng, &[b, c, hw, hw]).requiring_grad();
-        let (g, be) = (rand(&rt, &mut rng, &[c]).requiring_grad(), rand(&rt, &mut rng, &[c]).requiring_grad());
-        let (rm, rv) = (Tensor::zeros(&rt, &[c]).unwrap(), Tensor::from_f32(&rt, &[c], &vec![1.0; c]).unwrap());
-        let bytes = x.numel() as f64 * 4.0;
-        let ms = measure(&rt, reps, || {
-            drop(batchnorm::batchnorm2d(&rt, &x, &g, &be, batchnorm::RunningStats { mean: &rm, var: &rv }, true).unwrap())
-        });
-        push(&mut rows, format!("batchnorm fwd train {c}x{hw}x{hw}"), ms, 4.0 * bytes, "GB/s");
-        let y = batchnorm::batchnorm2d(&rt, &x, &g, &be, batchnorm::RunningStats { mean: &rm, var: &rv }, true).unwrap();
-        let seed = rand(&rt, &mut rng, y.shape());
-        let ms = measure(&rt, reps, || drop(engine::autodiff::backward_with(&rt, &y, seed.clone()).unwrap()));
-        push(&mut rows, format!("batchnorm bwd {c}x{hw}x{hw}"), ms, 5.0 * bytes, "GB/s");
-        // Eval mode, as in every attack step: fused BN-ReLU forward, input gradient only (bytes:
-        // read x, write y; backward reads g and y, writes dx).
-        let (gf, bf) = (g.detach(), be.detach());
-        let act = batchnorm::Act { residual: None, relu: true };
-        let ms = measure(&rt, reps, || {
-            drop(batchnorm::batchnorm_act(&rt, &x, &gf, &bf, batchnorm::RunningStats { mean: &rm, var: &rv }, false, act).unwrap())
-        });
-        push(&mut rows, format!("batchnorm-relu fwd eval {c}x{hw}x{hw}"), ms, 2.0 * bytes, "GB/s");
-        let y = batchnorm::batchnorm_act(&rt, &x, &gf, &bf, batchnorm::RunningStats { mean: &rm, var: &rv }, false, act).unwrap();
-        let ms = measure(&rt, reps, || drop(engine::autodiff::backward_with(&rt, &y, seed.clone()).unwrap()));
-        push(&mut rows, format!("batchnorm-relu bwd eval {c}x{hw}x{hw}"), ms, 3.0 * bytes, "GB/s");
-    }
+    bench_batchnorm(&rt, &mut rng, &mut rows, (b, w, reps));
 
     // CIFS: probe, pair, relevance, mask on the layer4 output (nonlinear probe, train rule).
     let probe = Probe::nonlinear(&rt, "layer4.0.Probe", 8 * w, cifs::models::probe::PROBE_HIDDEN, 10, &mut rng).unwrap();
@@ -171,36 +216,5 @@ fn main() {
     let ms = measure(&rt, reps, || drop(attack::pgd_step(&rt, &x, &gx, &d, 8.0 / 255.0, 2.0 / 255.0).unwrap()));
     push(&mut rows, format!("pgd step {b}x3x32x32"), ms, 5.0 * x.numel() as f64 * 4.0, "GB/s");
 
-    let flops_ceiling = rows.iter().filter(|r| r.unit == "GFLOP/s").map(|r| r.rate).fold(0.0, f64::max);
-    let bw_ceiling = rows[1].rate;
-    let json: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            let ceiling = if r.unit == "GFLOP/s" { flops_ceiling } else { bw_ceiling };
-            let tiles: Vec<String> = r.tiles.iter().map(|(t, ms)| format!("\"{}\":{ms:.4}", t.name())).collect();
-            let tiles = match r.heuristic {
-                Some(h) => {
-                    format!(r#","best_tile":"{}","heuristic_tile":"{}","tile_ms":{{{}}}"#, r.tiles[0].0.name(), h.name(), tiles.join(","))
-                }
-                None => String::new(),
-            };
-            format!(
-                r#"{{"kernel":"{}","median_ms":{:.4},"rate":{:.2},"unit":"{}","percent_of_ceiling":{:.1}{tiles}}}"#,
-                r.name,
-                r.median_ms,
-                r.rate,
-                r.unit,
-                100.0 * r.rate / ceiling
-            )
-        })
-        .collect();
-    let path =
-        std::env::var("BENCH_JSON").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-kernels.json").to_string());
-    let doc = format!(
-        "{{\"adapter\":\"{}\",\"batch\":{b},\"width\":{w},\"flops_ceiling_gflops\":{flops_ceiling:.1},\"copy_ceiling_gbs\":{bw_ceiling:.1},\"kernels\":[\n{}\n]}}\n",
-        adapter.name,
-        json.join(",\n")
-    );
-    std::fs::write(&path, doc).expect("write JSON");
-    println!("ceilings: {flops_ceiling:.1} GFLOP/s (best GEMM-shaped kernel), {bw_ceiling:.1} GB/s (copy); JSON in {path}");
+    write_json(&rows, &adapter.name, b, w);
 }

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use cifs::attacks::evaluate::EvalSettings;
+use cifs::attacks::attack::EvalSettings;
 use cifs::attacks::pgd::AttackLoss;
+use cifs::training::config::Settings;
+use cifs::training::recipe::Recipe;
 use cifs::{ModelConfig, ModelKind};
 use datasets::DatasetKind;
 use engine::{Runtime, RuntimeOptions};
@@ -70,11 +72,20 @@ pub fn milestones(s: &str) -> Result<Vec<usize>, String> {
     s.split(',').map(|t| t.trim().parse::<usize>().map_err(|_| format!("`{t}` in `{s}` is not an epoch number"))).collect()
 }
 
-/// The model and batch a benchmark or a tuning run builds.
+/// `--model`'s values: every architecture of every family (`cifs::models::FAMILIES`), each with
+/// its help line.
+fn model_kind() -> impl clap::builder::TypedValueParser<Value = ModelKind> {
+    use clap::builder::TypedValueParser;
+    let values = ModelKind::all().map(|k| clap::builder::PossibleValue::new(k.name()).help(k.about()));
+    clap::builder::PossibleValuesParser::new(values).map(|name| ModelKind::named(&name).expect("a possible value names a model"))
+}
+
+/// The model and its batch (`train`, `bench`, `tune`).
 #[derive(Args)]
 pub struct ModelArgs {
-    #[arg(long, value_enum, default_value_t = ModelKind::ResNet18Cifs)]
-    pub model: ModelKind,
+    /// [default: resnet18-cifs; train fashion-mnist: resnet10-cifs]
+    #[arg(long, value_parser = model_kind())]
+    pub model: Option<ModelKind>,
     /// ResNets: channels of the first stage [default: 64]; WideResNet: the widen factor
     /// [default: 10] (alias --widen).
     #[arg(long, visible_alias = "widen")]
@@ -82,13 +93,19 @@ pub struct ModelArgs {
     /// WideResNet depth, 6 n + 4 [default: 28].
     #[arg(long)]
     pub depth: Option<usize>,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = Settings::DEFAULT.batch_size)]
     pub batch_size: usize,
 }
 
 impl ModelArgs {
+    /// The model asked for, or the reference's (`bench`, `tune`).
+    pub fn kind(&self) -> ModelKind {
+        self.model.unwrap_or(Recipe::cifar10().model)
+    }
+
+    /// The model a benchmark or a tuning run builds (10 classes).
     pub fn config(&self) -> Result<ModelConfig, String> {
-        ModelConfig::resolve(self.model, self.width, self.depth, 10).map_err(|e| e.to_string())
+        ModelConfig::resolve(self.kind(), self.width, self.depth, 10).map_err(|e| e.to_string())
     }
 }
 

@@ -1,6 +1,7 @@
 //! What the command line draws: progress bars and the summary lines of a run.
 
-use cifs::training::run::{EpochMetrics, Events, Phase};
+use cifs::training::config::Phase;
+use cifs::training::events::{EpochMetrics, Events};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A bar over `len` units with `template` (indicatif syntax).
@@ -16,16 +17,6 @@ fn phase_name(phase: Phase) -> &'static str {
         Phase::Adversarial => "adversarial",
         Phase::Clean => "clean",
     }
-}
-
-/// What ranks other than 0 show of a training run: nothing.
-pub struct Quiet;
-
-impl Events for Quiet {
-    fn epoch_start(&mut self, _: usize, _: usize, _: Phase, _: f32, _: usize) {}
-    fn batch(&mut self, _: usize, _: f64, _: f64, _: f64) {}
-    fn evaluating(&mut self, _: usize, _: usize) {}
-    fn epoch_end(&mut self, _: &EpochMetrics) {}
 }
 
 /// Training progress: one bar per epoch, a summary line after it.

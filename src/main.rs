@@ -91,7 +91,7 @@ fn main() -> ExitCode {
         Command::Info => info::run(&options),
         Command::Analyze(a) => analyze::run(&options, a),
         Command::Bench(a) => bench::run(&options, a),
-        Command::Tune(a) if cli.no_tune => Err(format!("`tune --no-tune` has nothing to do (model {})", a.m.model)),
+        Command::Tune(a) if cli.no_tune => Err(format!("`tune --no-tune` has nothing to do (model {})", a.m.kind())),
         Command::Tune(a) => tune::run(&options, a),
     };
     match result {

@@ -9,8 +9,9 @@ mod common;
 use std::sync::Arc;
 
 use cifs::analysis::{analyze, nr_share, write};
-use cifs::attacks::evaluate::{Attack, EvalSettings};
+use cifs::attacks::attack::EvalSettings;
 use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
+use cifs::attacks::registry::parse;
 use cifs::{Mode, Model};
 use common::*;
 use engine::{Runtime, Tensor};
@@ -49,7 +50,7 @@ fn analysis_numbers_match_an_image_by_image_float64_recomputation() {
     let rt = rt();
     let (model, data) = setup(&rt);
     let settings = EvalSettings { batch_size: 3, ..EvalSettings::reference(8.0 / 255.0, 3) };
-    let analysis = analyze(&rt, &model, &data, &[0, 5], Attack::Pgd(2), settings, |_, _| {}).unwrap();
+    let analysis = analyze(&rt, &model, &data, &[0, 5], parse("pgd2").unwrap().as_ref(), settings, |_, _| {}).unwrap();
     assert_eq!(analysis.classes.iter().map(|c| c.class.as_str()).collect::<Vec<_>>(), vec!["c0", "c5"]);
 
     let weights = model.classifier().weight.leaf().to_vec(&rt).unwrap();
@@ -112,7 +113,7 @@ fn analysis_files_are_valid_figures_and_tables() {
     let rt = rt();
     let (model, data) = setup(&rt);
     let settings = EvalSettings { batch_size: 4, ..EvalSettings::reference(8.0 / 255.0, 4) };
-    let analysis = analyze(&rt, &model, &data, &[2], Attack::Fgsm, settings, |_, _| {}).unwrap();
+    let analysis = analyze(&rt, &model, &data, &[2], parse("fgsm").unwrap().as_ref(), settings, |_, _| {}).unwrap();
     let out = std::env::temp_dir().join(format!("cifs-wgpu-analyze-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let files = write(&analysis, &out, "test model").unwrap();

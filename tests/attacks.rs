@@ -10,14 +10,17 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use cifs::models::resnet::RESNET18_CIFS;
 use std::sync::Arc;
 
-use cifs::attacks::apgd::{Apgd, ApgdLoss, Batch, StepControl};
-use cifs::attacks::evaluate::{adversarial_images, evaluate, Attack, EvalSettings};
+use cifs::attacks::apgd::{Apgd, ApgdLoss, StepControl};
+use cifs::attacks::attack::{Batch, EvalSettings};
+use cifs::attacks::evaluate::{adversarial_images, evaluate};
 use cifs::attacks::hostloss;
 use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
+use cifs::attacks::registry::parse;
 use cifs::attacks::square::{p_selection, side, Square};
-use cifs::{Mode, Model, ModelKind};
+use cifs::{Mode, Model};
 use common::*;
 use engine::{autodiff, Runtime, Tensor};
 
@@ -133,7 +136,7 @@ impl Reference {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/attacks");
         let f = fixture("success");
         let model = cifs::checkpoint::load_model(rt, &dir.join("success.safetensors")).unwrap();
-        assert_eq!(model.config.kind, ModelKind::ResNet18Cifs);
+        assert_eq!(model.config.kind, RESNET18_CIFS);
         let bytes = std::fs::read(dir.join("success.safetensors")).unwrap();
         let st = cifs::checkpoint::state::open(&bytes, "success").unwrap();
         let (shape, x) = cifs::checkpoint::state::read_f32(&st, "input.x", "success").unwrap();
@@ -378,7 +381,7 @@ fn autoattack_leaves_exactly_what_survives_each_of_its_attacks(
     };
     let natural = classified(xt);
     assert!(natural.iter().all(|&c| c), "labels are the model's own predictions");
-    let aa_images = adversarial_images(rt, &r.model, b, Attack::AutoAttack, &settings).unwrap();
+    let aa_images = adversarial_images(rt, &r.model, b, parse("autoattack").unwrap().as_ref(), &settings).unwrap();
     let aa = classified(&aa_images);
     let all: Vec<bool> = (0..n).map(|i| ce[i] && t[i] && sq[i]).collect();
     println!(
@@ -391,7 +394,8 @@ fn autoattack_leaves_exactly_what_survives_each_of_its_attacks(
     assert_eq!(indices(aa.clone()), indices(all.clone()), "autoattack's robust images are those that survive all three attacks");
     let count = |v: &[bool]| v.iter().filter(|&&f| f).count();
     assert!(count(&aa) < count(ce) && count(ce) < n, "autoattack {} < apgd-ce {} < natural {n}", count(&aa), count(ce));
-    let results = evaluate(rt, &r.model, &dataset(r), &[Attack::Natural, Attack::AutoAttack], settings, |_, _| {}).unwrap();
+    let results =
+        evaluate(rt, &r.model, &dataset(r), &[parse("natural").unwrap(), parse("autoattack").unwrap()], settings, |_, _| {}).unwrap();
     let acc = |name: &str| results.iter().find(|x| x.attack == name).unwrap_or_else(|| panic!("no row {name}")).correct;
     let ce_t: Vec<bool> = (0..n).map(|i| ce[i] && t[i]).collect();
     for (row, want) in [

@@ -5,6 +5,8 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use cifs::models::resnet::{RESNET18, RESNET18_CAS, RESNET18_CIFS};
+use cifs::models::wide_resnet::{WRN, WRN_CIFS};
 use std::collections::BTreeMap;
 
 use cifs::attacks::pgd::{cw_inf, fgsm, AttackLoss, Pgd, Start};
@@ -160,18 +162,18 @@ fn small_model(rt: &Runtime, kind: ModelKind, width: usize, seed: u64) -> Model 
 #[test]
 fn checkpoint_round_trips_and_rejects_another_width() {
     let rt = rt();
-    let a = small_model(&rt, ModelKind::ResNet18Cifs, 4, 1);
+    let a = small_model(&rt, RESNET18_CIFS, 4, 1);
     let bytes = to_safetensors(&rt, &a, vec![], BTreeMap::from([("arch".to_string(), "resnet18-cifs".to_string())])).unwrap();
-    let b = small_model(&rt, ModelKind::ResNet18Cifs, 4, 2);
+    let b = small_model(&rt, RESNET18_CIFS, 4, 2);
     load_state_dict(&rt, &b, &bytes, "", "a.safetensors").unwrap();
     let x = Tensor::from_f32(&rt, &[2, 3, 32, 32], &rng(3).uniform_vec(6144, 0.0, 1.0)).unwrap();
     let la = a.forward(&rt, &x, None, Mode::Eval).unwrap().logits.to_vec(&rt).unwrap();
     let lb = b.forward(&rt, &x, None, Mode::Eval).unwrap().logits.to_vec(&rt).unwrap();
     assert_eq!(la, lb);
-    let other = small_model(&rt, ModelKind::ResNet18Cifs, 8, 1);
+    let other = small_model(&rt, RESNET18_CIFS, 8, 1);
     let msg = load_state_dict(&rt, &other, &bytes, "", "a.safetensors").unwrap_err().to_string();
     assert!(msg.contains("a.safetensors") && msg.contains("shape"), "{msg}");
-    let plain = small_model(&rt, ModelKind::ResNet18, 4, 1);
+    let plain = small_model(&rt, RESNET18, 4, 1);
     let bytes_plain = to_safetensors(&rt, &plain, vec![], BTreeMap::new()).unwrap();
     let msg = load_state_dict(&rt, &a, &bytes_plain, "", "p.safetensors").unwrap_err().to_string();
     assert!(msg.contains("missing tensor") && msg.contains("Probe"), "{msg}");
@@ -182,7 +184,7 @@ fn checkpoint_round_trips_and_rejects_another_width() {
 #[test]
 fn attacks_stay_in_the_box_and_raise_their_loss() {
     let rt = rt();
-    let model = small_model(&rt, ModelKind::ResNet18Cifs, 4, 5);
+    let model = small_model(&rt, RESNET18_CIFS, 4, 5);
     let mut r = rng(6);
     let xv = r.uniform_vec(4 * 3072, 0.0, 1.0);
     let x = Tensor::from_f32(&rt, &[4, 3, 32, 32], &xv).unwrap();
@@ -220,7 +222,7 @@ fn attacks_stay_in_the_box_and_raise_their_loss() {
 #[test]
 fn pgd_training_steps_fit_a_fixed_batch() {
     let rt = rt();
-    let model = small_model(&rt, ModelKind::ResNet18Cifs, 4, 9);
+    let model = small_model(&rt, RESNET18_CIFS, 4, 9);
     let sgd = cifs::training::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
     let mut r = rng(10);
     let x = Tensor::from_f32(&rt, &[8, 3, 32, 32], &r.uniform_vec(8 * 3072, 0.0, 1.0)).unwrap();
@@ -238,7 +240,7 @@ fn pgd_training_steps_fit_a_fixed_batch() {
 #[test]
 fn a_warm_training_step_allocates_nothing_and_builds_nothing() {
     let rt = rt();
-    let model = small_model(&rt, ModelKind::ResNet18Cifs, 4, 11);
+    let model = small_model(&rt, RESNET18_CIFS, 4, 11);
     let sgd = cifs::training::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
     let mut r = rng(12);
     let x = Tensor::from_f32(&rt, &[4, 3, 32, 32], &r.uniform_vec(4 * 3072, 0.0, 1.0)).unwrap();
@@ -294,7 +296,7 @@ fn malformed_checkpoints_are_errors_not_panics() {
 #[test]
 fn identical_models_give_identical_checkpoint_bytes() {
     let rt = rt();
-    let model = small_model(&rt, ModelKind::ResNet18Cifs, 2, 21);
+    let model = small_model(&rt, RESNET18_CIFS, 2, 21);
     // Every write builds its metadata anew; a HashMap-ordered header would differ between them.
     let first = cifs::checkpoint::model_bytes(&rt, &model, &[("epoch", "3".into()), ("pgd20_acc", "0.25".into())]).unwrap();
     for _ in 0..6 {
@@ -304,14 +306,14 @@ fn identical_models_give_identical_checkpoint_bytes() {
     let meta = cifs::checkpoint::state::metadata(&first, "m").unwrap();
     assert_eq!(meta["arch"], "resnet18-cifs");
     assert_eq!(meta["epoch"], "3");
-    let other = small_model(&rt, ModelKind::ResNet18Cifs, 2, 21);
+    let other = small_model(&rt, RESNET18_CIFS, 2, 21);
     cifs::checkpoint::state::load_state_dict(&rt, &other, &first, "", "m").unwrap();
 }
 
 #[test]
 fn attacks_refuse_negative_or_non_finite_settings() {
     let rt = rt();
-    let model = small_model(&rt, ModelKind::ResNet18, 2, 22);
+    let model = small_model(&rt, RESNET18, 2, 22);
     let x = Tensor::from_f32(&rt, &[1, 3, 32, 32], &vec![0.5; 3072]).unwrap();
     let y = Tensor::from_u32(&rt, &[1], &[0]).unwrap();
     let ok = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 1, loss: AttackLoss::Joint { beta: 2.0 } };
@@ -338,11 +340,11 @@ fn the_training_step_uses_the_attack_it_is_given() {
     let x = Tensor::from_f32(&rt, &[4, 3, 32, 32], &r.uniform_vec(4 * 3072, 0.0, 1.0)).unwrap();
     let y = Tensor::from_u32(&rt, &[4], &[0, 1, 2, 3]).unwrap();
     let cw = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 2, loss: AttackLoss::CwMargin { confidence: 50.0 } };
-    let stepped = small_model(&rt, ModelKind::ResNet18Cifs, 2, 24);
+    let stepped = small_model(&rt, RESNET18_CIFS, 2, 24);
     let sgd = cifs::training::optim::Sgd::new(&rt, &stepped, 0.1, 0.9, 2e-4).unwrap();
     cifs::training::step::train_step(&rt, &stepped, &sgd, &x, &y, Some(&cw), 2.0, &mut engine::Rng::new(5)).unwrap();
 
-    let by_hand = small_model(&rt, ModelKind::ResNet18Cifs, 2, 24);
+    let by_hand = small_model(&rt, RESNET18_CIFS, 2, 24);
     let sgd2 = cifs::training::optim::Sgd::new(&rt, &by_hand, 0.1, 0.9, 2e-4).unwrap();
     let adv = cw.attack(&rt, &by_hand, &x, &y, Start::Random(&mut engine::Rng::new(5))).unwrap();
     let out = by_hand.forward(&rt, &adv, Some(&y), Mode::Train).unwrap();
@@ -372,7 +374,7 @@ fn the_training_step_uses_the_attack_it_is_given() {
 #[test]
 fn a_pgd10_step_costs_the_fused_dispatch_count() {
     let rt = rt();
-    let model = small_model(&rt, ModelKind::ResNet18Cifs, 2, 11);
+    let model = small_model(&rt, RESNET18_CIFS, 2, 11);
     let sgd = cifs::training::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
     let mut r = rng(12);
     let x = Tensor::from_f32(&rt, &[2, 3, 32, 32], &r.uniform_vec(2 * 3072, 0.0, 1.0)).unwrap();
@@ -403,7 +405,7 @@ fn a_pgd10_step_costs_the_fused_dispatch_count() {
 #[test]
 fn trades_attack_stays_in_the_box_and_raises_the_kl() {
     let rt = rt();
-    let model = small_model(&rt, ModelKind::ResNet18Cifs, 2, 25);
+    let model = small_model(&rt, RESNET18_CIFS, 2, 25);
     let mut r = rng(26);
     let xv = r.uniform_vec(3 * 3072, 0.0, 1.0);
     let x = Tensor::from_f32(&rt, &[3, 3, 32, 32], &xv).unwrap();
@@ -432,7 +434,7 @@ fn trades_attack_stays_in_the_box_and_raises_the_kl() {
 #[test]
 fn trades_loss_gradient_matches_finite_differences() {
     let rt = rt();
-    let model = small_model(&rt, ModelKind::ResNet18Cifs, 2, 27);
+    let model = small_model(&rt, RESNET18_CIFS, 2, 27);
     let mut r = rng(28);
     let x = Tensor::from_f32(&rt, &[3, 3, 32, 32], &r.uniform_vec(3 * 3072, 0.0, 1.0)).unwrap();
     let y = Tensor::from_u32(&rt, &[3], &[1, 4, 7]).unwrap();
@@ -465,7 +467,7 @@ fn trades_loss_gradient_matches_finite_differences() {
 #[test]
 fn trades_training_steps_fit_a_fixed_batch() {
     let rt = rt();
-    let model = small_model(&rt, ModelKind::ResNet18, 4, 29);
+    let model = small_model(&rt, RESNET18, 4, 29);
     let sgd = cifs::training::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
     let mut r = rng(30);
     let x = Tensor::from_f32(&rt, &[8, 3, 32, 32], &r.uniform_vec(8 * 3072, 0.0, 1.0)).unwrap();
@@ -480,7 +482,7 @@ fn trades_training_steps_fit_a_fixed_batch() {
 #[test]
 fn cas_model_trains_and_its_checkpoint_is_recognised() {
     let rt = rt();
-    let model = small_model(&rt, ModelKind::ResNet18Cas, 4, 31);
+    let model = small_model(&rt, RESNET18_CAS, 4, 31);
     let sgd = cifs::training::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
     let mut r = rng(32);
     let x = Tensor::from_f32(&rt, &[8, 3, 32, 32], &r.uniform_vec(8 * 3072, 0.0, 1.0)).unwrap();
@@ -495,7 +497,7 @@ fn cas_model_trains_and_its_checkpoint_is_recognised() {
     let path = std::env::temp_dir().join(format!("cifs-wgpu-cas-{}.safetensors", std::process::id()));
     cifs::checkpoint::save_model(&rt, &model, &path, &[]).unwrap();
     let loaded = cifs::checkpoint::load_model(&rt, &path).unwrap();
-    assert_eq!(loaded.config.kind, ModelKind::ResNet18Cas);
+    assert_eq!(loaded.config.kind, RESNET18_CAS);
     assert_eq!(loaded.forward(&rt, &x, None, Mode::Eval).unwrap().logits.to_vec(&rt).unwrap(), out.logits.to_vec(&rt).unwrap());
 }
 
@@ -512,9 +514,9 @@ fn wide_resnet_28_10_has_the_reference_parameter_count() {
             .map(|p| p.leaf().numel())
             .sum::<usize>()
     };
-    assert_eq!(count(ModelKind::Wrn), 36_479_194);
-    assert_eq!(count(ModelKind::WrnCifs), 36_479_194 + 640 * 240 + 240 + 2400 + 10 + 6410);
-    let bad = Model::new(&rt, ModelConfig { kind: ModelKind::Wrn, width: 1, classes: 10, depth: 20 }, &mut engine::Rng::new(1));
+    assert_eq!(count(WRN), 36_479_194);
+    assert_eq!(count(WRN_CIFS), 36_479_194 + 640 * 240 + 240 + 2400 + 10 + 6410);
+    let bad = Model::new(&rt, ModelConfig { kind: WRN, width: 1, classes: 10, depth: 20 }, &mut engine::Rng::new(1));
     assert!(bad.is_err_and(|e| e.to_string().contains("6 n + 4")));
 }
 
@@ -523,8 +525,7 @@ fn wide_resnet_28_10_has_the_reference_parameter_count() {
 #[test]
 fn wide_resnet_cifs_of_another_size_trains_and_its_checkpoint_is_recognised() {
     let rt = rt();
-    let model =
-        Model::new(&rt, ModelConfig { kind: ModelKind::WrnCifs, width: 2, classes: 10, depth: 22 }, &mut engine::Rng::new(41)).unwrap();
+    let model = Model::new(&rt, ModelConfig { kind: WRN_CIFS, width: 2, classes: 10, depth: 22 }, &mut engine::Rng::new(41)).unwrap();
     let sgd = cifs::training::optim::Sgd::new(&rt, &model, 0.05, 0.9, 2e-4).unwrap();
     let mut r = rng(42);
     let x = Tensor::from_f32(&rt, &[4, 3, 32, 32], &r.uniform_vec(4 * 3072, 0.0, 1.0)).unwrap();
@@ -539,12 +540,11 @@ fn wide_resnet_cifs_of_another_size_trains_and_its_checkpoint_is_recognised() {
     let path = std::env::temp_dir().join(format!("cifs-wgpu-wrn-{}.safetensors", std::process::id()));
     cifs::checkpoint::save_model(&rt, &model, &path, &[]).unwrap();
     let loaded = cifs::checkpoint::load_model(&rt, &path).unwrap();
-    assert_eq!((loaded.config.kind, loaded.config.depth, loaded.config.width), (ModelKind::WrnCifs, 22, 2));
+    assert_eq!((loaded.config.kind, loaded.config.depth, loaded.config.width), (WRN_CIFS, 22, 2));
     assert_eq!(loaded.forward(&rt, &x, None, Mode::Eval).unwrap().logits.to_vec(&rt).unwrap(), out.logits.to_vec(&rt).unwrap());
     std::fs::remove_file(&path).unwrap();
     // With one block per group (depth 10) block3's only block is also its first: the probe
     // masks its 2k-wide activated input (the channels change in that block).
-    let shallow =
-        Model::new(&rt, ModelConfig { kind: ModelKind::WrnCifs, width: 1, classes: 10, depth: 10 }, &mut engine::Rng::new(43)).unwrap();
+    let shallow = Model::new(&rt, ModelConfig { kind: WRN_CIFS, width: 1, classes: 10, depth: 10 }, &mut engine::Rng::new(43)).unwrap();
     assert_eq!(shallow.forward(&rt, &x, None, Mode::Eval).unwrap().probes.len(), 2);
 }

@@ -13,6 +13,7 @@
 //!   resume with another number of ranks is refused.
 #![cfg(feature = "mpi")]
 
+use cifs::models::resnet::RESNET18_CIFS;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -21,9 +22,9 @@ use std::time::{Duration, Instant};
 use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
 use cifs::checkpoint::load_training;
 use cifs::loss::joint_loss;
+use cifs::training::epoch::{epoch_rng, train_pass};
 use cifs::training::optim::Sgd;
-use cifs::training::run::{epoch_rng, train_pass};
-use cifs::{Mode, Model, ModelConfig, ModelKind};
+use cifs::{Mode, Model, ModelConfig};
 use datasets::loader::batches;
 use datasets::DatasetKind;
 use engine::{autodiff, Runtime, Tensor};
@@ -137,7 +138,7 @@ fn worst(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> (f64, String) {
 }
 
 fn new_model(rt: &Runtime) -> (Model, Sgd) {
-    let model = Model::new(rt, ModelConfig::new(ModelKind::ResNet18Cifs, WIDTH, 3), &mut engine::Rng::new(SEED)).unwrap();
+    let model = Model::new(rt, ModelConfig::new(RESNET18_CIFS, WIDTH, 3), &mut engine::Rng::new(SEED)).unwrap();
     let sgd = Sgd::new(rt, &model, 0.1, 0.9, 2e-4).unwrap();
     (model, sgd)
 }

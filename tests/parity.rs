@@ -29,13 +29,15 @@ mod common;
 #[path = "parity/kinks.rs"]
 mod kinks;
 
+use cifs::models::resnet::{RESNET10, RESNET10_CIFS, RESNET18, RESNET18_CIFS};
+use cifs::models::wide_resnet::{WRN, WRN_CIFS};
 use std::path::PathBuf;
 
 use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
 use cifs::checkpoint::state::{load_state_dict, read_f32, read_i64};
 use cifs::loss::joint_loss;
 use cifs::training::optim::Sgd;
-use cifs::{Mode, Model, ModelConfig, ModelKind, Output};
+use cifs::{Mode, Model, ModelConfig, Output};
 use common::{rel_err, rt, with_kernels};
 use engine::{autodiff, Precision, Runtime, Tensor};
 use safetensors::SafeTensors;
@@ -164,21 +166,21 @@ impl<'a> Fixture<'a> {
         // `arch` names the architecture; fixtures without it are the ResNet-18 pair.
         let cifs = self.meta["cifs"] == "True";
         let kind = match self.meta.get("arch").map(String::as_str) {
-            None if cifs => ModelKind::ResNet18Cifs,
-            None => ModelKind::ResNet18,
-            Some("resnet10_gray_cifs") => ModelKind::ResNet10Cifs,
-            Some("resnet10_gray") => ModelKind::ResNet10,
+            None if cifs => RESNET18_CIFS,
+            None => RESNET18,
+            Some("resnet10_gray_cifs") => RESNET10_CIFS,
+            Some("resnet10_gray") => RESNET10,
             Some(a) if a.starts_with("wrn") => {
                 if cifs {
-                    ModelKind::WrnCifs
+                    WRN_CIFS
                 } else {
-                    ModelKind::Wrn
+                    WRN
                 }
             }
             Some(other) => panic!("{}: fixture architecture `{other}` is not built in cifs-wgpu", self.name),
         };
         let meta = |k: &str| self.meta.get(k).map(|v| v.parse::<usize>().unwrap());
-        let config = if kind.is_wrn() {
+        let config = if kind == WRN_CIFS || kind == WRN {
             ModelConfig { kind, width: meta("widen_factor").unwrap(), classes: 10, depth: meta("depth").unwrap() }
         } else {
             ModelConfig::new(kind, meta("width").unwrap(), 10)

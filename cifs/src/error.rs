@@ -12,7 +12,7 @@ pub enum CifsError {
     Data(#[from] datasets::DatasetError),
 
     #[error(transparent)]
-    Distributed(#[from] crate::distributed::DistributedError),
+    Distributed(#[from] crate::distributed::collective::DistributedError),
 
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },

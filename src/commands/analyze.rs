@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use cifs::attacks::evaluate::Attack;
+use cifs::attacks::attack::Attack;
+use cifs::attacks::registry;
 
 use crate::args::{images, AttackArgs, Trained};
 use crate::display;
@@ -18,8 +19,8 @@ pub struct AnalyzeArgs {
     #[arg(long, default_value = "all")]
     pub class: String,
     /// The attack that makes the adversarial images (any of `eval --attacks` but natural).
-    #[arg(long = "attack", default_value = "pgd20")]
-    pub attack_kind: Attack,
+    #[arg(long = "attack", default_value = "pgd20", value_parser = registry::parse)]
+    pub attack_kind: Arc<dyn Attack>,
     /// Use N test images only: a fixed, class-balanced subset, as `eval --limit`.
     #[arg(long, value_parser = images)]
     pub limit: Option<usize>,
@@ -31,7 +32,7 @@ pub struct AnalyzeArgs {
 }
 
 pub fn run(options: &engine::RuntimeOptions, a: AnalyzeArgs) -> Result<(), String> {
-    if a.attack_kind == Attack::Natural {
+    if a.attack_kind.name() == "natural" {
         return Err("--attack natural makes no adversarial images; choose an attack (pgd20, apgd-ce, autoattack, ...)".into());
     }
     let (rt, model, splits) = a.trained.open(options, &cifs::distributed::Single)?;
@@ -66,14 +67,14 @@ pub fn run(options: &engine::RuntimeOptions, a: AnalyzeArgs) -> Result<(), Strin
             .join(format!("analyze-{}", a.trained.checkpoint.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default()))
     });
     let bar = display::bar(0, "analysing [{bar:25}] {pos}/{len} images ETA {eta}");
-    let analysis = cifs::analysis::analyze(&rt, &model, &test, &classes, a.attack_kind, a.settings.settings(), |d, t| {
+    let analysis = cifs::analysis::analyze(&rt, &model, &test, &classes, a.attack_kind.as_ref(), a.settings.settings(), |d, t| {
         bar.set_length(t as u64);
         bar.set_position(d as u64);
     })
     .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     let files = cifs::analysis::write(&analysis, &out, &model_name).map_err(|e| e.to_string())?;
-    println!("share of activation mass on negatively relevant channels (natural / {}):", a.attack_kind);
+    println!("share of activation mass on negatively relevant channels (natural / {}):", a.attack_kind.name());
     println!("{:<14} {:>6} {:>8} {:>8} {:>18} {:>18}", "class", "images", "natural", "robust", "NR share, masked", "NR share, unmasked");
     for s in &analysis.classes {
         let ((n, v), without) = s.nr_shares();

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use cifs::attacks::evaluate::{Attack, AttackResult};
+use cifs::attacks::attack::Attack;
+use cifs::attacks::evaluate::AttackResult;
+use cifs::attacks::registry;
 use cifs::distributed::Collective;
 
 use crate::args::{images, AttackArgs, Trained};
@@ -17,8 +19,8 @@ pub struct EvalArgs {
     pub trained: Trained,
     /// Comma-separated: natural, fgsm, pgd<steps>, cw<steps>, apgd-ce, apgd-dlr, apgd-t, square,
     /// autoattack (APGD-CE, then APGD-T, then Square, each on the images still robust).
-    #[arg(long, value_delimiter = ',', default_value = "natural,fgsm,pgd20,pgd100,cw30")]
-    pub attacks: Vec<Attack>,
+    #[arg(long, value_delimiter = ',', default_value = "natural,fgsm,pgd20,pgd100,cw30", value_parser = registry::parse)]
+    pub attacks: Vec<Arc<dyn Attack>>,
     /// Evaluate N test images only: a fixed, class-balanced subset (classes taken in turn, each
     /// class's images in file order).
     #[arg(long, value_parser = images)]

@@ -5,13 +5,18 @@ use std::path::PathBuf;
 use clap::Args;
 
 use cifs::distributed::{Collective, Parallel};
+use cifs::training::config::{Adversary, Method, Settings, TrainConfig};
+use cifs::training::events::{Events, Quiet};
 use cifs::training::recipe::{Choices, Recipe};
-use cifs::training::run::{Adversary, Method, TrainConfig};
-use cifs::ModelKind;
+use cifs::training::resume::Resume;
+use cifs::training::trainer::train;
 use datasets::DatasetKind;
 
-use crate::args::{images, milestones, non_negative, unit_interval};
+use crate::args::{images, milestones, non_negative, unit_interval, ModelArgs};
 use crate::display;
+
+/// The library's defaults of the settings no recipe decides, shown by `--help`.
+const DEFAULT: Settings = Settings::DEFAULT;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -20,16 +25,8 @@ pub struct TrainArgs {
     /// Where the dataset is (or is downloaded to). Default: data/<dataset>.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// [default: resnet18-cifs; fashion-mnist: resnet10-cifs]
-    #[arg(long, value_enum)]
-    pub model: Option<ModelKind>,
-    /// ResNets: channels of the first stage [default: 64]; WideResNet: the widen factor
-    /// [default: 10] (alias --widen).
-    #[arg(long, visible_alias = "widen")]
-    pub width: Option<usize>,
-    /// WideResNet depth, 6 n + 4 [default: 28].
-    #[arg(long)]
-    pub depth: Option<usize>,
+    #[command(flatten)]
+    pub m: ModelArgs,
     /// Epochs of the main (adversarial) phase [default: 120; fashion-mnist: 60].
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -37,28 +34,26 @@ pub struct TrainArgs {
     /// [default: 15; fashion-mnist: 0].
     #[arg(long)]
     pub clean_epochs: Option<usize>,
-    #[arg(long, default_value_t = 128)]
-    pub batch_size: usize,
     /// [default: 0.1; svhn and fashion-mnist: 0.01]
     #[arg(long, value_parser = non_negative)]
     pub lr: Option<f32>,
-    #[arg(long, default_value = "0.9", value_parser = unit_interval)]
+    #[arg(long, default_value_t = DEFAULT.momentum, value_parser = unit_interval)]
     pub momentum: f32,
-    #[arg(long, default_value = "2e-4", value_parser = non_negative)]
+    #[arg(long, default_value_t = DEFAULT.weight_decay, value_parser = non_negative)]
     pub weight_decay: f32,
     /// Main-phase epochs at which the lr drops 10x, comma-separated [default: 75,90;
     /// fashion-mnist: 37,45].
     #[arg(long)]
     pub milestones: Option<String>,
     /// How the main phase makes its training images.
-    #[arg(long = "adv", value_enum, default_value_t = Adversary::Pgd)]
+    #[arg(long = "adv", value_enum, default_value_t = DEFAULT.adversary)]
     pub adversary: Adversary,
     /// The adversarial objective: pgd-at (the reference's) or trades (its KL attack takes
     /// --eps, --step-size and --attack-steps; the natural part is the joint loss for CIFS models).
-    #[arg(long, value_enum, default_value_t = Method::PgdAt)]
+    #[arg(long, value_enum, default_value_t = DEFAULT.method)]
     pub method: Method,
     /// TRADES's KL weight.
-    #[arg(long, default_value = "6", value_parser = non_negative)]
+    #[arg(long, default_value_t = DEFAULT.trades_beta, value_parser = non_negative)]
     pub trades_beta: f32,
     /// [default: 8/255; fashion-mnist: 0.1]
     #[arg(long, value_parser = non_negative)]
@@ -70,13 +65,13 @@ pub struct TrainArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub attack_steps: Option<u32>,
     /// Weight of the CIFS probe losses in the joint loss.
-    #[arg(long, default_value = "2", value_parser = non_negative)]
+    #[arg(long, default_value_t = DEFAULT.beta, value_parser = non_negative)]
     pub beta: f32,
     /// Evaluate (natural and PGD-20) every this many epochs, and after the last.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = DEFAULT.eval_every as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub eval_every: u32,
     /// Test images used by those evaluations.
-    #[arg(long, default_value_t = 1000, value_parser = images)]
+    #[arg(long, default_value_t = DEFAULT.eval_limit, value_parser = images)]
     pub eval_limit: usize,
     /// Train on N training images only (smoke runs): a fixed, class-balanced subset (classes
     /// taken in turn, each class's images in file order).
@@ -85,7 +80,7 @@ pub struct TrainArgs {
     /// Use N test images only: a fixed, class-balanced subset, chosen as for --limit-train.
     #[arg(long, value_parser = images)]
     pub limit_test: Option<usize>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = DEFAULT.seed)]
     pub seed: u64,
     /// Output directory. Default: runs/<dataset>-<model>-w<width>-s<seed>.
     #[arg(long)]
@@ -111,24 +106,59 @@ pub struct TrainArgs {
     pub sync_bn: bool,
 }
 
+impl TrainArgs {
+    /// The dataset's recipe with the choices given over it.
+    fn recipe(&self) -> Result<Recipe, String> {
+        let choices = Choices {
+            model: self.m.model,
+            epochs: self.epochs,
+            clean_epochs: self.clean_epochs,
+            lr: self.lr,
+            milestones: self.milestones.as_deref().map(milestones).transpose()?,
+            eps: self.eps,
+            step_size: self.step_size,
+            attack_steps: self.attack_steps,
+        };
+        let recipe = Recipe::for_dataset(self.dataset).with(choices);
+        recipe.model.check_depth(self.m.depth).map_err(|e| e.to_string())?;
+        Ok(recipe)
+    }
+
+    /// The settings given that no recipe decides.
+    fn settings(&self) -> Settings {
+        Settings {
+            width: self.m.width,
+            depth: self.m.depth,
+            batch_size: self.m.batch_size,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            adversary: self.adversary,
+            method: self.method,
+            trades_beta: self.trades_beta,
+            beta: self.beta,
+            eval_every: self.eval_every as usize,
+            eval_limit: self.eval_limit,
+            limit_train: self.limit_train,
+            limit_test: self.limit_test,
+            seed: self.seed,
+            init_from: self.init_from.as_ref().map(|p| p.display().to_string()),
+        }
+    }
+
+    fn resume(&self) -> Resume {
+        match (self.resume, self.allow_changes) {
+            (false, _) => Resume::No,
+            (true, false) => Resume::Same,
+            (true, true) => Resume::AllowChanges,
+        }
+    }
+}
+
 /// One rank's part of a training run (the whole run on one process); rank 0 alone shows progress.
 pub fn run(options: &engine::RuntimeOptions, a: TrainArgs, coll: &dyn Collective) -> Result<(), String> {
-    let milestones = a.milestones.as_deref().map(milestones).transpose()?;
-    let choices = Choices {
-        model: a.model,
-        epochs: a.epochs,
-        clean_epochs: a.clean_epochs,
-        lr: a.lr,
-        milestones,
-        eps: a.eps,
-        step_size: a.step_size,
-        attack_steps: a.attack_steps,
-    };
-    let recipe = Recipe::for_dataset(a.dataset).with(choices);
-    let model = recipe.model;
-    model.check_depth(a.depth).map_err(|e| e.to_string())?;
-    let width = a.width.unwrap_or(model.default_width());
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}-w{}-s{}", a.dataset, model, width, a.seed)));
+    let recipe = a.recipe()?;
+    let width = a.m.width.unwrap_or(recipe.model.default_width());
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}-w{}-s{}", a.dataset, recipe.model, width, a.seed)));
     if !a.resume && out.join("last.safetensors").is_file() {
         return Err(format!("{} already holds a run; pass --resume to continue it or choose another --out", out.display()));
     }
@@ -136,46 +166,12 @@ pub fn run(options: &engine::RuntimeOptions, a: TrainArgs, coll: &dyn Collective
     let adapter = rt.adapter();
     eprintln!("adapter: {} ({}), precision {}", adapter.name, adapter.backend, rt.precision());
     let (splits, dir) = crate::open::dataset(coll, a.dataset, a.data_dir.as_deref(), a.no_download)?;
-    let cfg = TrainConfig {
-        dataset: a.dataset.to_string(),
-        data_dir: dir.display().to_string(),
-        model,
-        width,
-        depth: a.depth,
-        epochs: recipe.epochs,
-        clean_epochs: recipe.clean_epochs,
-        batch_size: a.batch_size,
-        lr: recipe.lr,
-        momentum: a.momentum,
-        weight_decay: a.weight_decay,
-        milestones: recipe.milestones,
-        adversary: a.adversary,
-        method: a.method,
-        trades_beta: a.trades_beta,
-        eps: recipe.eps,
-        step_size: recipe.step_size,
-        attack_steps: recipe.attack_steps as usize,
-        beta: a.beta,
-        eval_every: a.eval_every as usize,
-        eval_limit: a.eval_limit,
-        limit_train: a.limit_train,
-        limit_test: a.limit_test,
-        seed: a.seed,
-        init_from: a.init_from.map(|p| p.display().to_string()),
-        augment: recipe.augment,
-        precision: rt.precision().to_string(),
-    };
+    let cfg = TrainConfig::new(&a.dataset.to_string(), &dir.display().to_string(), recipe, a.settings(), rt.precision());
     eprintln!("writing to {}", out.display());
-    let resume = match (a.resume, a.allow_changes) {
-        (false, _) => cifs::training::resume::Resume::No,
-        (true, false) => cifs::training::resume::Resume::Same,
-        (true, true) => cifs::training::resume::Resume::AllowChanges,
-    };
-    let events: &mut dyn cifs::training::run::Events =
-        if coll.rank() == 0 { &mut display::TrainDisplay::default() } else { &mut display::Quiet };
+    let events: &mut dyn Events = if coll.rank() == 0 { &mut display::TrainDisplay::default() } else { &mut Quiet };
     // With one rank, synchronised and per-rank statistics are the same thing: recorded as off.
     let par = Parallel { coll, sync_bn: a.sync_bn && coll.size() > 1 };
-    let history = cifs::training::run::run_on(&rt, &cfg, splits, &out, resume, events, &par).map_err(|e| e.to_string())?;
+    let history = train(&rt, &cfg, splits, &out, a.resume(), events, par).map_err(|e| e.to_string())?;
     if let Some(m) = history.last().filter(|_| coll.rank() == 0) {
         println!("done: {} epochs; checkpoints in {}", m.epoch, out.display());
     }

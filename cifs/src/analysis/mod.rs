@@ -22,8 +22,8 @@ use datasets::loader::{batches, Pass};
 use datasets::Dataset;
 use engine::{no_grad, Runtime, Tensor};
 
-use crate::attacks::apgd::Batch;
-use crate::attacks::evaluate::{adversarial_images, Attack, EvalSettings};
+use crate::attacks::attack::{Attack, Batch, EvalSettings};
+use crate::attacks::evaluate::adversarial_images;
 use crate::attacks::hostloss::predictions;
 use crate::error::{io, Result};
 use crate::models::{Mode, Model, Taps};
@@ -85,7 +85,8 @@ impl ClassStats {
 }
 
 pub struct Analysis {
-    pub attack: Attack,
+    /// The attack's name.
+    pub attack: String,
     pub classes: Vec<ClassStats>,
 }
 
@@ -141,7 +142,7 @@ pub fn analyze(
     model: &Model,
     data: &Arc<Dataset>,
     classes: &[usize],
-    attack: Attack,
+    attack: &dyn Attack,
     s: EvalSettings,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Analysis> {
@@ -225,7 +226,7 @@ pub fn analyze(
             }
         })
         .collect();
-    Ok(Analysis { attack, classes: stats })
+    Ok(Analysis { attack: attack.name(), classes: stats })
 }
 
 /// `natural` and `adversarial` in the sorted order, scaled to [0, 1] by their common maximum.
@@ -275,7 +276,7 @@ fn slug(name: &str) -> String {
 /// Writes every figure and table of `analysis` under `out`; returns the files written.
 pub fn write(analysis: &Analysis, out: &Path, model_name: &str) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).map_err(io(out))?;
-    let attack = analysis.attack.to_string();
+    let attack = analysis.attack.clone();
     let mut files = Vec::new();
     let mut summary = String::from("class,images,natural_acc,robust_acc,nr_share_natural,nr_share_adversarial,nr_share_natural_unmasked,nr_share_adversarial_unmasked\n");
     for s in &analysis.classes {

@@ -17,12 +17,15 @@
 //! (seed, image, restart, target), so an image's attack does not depend on which other images
 //! share its batch.
 
+use std::sync::Arc;
+
 use engine::ops::attack::{apgd_step, select_rows};
 use engine::ops::dlr_loss::dlr_loss;
 use engine::{autodiff, Rng, Runtime, Tensor};
 
+use crate::attacks::attack::{Attack, Batch, EvalSettings, Images};
 use crate::attacks::hostloss;
-use crate::attacks::pgd::AttackLoss;
+use crate::attacks::loss::AttackLoss;
 use crate::error::{check_setting, Result};
 use crate::models::{Mode, Model};
 
@@ -50,6 +53,11 @@ impl Apgd {
     /// AutoAttack's standard settings at radius `eps`: 100 iterations, 1 restart, rho 0.75.
     pub fn standard(eps: f32, seed: u64) -> Apgd {
         Apgd { eps, iterations: 100, restarts: 1, rho: 0.75, seed }
+    }
+
+    /// The evaluation's APGD: its radius, iterations, restarts and seed, rho 0.75.
+    pub fn from_settings(s: &EvalSettings) -> Apgd {
+        Apgd { eps: s.eps, iterations: s.iterations, restarts: s.restarts, rho: 0.75, seed: s.seed }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -147,17 +155,6 @@ impl StepControl {
         self.k = self.k.saturating_sub(self.size_decr).max(self.k_min);
         Decision { improved, halved: Some(halved) }
     }
-}
-
-/// The images of one APGD call, on the host and on the GPU.
-pub struct Batch<'a> {
-    /// (n, C, H, W) images in [0, 1].
-    pub x: &'a Tensor,
-    pub x_host: &'a [f32],
-    pub labels: &'a Tensor,
-    pub labels_host: &'a [u32],
-    /// A stable identity per image (its index in the evaluated set): the key of its random draws.
-    pub ids: &'a [u64],
 }
 
 fn mix(parts: &[u64]) -> u64 {
@@ -367,4 +364,67 @@ impl Subset {
     pub fn batch(&self) -> Batch<'_> {
         Batch { x: &self.x, x_host: &self.x_host, labels: &self.labels, labels_host: &self.labels_host, ids: &self.ids }
     }
+}
+
+/// `apgd-ce`, `apgd-dlr` and `apgd-t` as evaluation attacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApgdAttack {
+    /// The evaluation's loss (cross-entropy in standard AutoAttack, the joint loss by default).
+    Ce,
+    /// DLR.
+    Dlr,
+    /// Targeted DLR towards each of the evaluation's `target_classes` most likely wrong classes.
+    Targeted,
+}
+
+impl Attack for ApgdAttack {
+    fn name(&self) -> String {
+        match self {
+            ApgdAttack::Ce => "apgd-ce",
+            ApgdAttack::Dlr => "apgd-dlr",
+            ApgdAttack::Targeted => "apgd-t",
+        }
+        .into()
+    }
+
+    fn loss(&self, s: &EvalSettings) -> String {
+        match self {
+            ApgdAttack::Ce => s.loss.describe(),
+            ApgdAttack::Dlr => "dlr".into(),
+            ApgdAttack::Targeted => "targeted dlr".into(),
+        }
+    }
+
+    /// The DLR loss needs the third (untargeted) or fourth (targeted) largest logit.
+    fn min_classes(&self, s: &EvalSettings) -> usize {
+        match self {
+            ApgdAttack::Ce => s.loss_classes(),
+            ApgdAttack::Dlr => 3,
+            ApgdAttack::Targeted => 4,
+        }
+    }
+
+    fn validate(&self, s: &EvalSettings) -> Result<()> {
+        check_setting(s.target_classes >= 1, "target classes", s.target_classes, "APGD-T needs at least one target class")?;
+        Apgd::from_settings(s).validate()
+    }
+
+    fn run(&self, rt: &Runtime, model: &Model, b: &Batch, s: &EvalSettings, robust: &mut [bool]) -> Result<Images> {
+        let loss = match self {
+            ApgdAttack::Ce => ApgdLoss::Untargeted(s.loss),
+            ApgdAttack::Dlr => ApgdLoss::Untargeted(AttackLoss::Dlr),
+            ApgdAttack::Targeted => ApgdLoss::Targeted { rank: s.target_classes + 1 },
+        };
+        Ok(Images::Host(Apgd::from_settings(s).run(rt, model, b, loss, robust)?))
+    }
+}
+
+pub fn parse(name: &str) -> Option<Arc<dyn Attack>> {
+    let attack = match name {
+        "apgd-ce" => ApgdAttack::Ce,
+        "apgd-dlr" => ApgdAttack::Dlr,
+        "apgd-t" => ApgdAttack::Targeted,
+        _ => return None,
+    };
+    Some(Arc::new(attack))
 }

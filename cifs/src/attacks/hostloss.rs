@@ -2,7 +2,7 @@
 //! checkpoint logic of APGD and the acceptance test of Square compare. (The gradients of the same
 //! losses are computed on the GPU by the engine's ops.)
 
-use crate::attacks::pgd::AttackLoss;
+use crate::attacks::loss::AttackLoss;
 
 /// Index of the largest logit of each row (ties: the lower index).
 pub fn predictions(logits: &[f32], classes: usize) -> Vec<usize> {

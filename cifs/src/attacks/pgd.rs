@@ -1,64 +1,19 @@
 //! L-inf attacks (docs/DESIGN.md, section 4): PGD with or without a random start, FGSM (one PGD step of size eps
-//! from zero), and CW-inf (PGD on the Carlini-Wagner margin loss). The model runs in eval mode
+//! from zero), and CW-inf (PGD on the Carlini-Wagner margin loss); as evaluation attacks, `fgsm`,
+//! `pgd<steps>` and `cw<steps>`. The model runs in eval mode
 //! with frozen parameters, so each iteration's backward computes the input gradient only. The
 //! loss an attack ascends is selectable ([`AttackLoss`]): adaptive attacks on CIFS models need
 //! more than the training objective.
 
+use std::sync::Arc;
+
 use engine::ops::attack::{pgd_project, pgd_step};
-use engine::ops::{cross_entropy::cross_entropy, dlr_loss::dlr_loss, margin_loss::margin_loss};
 use engine::{autodiff, Rng, Runtime, Tensor};
 
+use crate::attacks::attack::{judge, Attack, Batch, EvalSettings, Images};
+pub use crate::attacks::loss::AttackLoss;
 use crate::error::{check_setting, CifsError, Result};
-use crate::loss::joint_loss;
-use crate::models::{Mode, Model, Output};
-
-/// The loss an attack ascends.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum AttackLoss {
-    /// Cross-entropy of the final logits.
-    Ce,
-    /// The training objective: joint loss with this beta (plain CE for a model without probes).
-    Joint { beta: f32 },
-    /// CW margin loss on the final logits: `-max(real - best other + confidence, 0)`.
-    CwMargin { confidence: f32 },
-    /// The DLR loss of Croce and Hein on the final logits (untargeted).
-    Dlr,
-}
-
-impl AttackLoss {
-    /// The name reported beside each result.
-    pub fn describe(&self) -> String {
-        match self {
-            AttackLoss::Ce => "ce".into(),
-            AttackLoss::Joint { beta } => format!("joint (beta {beta})"),
-            AttackLoss::CwMargin { confidence } => format!("cw margin (confidence {confidence})"),
-            AttackLoss::Dlr => "dlr".into(),
-        }
-    }
-
-    /// The loss of `out` as a scalar tensor whose gradient points where the loss of every image
-    /// rises (a sum or mean over the batch: attacks step by the sign, so the scale is moot).
-    pub fn of(&self, rt: &Runtime, out: &Output, labels: &Tensor) -> Result<Tensor> {
-        Ok(match *self {
-            AttackLoss::Ce => cross_entropy(rt, &out.logits, labels)?,
-            AttackLoss::Joint { beta } => joint_loss(rt, out, labels, beta)?,
-            AttackLoss::CwMargin { confidence } => margin_loss(rt, &out.logits, labels, confidence)?,
-            AttackLoss::Dlr => dlr_loss(rt, &out.logits, labels, None)?,
-        })
-    }
-
-    fn validate(&self) -> Result<()> {
-        match *self {
-            AttackLoss::Joint { beta } => {
-                check_setting(beta.is_finite() && beta >= 0.0, "beta", beta, "the probe-loss weight must be finite and at least 0")
-            }
-            AttackLoss::CwMargin { confidence } => {
-                check_setting(confidence.is_finite(), "confidence", confidence, "the CW margin must be finite")
-            }
-            AttackLoss::Ce | AttackLoss::Dlr => Ok(()),
-        }
-    }
-}
+use crate::models::{Mode, Model};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Pgd {
@@ -138,4 +93,86 @@ pub fn cw_inf(
     confidence: f32,
 ) -> Result<Tensor> {
     Pgd { eps, step, steps, loss: AttackLoss::CwMargin { confidence } }.attack(rt, model, x, labels, Start::Zero)
+}
+
+/// The white-box attacks of the evaluation on the PGD kernels: they perturb the whole batch,
+/// then judge it.
+fn perturb_and_judge(rt: &Runtime, model: &Model, b: &Batch, adv: Tensor, robust: &mut [bool]) -> Result<Images> {
+    judge(rt, model, b, &adv, robust)?;
+    Ok(Images::Device(adv))
+}
+
+/// `fgsm`: one step of eps on the evaluation's loss, from the clean images.
+pub struct FgsmAttack;
+
+impl Attack for FgsmAttack {
+    fn name(&self) -> String {
+        "fgsm".into()
+    }
+    fn loss(&self, s: &EvalSettings) -> String {
+        s.loss.describe()
+    }
+    fn min_classes(&self, s: &EvalSettings) -> usize {
+        s.loss_classes()
+    }
+    fn run(&self, rt: &Runtime, model: &Model, b: &Batch, s: &EvalSettings, robust: &mut [bool]) -> Result<Images> {
+        perturb_and_judge(rt, model, b, fgsm(rt, model, b.x, b.labels, s.eps, s.loss)?, robust)
+    }
+}
+
+/// `pgd<steps>`: PGD on the evaluation's loss, step 0.1 eps, no random start (the reference's).
+pub struct PgdAttack {
+    pub steps: usize,
+}
+
+impl Attack for PgdAttack {
+    fn name(&self) -> String {
+        format!("pgd{}", self.steps)
+    }
+    fn loss(&self, s: &EvalSettings) -> String {
+        s.loss.describe()
+    }
+    fn min_classes(&self, s: &EvalSettings) -> usize {
+        s.loss_classes()
+    }
+    fn run(&self, rt: &Runtime, model: &Model, b: &Batch, s: &EvalSettings, robust: &mut [bool]) -> Result<Images> {
+        let pgd = Pgd { eps: s.eps, step: 0.1 * s.eps, steps: self.steps, loss: s.loss };
+        perturb_and_judge(rt, model, b, pgd.attack(rt, model, b.x, b.labels, Start::Zero)?, robust)
+    }
+}
+
+/// `cw<steps>`: CW-inf, PGD on the Carlini-Wagner margin (confidence from the settings), step
+/// 0.1 eps, from zero.
+pub struct CwAttack {
+    pub steps: usize,
+}
+
+impl Attack for CwAttack {
+    fn name(&self) -> String {
+        format!("cw{}", self.steps)
+    }
+    fn loss(&self, s: &EvalSettings) -> String {
+        AttackLoss::CwMargin { confidence: s.confidence }.describe()
+    }
+    fn run(&self, rt: &Runtime, model: &Model, b: &Batch, s: &EvalSettings, robust: &mut [bool]) -> Result<Images> {
+        let adv = cw_inf(rt, model, b.x, b.labels, s.eps, 0.1 * s.eps, self.steps, s.confidence)?;
+        perturb_and_judge(rt, model, b, adv, robust)
+    }
+}
+
+/// A count of steps after `prefix` (`pgd20`: 20); none for 0 or no number.
+fn steps_after(name: &str, prefix: &str) -> Option<usize> {
+    name.strip_prefix(prefix)?.parse::<usize>().ok().filter(|&n| n > 0)
+}
+
+pub fn parse_fgsm(name: &str) -> Option<Arc<dyn Attack>> {
+    (name == "fgsm").then(|| Arc::new(FgsmAttack) as Arc<dyn Attack>)
+}
+
+pub fn parse_pgd(name: &str) -> Option<Arc<dyn Attack>> {
+    steps_after(name, "pgd").map(|steps| Arc::new(PgdAttack { steps }) as Arc<dyn Attack>)
+}
+
+pub fn parse_cw(name: &str) -> Option<Arc<dyn Attack>> {
+    steps_after(name, "cw").map(|steps| Arc::new(CwAttack { steps }) as Arc<dyn Attack>)
 }

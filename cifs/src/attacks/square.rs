@@ -13,9 +13,11 @@
 //! Random draws: each image's stripes from a generator of (seed, image), each iteration's square
 //! from one of (seed, iteration), so an image's attack does not depend on its batch.
 
+use std::sync::Arc;
+
 use engine::{no_grad, Rng, Runtime, Tensor};
 
-use crate::attacks::apgd::Batch;
+use crate::attacks::attack::{Attack, Batch, EvalSettings, Images};
 use crate::attacks::hostloss;
 use crate::error::{check_setting, Result};
 use crate::models::{Mode, Model};
@@ -59,6 +61,11 @@ impl Square {
     /// AutoAttack's settings: 5000 queries, p_init 0.8.
     pub fn standard(eps: f32, seed: u64) -> Square {
         Square { eps, queries: 5000, p_init: 0.8, seed }
+    }
+
+    /// The evaluation's Square: its radius, queries and seed, p_init 0.8.
+    pub fn from_settings(s: &EvalSettings) -> Square {
+        Square { eps: s.eps, queries: s.queries, p_init: 0.8, seed: s.seed }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -141,4 +148,40 @@ impl Square {
         }
         Ok(images)
     }
+}
+
+/// `square` as an evaluation attack: the margin of the final logits, black box.
+pub struct SquareAttack;
+
+impl Attack for SquareAttack {
+    fn name(&self) -> String {
+        "square".into()
+    }
+
+    fn loss(&self, _: &EvalSettings) -> String {
+        "margin (black box)".into()
+    }
+
+    fn validate(&self, s: &EvalSettings) -> Result<()> {
+        Square::from_settings(s).validate()
+    }
+
+    /// The images it broke; the clean image wherever it did not (its best point there is no
+    /// adversarial example).
+    fn run(&self, rt: &Runtime, model: &Model, b: &Batch, s: &EvalSettings, robust: &mut [bool]) -> Result<Images> {
+        let before = robust.to_vec();
+        let out = Square::from_settings(s).run(rt, model, b, robust)?;
+        let mut images = b.x_host.to_vec();
+        let per = images.len() / b.ids.len().max(1);
+        for (i, (&was, &now)) in before.iter().zip(robust.iter()).enumerate() {
+            if was && !now {
+                images[i * per..(i + 1) * per].copy_from_slice(&out[i * per..(i + 1) * per]);
+            }
+        }
+        Ok(Images::Host(images))
+    }
+}
+
+pub fn parse(name: &str) -> Option<Arc<dyn Attack>> {
+    (name == "square").then(|| Arc::new(SquareAttack) as Arc<dyn Attack>)
 }

@@ -12,61 +12,31 @@ use std::path::Path;
 use engine::{Rng, Runtime};
 
 use crate::error::{io, CifsError, Result};
-use crate::models::{Model, ModelConfig, ModelKind};
+use crate::models::family::TensorShapes;
+use crate::models::registry;
+use crate::models::{Model, ModelConfig};
 use crate::training::optim::Sgd;
 use state::{load_state_dict, read_f32, to_safetensors, write_atomic, Entry};
 
-fn unknown(path: &str, reason: String) -> CifsError {
-    CifsError::UnknownModel { path: path.to_string(), reason }
-}
-
-/// The state-dict prefix (`""` or `"module."`) and the model the tensors describe.
+/// The state-dict prefix (`""`, or `"module."` for a model saved from PyTorch's DataParallel)
+/// and the model the tensors describe: the one family that recognises them
+/// (`models::registry`).
 pub fn infer_config(bytes: &[u8], path: &Path) -> Result<(String, ModelConfig)> {
     let p = path.display().to_string();
     let st = state::open(bytes, &p)?;
-    let names = st.names();
-    let prefix = if names.contains(&"conv1.weight") {
-        ""
-    } else if names.contains(&"module.conv1.weight") {
-        "module."
-    } else {
-        return Err(unknown(&p, "no `conv1.weight`: not a ResNet checkpoint".into()));
+    let shapes = |prefix: &str| {
+        let named = st.tensors().into_iter().filter_map(|(n, t)| Some((n.strip_prefix(prefix)?.to_string(), t.shape().to_vec())));
+        TensorShapes(named.collect())
     };
-    let named = |n: &str| names.contains(&format!("{prefix}{n}").as_str());
-    if named("block1.layer.0.conv1.weight") {
-        // A pre-activation WideResNet: widen factor from block1's width, depth from its blocks.
-        let (b1, _) = read_f32(&st, &format!("{prefix}block1.layer.0.conv1.weight"), &p)?;
-        let (fc, _) = read_f32(&st, &format!("{prefix}fc.weight"), &p)?;
-        let n = (0..).take_while(|i| named(&format!("block1.layer.{i}.conv1.weight"))).count();
-        if b1.len() != 4 || b1[0] % 16 != 0 || fc.len() != 2 || fc[1] != 4 * b1[0] {
-            return Err(unknown(&p, format!("block1.layer.0.conv1.weight {b1:?} and fc.weight {fc:?} are not those of a WideResNet")));
-        }
-        let kind = if named("Probe.Probe.1.weight") { ModelKind::WrnCifs } else { ModelKind::Wrn };
-        return Ok((prefix.to_string(), ModelConfig { kind, width: b1[0] / 16, classes: fc[0], depth: 6 * n + 4 }));
+    let plain = registry::recognise(&shapes(""));
+    let prefixed = || registry::recognise(&shapes("module."));
+    match plain {
+        Ok(config) => Ok((String::new(), config)),
+        Err(why) => match prefixed() {
+            Ok(config) => Ok(("module.".into(), config)),
+            Err(_) => Err(CifsError::UnknownModel { path: p, reason: why }),
+        },
     }
-    let (conv1, _) = read_f32(&st, &format!("{prefix}conv1.weight"), &p)?;
-    let (lin, _) = read_f32(&st, &format!("{prefix}linear.weight"), &p)?;
-    // Check the ranks before reading any dimension: a malformed file must be an error, not a panic.
-    if conv1.len() != 4 || lin.len() != 2 || lin[1] != 8 * conv1[0] {
-        return Err(unknown(&p, format!("conv1.weight {conv1:?} and linear.weight {lin:?} are not those of a CIFAR ResNet")));
-    }
-    let has = |part: &str| names.iter().any(|n| n.starts_with(&format!("{prefix}layer4.0.{part}")));
-    let kind = if named("Probe_0.Probe.0.fc.weight") {
-        ModelKind::ResNet10Cifs
-    } else if !named("layer1.1.conv1.weight") {
-        ModelKind::ResNet10
-    } else if has("Probe.") {
-        ModelKind::ResNet18Cifs
-    } else if has("CAS.") {
-        ModelKind::ResNet18Cas
-    } else {
-        ModelKind::ResNet18
-    };
-    if conv1[1] != kind.input().0 {
-        return Err(unknown(&p, format!("conv1.weight {conv1:?} takes {} input channels; a {kind} takes {}", conv1[1], kind.input().0)));
-    }
-    let config = ModelConfig::new(kind, conv1[0], lin[0]);
-    Ok((prefix.to_string(), config))
 }
 
 /// Loads a model checkpoint (ours or the reference's) into a new model of the shape it holds.
@@ -78,16 +48,9 @@ pub fn load_model(rt: &Runtime, path: &Path) -> Result<Model> {
     Ok(model)
 }
 
-fn describe(c: &ModelConfig) -> String {
-    if c.kind.is_wrn() {
-        return format!("{}-{}-{} with {} classes", c.kind, c.depth, c.width, c.classes);
-    }
-    format!("{} of width {} with {} classes", c.kind, c.width, c.classes)
-}
-
 fn ensure_same_model(path: &Path, found: ModelConfig, model: &Model) -> Result<()> {
     if found != model.config {
-        return Err(CifsError::WrongModel { path: path.display().to_string(), found: describe(&found), expected: describe(&model.config) });
+        return Err(CifsError::WrongModel { path: path.display().to_string(), found: found.describe(), expected: model.config.describe() });
     }
     Ok(())
 }

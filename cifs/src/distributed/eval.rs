@@ -7,9 +7,10 @@ use std::sync::Arc;
 use datasets::Dataset;
 use engine::Runtime;
 
-use super::shard::{share, take_images};
-use super::Collective;
-use crate::attacks::evaluate::{evaluate_from, Attack, AttackResult, EvalSettings};
+use crate::attacks::attack::{Attack, EvalSettings};
+use crate::attacks::evaluate::{evaluate_from, AttackResult};
+use crate::distributed::collective::Collective;
+use crate::distributed::shard::{share, take_images};
 use crate::error::Result;
 use crate::models::Model;
 
@@ -20,7 +21,7 @@ pub fn evaluate(
     coll: &dyn Collective,
     model: &Model,
     data: &Arc<Dataset>,
-    attacks: &[Attack],
+    attacks: &[Arc<dyn Attack>],
     s: EvalSettings,
     mut on_batch: impl FnMut(usize, usize),
 ) -> Result<Vec<AttackResult>> {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use engine::{Gradients, Runtime, Tensor};
 
-use super::Collective;
+use crate::distributed::collective::Collective;
 use crate::error::{CifsError, Result};
 use crate::models::Model;
 

@@ -13,7 +13,7 @@ use mpi::traits::*;
 
 use engine::ops::batchnorm_sync::ReplicaSum;
 
-use super::Collective;
+use crate::distributed::collective::Collective;
 
 /// The ranks of `MPI_COMM_WORLD`.
 pub struct Mpi {

@@ -1,40 +1,11 @@
-//! What the training run (`training::run::run_on`) asks of the ranks beside the steps: settings that can
-//! be split, the check on resume of the number of ranks `config.json` records, agreement of every
-//! rank on settings and starting state, and the epoch's training counts summed.
-
-use std::path::Path;
+//! What a training run asks of the ranks beside the steps: agreement of every rank on the
+//! settings and the starting state, and the epoch's training counts summed.
 
 use engine::{Runtime, Tensor};
 
-use super::shard::check_batches;
-use super::{fingerprint, Collective, DistributedError, Parallel};
+use crate::distributed::collective::{fingerprint, Collective};
 use crate::error::Result;
 use crate::models::Model;
-use crate::training::resume::RunRecord;
-use crate::training::run::{Adversary, Method, TrainConfig};
-
-/// Refuses, before any work, what cannot run on these ranks.
-pub fn check_settings(cfg: &TrainConfig, train_len: usize, coll: &dyn Collective) -> Result<()> {
-    if coll.size() > 1 && cfg.method == Method::Trades && cfg.adversary == Adversary::Pgd {
-        return Err(DistributedError::Unsupported("TRADES (--method trades)").into());
-    }
-    Ok(check_batches(train_len, cfg.batch_size, coll.size())?)
-}
-
-/// On resume: the run recorded in `old` (read from `out`'s `config.json`) must have been trained
-/// with as many ranks as this launch has and the same `--sync-bn`: the per-rank batch-norm
-/// statistics make the result depend on both.
-pub fn check_resume(old: &RunRecord, out: &Path, par: &Parallel) -> Result<()> {
-    let out = out.display().to_string();
-    if old.ranks != par.coll.size() {
-        return Err(DistributedError::RanksDiffer { out, trained: old.ranks, now: par.coll.size() }.into());
-    }
-    if old.sync_bn != par.sync_bn {
-        let word = |on: bool| if on { "with" } else { "without" };
-        return Err(DistributedError::SyncBnDiffers { out, trained: word(old.sync_bn), now: word(par.sync_bn) }.into());
-    }
-    Ok(())
-}
 
 /// Every rank must start from rank 0's settings, epoch and model (weights, optimizer state,
 /// running statistics); a rank launched with other arguments, or that could not see the

@@ -8,8 +8,11 @@ use std::ops::Range;
 
 use datasets::loader::Batch;
 use datasets::Dataset;
+use engine::ops::index::gather_rows;
+use engine::ops::random::uniform;
+use engine::{Runtime, Tensor};
 
-use super::DistributedError;
+use crate::distributed::collective::{Collective, DistributedError};
 
 /// The images `rank` of `size` takes from `n`: a contiguous range; together the ranges cover
 /// `0..n` in rank order.
@@ -36,6 +39,54 @@ pub fn check_batches(len: usize, batch: usize, size: usize) -> Result<(), Distri
 pub fn take_share(batch: Batch, range: Range<usize>) -> Batch {
     let per = batch.shape.bytes();
     Batch { images: batch.images[range.start * per..range.end * per].to_vec(), labels: batch.labels[range].to_vec(), shape: batch.shape }
+}
+
+/// Where a rank's share sits in a global batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// Images of the global batch.
+    pub global: usize,
+    /// This rank's images: `first..first + len` of the global batch.
+    pub first: usize,
+    pub len: usize,
+}
+
+impl Share {
+    /// A whole batch of `n` images (one process).
+    pub fn whole(n: usize) -> Share {
+        Share { global: n, first: 0, len: n }
+    }
+
+    pub fn is_whole(&self) -> bool {
+        self.len == self.global
+    }
+
+    /// This share's images over the global batch's.
+    pub fn part(&self) -> f32 {
+        self.len as f32 / self.global as f32
+    }
+
+    /// The share's rows of a U(-eps, eps) start drawn for the whole global batch from `seed`:
+    /// the one-process run draws it for the whole batch (value i a function of the seed and i
+    /// alone), so each image starts where it would in one process. `x`: the share's images.
+    pub fn uniform_start(&self, rt: &Runtime, x: &Tensor, eps: f32, seed: u64) -> engine::Result<Tensor> {
+        let s = x.shape();
+        let per = s[1..].iter().product::<usize>();
+        let whole = uniform(rt, &[self.global, per], -eps, eps, seed)?;
+        let rows: Vec<u32> = (self.first..self.first + self.len).map(|i| i as u32).collect();
+        let idx = Tensor::from_u32(rt, &[rows.len()], &rows)?;
+        gather_rows(rt, &whole, &idx)?.reshape(s)
+    }
+}
+
+/// This rank's share of a global batch, and where it sits (one process: the whole batch).
+pub fn share_of(batch: Batch, coll: &dyn Collective) -> (Batch, Share) {
+    let mine = share(batch.len(), coll.rank(), coll.size());
+    let share = Share { global: batch.len(), first: mine.start, len: mine.len() };
+    match coll.size() {
+        1 => (batch, share),
+        _ => (take_share(batch, mine), share),
+    }
 }
 
 /// The images `range` of a dataset, in order.

@@ -11,10 +11,106 @@ use engine::ops::batchnorm::Act;
 use engine::ops::pool;
 use engine::{Rng, Runtime, Tensor};
 
-use super::layers::{BatchNorm, Conv, Linear, Param};
-use super::probe::{Masked, PairRule, Probe, PROBE_HIDDEN};
-use super::{BlockTap, ModelConfig, ModelKind, Output, ProbedBlock, Taps};
 use crate::error::Result;
+use crate::models::family::{Architecture, Depth, Family, ModelConfig, ModelKind, Network, TensorShapes};
+use crate::models::layers::{BatchNorm, Conv, Linear, Param};
+use crate::models::output::{flatten, BlockTap, Output, ProbedBlock, Taps};
+use crate::models::probe::{Masked, PairRule, Probe, PROBE_HIDDEN};
+
+/// The ResNet family: ResNet-18 and ResNet-10, plain, with CIFS or with CAS.
+pub struct ResNets;
+
+const ARCHITECTURES: [Architecture; 5] = [
+    Architecture {
+        name: "resnet18-cifs",
+        about: "ResNet-18 with CIFS in both layer4 blocks (the paper's model)",
+        input: (3, 32),
+        default_width: 64,
+        depth: Depth::Fixed(18),
+    },
+    Architecture { name: "resnet18", about: "Plain ResNet-18 (CIFAR variant)", input: (3, 32), default_width: 64, depth: Depth::Fixed(18) },
+    Architecture {
+        name: "resnet18-cas",
+        about: "ResNet-18 with CAS (channel-wise activation suppressing) in both layer4 blocks: the paper's main baseline",
+        input: (3, 32),
+        default_width: 64,
+        depth: Depth::Fixed(18),
+    },
+    Architecture {
+        name: "resnet10-cifs",
+        about: "The reference's ResNet-10 for Fashion-MNIST (1x28x28 inputs) with CIFS after layer3 and layer4, masks scaled by 2",
+        input: (1, 28),
+        default_width: 64,
+        depth: Depth::Fixed(10),
+    },
+    Architecture {
+        name: "resnet10",
+        about: "Plain ResNet-10 for Fashion-MNIST (1x28x28 inputs)",
+        input: (1, 28),
+        default_width: 64,
+        depth: Depth::Fixed(10),
+    },
+];
+
+pub const RESNET18_CIFS: ModelKind = ModelKind::of(&ResNets, &ARCHITECTURES[0]);
+pub const RESNET18: ModelKind = ModelKind::of(&ResNets, &ARCHITECTURES[1]);
+pub const RESNET18_CAS: ModelKind = ModelKind::of(&ResNets, &ARCHITECTURES[2]);
+pub const RESNET10_CIFS: ModelKind = ModelKind::of(&ResNets, &ARCHITECTURES[3]);
+pub const RESNET10: ModelKind = ModelKind::of(&ResNets, &ARCHITECTURES[4]);
+
+impl Family for ResNets {
+    fn architectures(&self) -> &'static [Architecture] {
+        &ARCHITECTURES
+    }
+
+    fn build(&self, rt: &Runtime, config: &ModelConfig, rng: &mut Rng) -> Result<Box<dyn Network>> {
+        Ok(Box::new(ResNet::new(rt, config, rng)?))
+    }
+
+    /// A ResNet has `conv1.weight` and `linear.weight` (8 w -> classes); which one it is follows
+    /// from its probes' names and whether layer1 has a second block.
+    fn recognise(&self, d: &TensorShapes) -> Option<std::result::Result<ModelConfig, String>> {
+        let (conv1, lin) = (d.shape("conv1.weight")?, d.shape("linear.weight")?);
+        // Check the ranks before reading any dimension: a malformed file must be an error, not a panic.
+        if conv1.len() != 4 || lin.len() != 2 || lin[1] != 8 * conv1[0] {
+            return Some(Err(format!("conv1.weight {conv1:?} and linear.weight {lin:?} are not those of a CIFAR ResNet")));
+        }
+        let kind = if d.has("Probe_0.Probe.0.fc.weight") {
+            RESNET10_CIFS
+        } else if !d.has("layer1.1.conv1.weight") {
+            RESNET10
+        } else if d.any_starts_with("layer4.0.Probe.") {
+            RESNET18_CIFS
+        } else if d.any_starts_with("layer4.0.CAS.") {
+            RESNET18_CAS
+        } else {
+            RESNET18
+        };
+        if conv1[1] != kind.input().0 {
+            return Some(Err(format!("conv1.weight {conv1:?} takes {} input channels; a {kind} takes {}", conv1[1], kind.input().0)));
+        }
+        Some(Ok(ModelConfig::new(kind, conv1[0], lin[0])))
+    }
+
+    /// The first stage's output: `width` channels at the input's side.
+    fn widest_map(&self, c: &ModelConfig) -> usize {
+        let (_, side) = c.kind.input();
+        c.width * side * side
+    }
+
+    fn features(&self, c: &ModelConfig) -> usize {
+        8 * c.width
+    }
+}
+
+/// Basic blocks per stage.
+fn blocks_per_layer(kind: ModelKind) -> usize {
+    if kind == RESNET10_CIFS || kind == RESNET10 {
+        1
+    } else {
+        2
+    }
+}
 
 /// The projection shortcut of a block whose shape changes: conv 1x1 (stride s) and its BN.
 pub struct Shortcut {
@@ -109,23 +205,24 @@ impl ResNet {
     pub fn new(rt: &Runtime, config: &ModelConfig, rng: &mut Rng) -> Result<ResNet> {
         let (w, k) = (config.width, config.classes);
         let (channels, _) = config.kind.input();
+        let kind = config.kind;
         let stem = Conv::new(rt, "conv1", channels, w, 3, 1, rng)?;
         let stem_bn = BatchNorm::new(rt, "bn1", w)?;
         let mut blocks = Vec::new();
         let mut cin = w;
         for (l, (mult, stride)) in [(1, 1), (2, 2), (4, 2), (8, 2)].into_iter().enumerate() {
             let cout = w * mult;
-            for i in 0..config.kind.blocks_per_layer() {
+            for i in 0..blocks_per_layer(kind) {
                 let name = format!("layer{}.{i}", l + 1);
                 let mut block = BasicBlock::new(rt, &name, cin, cout, if i == 0 { stride } else { 1 }, rng)?;
-                block.probe = match (config.kind, l) {
-                    (ModelKind::ResNet18Cifs, 3) if i == 0 => {
+                block.probe = match l {
+                    3 if kind == RESNET18_CIFS && i == 0 => {
                         Some(Probe::nonlinear(rt, &format!("{name}.Probe"), cout, PROBE_HIDDEN, k, rng)?)
                     }
-                    (ModelKind::ResNet18Cifs, 3) => Some(Probe::linear(rt, &format!("{name}.Probe"), cout, k, rng)?),
-                    (ModelKind::ResNet18Cas, 3) => Some(Probe::cas(rt, &name, cout, k, rng)?),
-                    (ModelKind::ResNet10Cifs, 2) => Some(Probe::nonlinear(rt, "Probe_0", cout, PROBE_HIDDEN, k, rng)?.scaled(2.0)),
-                    (ModelKind::ResNet10Cifs, 3) => Some(Probe::linear(rt, "Probe_1", cout, k, rng)?.scaled(2.0)),
+                    3 if kind == RESNET18_CIFS => Some(Probe::linear(rt, &format!("{name}.Probe"), cout, k, rng)?),
+                    3 if kind == RESNET18_CAS => Some(Probe::cas(rt, &name, cout, k, rng)?),
+                    2 if kind == RESNET10_CIFS => Some(Probe::nonlinear(rt, "Probe_0", cout, PROBE_HIDDEN, k, rng)?.scaled(2.0)),
+                    3 if kind == RESNET10_CIFS => Some(Probe::linear(rt, "Probe_1", cout, k, rng)?.scaled(2.0)),
                     _ => None,
                 };
                 blocks.push(block);
@@ -135,8 +232,10 @@ impl ResNet {
         let classifier = Linear::new(rt, "linear", 8 * w, k, rng)?;
         Ok(ResNet { stem, stem_bn, blocks, classifier })
     }
+}
 
-    pub(super) fn forward(&self, rt: &Runtime, x: &Tensor, rule: PairRule, train: bool) -> Result<(Output, Taps)> {
+impl Network for ResNet {
+    fn forward(&self, rt: &Runtime, x: &Tensor, rule: PairRule, train: bool) -> Result<(Output, Taps)> {
         let relu = Act { residual: None, relu: true };
         let mut h = self.stem_bn.forward_act(rt, &self.stem.forward(rt, x, train)?, train, relu)?;
         let mut probes = Vec::new();
@@ -149,13 +248,12 @@ impl ResNet {
                 taps.push(BlockTap { name: block.name.clone(), pooled: m.pooled, mask: m.mask });
             }
         }
-        let features = super::flatten(&pool::avg_pool2d(rt, &h, 4)?)?;
+        let features = flatten(&pool::avg_pool2d(rt, &h, 4)?)?;
         let logits = self.classifier.forward(rt, &features, train)?;
         Ok((Output { logits, probes }, Taps { features, blocks: taps }))
     }
 
-    /// Every trainable parameter, in state-dict order.
-    pub fn params(&self) -> Vec<&Param> {
+    fn params(&self) -> Vec<&Param> {
         let mut v = vec![&self.stem.weight, &self.stem_bn.weight, &self.stem_bn.bias];
         for b in &self.blocks {
             v.extend(b.params());
@@ -164,7 +262,7 @@ impl ResNet {
         v
     }
 
-    pub fn batchnorms(&self) -> Vec<&BatchNorm> {
+    fn batchnorms(&self) -> Vec<&BatchNorm> {
         let mut v = vec![&self.stem_bn];
         for b in &self.blocks {
             v.extend(b.batchnorms());
@@ -172,8 +270,12 @@ impl ResNet {
         v
     }
 
+    fn classifier(&self) -> &Linear {
+        &self.classifier
+    }
+
     /// The blocks with a probe, in order, and the channels each masks (its output's).
-    pub fn probed_blocks(&self) -> Vec<ProbedBlock> {
+    fn probed_blocks(&self) -> Vec<ProbedBlock> {
         let probed = self.blocks.iter().filter(|b| b.probe.is_some());
         probed.map(|b| ProbedBlock { name: b.name.clone(), channels: b.bn2.weight.leaf().numel() }).collect()
     }

@@ -11,10 +11,74 @@ use engine::ops::batchnorm::Act;
 use engine::ops::{arith, pool};
 use engine::{Rng, Runtime, Tensor};
 
-use super::layers::{BatchNorm, Conv, Linear, Param};
-use super::probe::{Masked, PairRule, Probe};
-use super::{BlockTap, ModelConfig, ModelKind, Output, ProbedBlock, Taps};
 use crate::error::{check_setting, Result};
+use crate::models::family::{Architecture, Depth, Family, ModelConfig, ModelKind, Network, TensorShapes};
+use crate::models::layers::{BatchNorm, Conv, Linear, Param};
+use crate::models::output::{flatten, BlockTap, Output, ProbedBlock, Taps};
+use crate::models::probe::{Masked, PairRule, Probe};
+
+/// The pre-activation WideResNet family, plain or with CIFS.
+pub struct WideResNets;
+
+const ARCHITECTURES: [Architecture; 2] = [
+    Architecture {
+        name: "wrn-cifs",
+        about: "Pre-activation WideResNet (--depth, --width the widen factor; WRN-28-10 by default) with CIFS inside the last block of block3 (nonlinear probe, hidden 240) and after the final BN-ReLU (linear)",
+        input: (3, 32),
+        default_width: 10,
+        depth: Depth::Chosen { default: 28 },
+    },
+    Architecture {
+        name: "wrn",
+        about: "Pre-activation WideResNet",
+        input: (3, 32),
+        default_width: 10,
+        depth: Depth::Chosen { default: 28 },
+    },
+];
+
+pub const WRN_CIFS: ModelKind = ModelKind::of(&WideResNets, &ARCHITECTURES[0]);
+pub const WRN: ModelKind = ModelKind::of(&WideResNets, &ARCHITECTURES[1]);
+
+impl Family for WideResNets {
+    fn architectures(&self) -> &'static [Architecture] {
+        &ARCHITECTURES
+    }
+
+    fn build(&self, rt: &Runtime, config: &ModelConfig, rng: &mut Rng) -> Result<Box<dyn Network>> {
+        Ok(Box::new(WideResNet::new(rt, config, rng)?))
+    }
+
+    /// A WideResNet has `block1.layer.0.conv1.weight` (3 x 3 from 16 to 16 k channels) and `fc.weight`
+    /// (64 k -> classes); the depth follows from block1's blocks, CIFS from the head probe's name.
+    fn recognise(&self, d: &TensorShapes) -> Option<std::result::Result<ModelConfig, String>> {
+        let b1 = d.shape("block1.layer.0.conv1.weight")?;
+        let fc = match d.need("fc.weight") {
+            Ok(fc) => fc,
+            Err(why) => return Some(Err(why)),
+        };
+        if b1.len() != 4 || b1[0] % 16 != 0 || fc.len() != 2 || fc[1] != 4 * b1[0] {
+            return Some(Err(format!("block1.layer.0.conv1.weight {b1:?} and fc.weight {fc:?} are not those of a WideResNet")));
+        }
+        let n = (0..).take_while(|i| d.has(&format!("block1.layer.{i}.conv1.weight"))).count();
+        let kind = if d.has("Probe.Probe.1.weight") { WRN_CIFS } else { WRN };
+        Some(Ok(ModelConfig { kind, width: b1[0] / 16, classes: fc[0], depth: 6 * n + 4 }))
+    }
+
+    /// The first group's output: 16 k channels at the input's side.
+    fn widest_map(&self, c: &ModelConfig) -> usize {
+        let (_, side) = c.kind.input();
+        16 * c.width * side * side
+    }
+
+    fn features(&self, c: &ModelConfig) -> usize {
+        64 * c.width
+    }
+
+    fn describe(&self, c: &ModelConfig) -> String {
+        format!("{}-{}-{} with {} classes", c.kind, c.depth, c.width, c.classes)
+    }
+}
 
 /// Hidden width of the WideResNet's nonlinear probe.
 pub const WRN_PROBE_HIDDEN: usize = 240;
@@ -106,7 +170,7 @@ impl WideResNet {
             "a WideResNet's depth is 6 n + 4 with n >= 1 (16, 22, 28, ...)",
         )?;
         let n = (depth - 4) / 6;
-        let cifs = config.kind == ModelKind::WrnCifs;
+        let cifs = config.kind == WRN_CIFS;
         let stem = Conv::he_normal(rt, "conv1", 3, 16, 3, 1, rng)?;
         let mut blocks = Vec::new();
         let mut cin = 16;
@@ -127,8 +191,10 @@ impl WideResNet {
         let head_probe = if cifs { Some(Probe::linear(rt, "Probe", 64 * k, classes, rng)?) } else { None };
         Ok(WideResNet { stem, blocks, final_bn, head_probe, classifier })
     }
+}
 
-    pub(super) fn forward(&self, rt: &Runtime, x: &Tensor, rule: PairRule, train: bool) -> Result<(Output, Taps)> {
+impl Network for WideResNet {
+    fn forward(&self, rt: &Runtime, x: &Tensor, rule: PairRule, train: bool) -> Result<(Output, Taps)> {
         let mut h = self.stem.forward(rt, x, train)?;
         let mut probes = Vec::new();
         let mut taps = Vec::new();
@@ -147,13 +213,12 @@ impl WideResNet {
             taps.push(BlockTap { name: "head".into(), pooled: m.pooled, mask: m.mask });
             h = m.out;
         }
-        let features = super::flatten(&pool::avg_pool2d(rt, &h, 8)?)?;
+        let features = flatten(&pool::avg_pool2d(rt, &h, 8)?)?;
         let logits = self.classifier.forward(rt, &features, train)?;
         Ok((Output { logits, probes }, Taps { features, blocks: taps }))
     }
 
-    /// Every trainable parameter, in state-dict order.
-    pub fn params(&self) -> Vec<&Param> {
+    fn params(&self) -> Vec<&Param> {
         let mut v = vec![&self.stem.weight];
         for b in &self.blocks {
             v.extend(b.params());
@@ -165,7 +230,7 @@ impl WideResNet {
         v
     }
 
-    pub fn batchnorms(&self) -> Vec<&BatchNorm> {
+    fn batchnorms(&self) -> Vec<&BatchNorm> {
         let mut v = vec![&self.final_bn];
         for b in &self.blocks {
             v.extend([&b.bn1, &b.bn2]);
@@ -173,9 +238,13 @@ impl WideResNet {
         v
     }
 
+    fn classifier(&self) -> &Linear {
+        &self.classifier
+    }
+
     /// The blocks with a probe, in order, and the channels each masks (the block's input's; the
     /// head probe is not a block).
-    pub fn probed_blocks(&self) -> Vec<ProbedBlock> {
+    fn probed_blocks(&self) -> Vec<ProbedBlock> {
         let probed = self.blocks.iter().filter(|b| b.probe.is_some());
         probed.map(|b| ProbedBlock { name: b.name.clone(), channels: b.bn1.weight.leaf().numel() }).collect()
     }

@@ -1,28 +1,25 @@
-//! Training (docs/DESIGN.md, sections 4 and 5): one adversarial step, TRADES, SGD, the
-//! per-dataset recipes, the whole run with its checkpoints and resumption, and the benchmark of
-//! the steps.
+//! Training (docs/DESIGN.md, sections 4 and 5).
+//!
+//! - The settings: [`config`] (`TrainConfig`, made from a [`recipe`]), [`resume`] (what a resumed
+//!   run may change, and the record of changes).
+//! - The methods: [`objective`] (what a method does in a step), [`pgd_at`], [`trades`], and
+//!   [`methods`], which maps the configured method to its objective.
+//! - The run: [`trainer`] (start or resume, then per epoch: the pass of [`epoch`], one [`step`]
+//!   per batch with [`optim`]'s SGD, the evaluation, the checkpoint), its [`events`] and [`files`].
+//! - [`bench`]: timed steps for `bench` and `tune`.
 
+pub mod batch;
 pub mod bench;
+pub mod config;
+pub mod epoch;
+pub mod events;
+pub mod files;
+pub mod methods;
+pub mod objective;
 pub mod optim;
+pub mod pgd_at;
 pub mod recipe;
 pub mod resume;
-pub mod run;
 pub mod step;
 pub mod trades;
-
-use crate::error::{CifsError, Result};
-use crate::models::ModelKind;
-
-/// Refuses a dataset whose images are not the ones `model` is built for, before any work.
-pub fn check_images_fit(model: ModelKind, dataset: &str, shape: datasets::ImageShape) -> Result<()> {
-    let (channels, side) = model.input();
-    if shape != (datasets::ImageShape { channels, side }) {
-        return Err(CifsError::ImagesDoNotFit {
-            model: model.to_string(),
-            takes: format!("{channels}x{side}x{side}"),
-            dataset: dataset.to_string(),
-            has: shape.to_string(),
-        });
-    }
-    Ok(())
-}
+pub mod trainer;

@@ -2,6 +2,7 @@
 //! every setting the command line leaves out. Where the reference leaves a setting open, the
 //! choice is ours and the README says so.
 
+use crate::models::resnet::{RESNET10_CIFS, RESNET18_CIFS};
 use datasets::DatasetKind;
 
 use crate::models::ModelKind;
@@ -24,7 +25,7 @@ impl Recipe {
     /// 8/255 with step 2/255, lr x0.1 at 75 and 90; random crop and flip.
     pub fn cifar10() -> Recipe {
         Recipe {
-            model: ModelKind::ResNet18Cifs,
+            model: RESNET18_CIFS,
             lr: 0.1,
             epochs: 120,
             clean_epochs: 15,
@@ -45,7 +46,7 @@ impl Recipe {
             // reference: our choice): eps 0.1, step 0.01, PGD-40, SGD 0.01, 60 epochs, lr x0.1
             // at the same fractions of training as CIFAR's (37, 45), no warm-up, no augmentation.
             DatasetKind::FashionMnist => Recipe {
-                model: ModelKind::ResNet10Cifs,
+                model: RESNET10_CIFS,
                 lr: 0.01,
                 epochs: 60,
                 clean_epochs: 0,

@@ -11,8 +11,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::distributed::{DistributedError, Parallel};
 use crate::error::{io, CifsError, Result};
-use crate::training::run::TrainConfig;
+use crate::training::config::TrainConfig;
 
 /// How a run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,43 +129,32 @@ pub fn resumed(old: RunRecord, new: &TrainConfig, epoch: usize, resume: Resume) 
     Ok(RunRecord { config, history, ..old })
 }
 
+/// On resume: the run recorded in `old` (read from `out`'s `config.json`) must have been trained
+/// with as many ranks as this launch has and the same `--sync-bn`: the per-rank batch-norm
+/// statistics make the result depend on both.
+pub fn check_ranks(old: &RunRecord, out: &Path, par: &Parallel) -> Result<()> {
+    let out = out.display().to_string();
+    if old.ranks != par.coll.size() {
+        return Err(DistributedError::RanksDiffer { out, trained: old.ranks, now: par.coll.size() }.into());
+    }
+    if old.sync_bn != par.sync_bn {
+        let word = |on: bool| if on { "with" } else { "without" };
+        return Err(DistributedError::SyncBnDiffers { out, trained: word(old.sync_bn), now: word(par.sync_bn) }.into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::training::config::Settings;
     use crate::training::recipe::Recipe;
-    use crate::training::run::{Adversary, Method};
+    use engine::Precision;
 
     fn config() -> TrainConfig {
-        let r = Recipe::cifar10();
-        TrainConfig {
-            dataset: "folder".into(),
-            data_dir: "data".into(),
-            model: r.model,
-            width: 8,
-            depth: None,
-            epochs: 2,
-            clean_epochs: 1,
-            batch_size: 16,
-            lr: 0.1,
-            momentum: 0.9,
-            weight_decay: 2e-4,
-            milestones: vec![1],
-            adversary: Adversary::Pgd,
-            method: Method::PgdAt,
-            trades_beta: 6.0,
-            eps: r.eps,
-            step_size: r.step_size,
-            attack_steps: 2,
-            beta: 2.0,
-            eval_every: 1,
-            eval_limit: 6,
-            limit_train: None,
-            limit_test: None,
-            seed: 3,
-            init_from: None,
-            augment: true,
-            precision: "f32".into(),
-        }
+        let settings = Settings { width: Some(8), batch_size: 16, eval_limit: 6, seed: 3, ..Settings::DEFAULT };
+        let recipe = Recipe { epochs: 2, clean_epochs: 1, milestones: vec![1], attack_steps: 2, ..Recipe::cifar10() };
+        TrainConfig::new("folder", "data", recipe, settings, Precision::F32)
     }
 
     #[test]

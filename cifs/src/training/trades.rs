@@ -14,11 +14,15 @@ use engine::ops::attack::{pgd_project, pgd_step};
 use engine::ops::kl_div::kl_div;
 use engine::{autodiff, no_grad, Rng, Runtime, Tensor};
 
+use crate::distributed::exchange::Exchange;
+use crate::distributed::Parallel;
 use crate::error::{check_setting, Result};
 use crate::loss::joint_loss;
 use crate::models::{Mode, Model, Output};
+use crate::training::batch::StepBatch;
+use crate::training::objective::Objective;
 use crate::training::optim::Sgd;
-use crate::training::step::StepResult;
+use crate::training::step::{Learner, StepResult};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Trades {
@@ -82,7 +86,8 @@ impl Trades {
         Ok((total, natural))
     }
 
-    /// One TRADES training step: attack (eval mode), loss (train mode), backward, SGD.
+    /// One TRADES training step of one process: attack (eval mode), loss (train mode), backward,
+    /// SGD; `joint_beta` weighs the CIFS probes in the natural part.
     #[allow(clippy::too_many_arguments)]
     pub fn train_step(
         &self,
@@ -94,18 +99,26 @@ impl Trades {
         joint_beta: f32,
         rng: &mut Rng,
     ) -> Result<StepResult> {
-        // The weights change only at the optimizer step: the attack's backward passes and the
-        // training backward share the weights' derived layouts (as in the PGD step).
-        let (loss, output, grads) = rt.weights_frozen(|| -> Result<_> {
-            let adv = self.attack(rt, model, x, rng)?;
-            let (loss, output) = self.loss(rt, model, x, &adv, labels, joint_beta)?;
-            let grads = autodiff::backward(rt, &loss)?;
-            Ok((loss, output, grads))
-        })?;
-        sgd.step(rt, model, &grads)?;
-        Ok(StepResult {
-            loss: loss.detach(),
-            output: Output { logits: output.logits.detach(), probes: output.probes.iter().map(|p| p.detach()).collect() },
-        })
+        let learner = Learner { rt, model, sgd, par: Parallel::single() };
+        let objective = TradesAt { trades: *self, beta: joint_beta };
+        learner.step(&objective, &StepBatch::whole(x, labels), rng, &mut Exchange::default())
+    }
+}
+
+/// TRADES as a training method: its KL attack makes the training images, its loss (the natural
+/// part weighted by `beta` over the probes) is minimised. Its random start is drawn for the
+/// batch a process holds, so it runs as one process only (`training::trainer` refuses ranks).
+pub struct TradesAt {
+    pub trades: Trades,
+    pub beta: f32,
+}
+
+impl Objective for TradesAt {
+    fn inputs(&self, rt: &Runtime, model: &Model, batch: &StepBatch, rng: &mut Rng) -> Result<Tensor> {
+        self.trades.attack(rt, model, batch.x, rng)
+    }
+
+    fn loss(&self, rt: &Runtime, model: &Model, batch: &StepBatch, inputs: &Tensor) -> Result<(Tensor, Output)> {
+        self.trades.loss(rt, model, batch.x, inputs, batch.labels, self.beta)
     }
 }
