@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# A/B on one GPU machine in one call: this tree's release build (packed beforehand into .gpu)
-# against a baseline commit's binaries in .gpu-base/ (cifs-wgpu and bench-kernels, made by
-# `bash benches/gpu/build-base.sh COMMIT`), each with its own tuning cache, so that a kernel
-# change is measured against its predecessor on the same card. Carry [".gl", ".gpu", ".gpu-base"].
+# A/B on one GPU machine in one call: this tree's release build against a baseline commit's
+# binaries, each with its own tuning cache, so that a kernel change is measured against its
+# predecessor on the same card. First, here: `bash benches/gpu/pack.sh` (builds this tree's
+# binaries, test executables and kernel bench into .gpu, a Vulkan loader into .gl) and
+# `bash benches/gpu/build-base.sh COMMIT` (builds the baseline's cifs-wgpu and kernel bench into
+# .gpu-base); then the device call carries [".gl", ".gpu", ".gpu-base"]:   bash benches/gpu/ab-run.sh
 # Knobs: ROUNDS ("new base"), MODEL (resnet18-cifs), WIDTH/BATCH/STEPS (64/128/20), BENCH_REPS (5),
 # REF=1 adds the PyTorch step for MODEL, TESTS=1 every test executable of the new side first,
 # BENCH_* as in benches/kernels.rs.

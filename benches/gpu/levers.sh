@@ -6,8 +6,8 @@
 # become the default, whether workgroup memory stays uninitialised (CIFS_WGPU_ZERO_INIT_WORKGROUP=1
 # is the old behaviour), and what f16 costs today (the SIMT emulation: expected slower than f32).
 #
-# On the device, with the release build packed into .gpu and a Vulkan loader's packages in .gl
-# (carry [".gl", ".gpu"]):
+# First, here: `bash benches/gpu/pack.sh` (builds the release binary and the test executables
+# into .gpu, a Vulkan loader into .gl); then on the device (carry [".gl", ".gpu"]):
 #     bash benches/gpu/levers.sh
 # Without a GPU (a dry run on lavapipe, tiny sizes; no payload needed):
 #     CIFS_BIN=target/release/cifs-wgpu CIFS_FLAGS=--no-tune WIDTH=4 BATCH=4 STEPS=1 WARMUP=0 ROUNDS=1 \
@@ -23,7 +23,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 S=$OUT/summary.txt
 say() { echo "$*" | tee -a "$S"; }
 if [ -z "${CIFS_BIN:-}" ]; then
-    [ -f .gpu/payload.tar.xz ] || { say "no .gpu/payload.tar.xz: pack the release build there first, or set CIFS_BIN"; exit 2; }
+    [ -f .gpu/payload.tar.xz ] || { say "no .gpu/payload.tar.xz: run benches/gpu/pack.sh first, or set CIFS_BIN"; exit 2; }
     . benches/gpu/egl-icd.sh
     unpack_payload
     CIFS_BIN=$W/bin/cifs-wgpu

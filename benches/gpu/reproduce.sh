@@ -5,8 +5,9 @@
 # (joint loss, eval's defaults), and AutoAttack on AA_LIMIT class-balanced test images.
 # The reference code reached 62.4% natural / 36.8% PGD-20 with this schedule at width 64.
 #
-# On the device, with the release build and the dataset packed into .gpu and a Vulkan loader's
-# packages in .gl (carry [".gl", ".gpu"]):
+# First, here: `bash benches/gpu/pack.sh --data DIR` (builds the release binary and the test
+# executables into .gpu with the JPEG CIFAR-10 folder DIR, a Vulkan loader into .gl); then on
+# the device (carry [".gl", ".gpu"]):
 #     WIDTH=64 bash benches/gpu/reproduce.sh
 # Every call continues where the last one stopped: training resumes from the run's last epoch
 # checkpoint (kept in the ignored runs/ folder, which stays on a warm device machine between
@@ -39,13 +40,13 @@ left() { local l=$(( deadline - $(date +%s) )); [ "$l" -lt "$1" ] && l=$1; echo 
 say() { echo "$*" | tee -a "$S"; }
 
 if [ -z "${CIFS_BIN:-}" ]; then
-    [ -f .gpu/payload.tar.xz ] || { say "no .gpu/payload.tar.xz: pack the release build and the dataset there first, or set CIFS_BIN and DATA_DIR"; exit 2; }
+    [ -f .gpu/payload.tar.xz ] || { say "no .gpu/payload.tar.xz: run benches/gpu/pack.sh --data DIR first, or set CIFS_BIN and DATA_DIR"; exit 2; }
     . benches/gpu/egl-icd.sh
     unpack_payload
     CIFS_BIN=$W/bin/cifs-wgpu
 fi
 if [ -z "${DATA_DIR:-}" ]; then
-    [ -f .gpu/cifar10-jpeg.tar.xz ] || { say "no .gpu/cifar10-jpeg.tar.xz: prepare with --data, or set DATA_DIR"; exit 2; }
+    [ -f .gpu/cifar10-jpeg.tar.xz ] || { say "no .gpu/cifar10-jpeg.tar.xz: run benches/gpu/pack.sh --data DIR, or set DATA_DIR"; exit 2; }
     DATA_DIR=/tmp/cifar10-jpeg
     [ -d "$DATA_DIR/train" ] || { mkdir -p "$DATA_DIR" && tar -C "$DATA_DIR" -xJf .gpu/cifar10-jpeg.tar.xz; }
 fi

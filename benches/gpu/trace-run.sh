@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A device call that traces the train step of fixtures op by op (tests/parity.rs::trace_train_step)
-# and checks their gradients under every tile configuration, with this tree's release build
-# packed into .gpu and a Vulkan loader's packages in .gl (carry [".gl", ".gpu"]):   FIXTURES="wrn16_cifs_n4_seed0" bash benches/gpu/trace-run.sh
+# and checks their gradients under every tile configuration. First, here: `bash benches/gpu/pack.sh`
+# (builds the test executables into .gpu, a Vulkan loader into .gl); then on the device (carry
+# [".gl", ".gpu"]):   FIXTURES="wrn16_cifs_n4_seed0" bash benches/gpu/trace-run.sh
 # Traces land in $OUT/trace-<fixture>.safetensors; compare them with a lavapipe trace:
 #   python3 tests/reference/compare_traces.py <device trace> <lavapipe trace>
 set -uo pipefail
