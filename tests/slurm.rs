@@ -48,7 +48,7 @@ fn slurm_up() -> bool {
             eprintln!("Slurm nodes: {}", String::from_utf8_lossy(&o.stdout).trim());
             return true;
         }
-        Ok(o) => format!("sinfo failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
+        Ok(o) => format!("sinfo failed: {}", String::from_utf8_lossy(&o.stderr).trim().lines().last().unwrap_or("")),
         Err(e) => format!("no sinfo ({e})"),
     };
     assert!(!required, "CIFS_WGPU_REQUIRE_SLURM=1 but no Slurm answers: {why}");
@@ -186,10 +186,14 @@ fn a_killed_rank_ends_the_job_and_the_resubmitted_script_resumes() {
     let root = tmpdir("slurm-kill");
     let (data, out) = (root.join("data"), root.join("run"));
     make_folder(&data);
-    let (child, job) = submit(&scaled_script(&data, &out, &["--epochs", "30", "--adv", "none", "--eval-every", "30"]), &root, "kill");
+    let (mut child, job) = submit(&scaled_script(&data, &out, &["--epochs", "30", "--adv", "none", "--eval-every", "30"]), &root, "kill");
     let last = out.join("last.safetensors");
     let start = Instant::now();
     while !last.is_file() {
+        if child.try_wait().unwrap().is_some() {
+            let (status, _) = finish(child, &job, Duration::ZERO);
+            panic!("the job ended ({status}) before its first checkpoint");
+        }
         assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint after 300 s");
         std::thread::sleep(Duration::from_millis(100));
     }
