@@ -24,7 +24,10 @@ fn every_shader_and_specialisation_validates() {
         for (name, v) in variants(s) {
             naga::valid::Validator::new(
                 naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::IMMEDIATES | naga::valid::Capabilities::SUBGROUP,
+                naga::valid::Capabilities::IMMEDIATES
+                    | naga::valid::Capabilities::SUBGROUP
+                    | naga::valid::Capabilities::SHADER_FLOAT16
+                    | naga::valid::Capabilities::COOPERATIVE_MATRIX,
             )
             .validate(&v.module)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&v.source)));
