@@ -302,18 +302,19 @@ impl CoopTile {
         valid.into_iter().filter(|t| t.rows() * t.cols() == least || cover(t.rows(), t.cols(), gm, gn).1 >= 0.25).collect()
     }
 
-    /// The rule without tuning, that of [`Tile::heuristic`]: the largest tile (of equal ones,
-    /// the taller, then the one with more subgroup rows) that makes `MIN_GROUPS` workgroups
-    /// counting `layers` and wastes at most a quarter of its outputs; else the smallest.
-    pub fn heuristic(tc: TensorCores, gm: u32, gn: u32, layers: u32) -> CoopTile {
-        let valid: Vec<CoopTile> = CoopTile::all(tc.size).into_iter().filter(|t| t.valid(tc.subgroup)).collect();
+    /// The rule without tuning, that of [`Tile::heuristic`], among the tiles that exist on `tc`
+    /// and that `fits` (the adapter's limits): the largest (of equal ones, the taller, then the
+    /// one with more subgroup rows) that makes `MIN_GROUPS` workgroups counting `layers` and
+    /// wastes at most a quarter of its outputs; else the smallest. None if none fits.
+    pub fn heuristic(tc: TensorCores, gm: u32, gn: u32, layers: u32, fits: impl Fn(&CoopTile) -> bool) -> Option<CoopTile> {
+        let valid: Vec<CoopTile> = CoopTile::all(tc.size).into_iter().filter(|t| t.valid(tc.subgroup) && fits(t)).collect();
         let key = |t: &CoopTile| (t.rows() * t.cols(), t.rows(), t.warps.0);
         let big = valid.iter().filter(|t| {
             let (groups, used) = cover(t.rows(), t.cols(), gm, gn);
             groups * layers as u64 >= MIN_GROUPS && used >= 0.75
         });
         let smallest = || valid.iter().min_by_key(|t| (t.rows() * t.cols(), t.warps));
-        *big.max_by_key(|t| key(t)).or_else(smallest).expect("every matrix size has a tile for every registered subgroup size")
+        big.max_by_key(|t| key(t)).or_else(smallest).copied()
     }
 }
 
@@ -552,11 +553,8 @@ impl Runtime {
         // runs on the SIMT emulation.
         let coop = tc.map(|tc| {
             let candidates = CoopTile::candidates(tc, m, n).into_iter().map(GemmTile::TensorCores).filter(fits).collect::<Vec<_>>();
-            (
-                tc,
-                Some(GemmTile::TensorCores(CoopTile::heuristic(tc, m, n, layers))).filter(fits).or(candidates.first().copied()),
-                candidates,
-            )
+            let heuristic = CoopTile::heuristic(tc, m, n, layers, |t| fits(&GemmTile::TensorCores(*t)));
+            (tc, heuristic.map(GemmTile::TensorCores), candidates)
         });
         let (precision, heuristic, candidates) = match coop {
             Some((tc, Some(heuristic), candidates)) => (format!("_f16_tc{}", tc.size), heuristic, candidates),
@@ -711,6 +709,54 @@ mod tests {
         assert_eq!(Tile::heuristic(2048, 512, 1), Tile::T64X64);
         // with 4 output phases the same GEMM count is enough for a larger tile.
         assert_eq!(Tile::heuristic(2048, 512, 4), Tile::T128X128);
+    }
+
+    #[test]
+    fn tensor_core_tiles_name_themselves_and_exist_where_each_thread_gathers_one_row() {
+        for size in crate::precision::MATRIX_SIZES {
+            for t in CoopTile::all(size) {
+                assert_eq!(CoopTile::parse(&t.name()), Some(t));
+                assert_eq!(GemmTile::parse(&t.name()), Some(GemmTile::TensorCores(t)));
+            }
+        }
+        let t = CoopTile { size: 8, warps: (2, 4), frags: (4, 2) };
+        assert_eq!((t.rows(), t.cols(), t.depth(), t.name()), (64, 64, 16, "64x64-tc8-2x4".to_string()));
+        // lavapipe: subgroups of 8, so 4 subgroups gather at most 32 rows.
+        assert!(t.valid(8) && !CoopTile { warps: (2, 2), ..t }.valid(8));
+        let lavapipe = TensorCores { size: 8, subgroup: 8 };
+        let valid: Vec<String> = CoopTile::all(8).into_iter().filter(|t| t.valid(8)).map(|t| t.name()).collect();
+        assert_eq!(valid.len(), 8, "{valid:?}");
+        // A GEMM smaller than every tile: the smallest tiles only.
+        assert!(CoopTile::candidates(lavapipe, 5, 3).iter().all(|t| t.rows() * t.cols() == 256));
+        // NVIDIA: 16x16x16 at subgroups of 32; the largest tiles fit 48 KiB of workgroup memory.
+        let nvidia = TensorCores { size: 16, subgroup: 32 };
+        let big = CoopTile { size: 16, warps: (2, 2), frags: (4, 4) };
+        assert!(big.valid(32) && big.workgroup_bytes() <= 49152, "{}", big.workgroup_bytes());
+        assert!(CoopTile::candidates(nvidia, 131072, 64).iter().all(|t| t.size == 16 && t.valid(32)));
+    }
+
+    #[test]
+    fn the_tensor_core_heuristic_keeps_big_tiles_for_big_layers_and_many_groups_for_small_ones() {
+        let nvidia = TensorCores { size: 16, subgroup: 32 };
+        let all = |_: &CoopTile| true;
+        let in_48k = |t: &CoopTile| t.workgroup_bytes() <= 49152;
+        // layer1 forward at batch 128: 131072 pixels x 64 channels: 256x64 tiles make 512 groups,
+        // but need 52 KiB; in 48 KiB the 128x64 ones (1024 groups).
+        let t = CoopTile::heuristic(nvidia, 131072, 64, 1, all).unwrap();
+        assert_eq!((t.rows(), t.cols()), (256, 64), "{}", t.name());
+        let t = CoopTile::heuristic(nvidia, 131072, 64, 1, in_48k).unwrap();
+        assert_eq!((t.rows(), t.cols()), (128, 64), "{}", t.name());
+        // layer4 forward at batch 128: 2048 x 512; 256 groups need tiles of 4096 outputs.
+        let t = CoopTile::heuristic(nvidia, 2048, 512, 1, in_48k).unwrap();
+        assert_eq!(t.rows() * t.cols(), 4096, "{}", t.name());
+        // A tiny GEMM: the smallest tile; nothing where nothing fits.
+        let lavapipe = TensorCores { size: 8, subgroup: 8 };
+        let t = CoopTile::heuristic(lavapipe, 10, 5, 1, all).unwrap();
+        assert_eq!(t.rows() * t.cols(), 256);
+        assert_eq!(CoopTile::heuristic(lavapipe, 10, 5, 1, |_| false), None);
+        for (m, n, layers) in [(131072, 64, 1), (2048, 512, 4), (50, 128, 1)] {
+            assert!(CoopTile::heuristic(lavapipe, m, n, layers, all).unwrap().valid(8));
+        }
     }
 
     #[test]
