@@ -199,7 +199,7 @@ pub fn tensor_core_rt(test: &str) -> Option<(Runtime, engine::precision::TensorC
     }
     let s = rt.precision_support();
     let why = format!(
-        "{test}: skipped, the tensor-core kernels do not run on {} ({} {}): cooperative matrices {:?}, shader f16 {}, subgroups up to {}",
+        "the tensor-core kernels do not run on {} ({} {}): cooperative matrices {:?}, shader f16 {}, subgroups up to {}",
         rt.adapter().name,
         rt.adapter().driver,
         rt.adapter().driver_info,
@@ -207,7 +207,7 @@ pub fn tensor_core_rt(test: &str) -> Option<(Runtime, engine::precision::TensorC
         s.shader_f16,
         s.subgroup_sizes.1
     );
-    assert!(!std::env::var(REQUIRE_TENSOR_CORES_ENV).is_ok_and(|v| v.trim() == "1"), "{why}, and {REQUIRE_TENSOR_CORES_ENV}=1");
-    println!("{why}");
+    assert!(!std::env::var(REQUIRE_TENSOR_CORES_ENV).is_ok_and(|v| v.trim() == "1"), "{test}: {why}, and {REQUIRE_TENSOR_CORES_ENV}=1");
+    println!("{test}: skipped, {why}");
     None
 }

@@ -6,7 +6,9 @@
 //! back, bit for bit), against `half`'s rounding after the CPU's choice of scale; (2) whole
 //! convolutions and dense layers against the float64 reference fed those same f16 operands, to
 //! the f32 tolerances (only the summation order differs); (3) finite differences of the f16 ops.
-//! Each also prints the f16 error against the unrounded float64 reference.
+//! Each also prints the f16 error against the unrounded float64 reference. A forced SIMT tile
+//! runs the SIMT emulation; where the adapter has tensor cores, the checks without one run on
+//! them (the tensor-core tiles themselves are checked in `coop.rs`).
 
 use crate::common::*;
 use engine::ops::conv2d::{conv2d, conv2d_backward_data, conv2d_backward_weight, NARROW_CHANNELS};
