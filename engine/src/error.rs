@@ -37,8 +37,8 @@ pub enum EngineError {
     #[error("a grid of {groups:?} workgroups exceeds the limit of {limit} per dimension")]
     GridTooLarge { groups: [u64; 3], limit: u32 },
 
-    #[error("tile configuration {tile} needs {bytes} bytes of workgroup memory; this adapter offers {limit}")]
-    TileTooLarge { tile: String, bytes: u32, limit: u32 },
+    #[error("tile configuration {tile} cannot run here: {why}")]
+    TileNotRunnable { tile: String, why: String },
 
     #[error("kernel `{entry}` has no literal 1-D workgroup size; dispatch it with explicit groups")]
     NotOneDimensional { entry: &'static str },

@@ -6,10 +6,16 @@
 //! that records and runs work on the device lives in [`crate::runtime::Runtime`].
 
 use crate::error::{EngineError, Result};
+use crate::precision::TensorCores;
 
 /// Environment variable that picks the adapter: an index from `cifs-wgpu info`, a device type
 /// (`discrete`, `integrated`, `cpu`, `virtual`) or a case-insensitive part of the adapter name.
 pub const ADAPTER_ENV: &str = "CIFS_WGPU_ADAPTER";
+
+/// What the tensor-core GEMMs need of a device: cooperative matrices (experimental in wgpu),
+/// f16 in shaders, and subgroup builtins (their layout reads the subgroup id and size).
+const TENSOR_CORE_FEATURES: wgpu::Features =
+    wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX.union(wgpu::Features::SHADER_F16).union(wgpu::Features::SUBGROUP);
 
 /// Description of one adapter, for `cifs-wgpu info` and errors.
 #[derive(Debug, Clone)]
@@ -48,12 +54,15 @@ pub(crate) struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
-    /// The cooperative-matrix (tensor-core) configurations the adapter lists: what its GEMMs
-    /// could run on (see [`crate::precision`]); empty where it has none.
+    /// The cooperative-matrix (tensor-core) configurations the adapter lists (see
+    /// [`crate::precision`]); empty where it has none.
     pub cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
-    /// Whether the adapter offers f16 arithmetic in shaders (`SHADER_F16`). The f16 mode of this
-    /// build does not need it: it rounds to f16 in f32 registers.
+    /// Whether the adapter offers f16 arithmetic in shaders (`SHADER_F16`). The SIMT emulation of
+    /// f16 does not need it (it rounds to f16 in f32 registers); the tensor-core kernels do.
     pub shader_f16: bool,
+    /// What the tensor-core GEMMs run on, where the device was opened with what they need
+    /// (cooperative matrices, f16, subgroups) and lists a configuration they have.
+    pub tensor_cores: Option<TensorCores>,
 }
 
 fn device_type_name(t: wgpu::DeviceType) -> &'static str {
@@ -145,24 +154,37 @@ impl Gpu {
         let adapter_limits = adapter.limits();
         let mut limits = adapter_limits.clone();
         limits.max_immediate_size = adapter_limits.max_immediate_size.min(128);
-        let wanted = features
+        let mut wanted = features
             & (wgpu::Features::IMMEDIATES
                 | wgpu::Features::TIMESTAMP_QUERY
                 | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
                 | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
                 | wgpu::Features::SUBGROUP);
+        let cooperative_matrices = adapter.cooperative_matrix_properties();
+        let tensor_cores =
+            TensorCores::choose(&cooperative_matrices, info.subgroup_max_size).filter(|_| features.contains(TENSOR_CORE_FEATURES));
+        if tensor_cores.is_some() {
+            wanted |= TENSOR_CORE_FEATURES;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cifs-wgpu"),
             required_features: wanted,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            // SAFETY: wgpu's experimental features are asked for only where the tensor-core
+            // kernels will run, and those use cooperative matrices only in configurations the
+            // adapter lists (`TensorCores::choose`), with in-bounds, 16-byte aligned workgroup
+            // memory and in uniform control flow (shaders/conv2d_coop.wgsl).
+            experimental_features: if tensor_cores.is_some() {
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| EngineError::RequestDevice(e.to_string()))?;
-        let cooperative_matrices = adapter.cooperative_matrix_properties();
         let shader_f16 = features.contains(wgpu::Features::SHADER_F16);
-        Ok(Gpu { device, queue, info, limits, features: wanted, cooperative_matrices, shader_f16 })
+        Ok(Gpu { device, queue, info, limits, features: wanted, cooperative_matrices, shader_f16, tensor_cores })
     }
 
     pub fn summary(&self) -> AdapterSummary {

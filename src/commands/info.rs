@@ -29,7 +29,18 @@ pub fn run(adapter: Option<&str>) -> Result<(), String> {
     for c in &p.cooperative_matrices {
         println!("  cooperative matrix: {c}");
     }
-    println!("  precision: {} runs as {} (auto: {})", requested_precision(), rt.precision(), p.auto);
+    match p.tensor_cores {
+        Some(tc) => println!("  tensor-core kernels: {} at subgroups of up to {}", tc.name(), tc.subgroup),
+        None => println!("  tensor-core kernels: none here (f16 is emulated on the SIMT tiles)"),
+    }
+    let auto_kernels = p.tensor_cores.map(|tc| format!("tensor cores {}", tc.name())).unwrap_or_else(|| "simt".into());
+    println!(
+        "  precision: {} runs as {} on {} (auto: {} on {auto_kernels})",
+        requested_precision(),
+        rt.precision(),
+        rt.gemm_kernels(),
+        p.auto
+    );
     let (choices, _, path) = rt.tuning();
     match path {
         Some(p) => println!("tuning cache: {} ({} shapes tuned)", p.display(), choices.len()),

@@ -134,7 +134,7 @@ pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs, coll: &dyn Collectiv
     }
     let rt = crate::distributed::open_runtime(adapter, tune, coll)?;
     let adapter = rt.adapter();
-    eprintln!("adapter: {} ({}), precision {}", adapter.name, adapter.backend, rt.precision());
+    eprintln!("adapter: {} ({}), precision {} on {}", adapter.name, adapter.backend, rt.precision(), rt.gemm_kernels());
     let (splits, dir) = crate::distributed::load_data(coll, a.dataset, a.data_dir.as_deref(), a.no_download)?;
     let cfg = TrainConfig {
         dataset: a.dataset.to_string(),
@@ -164,6 +164,7 @@ pub fn run(adapter: Option<&str>, tune: bool, a: TrainArgs, coll: &dyn Collectiv
         init_from: a.init_from.map(|p| p.display().to_string()),
         augment: recipe.augment,
         precision: rt.precision().to_string(),
+        gemm_kernels: rt.gemm_kernels(),
     };
     eprintln!("writing to {}", out.display());
     let resume = match (a.resume, a.allow_changes) {

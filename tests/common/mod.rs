@@ -182,3 +182,32 @@ pub fn f16_operand(v: &[f32]) -> Vec<f32> {
 pub fn in_eps_ball(adv: &[f32], x: &[f32], eps: f32) -> Option<usize> {
     adv.iter().zip(x).position(|(a, x0)| !(0.0..=1.0).contains(a) || !approx::abs_diff_eq!(*a, *x0, epsilon = eps + 1e-6))
 }
+
+/// `CIFS_WGPU_REQUIRE_TENSOR_CORES=1`: the tests that need tensor cores fail where the adapter
+/// has none instead of skipping (CI sets it on the device that has them).
+pub const REQUIRE_TENSOR_CORES_ENV: &str = "CIFS_WGPU_REQUIRE_TENSOR_CORES";
+
+/// A runtime whose GEMMs run in f16 on tensor cores, or `None` where the tensor-core kernels do
+/// not run on this adapter: the test `test` is then skipped with the reason printed, or fails
+/// if `CIFS_WGPU_REQUIRE_TENSOR_CORES=1`.
+pub fn tensor_core_rt(test: &str) -> Option<(Runtime, engine::precision::TensorCores)> {
+    let rt = rt();
+    rt.set_precision(engine::Precision::F16);
+    if let Some(tc) = rt.tensor_cores() {
+        println!("{test}: tensor cores {} at subgroups of up to {}", tc.name(), tc.subgroup);
+        return Some((rt, tc));
+    }
+    let s = rt.precision_support();
+    let why = format!(
+        "the tensor-core kernels do not run on {} ({} {}): cooperative matrices {:?}, shader f16 {}, subgroups up to {}",
+        rt.adapter().name,
+        rt.adapter().driver,
+        rt.adapter().driver_info,
+        s.cooperative_matrices,
+        s.shader_f16,
+        s.subgroup_sizes.1
+    );
+    assert!(!std::env::var(REQUIRE_TENSOR_CORES_ENV).is_ok_and(|v| v.trim() == "1"), "{test}: {why}, and {REQUIRE_TENSOR_CORES_ENV}=1");
+    println!("{test}: skipped, {why}");
+    None
+}

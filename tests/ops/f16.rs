@@ -6,7 +6,9 @@
 //! back, bit for bit), against `half`'s rounding after the CPU's choice of scale; (2) whole
 //! convolutions and dense layers against the float64 reference fed those same f16 operands, to
 //! the f32 tolerances (only the summation order differs); (3) finite differences of the f16 ops.
-//! Each also prints the f16 error against the unrounded float64 reference.
+//! Each also prints the f16 error against the unrounded float64 reference. A forced SIMT tile
+//! runs the SIMT emulation; where the adapter has tensor cores, the checks without one run on
+//! them (the tensor-core tiles themselves are checked in `coop.rs`).
 
 use crate::common::*;
 use engine::ops::conv2d::{conv2d, conv2d_backward_data, conv2d_backward_weight, NARROW_CHANNELS};
@@ -23,7 +25,7 @@ fn rt16() -> Runtime {
 /// Values over 40 binades below `top` (a power of two, so that the scale is known exactly),
 /// both signs, with f16 ties at several binades (ties to even must go both ways) and ties
 /// between f16 subnormals after scaling, plus `top` itself and a zero.
-fn wide_values(r: &mut engine::Rng, n: usize, top: f32) -> Vec<f32> {
+pub(crate) fn wide_values(r: &mut engine::Rng, n: usize, top: f32) -> Vec<f32> {
     let scale = 2f32.powi(14) / top; // what the GEMM will multiply by
     let mut v: Vec<f32> = (0..n)
         .map(|i| {
@@ -44,7 +46,7 @@ fn wide_values(r: &mut engine::Rng, n: usize, top: f32) -> Vec<f32> {
 }
 
 /// Asserts `got == want` element by element (bit for bit, zeros of either sign equal).
-fn assert_exact(what: &str, got: &[f32], want: &[f32]) {
+pub(crate) fn assert_exact(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let bad: Vec<String> = got
         .iter()
@@ -58,11 +60,11 @@ fn assert_exact(what: &str, got: &[f32], want: &[f32]) {
 }
 
 /// `n` x `n` identity as (n, n, 1, 1) weights, or as an (1, n, n pixels) one-hot image.
-fn identity(n: usize) -> Vec<f32> {
+pub(crate) fn identity(n: usize) -> Vec<f32> {
     (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }).collect()
 }
 
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     (0..rows * cols).map(|i| v[(i % rows) * cols + i / rows]).collect()
 }
 
@@ -73,6 +75,14 @@ fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 #[test]
 fn f16_operands_are_the_nearest_f16_values_at_the_chosen_scale() {
     let rt = rt16();
+    for tile in Tile::ALL {
+        rt.force_tile(Some(tile));
+        operands_through_identities(&rt, &tile.name());
+    }
+}
+
+/// The six operand checks above, with the tiles `rt` runs now (`name` says which).
+pub(crate) fn operands_through_identities(rt: &Runtime, name: &str) {
     let c = 24; // channels, and pixels (4 x 6): above NARROW_CHANNELS, so every pass is a GEMM
     assert!(c > NARROW_CHANNELS as usize);
     let img = [1, c, 4, 6];
@@ -83,34 +93,30 @@ fn f16_operands_are_the_nearest_f16_values_at_the_chosen_scale() {
         let v = wide_values(&mut r, c * c, top);
         let q = f16_operand(&v);
         assert!(q.iter().zip(&v).any(|(a, b)| a != b), "the test values must need rounding");
-        for tile in Tile::ALL {
-            rt.force_tile(Some(tile));
-            let t = |shape: &[usize], d: &[f32]| Tensor::from_f32(&rt, shape, d).unwrap();
-            let (vt, eye_img, eye_w) = (t(&img, &v), t(&img, &eye), t(&w_shape, &eye));
-            let name = tile.name();
-            // Forward: A (the image) through identity weights; B (the weights) through a one-hot image.
-            assert_exact(&format!("forward A, {name}"), &conv2d(&rt, &vt, &eye_w, 1, 0).unwrap().to_vec(&rt).unwrap(), &q);
-            let y = conv2d(&rt, &eye_img, &t(&w_shape, &v), 1, 0).unwrap().to_vec(&rt).unwrap();
-            assert_exact(&format!("forward B, {name}"), &y, &q);
-            // Input gradient: A (the output gradient) through identity weights; B (the weights)
-            // through a one-hot output gradient.
-            assert_exact(
-                &format!("input gradient A, {name}"),
-                &conv2d_backward_data(&rt, &img, &eye_w, 1, 0, &vt).unwrap().to_vec(&rt).unwrap(),
-                &q,
-            );
-            let dx = conv2d_backward_data(&rt, &img, &t(&w_shape, &v), 1, 0, &eye_img).unwrap().to_vec(&rt).unwrap();
-            assert_exact(&format!("input gradient B, {name}"), &dx, &transpose(&q, c, c));
-            // Weight gradient: A (the output gradient) against a one-hot image; B (the image)
-            // against a one-hot output gradient.
-            assert_exact(
-                &format!("weight gradient A, {name}"),
-                &conv2d_backward_weight(&rt, &eye_img, &w_shape, 1, 0, &vt).unwrap().to_vec(&rt).unwrap(),
-                &q,
-            );
-            let dw = conv2d_backward_weight(&rt, &vt, &w_shape, 1, 0, &eye_img).unwrap().to_vec(&rt).unwrap();
-            assert_exact(&format!("weight gradient B, {name}"), &dw, &transpose(&q, c, c));
-        }
+        let t = |shape: &[usize], d: &[f32]| Tensor::from_f32(rt, shape, d).unwrap();
+        let (vt, eye_img, eye_w) = (t(&img, &v), t(&img, &eye), t(&w_shape, &eye));
+        // Forward: A (the image) through identity weights; B (the weights) through a one-hot image.
+        assert_exact(&format!("forward A, {name}"), &conv2d(rt, &vt, &eye_w, 1, 0).unwrap().to_vec(rt).unwrap(), &q);
+        let y = conv2d(rt, &eye_img, &t(&w_shape, &v), 1, 0).unwrap().to_vec(rt).unwrap();
+        assert_exact(&format!("forward B, {name}"), &y, &q);
+        // Input gradient: A (the output gradient) through identity weights; B (the weights)
+        // through a one-hot output gradient.
+        assert_exact(
+            &format!("input gradient A, {name}"),
+            &conv2d_backward_data(rt, &img, &eye_w, 1, 0, &vt).unwrap().to_vec(rt).unwrap(),
+            &q,
+        );
+        let dx = conv2d_backward_data(rt, &img, &t(&w_shape, &v), 1, 0, &eye_img).unwrap().to_vec(rt).unwrap();
+        assert_exact(&format!("input gradient B, {name}"), &dx, &transpose(&q, c, c));
+        // Weight gradient: A (the output gradient) against a one-hot image; B (the image)
+        // against a one-hot output gradient.
+        assert_exact(
+            &format!("weight gradient A, {name}"),
+            &conv2d_backward_weight(rt, &eye_img, &w_shape, 1, 0, &vt).unwrap().to_vec(rt).unwrap(),
+            &q,
+        );
+        let dw = conv2d_backward_weight(rt, &vt, &w_shape, 1, 0, &eye_img).unwrap().to_vec(rt).unwrap();
+        assert_exact(&format!("weight gradient B, {name}"), &dw, &transpose(&q, c, c));
     }
 }
 
@@ -247,4 +253,4 @@ fn f16_conv_and_linear_finite_differences() {
 }
 
 /// Finite differences in f16 (measured on lavapipe: at most 5.8e-4 relative).
-const F16_FD: f64 = 2e-3;
+pub(crate) const F16_FD: f64 = 2e-3;

@@ -13,6 +13,7 @@ mod batchnorm_sync;
 mod channel_scale;
 mod composite;
 mod conv2d;
+mod coop;
 mod cross_entropy;
 mod dlr_loss;
 mod f16;

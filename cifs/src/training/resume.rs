@@ -164,6 +164,7 @@ mod tests {
             init_from: None,
             augment: true,
             precision: "f32".into(),
+            gemm_kernels: "simt".into(),
         }
     }
 

@@ -101,6 +101,10 @@ pub struct TrainConfig {
     /// runs recorded before there was a choice ran in f32.
     #[serde(default = "f32_name")]
     pub precision: String,
+    /// What ran those GEMMs (`engine::Runtime::gemm_kernels`): `simt`, or on tensor cores
+    /// `tensor cores 8x8x8 f16 x f16 -> f32`; runs recorded before there was a choice ran `simt`.
+    #[serde(default = "simt_name")]
+    pub gemm_kernels: String,
 }
 
 fn yes() -> bool {
@@ -109,6 +113,10 @@ fn yes() -> bool {
 
 fn f32_name() -> String {
     "f32".into()
+}
+
+fn simt_name() -> String {
+    "simt".into()
 }
 
 impl TrainConfig {
@@ -520,6 +528,7 @@ mod tests {
             init_from: None,
             augment: true,
             precision: "f32".into(),
+            gemm_kernels: "simt".into(),
         }
     }
 
