@@ -6,7 +6,8 @@
 // gathers (prepare, load_a, load_b), the operand scaling and rounding (operand: the power of two
 // of operand_scale.wgsl, f16 round-to-nearest-even) and the epilogue (unscaled, store: bias,
 // split-K slab, NCHW). The operands are therefore the very f16 values the SIMT emulation
-// multiplies; only the order of the f32 sums differs.
+// multiplies; the products are exact in f32, so only how the f32 sums are formed differs (their
+// order, and on some hardware a block of products aligned and added at once, truncated).
 //
 // Entry points conv2d_fwd_coop, conv2d_bwd_data_coop, conv2d_bwd_weight_coop: bindings and grid
 // as conv2d_fwd, conv2d_bwd_data, conv2d_bwd_weight (grid x over TM rows, y over TN columns).

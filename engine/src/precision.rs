@@ -49,8 +49,11 @@ impl TensorCores {
         if !SUBGROUP_SIZES.contains(&subgroup_max) {
             return None;
         }
-        let listed =
-            |s: u32| configs.iter().any(|c| (c.m_size, c.n_size, c.k_size) == (s, s, s) && c.ab_type == T::F16 && c.cr_type == T::F32);
+        let listed = |s: u32| {
+            configs.iter().any(|c| {
+                (c.m_size, c.n_size, c.k_size) == (s, s, s) && c.ab_type == T::F16 && c.cr_type == T::F32 && !c.saturating_accumulation
+            })
+        };
         MATRIX_SIZES.into_iter().find(|&s| listed(s)).map(|size| TensorCores { size, subgroup: subgroup_max })
     }
 
@@ -176,6 +179,8 @@ mod tests {
         assert_eq!(TensorCores::choose(&[wide], 32), None, "16x8x16 is not square");
         assert_eq!(TensorCores::choose(&lavapipe, 128), None, "no kernels for subgroups of 128");
         assert_eq!(TensorCores::choose(&[], 32), None);
+        let saturating = wgpu::CooperativeMatrixProperties { saturating_accumulation: true, ..config(16, T::F16, T::F32) };
+        assert_eq!(TensorCores::choose(&[saturating], 32), None, "the kernels' multiply-add does not saturate");
     }
 
     #[test]

@@ -189,6 +189,30 @@ fn tensor_core_gemms_match_the_emulation_up_to_the_order_of_the_sums() {
     println!("tensor cores vs emulation: largest difference {worst:.3} of its bound, {in_u:.2} u x sum of |products|");
 }
 
+/// Each tensor-core tile run again on the same inputs gives the same bits, every pass. A
+/// workgroup-memory race (a fragment loaded before its slice is staged, the epilogue's scratch
+/// reused while another subgroup still reads it) gives run-to-run differences on a GPU, which
+/// runs subgroups independently; lavapipe runs a workgroup in lock-step and cannot show one, so
+/// this test is for the first run on a GPU as much as for CI.
+#[test]
+fn tensor_core_gemms_give_the_same_bits_every_run() {
+    let Some((rt, tc)) = tensor_core_rt("tensor_core_gemms_give_the_same_bits_every_run") else { return };
+    const RUNS: usize = 8;
+    let conv = Conv::new(5, [8, 70, 10, 10], 67, 3, (1, 1));
+    for tile in tiles(&rt, tc) {
+        rt.force_tensor_core_tile(Some(tile));
+        let first = conv.run(&rt);
+        for run in 1..RUNS {
+            let again = conv.run(&rt);
+            for (p, (a, b)) in first.iter().zip(&again).enumerate() {
+                let differ = a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+                assert_eq!(differ, 0, "{} pass {p}, run {run}: {differ} of {} outputs differ from the first run", tile.name(), a.len());
+            }
+        }
+    }
+    rt.force_tensor_core_tile(None);
+}
+
 /// The dense layer (a 1x1 convolution of 1x1 images, its bias added in the GEMM's epilogue) on
 /// tensor cores: forward with bias, both gradients, against the emulation within the reordering
 /// bound, under every tile.
