@@ -147,6 +147,12 @@ impl Tile {
         (a + b) * 16 * (1 + double)
     }
 
+    /// Whether this configuration's workgroup memory fits `max_bytes` (a device's
+    /// `max_compute_workgroup_storage_size`).
+    pub fn fits(&self, max_bytes: u32) -> bool {
+        self.workgroup_bytes() <= max_bytes
+    }
+
     pub fn parse(s: &str) -> Option<Tile> {
         Tile::ALL.into_iter().find(|t| t.name() == s)
     }
@@ -171,10 +177,16 @@ impl Tile {
     /// such as split-K slices or output phases) and wastes at most a quarter of its outputs on
     /// padding; else the 64x64 tile, which makes the most workgroups.
     pub fn heuristic(gm: u32, gn: u32, layers: u32) -> Tile {
+        Tile::heuristic_within(gm, gn, layers, u32::MAX)
+    }
+
+    /// [`Tile::heuristic`] among the tiles that fit `max_bytes` of workgroup memory (the 64x64
+    /// tile, 8.25 KiB, fits every WebGPU device).
+    pub fn heuristic_within(gm: u32, gn: u32, layers: u32, max_bytes: u32) -> Tile {
         const MIN_GROUPS: u64 = 256;
         Tile::ALL
             .into_iter()
-            .filter(|t| t.staging == Staging::Prefetch)
+            .filter(|t| t.staging == Staging::Prefetch && t.fits(max_bytes))
             .filter(|t| {
                 let (groups, used) = t.cover(gm, gn);
                 groups * layers as u64 >= MIN_GROUPS && used >= 0.75
@@ -310,6 +322,14 @@ impl Runtime {
         self.tuner.borrow_mut().force(tile);
     }
 
+    /// The tile configurations this device's workgroup memory holds: every one on most adapters;
+    /// at WebGPU's default 16 KiB (`CIFS_WGPU_LIMITS=webgpu`) the 128x128 tiles and the 128-wide
+    /// double-buffered ones drop out. Only these are chosen, timed or may be forced.
+    pub fn tiles(&self) -> Vec<Tile> {
+        let limit = self.limits().max_workgroup_memory;
+        Tile::ALL.into_iter().filter(|t| t.fits(limit)).collect()
+    }
+
     /// Calls `f` with each shape's key and choice as it is tuned.
     pub fn observe_tuning(&self, f: impl Fn(&str, &Choice) + 'static) {
         *self.tune_observer.borrow_mut() = Some(Box::new(f));
@@ -338,7 +358,7 @@ impl Runtime {
         let precision = if self.precision() == crate::precision::Precision::F16 { "_f16" } else { "" };
         let key = format!("{}{precision} {shape}", gemm.entry());
         let limit = self.limits().max_workgroup_memory;
-        let fits = |t: &Tile| t.workgroup_bytes() <= limit;
+        let fits = |t: &Tile| t.fits(limit);
         let heuristic = Some(heuristic).filter(fits).unwrap_or(Tile::T64X64);
         {
             let t = self.tuner.borrow();
@@ -442,6 +462,10 @@ mod tests {
         assert_eq!(Tile::T128X128.double_buffered().workgroup_bytes(), 32768);
         assert_eq!(Tile::T128X128.workgroup_bytes(), (512 + 16 * 33) * 16);
         assert_eq!(Tile::T64X64.workgroup_bytes(), (256 + 16 * 17) * 16);
+        // WebGPU's default 16 KiB holds the 64x64 tiles of every staging and the single-buffered
+        // 128x64 and 64x128, not the 128x128 ones nor the 128-wide double-buffered ones.
+        let fit: Vec<String> = Tile::ALL.iter().filter(|t| t.fits(16384)).map(Tile::name).collect();
+        assert_eq!(fit, ["128x64", "64x128", "64x64", "128x64-np", "64x128-np", "64x64-np", "64x64-db"]);
     }
 
     #[test]
@@ -462,6 +486,10 @@ mod tests {
         assert_eq!(Tile::heuristic(2048, 512, 1), Tile::T64X64);
         // with 4 output phases the same GEMM count is enough for a larger tile.
         assert_eq!(Tile::heuristic(2048, 512, 4), Tile::T128X128);
+        // At WebGPU's 16 KiB of workgroup memory the 128x128 tile (16.25 KiB) is out: the next largest.
+        assert_eq!(Tile::heuristic_within(2048, 512, 4, 16384), Tile::T128X64);
+        assert_eq!(Tile::heuristic_within(131072, 64, 1, 16384), Tile::T128X64);
+        assert_eq!(Tile::heuristic_within(2048, 512, 4, 12543), Tile::T64X64);
     }
 
     #[test]

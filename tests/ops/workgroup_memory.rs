@@ -22,7 +22,7 @@ fn outputs(rt: &Runtime) -> Vec<Vec<f32>> {
     let w = r.uniform_vec(12 * 20 * 9, -0.5, 0.5);
     for precision in [Precision::F32, Precision::F16] {
         rt.set_precision(precision);
-        for tile in [Tile::T64X64, Tile::T128X128.double_buffered()] {
+        for tile in [Tile::T64X64, widest_double_buffered(rt)] {
             rt.force_tile(Some(tile));
             let (xt, wt) = (Tensor::leaf(rt, &xs, &x).unwrap(), Tensor::leaf(rt, &[12, 20, 3, 3], &w).unwrap());
             let y = conv2d(rt, &xt, &wt, 2, 1).unwrap();

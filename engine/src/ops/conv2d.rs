@@ -141,7 +141,8 @@ pub fn heuristic_tile(gemm: Gemm, x_shape: &[usize], w_shape: &[usize], stride: 
 fn tiled(rt: &Runtime, gemm: Gemm, g: &Geom, run: impl Fn(Tile) -> Result<()>) -> Result<()> {
     let shape = format!("n={} ci={} h={} w={} co={} k={} s={} p={}", g.n, g.ci, g.h, g.w, g.co, g.ks, g.stride, g.pad);
     let (m, n, layers) = gemm_dims(g, gemm);
-    let tile = rt.tile_for(gemm, &shape, Tile::heuristic(m, n, layers), &|| Tile::candidates(m, n), &run)?;
+    let heuristic = Tile::heuristic_within(m, n, layers, rt.limits().max_workgroup_memory);
+    let tile = rt.tile_for(gemm, &shape, heuristic, &|| Tile::candidates(m, n), &run)?;
     run(tile)
 }
 
