@@ -9,6 +9,8 @@
 #                                          prints its path; a root made before is reused, a
 #                                          half-made one (no completion mark) made again
 #   .ci/lavapipe-coop.sh run BINARY ARGS   runs BINARY on it (makes the root first if needed)
+#   .ci/lavapipe-coop.sh spirv-val ARGS    the root's spirv-val (trixie's SPIRV-Tools knows
+#                                          cooperative matrices; Debian 12's does not)
 #
 # As cargo's runner, test binaries run on it:
 #   CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$PWD/.ci/lavapipe-coop.sh run" \
@@ -41,8 +43,15 @@ debian_mirror() {
     echo "${uri:-http://deb.debian.org/debian}"
 }
 
+# Tools from trixie itself, installed into a root made before they were listed too.
+TOOLS="spirv-tools"
+
 make_root() {
     if [ -f "$DONE" ]; then
+        [ -x "$ROOT/usr/bin/spirv-val" ] || {
+            sudo_if_needed chroot "$ROOT" apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive sudo_if_needed chroot "$ROOT" apt-get install -y -qq $TOOLS >/dev/null
+        }
         return
     fi
     local start=$SECONDS
@@ -63,6 +72,7 @@ make_root() {
     echo "deb $mirror trixie-backports main" | sudo_if_needed tee "$ROOT/etc/apt/sources.list.d/backports.list" >/dev/null
     sudo_if_needed chroot "$ROOT" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive sudo_if_needed chroot "$ROOT" apt-get install -y -qq -t trixie-backports mesa-vulkan-drivers libvulkan1 >/dev/null
+    DEBIAN_FRONTEND=noninteractive sudo_if_needed chroot "$ROOT" apt-get install -y -qq $TOOLS >/dev/null
     sudo_if_needed chroot "$ROOT" apt-get clean
     local icd="$ROOT/usr/share/vulkan/icd.d/lvp_icd.json"
     [ -f "$icd" ] || { echo "lavapipe-coop: no $icd after installing Mesa" >&2; exit 1; }
@@ -84,8 +94,14 @@ case "${1:-}" in
         # lavapipe is offered to the Vulkan loader.
         VK_DRIVER_FILES="$ROOT/usr/share/vulkan/icd.d/lvp_icd.json" exec "$ROOT/lib64/ld-linux-x86-64.so.2" --library-path "$libs" "$@"
         ;;
+    spirv-val)
+        shift
+        make_root
+        libs="$ROOT/${ARCH_LIBS//:/:$ROOT/}"
+        exec "$ROOT/lib64/ld-linux-x86-64.so.2" --library-path "$libs" "$ROOT/usr/bin/spirv-val" "$@"
+        ;;
     *)
-        sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 2
         ;;
 esac

@@ -40,6 +40,11 @@ pub enum EngineError {
     #[error("tile configuration {tile} cannot run here: {why}")]
     TileNotRunnable { tile: String, why: String },
 
+    /// A kernel uses more workgroup memory than the device allows (wgpu does not check this
+    /// itself; a driver would fail or misbehave).
+    #[error("kernel {file}::{entry} needs {bytes} bytes of workgroup memory; this device allows {limit}")]
+    WorkgroupMemory { file: &'static str, entry: String, bytes: u32, limit: u32 },
+
     #[error("kernel `{entry}` has no literal 1-D workgroup size; dispatch it with explicit groups")]
     NotOneDimensional { entry: &'static str },
 

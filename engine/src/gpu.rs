@@ -17,6 +17,25 @@ pub const ADAPTER_ENV: &str = "CIFS_WGPU_ADAPTER";
 const TENSOR_CORE_FEATURES: wgpu::Features =
     wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX.union(wgpu::Features::SHADER_F16).union(wgpu::Features::SUBGROUP);
 
+/// Environment variable that picks the limits the device is opened with: `webgpu` asks for
+/// WebGPU's defaults (`wgpu::Limits::default()`: 16 KiB of workgroup memory, 256 invocations per
+/// workgroup, 8 storage buffers per stage, 128 MiB per binding), the baseline every WebGPU device
+/// offers and many integrated and mobile GPUs sit near, so a run here shows what such a device
+/// runs; `adapter` (the default) asks for everything the adapter offers.
+pub const LIMITS_ENV: &str = "CIFS_WGPU_LIMITS";
+
+/// The limits to request from an adapter offering `adapter`, as `choice` (the value of
+/// [`LIMITS_ENV`]) asks. Either way the immediate data is the adapter's, up to 128 bytes (the
+/// kernels' parameters; WebGPU's default has none, and the engine needs them).
+pub(crate) fn requested_limits(choice: Option<&str>, adapter: &wgpu::Limits) -> Result<wgpu::Limits> {
+    let base = match choice.map(str::trim).unwrap_or("") {
+        "" | "adapter" => adapter.clone(),
+        "webgpu" => wgpu::Limits::default(),
+        other => return Err(EngineError::RequestDevice(format!("{LIMITS_ENV}=`{other}`: expected `webgpu` or `adapter`"))),
+    };
+    Ok(wgpu::Limits { max_immediate_size: adapter.max_immediate_size.min(128), ..base })
+}
+
 /// Description of one adapter, for `cifs-wgpu info` and errors.
 #[derive(Debug, Clone)]
 pub struct AdapterSummary {
@@ -151,9 +170,7 @@ impl Gpu {
         if !features.contains(wgpu::Features::IMMEDIATES) {
             return Err(EngineError::MissingFeature { adapter: info.name, feature: "IMMEDIATES (push constants)" });
         }
-        let adapter_limits = adapter.limits();
-        let mut limits = adapter_limits.clone();
-        limits.max_immediate_size = adapter_limits.max_immediate_size.min(128);
+        let limits = requested_limits(std::env::var(LIMITS_ENV).ok().as_deref(), &adapter.limits())?;
         let mut wanted = features
             & (wgpu::Features::IMMEDIATES
                 | wgpu::Features::TIMESTAMP_QUERY
@@ -213,5 +230,24 @@ impl Gpu {
     /// Whether GPU timestamps can be written between commands of an encoder.
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_the_adapters_or_webgpus_defaults_with_the_adapters_immediates() {
+        let adapter = wgpu::Limits { max_compute_workgroup_storage_size: 32768, max_immediate_size: 256, ..wgpu::Limits::default() };
+        for choice in [None, Some(""), Some("adapter")] {
+            let l = requested_limits(choice, &adapter).unwrap();
+            assert_eq!((l.max_compute_workgroup_storage_size, l.max_immediate_size), (32768, 128), "{choice:?}");
+        }
+        let l = requested_limits(Some(" webgpu "), &adapter).unwrap();
+        assert_eq!(l, wgpu::Limits { max_immediate_size: 128, ..wgpu::Limits::default() });
+        assert_eq!((l.max_compute_workgroup_storage_size, l.max_storage_buffers_per_shader_stage), (16384, 8));
+        let err = requested_limits(Some("webgpu2"), &adapter).unwrap_err().to_string();
+        assert!(err.contains("CIFS_WGPU_LIMITS=`webgpu2`: expected `webgpu` or `adapter`"), "{err}");
     }
 }

@@ -27,6 +27,8 @@ mod timer;
 pub mod tune;
 
 #[cfg(test)]
+mod portability_tests;
+#[cfg(test)]
 mod shader_tests;
 
 pub use autodiff::{backward, no_grad, Gradients, NoGrad};

@@ -167,6 +167,12 @@ impl Tile {
         (a + b) * 16 * (1 + double)
     }
 
+    /// Whether this configuration's workgroup memory fits `max_bytes` (a device's
+    /// `max_compute_workgroup_storage_size`).
+    pub fn fits(&self, max_bytes: u32) -> bool {
+        self.workgroup_bytes() <= max_bytes
+    }
+
     pub fn parse(s: &str) -> Option<Tile> {
         Tile::ALL.into_iter().find(|t| t.name() == s)
     }
@@ -189,9 +195,15 @@ impl Tile {
     /// such as split-K slices or output phases) and wastes at most a quarter of its outputs on
     /// padding; else the 64x64 tile, which makes the most workgroups.
     pub fn heuristic(gm: u32, gn: u32, layers: u32) -> Tile {
+        Tile::heuristic_within(gm, gn, layers, u32::MAX)
+    }
+
+    /// [`Tile::heuristic`] among the tiles that fit `max_bytes` of workgroup memory (the 64x64
+    /// tile, 8.25 KiB, fits every WebGPU device).
+    pub fn heuristic_within(gm: u32, gn: u32, layers: u32, max_bytes: u32) -> Tile {
         Tile::ALL
             .into_iter()
-            .filter(|t| t.staging == Staging::Prefetch)
+            .filter(|t| t.staging == Staging::Prefetch && t.fits(max_bytes))
             .filter(|t| {
                 let (groups, used) = t.cover(gm, gn);
                 groups * layers as u64 >= MIN_GROUPS && used >= 0.75
@@ -510,6 +522,14 @@ impl Runtime {
         self.tuner.borrow_mut().force(tile.map(GemmTile::TensorCores));
     }
 
+    /// The tile configurations this device's workgroup memory holds: every one on most adapters;
+    /// at WebGPU's default 16 KiB (`CIFS_WGPU_LIMITS=webgpu`) the 128x128 tiles and the 128-wide
+    /// double-buffered ones drop out. Only these are chosen, timed or may be forced.
+    pub fn tiles(&self) -> Vec<Tile> {
+        let limit = self.limits().max_workgroup_memory;
+        Tile::ALL.into_iter().filter(|t| t.fits(limit)).collect()
+    }
+
     /// Calls `f` with each shape's key and choice as it is tuned.
     pub fn observe_tuning(&self, f: impl Fn(&str, &Choice) + 'static) {
         *self.tune_observer.borrow_mut() = Some(Box::new(f));
@@ -559,7 +579,7 @@ impl Runtime {
         let (precision, heuristic, candidates) = match coop {
             Some((tc, Some(heuristic), candidates)) => (format!("_f16_tc{}", tc.size), heuristic, candidates),
             _ => {
-                let simt = Some(GemmTile::Simt(Tile::heuristic(m, n, layers))).filter(fits).unwrap_or(GemmTile::Simt(Tile::T64X64));
+                let simt = GemmTile::Simt(Tile::heuristic_within(m, n, layers, limits.max_workgroup_memory));
                 let precision = if self.precision() == Precision::F16 { "_f16" } else { "" };
                 (precision.to_string(), simt, Tile::candidates(m, n).into_iter().map(GemmTile::Simt).filter(fits).collect())
             }
@@ -689,6 +709,10 @@ mod tests {
         assert_eq!(Tile::T128X128.double_buffered().workgroup_bytes(), 32768);
         assert_eq!(Tile::T128X128.workgroup_bytes(), (512 + 16 * 33) * 16);
         assert_eq!(Tile::T64X64.workgroup_bytes(), (256 + 16 * 17) * 16);
+        // WebGPU's default 16 KiB holds the 64x64 tiles of every staging and the single-buffered
+        // 128x64 and 64x128, not the 128x128 ones nor the 128-wide double-buffered ones.
+        let fit: Vec<String> = Tile::ALL.iter().filter(|t| t.fits(16384)).map(Tile::name).collect();
+        assert_eq!(fit, ["128x64", "64x128", "64x64", "128x64-np", "64x128-np", "64x64-np", "64x64-db"]);
     }
 
     #[test]
@@ -709,6 +733,10 @@ mod tests {
         assert_eq!(Tile::heuristic(2048, 512, 1), Tile::T64X64);
         // with 4 output phases the same GEMM count is enough for a larger tile.
         assert_eq!(Tile::heuristic(2048, 512, 4), Tile::T128X128);
+        // At WebGPU's 16 KiB of workgroup memory the 128x128 tile (16.25 KiB) is out: the next largest.
+        assert_eq!(Tile::heuristic_within(2048, 512, 4, 16384), Tile::T128X64);
+        assert_eq!(Tile::heuristic_within(131072, 64, 1, 16384), Tile::T128X64);
+        assert_eq!(Tile::heuristic_within(2048, 512, 4, 12543), Tile::T64X64);
     }
 
     #[test]

@@ -32,6 +32,13 @@ pub fn rt() -> Runtime {
     Runtime::new().unwrap_or_else(|e| panic!("tests need a Vulkan device (lavapipe is enough): {e}"))
 }
 
+/// The widest double-buffered tile `rt` can run: 128x128 (32 KiB of workgroup memory) on most
+/// adapters, 64x64 at WebGPU's default 16 KiB (`CIFS_WGPU_LIMITS=webgpu`).
+pub fn widest_double_buffered(rt: &Runtime) -> engine::tune::Tile {
+    let double = rt.tiles().into_iter().filter(|t| t.staging == engine::tune::Staging::Double);
+    double.max_by_key(|t| t.rows() * t.cols()).expect("the 64x64 double-buffered tile fits every WebGPU device")
+}
+
 pub fn rng(seed: u64) -> Rng {
     Rng::new(seed)
 }

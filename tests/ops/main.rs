@@ -19,6 +19,7 @@ mod dlr_loss;
 mod f16;
 mod index;
 mod kl_div;
+mod limits;
 mod linear;
 mod margin_loss;
 mod optim;

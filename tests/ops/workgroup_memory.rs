@@ -30,7 +30,7 @@ fn outputs(rt: &Runtime) -> Vec<Vec<f32>> {
     };
     for precision in [Precision::F32, Precision::F16] {
         rt.set_precision(precision);
-        for tile in [Tile::T64X64, Tile::T128X128.double_buffered()] {
+        for tile in [Tile::T64X64, widest_double_buffered(rt)] {
             rt.force_tile(Some(tile));
             conv(rt);
         }
