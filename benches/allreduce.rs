@@ -19,7 +19,8 @@ fn main() {
     let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
     let width: usize = args.next().map_or(64, |w| w.parse().expect("width"));
     let steps: usize = args.next().map_or(10, |s| s.parse().expect("steps"));
-    let rt = Runtime::new(engine::RuntimeOptions::from_env()).unwrap_or_else(|e| mpi.abort(&e.to_string()));
+    let rt = Runtime::new(engine::RuntimeOptions::from_env().unwrap_or_else(|e| mpi.abort(&e.to_string())))
+        .unwrap_or_else(|e| mpi.abort(&e.to_string()));
     let model =
         Model::new(&rt, ModelConfig::new(RESNET18_CIFS, width, 10), &mut engine::Rng::new(0)).unwrap_or_else(|e| mpi.abort(&e.to_string()));
     // Gradient-shaped tensors (the values do not change the cost) and the running statistics.

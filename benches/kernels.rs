@@ -12,7 +12,7 @@
 
 use cifs::models::probe::{PairRule, Probe};
 use engine::ops::{attack, batchnorm, conv2d, linear, optim};
-use engine::tune::{Gemm, Tile};
+use engine::tune::{Gemm, GemmTile, Tile};
 use engine::Rng;
 use engine::{KernelOptions, Runtime, RuntimeOptions, Tensor};
 
@@ -39,7 +39,7 @@ fn per_tile(rt: &Runtime, reps: usize, mut f: impl FnMut(&Runtime)) -> Vec<(Tile
         .into_iter()
         .filter(|t| t.workgroup_bytes() <= limit)
         .map(|t| {
-            let on_tile = rt.with_kernels(KernelOptions { tile: Some(t), ..rt.kernels() });
+            let on_tile = rt.with_kernels(KernelOptions { tile: Some(GemmTile::Simt(t)), ..rt.kernels() });
             (t, measure(&on_tile, reps, || f(&on_tile)))
         })
         .collect();
@@ -150,7 +150,7 @@ fn main() {
         println!("kernel benchmarks: run with `cargo bench --bench kernels`");
         return;
     }
-    let rt = Runtime::new(RuntimeOptions::from_env()).expect("a GPU adapter");
+    let rt = Runtime::new(RuntimeOptions::from_env().unwrap_or_else(|e| panic!("{e}"))).expect("a GPU adapter");
     let (b, w, reps) = (env("BENCH_BATCH", 128), env("BENCH_WIDTH", 64), env("BENCH_REPS", 10));
     let adapter = rt.adapter();
     println!("adapter: {} ({}); batch {b}, width {w}, {reps} runs per kernel", adapter.name, adapter.backend);

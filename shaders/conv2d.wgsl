@@ -43,6 +43,8 @@
 // The depth index is split into (channel, tap row, tap column) without integer division in the
 // K loop: `div_exact` (div_exact.wgsl, prepended) divides through a reciprocal computed once per
 // thread and corrects by one.
+// The tensor-core GEMMs (conv2d_coop.wgsl) are compiled with this text (F16 = 1) and run its
+// gemm_of, prepare, load_a, load_b, operand, unscaled and store: a change here changes both.
 
 struct Params {
     n: u32,

@@ -144,7 +144,7 @@ impl Trained {
     pub fn open(&self, options: &RuntimeOptions, coll: &dyn Collective) -> Result<(Runtime, cifs::Model, datasets::Splits), String> {
         let rt = crate::open::runtime(options, coll)?;
         let model = cifs::checkpoint::load_model(&rt, &self.checkpoint).map_err(|e| e.to_string())?;
-        eprintln!("model: {} width {} from {}", model.config.kind, model.config.width, self.checkpoint.display());
+        cifs::say!("model: {} width {} from {}", model.config.kind, model.config.width, self.checkpoint.display());
         let (splits, _) = crate::open::dataset(coll, self.dataset, self.data_dir.as_deref(), self.no_download)?;
         if splits.test.classes.len() != model.config.classes {
             return Err(format!("the checkpoint has {} classes, the dataset {}", model.config.classes, splits.test.classes.len()));

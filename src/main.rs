@@ -11,6 +11,7 @@ mod open;
 
 use std::process::ExitCode;
 
+use cifs::distributed::Collective;
 use clap::{Parser, Subcommand};
 use engine::{RuntimeOptions, TuneCache, Tuning};
 
@@ -60,46 +61,53 @@ enum Command {
 }
 
 impl Cli {
-    /// The runtime the flags ask for, over the environment's defaults (`RuntimeOptions::from_env`).
-    fn runtime_options(&self) -> RuntimeOptions {
-        let mut options = RuntimeOptions::from_env();
+    /// The runtime the flags ask for, over the environment's defaults (`RuntimeOptions::from_env`;
+    /// a variable set to a value it does not know is an error).
+    fn runtime_options(&self) -> Result<RuntimeOptions, String> {
+        let mut options = RuntimeOptions::from_env().map_err(|e| e.to_string())?;
         if let Some(a) = &self.adapter {
             options.adapter = Some(a.clone());
         }
         options.tuning = if self.no_tune { Tuning::Heuristic } else { Tuning::Tune { cache: TuneCache::from_env() } };
         options.kernels.precision = self.precision;
-        options
+        Ok(options)
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let options = cli.runtime_options();
     let coll = match distributed::join() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            cifs::say!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Train(a) => train::run(&options, a, &*coll),
-        Command::Eval(a) => eval::run(&options, a, &*coll),
-        _ if coll.size() > 1 => {
-            Err(format!("only train and eval run on several ranks (this launch has {}); run the others as one process", coll.size()))
-        }
-        Command::Info => info::run(&options),
-        Command::Analyze(a) => analyze::run(&options, a),
-        Command::Bench(a) => bench::run(&options, a),
-        Command::Tune(a) if cli.no_tune => Err(format!("`tune --no-tune` has nothing to do (model {})", a.m.kind())),
-        Command::Tune(a) => tune::run(&options, a),
-    };
+    let result = cli.runtime_options().and_then(|options| run(&options, cli.command, &*coll));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if coll.size() > 1 => coll.abort(&e),
         Err(e) => {
-            eprintln!("error: {e}");
+            cifs::say!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs `command` on a runtime opened with `options`, as rank `coll.rank()` of `coll.size()`.
+fn run(options: &RuntimeOptions, command: Command, coll: &dyn Collective) -> Result<(), String> {
+    match command {
+        Command::Train(a) => train::run(options, a, coll),
+        Command::Eval(a) => eval::run(options, a, coll),
+        _ if coll.size() > 1 => {
+            Err(format!("only train and eval run on several ranks (this launch has {}); run the others as one process", coll.size()))
+        }
+        Command::Info => info::run(options),
+        Command::Analyze(a) => analyze::run(options, a),
+        Command::Bench(a) => bench::run(options, a),
+        Command::Tune(a) if options.tuning == Tuning::Heuristic => {
+            Err(format!("`tune --no-tune` has nothing to do (model {})", a.m.kind()))
+        }
+        Command::Tune(a) => tune::run(options, a),
     }
 }

@@ -22,7 +22,7 @@ pub fn runtime(options: &RuntimeOptions, coll: &dyn Collective) -> Result<Runtim
     }
     let rt = Runtime::new(options).map_err(|e| e.to_string())?;
     for w in rt.tuning().1 {
-        eprintln!("warning: {w}");
+        cifs::say!("warning: {w}");
     }
     Ok(rt)
 }
@@ -58,10 +58,10 @@ fn load(kind: DatasetKind, dir: Option<&Path>, no_download: bool) -> Result<(dat
         }
         (None, _) => PathBuf::from("data").join(kind.name()),
     };
-    eprintln!("loading {kind} from {}", dir.display());
+    cifs::say!("loading {kind} from {}", dir.display());
     let mut http = http::Http::default();
     let net: Option<&mut dyn datasets::Downloader> = if no_download { None } else { Some(&mut http) };
     let splits = datasets::load(kind, &dir, net).map_err(|e| e.to_string())?;
-    eprintln!("{} training and {} test images, {} classes", splits.train.len(), splits.test.len(), splits.train.classes.len());
+    cifs::say!("{} training and {} test images, {} classes", splits.train.len(), splits.test.len(), splits.train.classes.len());
     Ok((splits, dir))
 }

@@ -13,9 +13,8 @@
 //!   resume with another number of ranks is refused.
 #![cfg(feature = "mpi")]
 
-use cifs::models::resnet::RESNET18_CIFS;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,8 +22,7 @@ use cifs::attacks::pgd::{AttackLoss, Pgd, Start};
 use cifs::checkpoint::load_training;
 use cifs::loss::joint_loss;
 use cifs::training::epoch::{epoch_rng, train_pass};
-use cifs::training::optim::Sgd;
-use cifs::{Mode, Model, ModelConfig};
+use cifs::Mode;
 use datasets::loader::batches;
 use datasets::DatasetKind;
 use engine::{autodiff, Runtime, Tensor};
@@ -32,116 +30,15 @@ use engine::{autodiff, Runtime, Tensor};
 #[path = "common/files.rs"]
 mod files;
 use files::{make_folder, read_json, tmpdir};
+#[path = "common/ranks.rs"]
+mod ranks;
+use ranks::*;
 
-const SEED: u64 = 3;
-const WIDTH: usize = 4;
-const BATCH: usize = 5;
-/// 12 images in batches of 5: 5, 5, 2 (shares 3 + 2, 3 + 2, 1 + 1).
-const TRAIN: usize = 12;
-const ATTACK_STEPS: usize = 2;
 /// Two ranks with synchronised batch norm against one process after the epoch's three steps:
 /// the statistics and gradient sums are combined in another order (and in float64), so the
 /// weights agree to rounding, not bit for bit: measured 5.6e-5 (the worst tensor, a momentum
 /// buffer, relative norm) on lavapipe; without the synchronisation the error is 1.7.
 const SYNC_BN_TOL: f64 = 5e-4;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cifs-wgpu")
-}
-
-/// `mpirun` with what running as root in a container needs; `ranks` is the MPMD command line
-/// after it (e.g. `-n 2 cifs-wgpu train ...`).
-fn mpirun(ranks: &[&str]) -> Command {
-    let mut c = Command::new("mpirun");
-    c.args(["--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]).args(ranks).env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    c
-}
-
-fn train_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = ["--no-tune", "train", "folder", "--data-dir"].iter().map(|s| s.to_string()).collect();
-    v.extend([data.display().to_string(), "--out".into(), out.display().to_string()]);
-    let (w, b, t, s, a) = (WIDTH.to_string(), BATCH.to_string(), TRAIN.to_string(), SEED.to_string(), ATTACK_STEPS.to_string());
-    let base = [
-        "--width",
-        &w,
-        "--batch-size",
-        &b,
-        "--limit-train",
-        &t,
-        "--seed",
-        &s,
-        "--attack-steps",
-        &a,
-        "--clean-epochs",
-        "0",
-        "--eval-limit",
-        "6",
-        "--milestones",
-        "9",
-    ];
-    v.extend(base.iter().map(|s| s.to_string()));
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
-}
-
-fn show(what: &str, out: &Output) -> String {
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("$ {what}\n{text}");
-    text
-}
-
-/// Waits for `child` at most `limit`; kills it and fails the test if it is still running.
-fn wait_at_most(mut child: Child, limit: Duration, what: &str) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            // The launcher and its ranks: the whole process group `spawn` made.
-            let _ = Command::new("kill").args(["-9", "--", &format!("-{}", child.id())]).status();
-            let out = child.wait_with_output().unwrap();
-            show(what, &out);
-            panic!("{what} still ran after {limit:?}: a rank hangs");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Starts `c` in a process group of its own (so that a hung run can be ended whole).
-fn spawn(mut c: Command) -> Child {
-    use std::os::unix::process::CommandExt;
-    c.process_group(0).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("mpirun (Open MPI) on the PATH")
-}
-
-/// Every f32 value of a training state: weights, momentum, running statistics, in a fixed order.
-fn state(rt: &Runtime, model: &Model, sgd: &Sgd) -> Vec<(String, Vec<f32>)> {
-    let mut named: Vec<(String, &Tensor)> = model.params().into_iter().map(|p| (p.name.clone(), p.leaf())).collect();
-    named.extend(model.params().into_iter().zip(&sgd.velocity).map(|(p, v)| (format!("{} momentum", p.name), v)));
-    for bn in model.batchnorms() {
-        named.extend([(format!("{}.running_mean", bn.name), &bn.running_mean), (format!("{}.running_var", bn.name), &bn.running_var)]);
-    }
-    let values = Tensor::read_all(rt, &named.iter().map(|(_, t)| *t).collect::<Vec<_>>()).unwrap();
-    named.into_iter().map(|(n, _)| n).zip(values).collect()
-}
-
-/// The largest relative norm error over the tensors of two states, and the tensor it is in.
-fn worst(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> (f64, String) {
-    let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
-    let mut w = (0.0, String::new());
-    for ((name, x), (_, y)) in a.iter().zip(b) {
-        let d = norm(&mut x.iter().zip(y).map(|(p, q)| (p - q) as f64));
-        let scale = norm(&mut x.iter().map(|&p| p as f64)).max(norm(&mut y.iter().map(|&q| q as f64))).max(1e-12);
-        if d / scale > w.0 {
-            w = (d / scale, name.clone());
-        }
-    }
-    w
-}
-
-fn new_model(rt: &Runtime) -> (Model, Sgd) {
-    let model = Model::new(rt, ModelConfig::new(RESNET18_CIFS, WIDTH, 3), &mut engine::Rng::new(SEED)).unwrap();
-    let sgd = Sgd::new(rt, &model, 0.1, 0.9, 2e-4).unwrap();
-    (model, sgd)
-}
 
 /// One epoch of the run the CLI makes of `train_args`, computed in this process with each global
 /// batch cut into `shares(n)` (ranges), every share attacked and backpropagated on its own from
@@ -210,12 +107,6 @@ fn one_share(n: usize) -> Vec<(usize, usize)> {
     vec![(0, n)]
 }
 
-fn checkpoint_state(rt: &Runtime, path: &Path) -> Vec<(String, Vec<f32>)> {
-    let (model, sgd) = new_model(rt);
-    load_training(rt, &model, &sgd, path).unwrap();
-    state(rt, &model, &sgd)
-}
-
 #[test]
 fn two_ranks_equal_the_reference_of_their_shares() {
     let root = tmpdir("shares");
@@ -230,7 +121,8 @@ fn two_ranks_equal_the_reference_of_their_shares() {
     let config: serde_json::Value = read_json(out.join("config.json"));
     assert_eq!(config["ranks"], 2);
 
-    let rt = Runtime::new(engine::RuntimeOptions::from_env()).expect("a Vulkan device (lavapipe is enough)");
+    let rt = Runtime::new(engine::RuntimeOptions::from_env().expect("the environment's settings"))
+        .expect("a Vulkan device (lavapipe is enough)");
     let ranks = checkpoint_state(&rt, &out.join("last.safetensors"));
     let (err, at) = worst(&ranks, &reference(&rt, &data, two_shares));
     let (apart, apart_at) = worst(&ranks, &reference(&rt, &data, one_share));
@@ -259,7 +151,8 @@ fn with_sync_bn_two_ranks_end_with_the_weights_of_one_process() {
     assert!(res.status.success(), "two-rank training with --sync-bn failed");
     let config: serde_json::Value = read_json(two.join("config.json"));
     assert_eq!(config["sync_bn"], true);
-    let rt = Runtime::new(engine::RuntimeOptions::from_env()).expect("a Vulkan device (lavapipe is enough)");
+    let rt = Runtime::new(engine::RuntimeOptions::from_env().expect("the environment's settings"))
+        .expect("a Vulkan device (lavapipe is enough)");
     let (err, at) = worst(&checkpoint_state(&rt, &one.join("last.safetensors")), &checkpoint_state(&rt, &two.join("last.safetensors")));
     eprintln!("two ranks with --sync-bn vs one process: {err:.3e} ({at})");
     assert!(err <= SYNC_BN_TOL, "two ranks with --sync-bn differ from one process by {err:.3e} in {at}");
@@ -355,35 +248,6 @@ fn sharded_eval_prints_the_table_of_one_process() {
     assert_eq!(read("few.json")[0]["images"].as_u64(), Some(1));
 }
 
-/// The pid of the process of `rank` among the descendants of `launcher`.
-fn rank_pid(launcher: u32, rank: usize) -> Option<u32> {
-    let parent = |pid: u32| -> Option<u32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
-    };
-    let want = format!("OMPI_COMM_WORLD_RANK={rank}");
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let mut p = pid;
-        let mut descends = false;
-        for _ in 0..8 {
-            match parent(p) {
-                Some(q) if q == launcher => {
-                    descends = true;
-                    break;
-                }
-                Some(q) if q > 1 => p = q,
-                _ => break,
-            }
-        }
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        if descends && environ.split(|&b| b == 0).any(|kv| kv == want.as_bytes()) {
-            return Some(pid);
-        }
-    }
-    None
-}
-
 #[test]
 fn a_killed_rank_stops_the_run_and_the_checkpoint_resumes() {
     let root = tmpdir("kill");
@@ -410,7 +274,8 @@ fn a_killed_rank_stops_the_run_and_the_checkpoint_resumes() {
     assert!(text.contains("rank 1") && (text.contains("signal 9") || text.contains("Killed")), "no message names the killed rank");
 
     // The checkpoint is whole, and trained epochs are kept.
-    let rt = Runtime::new(engine::RuntimeOptions::from_env()).expect("a Vulkan device (lavapipe is enough)");
+    let rt = Runtime::new(engine::RuntimeOptions::from_env().expect("the environment's settings"))
+        .expect("a Vulkan device (lavapipe is enough)");
     let (model, sgd) = new_model(&rt);
     let state = load_training(&rt, &model, &sgd, &last).expect("the last checkpoint loads");
     assert!(state.epoch >= 1);

@@ -10,12 +10,14 @@
 //! - [`distributed`]: the seam between the ranks of a data-parallel run (one process, or MPI).
 //! - [`analysis`]: the paper's channel analysis and its figures.
 //! - [`checkpoint`]: weights and training state in safetensors, under PyTorch's names.
+//! - [`console`]: lines for the user on stderr, each written whole (several ranks share one stream).
 //!
 //! docs/DESIGN.md, section 9, says how a model family, an attack or a training method plugs in.
 
 pub mod analysis;
 pub mod attacks;
 pub mod checkpoint;
+pub mod console;
 pub mod distributed;
 pub mod error;
 pub mod loss;

@@ -236,7 +236,8 @@ mod tests {
 
     #[test]
     fn the_sink_takes_gradients_only_for_the_ops_inputs_and_of_their_shape() {
-        let rt = Runtime::new(crate::RuntimeOptions::from_env()).expect("a Vulkan device (lavapipe is enough)");
+        let rt = Runtime::new(crate::RuntimeOptions::from_env().expect("the environment's settings"))
+            .expect("a Vulkan device (lavapipe is enough)");
         let x = Tensor::leaf(&rt, &[2], &[1.0, 2.0]).unwrap();
         let other = Tensor::leaf(&rt, &[2], &[0.0, 0.0]).unwrap();
         let mut grads = BTreeMap::new();

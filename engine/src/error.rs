@@ -23,6 +23,10 @@ pub enum EngineError {
     #[error("could not open the GPU device: {0}")]
     RequestDevice(String),
 
+    /// An environment variable holds a value the engine does not know (`crate::options`).
+    #[error("{variable}=`{value}`: expected {expected}")]
+    Setting { variable: &'static str, value: String, expected: &'static str },
+
     /// An op's inputs do not have shapes it accepts. `shapes` are the offending inputs' shapes,
     /// in the order `expected` names them.
     #[error("{op}: got shapes {shapes:?}, expected {expected}")]
@@ -37,8 +41,13 @@ pub enum EngineError {
     #[error("a grid of {groups:?} workgroups exceeds the limit of {limit} per dimension")]
     GridTooLarge { groups: [u64; 3], limit: u32 },
 
-    #[error("tile configuration {tile} needs {bytes} bytes of workgroup memory; this adapter offers {limit}")]
-    TileTooLarge { tile: String, bytes: u32, limit: u32 },
+    #[error("tile configuration {tile} cannot run here: {why}")]
+    TileNotRunnable { tile: String, why: String },
+
+    /// A kernel uses more workgroup memory than the device allows (wgpu does not check this
+    /// itself; a driver would fail or misbehave).
+    #[error("kernel {file}::{entry} needs {bytes} bytes of workgroup memory; this device allows {limit}")]
+    WorkgroupMemory { file: &'static str, entry: String, bytes: u32, limit: u32 },
 
     #[error("kernel `{entry}` has no literal 1-D workgroup size; dispatch it with explicit groups")]
     NotOneDimensional { entry: &'static str },

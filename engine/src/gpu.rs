@@ -6,10 +6,28 @@
 //! that records and runs work on the device lives in [`crate::runtime::Runtime`].
 
 use crate::error::{EngineError, Result};
+use crate::options::Limits;
+use crate::precision::TensorCores;
 
 /// Environment variable that picks the adapter: an index from `cifs-wgpu info`, a device type
 /// (`discrete`, `integrated`, `cpu`, `virtual`) or a case-insensitive part of the adapter name.
 pub const ADAPTER_ENV: &str = "CIFS_WGPU_ADAPTER";
+
+/// What the tensor-core GEMMs need of a device: cooperative matrices (experimental in wgpu),
+/// f16 in shaders, and subgroup builtins (their layout reads the subgroup id and size).
+const TENSOR_CORE_FEATURES: wgpu::Features =
+    wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX.union(wgpu::Features::SHADER_F16).union(wgpu::Features::SUBGROUP);
+
+/// The limits to request from an adapter offering `adapter`, as `choice` asks. Either way the
+/// immediate data is the adapter's, up to 128 bytes (the kernels' parameters; WebGPU's default
+/// has none, and the engine needs them).
+pub(crate) fn requested_limits(choice: Limits, adapter: &wgpu::Limits) -> wgpu::Limits {
+    let base = match choice {
+        Limits::Adapter => adapter.clone(),
+        Limits::WebGpu => wgpu::Limits::default(),
+    };
+    wgpu::Limits { max_immediate_size: adapter.max_immediate_size.min(128), ..base }
+}
 
 /// Description of one adapter, for `cifs-wgpu info` and errors.
 #[derive(Debug, Clone)]
@@ -48,12 +66,15 @@ pub(crate) struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
-    /// The cooperative-matrix (tensor-core) configurations the adapter lists: what its GEMMs
-    /// could run on (see [`crate::precision`]); empty where it has none.
+    /// The cooperative-matrix (tensor-core) configurations the adapter lists (see
+    /// [`crate::precision`]); empty where it has none.
     pub cooperative_matrices: Vec<wgpu::CooperativeMatrixProperties>,
-    /// Whether the adapter offers f16 arithmetic in shaders (`SHADER_F16`). The f16 mode of this
-    /// build does not need it: it rounds to f16 in f32 registers.
+    /// Whether the adapter offers f16 arithmetic in shaders (`SHADER_F16`). The SIMT emulation of
+    /// f16 does not need it (it rounds to f16 in f32 registers); the tensor-core kernels do.
     pub shader_f16: bool,
+    /// What the tensor-core GEMMs run on, where the device was opened with what they need
+    /// (cooperative matrices, f16, subgroups) and lists a configuration they have.
+    pub tensor_cores: Option<TensorCores>,
 }
 
 fn device_type_name(t: wgpu::DeviceType) -> &'static str {
@@ -128,35 +149,47 @@ fn choose(adapters: Vec<wgpu::Adapter>, preference: Option<&str>) -> Result<wgpu
 }
 
 impl Gpu {
-    /// Opens the adapter matching `preference` (see [`ADAPTER_ENV`]), or the best one if `None`.
-    pub fn with_preference(preference: Option<&str>) -> Result<Self> {
+    /// Opens the adapter matching `preference` (see [`ADAPTER_ENV`]), or the best one if `None`,
+    /// with the limits `limits` asks for.
+    pub fn open(preference: Option<&str>, limits: Limits) -> Result<Self> {
         let adapter = choose(enumerate(), preference)?;
         let info = adapter.get_info();
         let features = adapter.features();
         if !features.contains(wgpu::Features::IMMEDIATES) {
             return Err(EngineError::MissingFeature { adapter: info.name, feature: "IMMEDIATES (push constants)" });
         }
-        let adapter_limits = adapter.limits();
-        let mut limits = adapter_limits.clone();
-        limits.max_immediate_size = adapter_limits.max_immediate_size.min(128);
-        let wanted = features
+        let limits = requested_limits(limits, &adapter.limits());
+        let mut wanted = features
             & (wgpu::Features::IMMEDIATES
                 | wgpu::Features::TIMESTAMP_QUERY
                 | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
                 | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
                 | wgpu::Features::SUBGROUP);
+        let cooperative_matrices = adapter.cooperative_matrix_properties();
+        let tensor_cores =
+            TensorCores::choose(&cooperative_matrices, info.subgroup_max_size).filter(|_| features.contains(TENSOR_CORE_FEATURES));
+        if tensor_cores.is_some() {
+            wanted |= TENSOR_CORE_FEATURES;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cifs-wgpu"),
             required_features: wanted,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            // SAFETY: wgpu's experimental features are asked for only where the tensor-core
+            // kernels will run, and those use cooperative matrices only in configurations the
+            // adapter lists (`TensorCores::choose`), with in-bounds, 16-byte aligned workgroup
+            // memory and in uniform control flow (shaders/conv2d_coop.wgsl).
+            experimental_features: if tensor_cores.is_some() {
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| EngineError::RequestDevice(e.to_string()))?;
-        let cooperative_matrices = adapter.cooperative_matrix_properties();
         let shader_f16 = features.contains(wgpu::Features::SHADER_F16);
-        Ok(Gpu { device, queue, info, limits, features: wanted, cooperative_matrices, shader_f16 })
+        Ok(Gpu { device, queue, info, limits, features: wanted, cooperative_matrices, shader_f16, tensor_cores })
     }
 
     pub fn summary(&self) -> AdapterSummary {
@@ -185,5 +218,24 @@ impl Gpu {
     /// Whether GPU timestamps can be written between commands of an encoder.
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_the_adapters_or_webgpus_defaults_with_the_adapters_immediates() {
+        let adapter = wgpu::Limits { max_compute_workgroup_storage_size: 32768, max_immediate_size: 256, ..wgpu::Limits::default() };
+        for choice in [None, Some(""), Some("adapter")] {
+            let l = requested_limits(Limits::parse(choice).unwrap(), &adapter);
+            assert_eq!((l.max_compute_workgroup_storage_size, l.max_immediate_size), (32768, 128), "{choice:?}");
+        }
+        let l = requested_limits(Limits::parse(Some(" webgpu ")).unwrap(), &adapter);
+        assert_eq!(l, wgpu::Limits { max_immediate_size: 128, ..wgpu::Limits::default() });
+        assert_eq!((l.max_compute_workgroup_storage_size, l.max_storage_buffers_per_shader_stage), (16384, 8));
+        let err = Limits::parse(Some("webgpu2")).unwrap_err().to_string();
+        assert!(err.contains("CIFS_WGPU_LIMITS=`webgpu2`: expected `webgpu` or `adapter`"), "{err}");
     }
 }

@@ -5,12 +5,16 @@
 //! here. Every family gets `grid.wgsl` (workgroup sizes and the 1-D invocation index); the loss
 //! families also get `workgroup_sum.wgsl`, the convolution and batch norm `div_exact.wgsl`, and
 //! batch norm its workgroup sum (`reduce2_tree.wgsl`, or `reduce2_subgroups.wgsl` in the family
-//! compiled for adapters with subgroup operations).
+//! compiled for adapters with subgroup operations). The tensor-core convolutions are the SIMT
+//! convolution's text with their own entry points added (`conv2d_coop.wgsl`), after a first
+//! text that holds the module's `enable` directives and its matrix size (`coop8.wgsl`,
+//! `coop16.wgsl`).
 
-/// Declares the families: for each, its enum variant, its file and the shared files it uses
-/// besides `grid.wgsl`. A new family is one line here.
+/// Declares the families: for each, its enum variant, the text that must come first if any
+/// (`first "file" =>`: enable directives), its file and the shared files it uses besides
+/// `grid.wgsl`. A new family is one line here.
 macro_rules! families {
-    ($($variant:ident => $file:literal $(+ $shared:literal)*,)*) => {
+    ($($variant:ident => $(first $head:literal =>)? $file:literal $(+ $shared:literal)*,)*) => {
         /// One WGSL file = one kernel family (see each file's header for its entry points and
         /// bindings).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,6 +36,7 @@ macro_rules! families {
             pub fn source(self) -> &'static str {
                 match self {
                     $(Shader::$variant => concat!(
+                        $(include_str!(concat!("../../shaders/", $head)),)?
                         include_str!("../../shaders/grid.wgsl"),
                         $(include_str!(concat!("../../shaders/", $shared)),)*
                         include_str!(concat!("../../shaders/", $file))
@@ -51,6 +56,9 @@ families! {
     BatchNormSubgroups => "batchnorm.wgsl" + "div_exact.wgsl" + "reduce2_subgroups.wgsl",
     ChannelScale => "channel_scale.wgsl",
     Conv2d => "conv2d.wgsl" + "div_exact.wgsl",
+    // The convolution GEMMs on 8x8x8 and on 16x16x16 cooperative matrices (tensor cores).
+    Conv2dCoop8 => first "coop8.wgsl" => "conv2d_coop.wgsl" + "conv2d.wgsl" + "div_exact.wgsl",
+    Conv2dCoop16 => first "coop16.wgsl" => "conv2d_coop.wgsl" + "conv2d.wgsl" + "div_exact.wgsl",
     CrossEntropy => "cross_entropy.wgsl" + "workgroup_sum.wgsl",
     DlrLoss => "dlr_loss.wgsl" + "workgroup_sum.wgsl",
     Index => "index.wgsl",
@@ -66,8 +74,16 @@ families! {
 
 /// The shared texts (none is a family of its own).
 #[cfg(test)]
-pub(crate) const SHARED_SOURCES: [&str; 5] =
-    ["grid.wgsl", "workgroup_sum.wgsl", "div_exact.wgsl", "reduce2_tree.wgsl", "reduce2_subgroups.wgsl"];
+pub(crate) const SHARED_SOURCES: [&str; 8] = [
+    "grid.wgsl",
+    "workgroup_sum.wgsl",
+    "div_exact.wgsl",
+    "reduce2_tree.wgsl",
+    "reduce2_subgroups.wgsl",
+    "conv2d.wgsl",
+    "coop8.wgsl",
+    "coop16.wgsl",
+];
 
 impl Shader {
     /// The specialisations the engine compiles this family with, besides the source as written
@@ -78,7 +94,16 @@ impl Shader {
                 .iter()
                 .flat_map(|t| [t.constants().to_vec(), crate::ops::conv2d::f16_constants(*t).to_vec()])
                 .collect(),
+            Shader::Conv2dCoop8 => coop_specialisations(8),
+            Shader::Conv2dCoop16 => coop_specialisations(16),
             _ => Vec::new(),
         }
     }
+}
+
+/// Every tensor-core tile of matrix side `size` at every subgroup size it exists for.
+fn coop_specialisations(size: u32) -> Vec<crate::pipelines::Constants> {
+    let tiles = crate::tune::CoopTile::all(size);
+    let subgroups = crate::precision::SUBGROUP_SIZES;
+    tiles.iter().flat_map(|t| subgroups.iter().filter(|&&sg| t.valid(sg)).map(|&sg| t.constants(sg).to_vec())).collect()
 }

@@ -27,13 +27,15 @@ mod timer;
 pub mod tune;
 
 #[cfg(test)]
+mod portability_tests;
+#[cfg(test)]
 mod shader_tests;
 
 pub use autodiff::{backward, no_grad, Gradients, NoGrad};
 pub use error::{EngineError, Result};
 pub use gpu::{AdapterSummary, DeviceLimits};
-pub use options::{KernelOptions, RuntimeOptions, TuneCache, Tuning};
-pub use precision::{Precision, PrecisionSupport};
+pub use options::{KernelOptions, Limits, RuntimeOptions, TuneCache, Tuning};
+pub use precision::{GemmKernels, Precision, PrecisionSupport};
 pub use rng::Rng;
 pub use runtime::{PendingRead, Runtime, RuntimeStats, Timing};
 pub use tensor::{DType, Tensor};

@@ -49,10 +49,11 @@ pub(crate) type Constants = Vec<(&'static str, u32)>;
 /// A shader module: its source with the specialisation constants substituted.
 type ModuleKey = (Shader, Constants);
 
-/// A compiled module and the workgroup sizes of its entry points.
+/// A compiled module, the workgroup sizes of its entry points and the workgroup memory each uses.
 struct Module {
     module: wgpu::ShaderModule,
     sizes: EntrySizes,
+    workgroup_bytes: HashMap<String, u32>,
 }
 
 /// Environment variable: `1` turns wgpu's zero-initialisation of workgroup memory back on for
@@ -88,6 +89,25 @@ impl Specialised {
     pub fn workgroup_sizes(&self) -> EntrySizes {
         let sized = |e: &naga::EntryPoint| if e.workgroup_size_overrides.is_some() { None } else { Some(e.workgroup_size) };
         self.module.entry_points.iter().map(|e| (e.name.clone(), sized(e))).collect()
+    }
+
+    /// Bytes of workgroup memory each entry point uses: what a device's
+    /// `max_compute_workgroup_storage_size` bounds, and wgpu does not check.
+    pub fn workgroup_bytes(&self) -> std::result::Result<HashMap<String, u32>, String> {
+        use naga::valid::{Capabilities, ValidationFlags, Validator};
+        let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+            .validate(&self.module)
+            .map_err(|e| e.emit_to_string(&self.source))?;
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(self.module.to_ctx()).map_err(|e| e.to_string())?;
+        let workgroup =
+            |(h, g): &(naga::Handle<naga::GlobalVariable>, &naga::GlobalVariable)| (g.space == naga::AddressSpace::WorkGroup).then_some(*h);
+        let bytes = |i: usize| -> u32 {
+            let uses = info.get_entry_point(i);
+            let used = self.module.global_variables.iter().filter_map(|g| workgroup(&g)).filter(|&h| !uses[h].is_empty());
+            used.map(|h| layouter[self.module.global_variables[h].ty].size).sum()
+        };
+        Ok(self.module.entry_points.iter().enumerate().map(|(i, e)| (e.name.clone(), bytes(i))).collect())
     }
 
     /// The value of the module-scope `const NAME: u32`, as naga folded it.
@@ -186,6 +206,8 @@ impl KernelCache {
         if !modules.contains_key(&module_key) {
             let specialised = specialise(shader, constants)?;
             let sizes = specialised.workgroup_sizes();
+            let workgroup_bytes =
+                specialised.workgroup_bytes().map_err(|reason| EngineError::Shader { file: shader.file_name(), reason })?;
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(shader.file_name()),
                 source: wgpu::ShaderSource::Wgsl(specialised.source.into()),
@@ -200,11 +222,15 @@ impl KernelCache {
             // the K depth, a tree reduction halving to zero) and stops; none waits on other
             // invocations.
             let module = unsafe { device.create_shader_module_trusted(desc, checks) };
-            modules.insert(module_key.clone(), Module { module, sizes });
+            modules.insert(module_key.clone(), Module { module, sizes, workgroup_bytes });
         }
         let module = &modules[&module_key];
         let workgroup_size =
             *module.sizes.get(entry).ok_or(EngineError::NoEntryPoint { file: shader.file_name(), entry: entry.to_string() })?;
+        let (bytes, limit) = (module.workgroup_bytes[entry], device.limits().max_compute_workgroup_storage_size);
+        if bytes > limit {
+            return Err(EngineError::WorkgroupMemory { file: shader.file_name(), entry: entry.to_string(), bytes, limit });
+        }
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
             layout: None,

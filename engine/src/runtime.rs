@@ -71,7 +71,7 @@ impl Runtime {
     /// settings. With [`Tuning::Tune`], the warnings about the cache file are in
     /// [`Runtime::tuning`].
     pub fn new(options: RuntimeOptions) -> Result<Runtime> {
-        let gpu = Rc::new(Gpu::with_preference(options.adapter.as_deref())?);
+        let gpu = Rc::new(Gpu::open(options.adapter.as_deref(), options.limits)?);
         let device = device_key(&gpu);
         let tuner = match &options.tuning {
             Tuning::Heuristic => Tuner::heuristic(&device),

@@ -7,7 +7,7 @@ use crate::kernels::{Shader, SHARED_SOURCES};
 use crate::ops::conv2d::TILE_K;
 use crate::ops::param_sizes;
 use crate::pipelines::{specialise, specialise_text, Specialised};
-use crate::tune::Tile;
+use crate::tune::{CoopTile, Tile};
 
 /// The family as written and each of its registered specialisations, parsed.
 fn variants(s: Shader) -> Vec<(String, Specialised)> {
@@ -24,7 +24,10 @@ fn every_shader_and_specialisation_validates() {
         for (name, v) in variants(s) {
             naga::valid::Validator::new(
                 naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::IMMEDIATES | naga::valid::Capabilities::SUBGROUP,
+                naga::valid::Capabilities::IMMEDIATES
+                    | naga::valid::Capabilities::SUBGROUP
+                    | naga::valid::Capabilities::SHADER_FLOAT16
+                    | naga::valid::Capabilities::COOPERATIVE_MATRIX,
             )
             .validate(&v.module)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&v.source)));
@@ -110,4 +113,41 @@ fn specialisation_rewrites_only_the_one_declaration_it_names() {
     // Only registered specialisations compile.
     assert!(specialise(Shader::Conv2d, &[("RM", 2), ("RN", 4), ("PREFETCH", 1), ("DOUBLE", 0)]).is_err());
     assert!(specialise(Shader::Arith, &[("WG", 64)]).is_err());
+}
+
+#[test]
+fn tensor_core_tiles_are_the_shaders_own() {
+    // Every registered tensor-core specialisation: the tile and slice the host grids and splits
+    // by, the threads per workgroup and the workgroup memory it checks against the adapter's
+    // limits are the shader's own.
+    for (shader, size) in [(Shader::Conv2dCoop8, 8), (Shader::Conv2dCoop16, 16)] {
+        let mut seen = 0;
+        for t in CoopTile::all(size) {
+            for sg in crate::precision::SUBGROUP_SIZES.into_iter().filter(|&sg| t.valid(sg)) {
+                let v = specialise(shader, &t.constants(sg)).unwrap();
+                let name = format!("{} at subgroups of {sg}", t.name());
+                assert_eq!(v.constant("CS"), Some(size), "{name}");
+                assert_eq!(
+                    (v.constant("TM"), v.constant("TN"), v.constant("TK")),
+                    (Some(t.rows()), Some(t.cols()), Some(t.depth())),
+                    "{name}"
+                );
+                let sizes = v.workgroup_sizes();
+                assert!(
+                    sizes.iter().filter(|(e, _)| e.ends_with("_coop")).all(|(_, s)| *s == Some([t.threads(sg), 1, 1])),
+                    "{name}: {sizes:?}"
+                );
+                let mut layouter = naga::proc::Layouter::default();
+                layouter.update(v.module.to_ctx()).unwrap();
+                let coop =
+                    v.module.global_variables.iter().filter(|(_, g)| {
+                        g.space == naga::AddressSpace::WorkGroup && g.name.as_deref().is_some_and(|n| n.starts_with("coop_"))
+                    });
+                let bytes: u32 = coop.map(|(_, g)| layouter[g.ty].size).sum();
+                assert_eq!(bytes, t.workgroup_bytes(), "{name}");
+                seen += 1;
+            }
+        }
+        assert!(seen >= 20, "{seen} specialisations of {}", shader.file_name());
+    }
 }

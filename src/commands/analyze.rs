@@ -50,13 +50,13 @@ pub fn run(options: &engine::RuntimeOptions, a: AnalyzeArgs) -> Result<(), Strin
     let probed = model.probed_blocks();
     let skipped: Vec<&str> = probed.iter().filter(|b| !shown.contains(&b.name)).map(|b| b.name.as_str()).collect();
     if !skipped.is_empty() {
-        eprintln!(
+        cifs::say!(
             "note: the figures order channels by the classifier's weights; the masks of {} (other channel counts) are not drawn",
             skipped.join(", ")
         );
     }
     if probed.is_empty() {
-        eprintln!("note: {model_name} has no CIFS block: the mask figures and the NR shares without the mask are skipped");
+        cifs::say!("note: {model_name} has no CIFS block: the mask figures and the NR shares without the mask are skipped");
     }
     let test = Arc::new(match a.limit {
         Some(n) => splits.test.balanced(n),

@@ -29,7 +29,7 @@ pub fn run(options: &RuntimeOptions, a: BenchArgs) -> Result<(), String> {
     let config = a.m.config()?;
     let info = rt.adapter();
     println!("adapter: {} ({}, {}), driver {} {}", info.name, info.backend, info.device_type, info.driver, info.driver_info);
-    println!("precision {}, batch norm sums on {}", rt.precision(), bn_sums(&rt));
+    println!("precision {} on {}, batch norm sums on {}", rt.precision(), rt.gemm_kernels(), bn_sums(&rt));
     println!("{} width {}, batch {}, {} warm-up + {} timed steps each", config.kind, config.width, a.m.batch_size, a.warmup, a.steps);
     let bar = display::bar(((a.warmup + a.steps.max(1)) * cifs::training::bench::STEPS.len()) as u64, "[{bar:25}] {pos}/{len} {msg}");
     let mut done = 0;
@@ -59,6 +59,7 @@ pub fn run(options: &RuntimeOptions, a: BenchArgs) -> Result<(), String> {
             "tuning": if options.tuning == Tuning::Heuristic { "off (--no-tune)" } else { "on" },
             "precision": rt.precision().to_string(),
             "precision_requested": options.kernels.precision.to_string(),
+            "gemm_kernels": rt.gemm_kernels().to_string(),
             "bn_sums": bn_sums(&rt),
             "tiles": rt.tuning().0.into_iter().map(|(k, c)| (k, c.tile.name())).collect::<std::collections::BTreeMap<_, _>>(),
         });

@@ -1,7 +1,7 @@
 //! `cifs-wgpu info`: the adapters wgpu sees, the one chosen and its limits, the tuning cache.
 
 use cifs::distributed::Single;
-use engine::{RuntimeOptions, TuneCache, Tuning};
+use engine::{GemmKernels, RuntimeOptions, TuneCache, Tuning};
 
 /// `options` with tuning on whatever the flags say, so that the tuning cache is shown.
 pub fn run(options: &RuntimeOptions) -> Result<(), String> {
@@ -32,7 +32,18 @@ pub fn run(options: &RuntimeOptions) -> Result<(), String> {
     for c in &p.cooperative_matrices {
         println!("  cooperative matrix: {c}");
     }
-    println!("  precision: {} runs as {} (auto: {})", options.kernels.precision, rt.precision(), p.auto);
+    match p.tensor_cores {
+        Some(tc) => println!("  tensor-core kernels: {} at subgroups of up to {}", tc.name(), tc.subgroup),
+        None => println!("  tensor-core kernels: none here (f16 is emulated on the SIMT tiles)"),
+    }
+    let auto_kernels = p.tensor_cores.map_or(GemmKernels::Simt, |tc| GemmKernels::TensorCores { size: tc.size });
+    println!(
+        "  precision: {} runs as {} on {} (auto: {} on {auto_kernels})",
+        options.kernels.precision,
+        rt.precision(),
+        rt.gemm_kernels(),
+        p.auto
+    );
     let (choices, _, path) = rt.tuning();
     match path {
         Some(p) => println!("tuning cache: {} ({} shapes tuned)", p.display(), choices.len()),

@@ -164,10 +164,10 @@ pub fn run(options: &engine::RuntimeOptions, a: TrainArgs, coll: &dyn Collective
     }
     let rt = crate::open::runtime(options, coll)?;
     let adapter = rt.adapter();
-    eprintln!("adapter: {} ({}), precision {}", adapter.name, adapter.backend, rt.precision());
+    cifs::say!("adapter: {} ({}), precision {} on {}", adapter.name, adapter.backend, rt.precision(), rt.gemm_kernels());
     let (splits, dir) = crate::open::dataset(coll, a.dataset, a.data_dir.as_deref(), a.no_download)?;
-    let cfg = TrainConfig::new(&a.dataset.to_string(), &dir.display().to_string(), recipe, a.settings(), rt.precision());
-    eprintln!("writing to {}", out.display());
+    let cfg = TrainConfig::new(&a.dataset.to_string(), &dir.display().to_string(), recipe, a.settings(), rt.precision(), rt.gemm_kernels());
+    cifs::say!("writing to {}", out.display());
     let events: &mut dyn Events = if coll.rank() == 0 { &mut display::TrainDisplay::default() } else { &mut Quiet };
     // With one rank, synchronised and per-rank statistics are the same thing: recorded as off.
     let par = Parallel { coll, sync_bn: a.sync_bn && coll.size() > 1 };

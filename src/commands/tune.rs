@@ -33,13 +33,19 @@ pub fn run(options: &RuntimeOptions, a: TuneArgs) -> Result<(), String> {
     spinner.finish_and_clear();
     let (after, warnings, _) = rt.tuning();
     for w in warnings {
-        eprintln!("warning: {w}");
+        cifs::say!("warning: {w}");
     }
-    let names: Vec<String> = engine::tune::Tile::ALL.iter().map(|t| t.name()).collect();
-    println!("{:<18} {:<52} {:>8}  {}", "kernel", "shape", "tile", names.iter().map(|n| format!("{n:>9}")).collect::<String>());
+    // A column per configuration timed (the SIMT tiles in their order, then tensor-core tiles).
+    let mut names: Vec<String> = engine::tune::Tile::ALL.iter().map(|t| t.name()).collect();
+    let timed: std::collections::BTreeSet<String> = after.values().flat_map(|c| c.ms.keys().cloned()).collect();
+    names.extend(timed.into_iter().filter(|n| engine::tune::Tile::parse(n).is_none()));
+    names.retain(|n| after.values().any(|c| c.ms.contains_key(n)));
+    let w = names.iter().map(|n| n.len() + 1).max().unwrap_or(9).max(9);
+    println!("{:<18} {:<52} {:>8}  {}", "kernel", "shape", "tile", names.iter().map(|n| format!("{n:>w$}")).collect::<String>());
     for (key, c) in &after {
         let (kernel, shape) = key.split_once(' ').unwrap_or((key.as_str(), ""));
-        let ms: String = names.iter().map(|n| c.ms.get(n).map(|v| format!("{v:>9.3}")).unwrap_or_else(|| format!("{:>9}", "-"))).collect();
+        let ms: String =
+            names.iter().map(|n| c.ms.get(n).map(|v| format!("{v:>w$.3}")).unwrap_or_else(|| format!("{:>w$}", "-"))).collect();
         let new = if before.contains_key(key) { "" } else { "  (new)" };
         println!("{kernel:<18} {shape:<52} {:>8}  {ms}{new}", c.tile.name());
     }

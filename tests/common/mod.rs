@@ -27,7 +27,7 @@ pub mod tol {
 /// twice in five runs with 16 threads opening devices at once (never with one thread), and the
 /// product opens one device per process anyway (docs/PERFORMANCE-HISTORY.md, "The test suite on the GPU").
 pub fn rt() -> Runtime {
-    rt_with(RuntimeOptions::from_env())
+    rt_with(RuntimeOptions::from_env().unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// [`rt`] opened with `options` (the environment's defaults are `RuntimeOptions::from_env()`).
@@ -43,6 +43,13 @@ pub fn with_kernels(rt: &Runtime, change: impl FnOnce(&mut KernelOptions)) -> Ru
     let mut k = rt.kernels();
     change(&mut k);
     rt.with_kernels(k)
+}
+
+/// The widest double-buffered tile `rt` can run: 128x128 (32 KiB of workgroup memory) on most
+/// adapters, 64x64 at WebGPU's default 16 KiB (`CIFS_WGPU_LIMITS=webgpu`).
+pub fn widest_double_buffered(rt: &Runtime) -> engine::tune::Tile {
+    let double = rt.tiles().into_iter().filter(|t| t.staging == engine::tune::Staging::Double);
+    double.max_by_key(|t| t.rows() * t.cols()).expect("the 64x64 double-buffered tile fits every WebGPU device")
 }
 
 pub fn rng(seed: u64) -> Rng {
@@ -194,4 +201,32 @@ pub fn f16_operand(v: &[f32]) -> Vec<f32> {
 /// rounding), checked with approx.
 pub fn in_eps_ball(adv: &[f32], x: &[f32], eps: f32) -> Option<usize> {
     adv.iter().zip(x).position(|(a, x0)| !(0.0..=1.0).contains(a) || !approx::abs_diff_eq!(*a, *x0, epsilon = eps + 1e-6))
+}
+
+/// `CIFS_WGPU_REQUIRE_TENSOR_CORES=1`: the tests that need tensor cores fail where the adapter
+/// has none instead of skipping (CI sets it on the device that has them).
+pub const REQUIRE_TENSOR_CORES_ENV: &str = "CIFS_WGPU_REQUIRE_TENSOR_CORES";
+
+/// A runtime whose GEMMs run in f16 on tensor cores, or `None` where the tensor-core kernels do
+/// not run on this adapter: the test `test` is then skipped with the reason printed, or fails
+/// if `CIFS_WGPU_REQUIRE_TENSOR_CORES=1`.
+pub fn tensor_core_rt(test: &str) -> Option<(Runtime, engine::precision::TensorCores)> {
+    let rt = with_kernels(&rt(), |k| k.precision = engine::Precision::F16);
+    if let Some(tc) = rt.tensor_cores() {
+        println!("{test}: tensor cores {} at subgroups of up to {}", tc.name(), tc.subgroup);
+        return Some((rt, tc));
+    }
+    let s = rt.precision_support();
+    let why = format!(
+        "the tensor-core kernels do not run on {} ({} {}): cooperative matrices {:?}, shader f16 {}, subgroups up to {}",
+        rt.adapter().name,
+        rt.adapter().driver,
+        rt.adapter().driver_info,
+        s.cooperative_matrices,
+        s.shader_f16,
+        s.subgroup_sizes.1
+    );
+    assert!(!std::env::var(REQUIRE_TENSOR_CORES_ENV).is_ok_and(|v| v.trim() == "1"), "{test}: {why}, and {REQUIRE_TENSOR_CORES_ENV}=1");
+    println!("{test}: skipped, {why}");
+    None
 }

@@ -2,15 +2,16 @@
 
 use crate::common::*;
 use engine::ops::conv2d::conv2d;
-use engine::tune::Tile;
+use engine::tune::{GemmTile, Tile};
 use engine::{autodiff, RuntimeOptions, Tensor, TuneCache, Tuning};
 use engine_reference as cpu;
 
-/// Forward and both backward passes against the CPU, under every tile configuration.
+/// Forward and both backward passes against the CPU, under every tile configuration the device
+/// holds.
 fn check(seed: u64, xs: [usize; 4], co: usize, k: usize, stride: u32, pad: u32) {
     let rt = rt();
-    for tile in Tile::ALL {
-        check_on(&with_kernels(&rt, |o| o.tile = Some(tile)), seed, xs, co, k, stride, pad);
+    for tile in rt.tiles() {
+        check_on(&with_kernels(&rt, |o| o.tile = Some(GemmTile::Simt(tile))), seed, xs, co, k, stride, pad);
     }
 }
 
@@ -135,7 +136,7 @@ fn tuning_times_every_tile_once_per_shape_and_remembers_it() {
     let plain = run(&rt());
 
     let tuning_rt =
-        || rt_with(RuntimeOptions { tuning: Tuning::Tune { cache: TuneCache::File(path.clone()) }, ..RuntimeOptions::from_env() });
+        || rt_with(RuntimeOptions { tuning: Tuning::Tune { cache: TuneCache::File(path.clone()) }, ..RuntimeOptions::from_env().unwrap() });
     let tuned_rt = tuning_rt();
     assert!(tuned_rt.tuning().1.is_empty());
     let seen = std::rc::Rc::new(std::cell::Cell::new(0));

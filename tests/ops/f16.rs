@@ -6,12 +6,14 @@
 //! back, bit for bit), against `half`'s rounding after the CPU's choice of scale; (2) whole
 //! convolutions and dense layers against the float64 reference fed those same f16 operands, to
 //! the f32 tolerances (only the summation order differs); (3) finite differences of the f16 ops.
-//! Each also prints the f16 error against the unrounded float64 reference.
+//! Each also prints the f16 error against the unrounded float64 reference. A forced SIMT tile
+//! runs the SIMT emulation; where the adapter has tensor cores, the checks without one run on
+//! them (the tensor-core tiles themselves are checked in `coop.rs`).
 
 use crate::common::*;
 use engine::ops::conv2d::{conv2d, conv2d_backward_data, conv2d_backward_weight, NARROW_CHANNELS};
 use engine::ops::linear::linear;
-use engine::tune::Tile;
+use engine::tune::GemmTile;
 use engine::{autodiff, Precision, Runtime, Tensor};
 use engine_reference as cpu;
 
@@ -24,7 +26,7 @@ fn rt16() -> Runtime {
 /// Values over 40 binades below `top` (a power of two, so that the scale is known exactly),
 /// both signs, with f16 ties at several binades (ties to even must go both ways) and ties
 /// between f16 subnormals after scaling, plus `top` itself and a zero.
-fn wide_values(r: &mut engine::Rng, n: usize, top: f32) -> Vec<f32> {
+pub(crate) fn wide_values(r: &mut engine::Rng, n: usize, top: f32) -> Vec<f32> {
     let scale = 2f32.powi(14) / top; // what the GEMM will multiply by
     let mut v: Vec<f32> = (0..n)
         .map(|i| {
@@ -45,7 +47,7 @@ fn wide_values(r: &mut engine::Rng, n: usize, top: f32) -> Vec<f32> {
 }
 
 /// Asserts `got == want` element by element (bit for bit, zeros of either sign equal).
-fn assert_exact(what: &str, got: &[f32], want: &[f32]) {
+pub(crate) fn assert_exact(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let bad: Vec<String> = got
         .iter()
@@ -59,21 +61,28 @@ fn assert_exact(what: &str, got: &[f32], want: &[f32]) {
 }
 
 /// `n` x `n` identity as (n, n, 1, 1) weights, or as an (1, n, n pixels) one-hot image.
-fn identity(n: usize) -> Vec<f32> {
+pub(crate) fn identity(n: usize) -> Vec<f32> {
     (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }).collect()
 }
 
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     (0..rows * cols).map(|i| v[(i % rows) * cols + i / rows]).collect()
 }
 
 /// Each of the six operands of the three convolution GEMMs, seen through a GEMM whose other
 /// operand is an identity: the output is the operand's f16 values, scaled back, exactly. Over
 /// values from 2^-40 to 1 of a small top (gradient-like, 2^-20) and a large one (2^20, over f16's
-/// range unscaled), under every tile configuration.
+/// range unscaled), under every tile configuration the device holds.
 #[test]
 fn f16_operands_are_the_nearest_f16_values_at_the_chosen_scale() {
     let rt = rt16();
+    for tile in rt.tiles() {
+        operands_through_identities(&with_kernels(&rt, |k| k.tile = Some(GemmTile::Simt(tile))), &tile.name());
+    }
+}
+
+/// The six operand checks above, with the tiles `rt` runs now (`name` says which).
+pub(crate) fn operands_through_identities(rt: &Runtime, name: &str) {
     let c = 24; // channels, and pixels (4 x 6): above NARROW_CHANNELS, so every pass is a GEMM
     assert!(c > NARROW_CHANNELS as usize);
     let img = [1, c, 4, 6];
@@ -84,34 +93,30 @@ fn f16_operands_are_the_nearest_f16_values_at_the_chosen_scale() {
         let v = wide_values(&mut r, c * c, top);
         let q = f16_operand(&v);
         assert!(q.iter().zip(&v).any(|(a, b)| a != b), "the test values must need rounding");
-        for tile in Tile::ALL {
-            let rt = with_kernels(&rt, |k| k.tile = Some(tile));
-            let t = |shape: &[usize], d: &[f32]| Tensor::from_f32(&rt, shape, d).unwrap();
-            let (vt, eye_img, eye_w) = (t(&img, &v), t(&img, &eye), t(&w_shape, &eye));
-            let name = tile.name();
-            // Forward: A (the image) through identity weights; B (the weights) through a one-hot image.
-            assert_exact(&format!("forward A, {name}"), &conv2d(&rt, &vt, &eye_w, 1, 0).unwrap().to_vec(&rt).unwrap(), &q);
-            let y = conv2d(&rt, &eye_img, &t(&w_shape, &v), 1, 0).unwrap().to_vec(&rt).unwrap();
-            assert_exact(&format!("forward B, {name}"), &y, &q);
-            // Input gradient: A (the output gradient) through identity weights; B (the weights)
-            // through a one-hot output gradient.
-            assert_exact(
-                &format!("input gradient A, {name}"),
-                &conv2d_backward_data(&rt, &img, &eye_w, 1, 0, &vt).unwrap().to_vec(&rt).unwrap(),
-                &q,
-            );
-            let dx = conv2d_backward_data(&rt, &img, &t(&w_shape, &v), 1, 0, &eye_img).unwrap().to_vec(&rt).unwrap();
-            assert_exact(&format!("input gradient B, {name}"), &dx, &transpose(&q, c, c));
-            // Weight gradient: A (the output gradient) against a one-hot image; B (the image)
-            // against a one-hot output gradient.
-            assert_exact(
-                &format!("weight gradient A, {name}"),
-                &conv2d_backward_weight(&rt, &eye_img, &w_shape, 1, 0, &vt).unwrap().to_vec(&rt).unwrap(),
-                &q,
-            );
-            let dw = conv2d_backward_weight(&rt, &vt, &w_shape, 1, 0, &eye_img).unwrap().to_vec(&rt).unwrap();
-            assert_exact(&format!("weight gradient B, {name}"), &dw, &transpose(&q, c, c));
-        }
+        let t = |shape: &[usize], d: &[f32]| Tensor::from_f32(rt, shape, d).unwrap();
+        let (vt, eye_img, eye_w) = (t(&img, &v), t(&img, &eye), t(&w_shape, &eye));
+        // Forward: A (the image) through identity weights; B (the weights) through a one-hot image.
+        assert_exact(&format!("forward A, {name}"), &conv2d(rt, &vt, &eye_w, 1, 0).unwrap().to_vec(rt).unwrap(), &q);
+        let y = conv2d(rt, &eye_img, &t(&w_shape, &v), 1, 0).unwrap().to_vec(rt).unwrap();
+        assert_exact(&format!("forward B, {name}"), &y, &q);
+        // Input gradient: A (the output gradient) through identity weights; B (the weights)
+        // through a one-hot output gradient.
+        assert_exact(
+            &format!("input gradient A, {name}"),
+            &conv2d_backward_data(rt, &img, &eye_w, 1, 0, &vt).unwrap().to_vec(rt).unwrap(),
+            &q,
+        );
+        let dx = conv2d_backward_data(rt, &img, &t(&w_shape, &v), 1, 0, &eye_img).unwrap().to_vec(rt).unwrap();
+        assert_exact(&format!("input gradient B, {name}"), &dx, &transpose(&q, c, c));
+        // Weight gradient: A (the output gradient) against a one-hot image; B (the image)
+        // against a one-hot output gradient.
+        assert_exact(
+            &format!("weight gradient A, {name}"),
+            &conv2d_backward_weight(rt, &eye_img, &w_shape, 1, 0, &vt).unwrap().to_vec(rt).unwrap(),
+            &q,
+        );
+        let dw = conv2d_backward_weight(rt, &vt, &w_shape, 1, 0, &eye_img).unwrap().to_vec(rt).unwrap();
+        assert_exact(&format!("weight gradient B, {name}"), &dw, &transpose(&q, c, c));
     }
 }
 
@@ -175,9 +180,10 @@ fn f16_convolutions_match_the_reference_on_f16_operands() {
     };
     // Odd sizes, stride 2 over several tiles per phase, a 1x1 shortcut, split-K forward and
     // backward-data, and the narrow stem. The tiles' staging is checked under every
-    // configuration above; here the first two shapes also run double-buffered 128x128 tiles.
-    for tile in [None, Some(Tile::T128X128.double_buffered())] {
-        let rt = with_kernels(&rt, |k| k.tile = tile);
+    // configuration above; here the first two shapes also run the widest double-buffered tiles the
+    // device holds (128x128; 64x64 at WebGPU's default limits).
+    for tile in [None, Some(widest_double_buffered(&rt))] {
+        let rt = with_kernels(&rt, |k| k.tile = tile.map(GemmTile::Simt));
         run(check_conv(&rt, 1, [2, 6, 7, 5], 5, 3, (1, 1), (1.0, 0.5, 1.0)));
         run(check_conv(&rt, 2, [3, 20, 9, 9], 9, 3, (2, 1), (1.0, 0.5, 1.0)));
     }
@@ -247,4 +253,4 @@ fn f16_conv_and_linear_finite_differences() {
 }
 
 /// Finite differences in f16 (measured on lavapipe: at most 5.8e-4 relative).
-const F16_FD: f64 = 2e-3;
+pub(crate) const F16_FD: f64 = 2e-3;

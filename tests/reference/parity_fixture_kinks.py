@@ -29,13 +29,16 @@ ReLU is named by its batch norm's state-dict name (`layer1.0.bn2`, `block3.layer
 an element by its flat index in the (N, C, H, W) input of the ReLU. A shortcut's batch norm
 (`*.shortcut.1`) never has a ReLU of its own.
 
-The threshold: ReLU inputs with |value| < THRESHOLD are listed. The script measures how far
-float32 moves the inputs near the kink (|value| < 10 THRESHOLD; the same passes in float32
-PyTorch, SGD steps included, against float64) and refuses a threshold under 4x the largest such
-error; the measurement is written to the file (`float32_error`, and `float32_error_anywhere`
-over all inputs, which large activations dominate). At 1e-4 the four fixtures list 13 to 52
-inputs per pass and float32 moves those near the kink by at most 8.9e-6 (about 4e-5 anywhere).
-Listing more than float32 can flip costs nothing: the listed side is the reference's.
+The threshold: ReLU inputs with |value| < threshold are listed. The script measures how far
+float32 moves the inputs near the kink (|value| < 10 threshold; the same passes in float32
+PyTorch, SGD steps included, against float64) and takes as threshold the larger of THRESHOLD
+(1e-4) and 4x the largest such error, measuring again in the wider window until the two agree;
+the threshold and the measurement are written to the file (`threshold`, `float32_error`, and
+`float32_error_anywhere` over all inputs, which large activations dominate). At 1e-4 the four
+fixtures of the repository list 13 to 52 inputs per pass and float32 moves those near the kink
+by at most 8.9e-6 (about 4e-5 anywhere), so their threshold is 1e-4; a deeper model with larger
+activations (a WRN-22 at batch 2: 5.3e-5 near the kink) gets a wider one. Listing more than
+float32 can flip costs nothing: the listed side is the reference's.
 
 PGD (`pgd_steps`): the fixture's 3 PGD steps are reproduced (to 1e-9), and each step's input
 gradient is taken again in float32 at the same iterate; the entries under 4x the largest
@@ -57,7 +60,7 @@ root = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(root / "benches" / "reference"))
 import pytorch_step as ps  # noqa: E402
 
-THRESHOLD = 1e-4
+THRESHOLD = 1e-4  # the least threshold; wider where float32's error near the kink asks for it
 PASSES = ["train", "sgd_step1", "sgd_step2"]
 MATCH = 1e-9
 
@@ -256,15 +259,33 @@ def pgd_undecided(meta, t):
     return steps
 
 
-def kinks(relus):
-    """Per batch norm, [flat index, float64 input] of the ReLU inputs under THRESHOLD."""
+def kinks(relus, threshold):
+    """Per batch norm, [flat index, float64 input] of the ReLU inputs under `threshold`."""
     out = {}
     for bn, v in relus:
         assert bn not in out, f"{bn}'s ReLU ran twice in one forward"
         flat = v.flatten()
-        idx = (flat.abs() < THRESHOLD).nonzero().flatten().tolist()
+        idx = (flat.abs() < threshold).nonzero().flatten().tolist()
         out[bn] = [[i, flat[i].item()] for i in idx]
     return out
+
+
+def near_kink_error(pairs, threshold):
+    """The largest float32 error of the ReLU inputs within 10 `threshold` of the kink."""
+    diffs = [((a[1] - b[1].double()).abs(), a[1].abs() < 10 * threshold) for a, b in pairs]
+    return max((d[near].max().item() for d, near in diffs if near.any()), default=0.0)
+
+
+def threshold_for(r64, r32):
+    """The threshold: THRESHOLD, or 4x float32's error near the kink where that is larger (the
+    window widens with the threshold, so measured again until it stops growing)."""
+    threshold = THRESHOLD
+    for _ in range(20):
+        err = max(near_kink_error(list(zip(r64[p], r32[p])), threshold) for p in PASSES)
+        if threshold >= 4 * err:
+            return threshold
+        threshold = float(f"{4 * err:.1e}") * 1.05
+    raise SystemExit("the threshold does not settle: float32's error keeps growing with the window")
 
 
 def main():
@@ -285,10 +306,11 @@ def main():
             failed = True
             print("  FAIL (over 1e-9): " + "; ".join(checker.failed[:8]))
             continue
+        threshold = threshold_for(r64, r32)
         doc = {
             "fixture": path.name,
             "made_by": "tests/reference/parity_fixture_kinks.py",
-            "threshold": THRESHOLD,
+            "threshold": threshold,
             "float32_error": {},
             "float32_error_anywhere": {},
             "relu_inputs": {},
@@ -300,18 +322,14 @@ def main():
         for p in PASSES:
             pairs = list(zip(r64[p], r32[p]))
             assert all(a[0] == b[0] and a[1].shape == b[1].shape for a, b in pairs)
-            diffs = [((a[1] - b[1].double()).abs(), a[1].abs() < 10 * THRESHOLD) for a, b in pairs]
-            err = max(d[near].max().item() for d, near in diffs if near.any())
+            err = near_kink_error(pairs, threshold)
             doc["float32_error"][p] = err
-            doc["float32_error_anywhere"][p] = max(d.max().item() for d, _ in diffs)
+            doc["float32_error_anywhere"][p] = max((a[1] - b[1].double()).abs().max().item() for a, b in pairs)
             doc["relu_inputs"][p] = sum(a[1].numel() for a, _ in pairs)
-            doc["passes"][p] = kinks(r64[p])
+            doc["passes"][p] = kinks(r64[p], threshold)
             n = sum(len(v) for v in doc["passes"][p].values())
             nearest = min(a[1].abs().min().item() for a in r64[p])
-            print(f"  {p}: {doc['relu_inputs'][p]} ReLU inputs, {n} under {THRESHOLD:.0e} (nearest {nearest:.1e}); float32 moves those within {10 * THRESHOLD:.0e} by up to {err:.1e}")
-            if THRESHOLD < 4 * err:
-                failed = True
-                print(f"  FAIL: the threshold {THRESHOLD:.0e} is under 4x float32's error {err:.1e}")
+            print(f"  {p}: {doc['relu_inputs'][p]} ReLU inputs, {n} under {threshold:.1e} (nearest {nearest:.1e}); float32 moves those within {10 * threshold:.1e} by up to {err:.1e}")
         assert doc["passes"]["sgd_step1"] == doc["passes"]["train"], "the first SGD step's forward is the train forward"
         out = path.with_suffix(".kinks.json")
         # One [index, input] pair a line.

@@ -109,7 +109,7 @@ impl Collective for Single {
     }
     fn barrier(&self) {}
     fn abort(&self, message: &str) -> ! {
-        eprintln!("error: {message}");
+        crate::say!("error: {message}");
         std::process::exit(1)
     }
 }

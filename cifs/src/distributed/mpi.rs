@@ -37,7 +37,7 @@ impl Mpi {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             previous(info);
-            eprintln!("rank {rank} of {size} panicked; aborting every rank");
+            crate::say!("rank {rank} of {size} panicked; aborting every rank");
             // SAFETY: MPI is initialised (the hook is set after initialisation) and
             // MPI_Abort may be called from any state of this process.
             unsafe {
@@ -78,8 +78,8 @@ impl Collective for Mpi {
         self.world.barrier();
     }
     fn abort(&self, message: &str) -> ! {
-        eprintln!("error (rank {} of {}): {message}", self.rank, self.size);
-        eprintln!("rank {} is stopping every rank", self.rank);
+        crate::say!("error (rank {} of {}): {message}", self.rank, self.size);
+        crate::say!("rank {} is stopping every rank", self.rank);
         self.world.abort(1)
     }
 }

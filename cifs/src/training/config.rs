@@ -2,7 +2,7 @@
 //! chose over it, and the schedule they make (docs/DESIGN.md, section 5). [`TrainConfig::new`]
 //! is the one way to make one.
 
-use engine::Precision;
+use engine::{GemmKernels, Precision};
 use serde::{Deserialize, Serialize};
 
 use crate::attacks::pgd::{AttackLoss, Pgd};
@@ -131,8 +131,12 @@ pub struct TrainConfig {
     pub augment: bool,
     /// Precision the convolutions and dense layers ran in (`f32` or `f16`, `auto` resolved), by
     /// its name; runs recorded before there was a choice ran in f32.
-    #[serde(default = "f32_precision", with = "precision_name")]
+    #[serde(default = "f32_precision", with = "by_name")]
     pub precision: Precision,
+    /// What ran those GEMMs (`simt`, or `tensor cores 8x8x8 f16 x f16 -> f32`), by its name;
+    /// runs recorded before there was a choice ran the SIMT tiles.
+    #[serde(default = "simt", with = "by_name")]
+    pub gemm_kernels: GemmKernels,
 }
 
 fn yes() -> bool {
@@ -143,16 +147,26 @@ fn f32_precision() -> Precision {
     Precision::F32
 }
 
-/// [`Precision`] in `config.json`: its name (`"f32"`), as the command line spells it.
-mod precision_name {
-    use engine::Precision;
+fn simt() -> GemmKernels {
+    GemmKernels::Simt
+}
+
+/// [`Precision`] and [`GemmKernels`] in `config.json`: their names (`"f32"`, `"simt"`), as the
+/// command line and the log spell them.
+mod by_name {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(p: &Precision, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(p.name())
+    pub fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Precision, D::Error> {
+    pub fn deserialize<'de, T: FromStr, D: Deserializer<'de>>(d: D) -> Result<T, D::Error>
+    where
+        T::Err: Display,
+    {
         String::deserialize(d)?.parse().map_err(D::Error::custom)
     }
 }
@@ -160,8 +174,15 @@ mod precision_name {
 impl TrainConfig {
     /// The run a `recipe` (a dataset's, with the caller's choices over it) and the caller's other
     /// `settings` make on `dataset` from `data_dir`, its GEMMs in `precision` (as the runtime
-    /// resolved it).
-    pub fn new(dataset: &str, data_dir: &str, recipe: Recipe, settings: Settings, precision: Precision) -> TrainConfig {
+    /// resolved it) on `gemm_kernels`.
+    pub fn new(
+        dataset: &str,
+        data_dir: &str,
+        recipe: Recipe,
+        settings: Settings,
+        precision: Precision,
+        gemm_kernels: GemmKernels,
+    ) -> TrainConfig {
         TrainConfig {
             dataset: dataset.to_string(),
             data_dir: data_dir.to_string(),
@@ -190,6 +211,7 @@ impl TrainConfig {
             init_from: settings.init_from,
             augment: recipe.augment,
             precision,
+            gemm_kernels,
         }
     }
 
@@ -263,7 +285,7 @@ pub(crate) mod tests {
     /// The reference's CIFAR-10 run: 15 warm-up epochs, then 120 main-phase epochs with the lr
     /// 10x smaller from main-phase epoch 75 and again from 90.
     pub(crate) fn reference() -> TrainConfig {
-        TrainConfig::new("cifar10", "data", Recipe::for_dataset(DatasetKind::Cifar10), Settings::DEFAULT, Precision::F32)
+        TrainConfig::new("cifar10", "data", Recipe::for_dataset(DatasetKind::Cifar10), Settings::DEFAULT, Precision::F32, GemmKernels::Simt)
     }
 
     #[test]
@@ -322,7 +344,7 @@ pub(crate) mod tests {
         assert_eq!((cfg.batch_size, cfg.eval_limit, cfg.attack_steps, cfg.augment), (128, 1000, 10, true));
         let fashion = Recipe::for_dataset(DatasetKind::FashionMnist);
         let chosen = Settings { width: Some(8), seed: 4, ..Settings::DEFAULT };
-        let cfg = TrainConfig::new("fashion-mnist", "d", fashion, chosen, Precision::F16);
+        let cfg = TrainConfig::new("fashion-mnist", "d", fashion, chosen, Precision::F16, GemmKernels::TensorCores { size: 8 });
         assert_eq!((cfg.model.name(), cfg.width, cfg.seed, cfg.attack_steps, cfg.augment), ("resnet10-cifs", 8, 4, 40, false));
     }
 
@@ -338,5 +360,19 @@ pub(crate) mod tests {
         let mut bad = json;
         bad["precision"] = "tf32".into();
         assert!(serde_json::from_value::<TrainConfig>(bad).unwrap_err().to_string().contains("f32, f16 or auto"));
+    }
+
+    #[test]
+    fn gemm_kernels_are_recorded_by_name_and_old_records_read_as_simt() {
+        let cfg = TrainConfig { precision: Precision::F16, gemm_kernels: GemmKernels::TensorCores { size: 8 }, ..reference() };
+        let json: serde_json::Value = serde_json::to_value(&cfg).unwrap();
+        assert_eq!(json["gemm_kernels"], "tensor cores 8x8x8 f16 x f16 -> f32");
+        assert_eq!(serde_json::from_value::<TrainConfig>(json.clone()).unwrap(), cfg);
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("gemm_kernels");
+        assert_eq!(serde_json::from_value::<TrainConfig>(old).unwrap().gemm_kernels, GemmKernels::Simt);
+        let mut bad = json;
+        bad["gemm_kernels"] = "tensor cores 4x4x4 f16 x f16 -> f32".into();
+        assert!(serde_json::from_value::<TrainConfig>(bad).unwrap_err().to_string().contains("expected `simt`"));
     }
 }

@@ -149,12 +149,12 @@ mod tests {
     use super::*;
     use crate::training::config::Settings;
     use crate::training::recipe::Recipe;
-    use engine::Precision;
+    use engine::{GemmKernels, Precision};
 
     fn config() -> TrainConfig {
         let settings = Settings { width: Some(8), batch_size: 16, eval_limit: 6, seed: 3, ..Settings::DEFAULT };
         let recipe = Recipe { epochs: 2, clean_epochs: 1, milestones: vec![1], attack_steps: 2, ..Recipe::cifar10() };
-        TrainConfig::new("folder", "data", recipe, settings, Precision::F32)
+        TrainConfig::new("folder", "data", recipe, settings, Precision::F32, GemmKernels::Simt)
     }
 
     #[test]

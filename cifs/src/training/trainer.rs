@@ -223,7 +223,7 @@ impl<'a> Trainer<'a> {
         let kept = || self.files.kept_on_divergence();
         let tally = train_epoch(&learner, &plan, &self.train, events, &mut self.exchange, &kept)?;
         if self.writes() && self.exchange.steps > 0 {
-            eprintln!("{}", std::mem::take(&mut self.exchange).summary());
+            crate::say!("{}", std::mem::take(&mut self.exchange).summary());
         }
         let (natural, pgd20) = if cfg.evaluates_after(epoch) { self.evaluate(events)? } else { (None, None) };
         let m = EpochMetrics {

@@ -3,9 +3,10 @@
 //! (partial sums folded by `reduce::sum_rows`).
 //!
 //! In f16 ([`crate::precision`]) each GEMM first finds its operands' largest magnitudes
-//! (`operand_scale`, two dispatches) and runs the same tiles specialised with `F16`: operands
-//! scaled and rounded to f16 as they are staged, f32 accumulation, outputs scaled back. The
-//! direct backward-data kernel of the narrow stem (not a GEMM) stays f32.
+//! (`operand_scale`, two dispatches), then runs on tensor cores where the adapter has them
+//! (`shaders/conv2d_coop.wgsl`), else on the same SIMT tiles specialised with `F16`: either way
+//! operands scaled and rounded to f16 as they are staged, f32 accumulation, outputs scaled back.
+//! The direct backward-data kernel of the narrow stem (not a GEMM) stays f32.
 //!
 //! Shapes: x (N, CI, H, W), w (CO, CI, ks, ks) -> y (N, CO, OH, OW),
 //! OH = (H + 2 pad - ks) / stride + 1. Square kernels, no bias, no dilation, one group.
@@ -21,7 +22,7 @@ use crate::pool::GpuBuffer;
 use crate::precision::Precision;
 use crate::runtime::Runtime;
 use crate::tensor::Tensor;
-use crate::tune::{Gemm, Tile};
+use crate::tune::{Gemm, GemmTile, Tile};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug)]
@@ -45,7 +46,8 @@ pub(crate) struct Params {
 }
 
 /// The depth slice staged per step (BK in the WGSL; a test reads it from the shader with naga).
-/// The output tile of a workgroup is a [`Tile`], chosen per shape (`crate::tune`).
+/// The output tile of a workgroup is a [`Tile`] (on tensor cores a [`crate::tune::CoopTile`]),
+/// chosen per shape (`crate::tune`).
 pub(crate) const TILE_K: u32 = 16;
 
 /// Geometry of one convolution, checked once.
@@ -114,8 +116,27 @@ impl Geom {
     }
 }
 
-fn grid(tile: Tile, gm: u32, gn: u32, layers: u32) -> Work {
-    Work::Groups([gm.div_ceil(tile.rows()), gn.div_ceil(tile.cols()), layers])
+/// One dispatch of `gemm` with tile `t`, over a `gm` x `gn` GEMM repeated `layers` times (grid
+/// z: phases, splits), with the f16 specialisation when `f16` (on tensor cores, always f16).
+fn dispatch_gemm(
+    rt: &Runtime,
+    (gemm, t): (Gemm, GemmTile),
+    f16: bool,
+    bufs: &[&GpuBuffer],
+    params: &Params,
+    (gm, gn, layers): (u32, u32, u32),
+) -> Result<()> {
+    let grid = Work::Groups([gm.div_ceil(t.rows()), gn.div_ceil(t.cols()), layers]);
+    match t {
+        GemmTile::Simt(s) => {
+            let (c, n) = constants(s, f16);
+            rt.dispatch_with(Shader::Conv2d, gemm.entry(), &c[..n], bufs, params, grid)
+        }
+        GemmTile::TensorCores(c) => {
+            let tc = rt.tensor_cores().expect("tensor-core tiles are chosen only where tensor cores run");
+            rt.dispatch_with(c.shader(), gemm.tensor_core_entry(), &c.constants(tc.subgroup), bufs, params, grid)
+        }
+    }
 }
 
 /// The GEMM of one of the three kernels at this geometry: (rows, columns, independent layers:
@@ -137,11 +158,11 @@ pub fn heuristic_tile(gemm: Gemm, x_shape: &[usize], w_shape: &[usize], stride: 
 }
 
 /// Runs `run` with the tile configuration chosen for `gemm` at this geometry (tuned, cached or
-/// by the heuristic for a `gm` x `gn` GEMM repeated over `layers` phases or splits).
-fn tiled(rt: &Runtime, gemm: Gemm, g: &Geom, run: impl Fn(Tile) -> Result<()>) -> Result<()> {
+/// by the heuristic for a `gm` x `gn` GEMM repeated over `layers` phases or splits; tensor-core
+/// tiles where they run).
+fn tiled(rt: &Runtime, gemm: Gemm, g: &Geom, run: impl Fn(GemmTile) -> Result<()>) -> Result<()> {
     let shape = format!("n={} ci={} h={} w={} co={} k={} s={} p={}", g.n, g.ci, g.h, g.w, g.co, g.ks, g.stride, g.pad);
-    let (m, n, layers) = gemm_dims(g, gemm);
-    let tile = rt.tile_for(gemm, &shape, Tile::heuristic(m, n, layers), &|| Tile::candidates(m, n), &run)?;
+    let tile = rt.tile_for(gemm, &shape, gemm_dims(g, gemm), &run)?;
     run(tile)
 }
 
@@ -158,8 +179,8 @@ pub(crate) fn f16_constants(t: Tile) -> [(&'static str, u32); 5] {
     [rm, rn, prefetch, double, ("F16", 1)]
 }
 
-/// In f16, the epilogue buffer of a GEMM of `a` and `b` (binding 3, see `operand_scale`);
-/// in f32, none.
+/// In f16, the epilogue buffer of a GEMM of `a` and `b` (binding 3, see `operand_scale`; the
+/// tensor-core kernels, always f16, read it too); in f32, none.
 fn f16_epilogue(rt: &Runtime, a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
     if rt.precision() == Precision::F16 {
         operand_scale::epilogue(rt, a, b, bias).map(Some)
@@ -205,12 +226,11 @@ pub(crate) fn conv2d_raw(rt: &Runtime, x: &Tensor, w: &Tensor, stride: u32, pad:
     let epilogue = f16_epilogue(rt, x, w, bias)?;
     tiled(rt, Gemm::ConvForward, &g, |t| {
         // The bias is added in the epilogue, which a partial sum must not do: no split then.
-        let (splits, k_split) = if bias.is_some() { (1, gk) } else { depth_splits(t.cover(gm, gn).0 as u32, gk) };
+        let (splits, k_split) = if bias.is_some() { (1, gk) } else { split_depth_in(t.cover(gm, gn).0 as u32, gk, t.depth()) };
         let params = Params { has_bias: bias.is_some() as u32, ..g.params(gm, gn, gk, k_split) };
         in_slabs(rt, &y, splits, |dst| {
             let bufs = [x.buffer(), w.buffer(), dst, epilogue.as_ref().or(bias).unwrap_or(w).buffer()];
-            let (c, n) = constants(t, epilogue.is_some());
-            rt.dispatch_with(Shader::Conv2d, Gemm::ConvForward.entry(), &c[..n], &bufs, &params, grid(t, gm, gn, splits))
+            dispatch_gemm(rt, (Gemm::ConvForward, t), epilogue.is_some(), &bufs, &params, (gm, gn, splits))
         })
     })?;
     Ok(y)
@@ -252,19 +272,11 @@ pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride:
     let depth = geo.co * geo.ks.div_ceil(stride) * geo.ks.div_ceil(stride);
     let epilogue = f16_epilogue(rt, g, &flipped, None)?;
     tiled(rt, Gemm::ConvBackwardData, &geo, |t| {
-        let (splits, k_split) = depth_splits(t.cover(rows, geo.ci).0 as u32 * phases, depth);
+        let (splits, k_split) = split_depth_in(t.cover(rows, geo.ci).0 as u32 * phases, depth, t.depth());
         let params = Params { k_split, splits, ..params };
         in_slabs(rt, &dx, splits, |dst| {
             let bufs = [g.buffer(), flipped.buffer(), dst, epilogue.as_ref().unwrap_or(&flipped).buffer()];
-            let (c, n) = constants(t, epilogue.is_some());
-            rt.dispatch_with(
-                Shader::Conv2d,
-                Gemm::ConvBackwardData.entry(),
-                &c[..n],
-                &bufs,
-                &params,
-                grid(t, rows, geo.ci, phases * splits),
-            )
+            dispatch_gemm(rt, (Gemm::ConvBackwardData, t), epilogue.is_some(), &bufs, &params, (rows, geo.ci, phases * splits))
         })
     })?;
     Ok(dx)
@@ -276,18 +288,23 @@ pub fn conv2d_backward_data(rt: &Runtime, x_shape: &[usize], w: &Tensor, stride:
 /// slices, so the extra pass that sums the slabs stays small against the GEMM), depth rounded
 /// to whole slices. One split when the tiles already fill the device or the depth is short.
 pub fn depth_splits(groups: u32, depth: u32) -> (u32, u32) {
-    let by_occupancy = 256u32.div_ceil(groups.max(1));
-    let by_depth = (depth / 512).max(1);
-    split_depth(by_occupancy.min(by_depth).clamp(1, 16), depth)
+    split_depth_in(groups, depth, TILE_K)
 }
 
-/// `depth` cut into about `splits` parts of whole K slices (so that no slice straddles two
-/// workgroups): `(splits, depth per split)`; one split is the whole depth.
-fn split_depth(splits: u32, depth: u32) -> (u32, u32) {
+/// [`depth_splits`] in slices of `slice` (the tile's staging depth).
+fn split_depth_in(groups: u32, depth: u32, slice: u32) -> (u32, u32) {
+    let by_occupancy = 256u32.div_ceil(groups.max(1));
+    let by_depth = (depth / 512).max(1);
+    split_depth(by_occupancy.min(by_depth).clamp(1, 16), depth, slice)
+}
+
+/// `depth` cut into about `splits` parts of whole K slices of `slice` (so that no slice
+/// straddles two workgroups): `(splits, depth per split)`; one split is the whole depth.
+fn split_depth(splits: u32, depth: u32, slice: u32) -> (u32, u32) {
     if splits <= 1 {
         return (1, depth);
     }
-    let k_split = depth.div_ceil(splits).div_ceil(TILE_K) * TILE_K;
+    let k_split = depth.div_ceil(splits).div_ceil(slice) * slice;
     (depth.div_ceil(k_split), k_split)
 }
 
@@ -317,12 +334,11 @@ pub fn conv2d_backward_weight(rt: &Runtime, x: &Tensor, w_shape: &[usize], strid
     let dw = Tensor::empty(rt, w_shape)?;
     let epilogue = f16_epilogue(rt, g, x, None)?;
     tiled(rt, Gemm::ConvBackwardWeight, &geo, |t| {
-        let (splits, k_split) = split_depth(weight_splits(t.cover(gm, gn).0 as u32, gk), gk);
+        let (splits, k_split) = split_depth(weight_splits(t.cover(gm, gn).0 as u32, gk), gk, t.depth());
         let params = geo.params(gm, gn, gk, k_split);
         in_slabs(rt, &dw, splits, |dst| {
-            let (c, n) = constants(t, epilogue.is_some());
             let bufs = [g.buffer(), x.buffer(), dst, epilogue.as_ref().unwrap_or(x).buffer()];
-            rt.dispatch_with(Shader::Conv2d, Gemm::ConvBackwardWeight.entry(), &c[..n], &bufs, &params, grid(t, gm, gn, splits))
+            dispatch_gemm(rt, (Gemm::ConvBackwardWeight, t), epilogue.is_some(), &bufs, &params, (gm, gn, splits))
         })
     })?;
     Ok(dw)
