@@ -87,6 +87,9 @@ mkdir -p "$STATE/logs" "$STATE/tests" "$STATE/bench"
 : > "$S"
 say "== first call, part $call: commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nvidia-smi -L 2>/dev/null | head -n 1)"
 for p in f32 auto; do "$CIFS_BIN" --precision "$p" info > "$STATE/logs/info-$p.txt" 2>&1; done
+if ! grep -q '^chosen' "$STATE/logs/info-f32.txt"; then
+    say "no adapter: $(tail -n 1 "$STATE/logs/info-f32.txt") (VK_ICD_FILENAMES=${VK_ICD_FILENAMES:-unset})"; exit 3
+fi
 say "   adapter: $(grep -iE 'chosen|using' "$STATE/logs/info-f32.txt" | head -n 1 | sed 's/^ *//')"
 say "   $(grep -iE 'precision:' "$STATE/logs/info-auto.txt" | head -n 1 | sed 's/^ *//')"
 
