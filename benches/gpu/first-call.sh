@@ -85,7 +85,7 @@ mark_done() { echo "done $1" >> "$STATE/state"; }
 export XDG_CACHE_HOME=$PWD/$STATE/cache  # the tuned tiles travel with the state
 mkdir -p "$STATE/logs" "$STATE/tests" "$STATE/bench"
 : > "$S"
-say "== first call, part $call: commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nvidia-smi -L 2>/dev/null | head -n 1)"
+say "== first call, part $call: $("$CIFS_BIN" --version 2>&1), $(nvidia-smi -L 2>/dev/null | head -n 1)"
 for p in f32 auto; do "$CIFS_BIN" --precision "$p" info > "$STATE/logs/info-$p.txt" 2>&1; done
 if ! grep -q '^chosen' "$STATE/logs/info-f32.txt"; then
     say "no adapter: $(tail -n 1 "$STATE/logs/info-f32.txt") (VK_ICD_FILENAMES=${VK_ICD_FILENAMES:-unset})"; exit 3
@@ -188,7 +188,7 @@ repro() {
     local o=$STATE/logs/$name-call$call; mkdir -p "$o"
     OUT=$o RUN=$run WIDTH=$width CALL_S=$limit AA_LIMIT=0 CIFS_BIN=$CIFS_BIN DATA_DIR=$DATA_DIR \
         CIFS_FLAGS="${CIFS_FLAGS:-} --precision $precision" timeout -k 5 $((limit + 30)) bash benches/gpu/reproduce.sh > "$o/log" 2>&1
-    sed 's/^/   /' "$o/summary.txt" 2>/dev/null | tee -a "$S"
+    grep -v '^== packed' "$o/summary.txt" 2>/dev/null | sed 's/^/   /' | tee -a "$S"
     rm -f "$o"/*.safetensors "$o"/*.tar.gz
     [ -f "$run/eval.json" ] && mark_done "$name"
 }
