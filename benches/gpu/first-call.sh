@@ -23,8 +23,8 @@
 # What comes back in $OUT (3 files): summary.txt (the records of every stage so far),
 # results.tar.gz (the state folder without checkpoints: test logs and records, the runs'
 # config.json, metrics.jsonl, curves, eval.json and logs, the bench JSON) and state.tar.gz (the
-# same plus the checkpoints of unfinished runs under 15 MiB: width 16 resumes on a fresh machine,
-# width 64's checkpoint (about 90 MB) only stays on a warm one).
+# same plus last.safetensors of unfinished runs under 15 MiB: width 16 (about 7 MB) resumes on a
+# fresh machine, width 64's (about 110 MB) stays on a warm one only).
 #
 # Knobs (the defaults are the real sizes):
 #   CALL_S (530)             the whole call; every stage stops at it
@@ -108,11 +108,13 @@ step_limit() { local l; l=$(stage_left); [ "$l" -lt "$1" ] && echo "$l" || echo 
 pack_out() {
     (cd "$STATE" && tar -czf "$OUT/results.tar.gz" --exclude='*.safetensors' --exclude='*.part' --exclude=cache .)
     local -a drop=()
-    # Checkpoints come back only for unfinished runs and under 15 MiB (16 MiB a file comes back).
+    # Checkpoints come back only for unfinished runs and under 15 MiB (16 MiB a file comes back),
+    # and only the one --resume reads (last: at width 16 about 7 MB; best would add half that to
+    # a carry that has about 10 MiB to spare).
     while IFS= read -r f; do drop+=(--exclude="./${f#"$STATE"/}"); done < <(
         find "$STATE" -name '*.safetensors' -size +15M
         for r in "$STATE"/w*/; do [ -f "$r/eval.json" ] && ls "$r"*.safetensors 2>/dev/null; done)
-    (cd "$STATE" && tar -czf "$OUT/state.tar.gz" "${drop[@]}" --exclude='*.part' .)
+    (cd "$STATE" && tar -czf "$OUT/state.tar.gz" "${drop[@]}" --exclude='best.safetensors' --exclude='*.part' .)
 }
 
 # --- a. tests ---------------------------------------------------------------------------------
@@ -253,11 +255,12 @@ PY
 }
 left=$(( call_deadline - $(date +%s) ))
 if [ -f "$STATE/w${W16_WIDTH:-16}-f32/eval.json" ] && [ -f "$STATE/w${W16_WIDTH:-16}-auto/eval.json" ]; then
-    say "== width ${W16_WIDTH:-16}: f32 vs auto (eval.json): $(python3 -c '
+    say "== width ${W16_WIDTH:-16}, f32 vs auto: $(python3 - "$STATE/w${W16_WIDTH:-16}-f32/eval.json" "$STATE/w${W16_WIDTH:-16}-auto/eval.json" <<'PY'
 import json, sys
 for p in sys.argv[1:]:
-    print(p.split("/")[-2], ", ".join(f"{r[\"attack\"]} {100 * r[\"accuracy\"]:.2f}%" for r in json.load(open(p))), end="; ")
-' "$STATE/w${W16_WIDTH:-16}-f32/eval.json" "$STATE/w${W16_WIDTH:-16}-auto/eval.json") width 64 runs in $(w64_precision)"
+    print(p.split("/")[-2], ", ".join("%s %.2f%%" % (r["attack"], 100 * r["accuracy"]) for r in json.load(open(p))), end="; ")
+PY
+)width ${W64_WIDTH:-64} runs in $(w64_precision)"
 fi
 if [ "$left" -ge "${W64_MIN_S:-60}" ]; then
     p=$(w64_precision)
