@@ -3,9 +3,10 @@
 #   bash benches/gpu/pack.sh [--data DIR_OR_TAR_XZ]
 # Builds first (here, from the repository's root): the release binary, every test executable of
 # `cargo test --release --workspace --tests` and the kernel bench. Writes .gpu/payload.tar.xz (the
-# binaries, stripped, the oracle fixtures of tests/fixtures plus any in $CIFS_FIXTURES, and the
-# path the tests were built under) and .gl/ (the Vulkan loader's Debian package, downloaded with
-# apt-get: the GPU machine's image may lack it). Both folders are ignored by git.
+# binaries, stripped, the oracle fixtures in $CIFS_FIXTURES if set (tests/fixtures travels with
+# the tracked tree), and the path the tests were built under) and .gl/ (the Vulkan loader's Debian package, downloaded with
+# apt-get: the GPU machine's image may lack it). Both folders are ignored by git; an earlier
+# call's .gpu/state.tar.gz (benches/gpu/first-call.sh) is kept and counted.
 #   --data PATH   also pack a JPEG CIFAR-10 image folder (ROOT/{train,test}/<class>/) for a
 #                 training run: a folder, or a .tar.xz of one (about 18 MB packed).
 # Then the device call carries [".gl", ".gpu"] and runs one of the scripts here, e.g.
@@ -53,10 +54,10 @@ rm -f "$list"
 strip "$stage"/bin/* 2>/dev/null || true
 # The tests find their fixtures through the absolute paths they were built under.
 echo "$root" > "$stage/build-root"
-for dir in tests/fixtures ${CIFS_FIXTURES:-}; do
+for dir in ${CIFS_FIXTURES:-}; do
     cp "$dir"/*.safetensors "$dir"/*.json "$stage/fixtures/" 2>/dev/null || true
 done
-rm -rf .gpu && mkdir -p .gpu
+mkdir -p .gpu && rm -f .gpu/payload.tar.xz .gpu/cifar10-jpeg.tar.xz
 tar -C "$stage" -cf - . | xz -T2 -6 > .gpu/payload.tar.xz
 rm -rf "$stage"
 if [ -n "$data" ]; then
@@ -68,4 +69,4 @@ tracked=$(git ls-files -z | du -cb --files0-from=- 2>/dev/null | tail -n 1 | cut
 total=$(( $(du -sb .gpu | cut -f1) + $(du -sb .gl | cut -f1) + tracked ))
 echo "packed $(du -sh .gpu | cut -f1) into .gpu and $(du -sh .gl | cut -f1) into .gl: about $((total >> 20)) MiB with the tracked tree (at most 64)"
 [ "$total" -lt $((62 << 20)) ] || { echo "too large for one device call: leave out --data"; exit 1; }
-echo 'device call: carry [".gl", ".gpu"], command e.g. `bash benches/gpu/on-device.sh`'
+echo 'device call: carry [".gl", ".gpu"], command e.g. "bash benches/gpu/first-call.sh" (or on-device.sh)'
