@@ -53,6 +53,7 @@ families! {
     Conv2d => "conv2d.wgsl" + "div_exact.wgsl",
     CrossEntropy => "cross_entropy.wgsl" + "workgroup_sum.wgsl",
     DlrLoss => "dlr_loss.wgsl" + "workgroup_sum.wgsl",
+    Fab => "fab.wgsl",
     Index => "index.wgsl",
     KlDiv => "kl_div.wgsl" + "workgroup_sum.wgsl",
     MarginLoss => "margin_loss.wgsl" + "workgroup_sum.wgsl",

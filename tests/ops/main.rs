@@ -16,6 +16,7 @@ mod conv2d;
 mod cross_entropy;
 mod dlr_loss;
 mod f16;
+mod fab;
 mod index;
 mod kl_div;
 mod linear;
