@@ -5,7 +5,8 @@
 //! Square and PGD-20 must break the same images as the reference, image by image, where the
 //! reference's outcome does not depend on its random draw, and AutoAttack must leave exactly the
 //! images that survive each of its attacks. Plus the invariants: every adversarial image in the
-//! eps-ball and in [0, 1], every image reported broken really misclassified.
+//! eps-ball and in [0, 1], every image reported broken really misclassified; and radii or steps
+//! above 1 refused.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -420,4 +421,67 @@ fn dataset(r: &Reference) -> Arc<datasets::Dataset> {
         classes: (0..10).map(|c| format!("c{c}")).collect(),
         shape: datasets::ImageShape::RGB32,
     })
+}
+
+/// A radius or step above 1 cannot be meant for images in [0, 1] (`eval --eps 8` would print a
+/// table of zeros, `train --eps 2` train on noise): the evaluation's settings, every attack's
+/// and the training run's refuse it, naming the setting and its /255 form; 1 and 8/255 pass, and
+/// a negative radius keeps its own message.
+#[test]
+fn radii_and_steps_above_one_are_refused_with_their_over_255_form() {
+    let pixel_levels = |r: cifs::Result<()>, name: &str, value: &str| {
+        let e = r.expect_err("above 1 refused");
+        let message = e.to_string();
+        assert!(matches!(e, cifs::CifsError::AbovePixelRange { .. }), "{message}");
+        assert!(message.starts_with(&format!("{name} = {value} ")) && message.contains(&format!("{value}/255 = ")), "{message}");
+    };
+    for (eps, shown) in [(8.0, "8"), (1e9, "1000000000"), (1.5, "1.5")] {
+        pixel_levels(EvalSettings::reference(eps, 16).validate(), "eps", shown);
+        pixel_levels(Apgd::standard(eps, 0).validate(), "eps", shown);
+        pixel_levels(Square::standard(eps, 0).validate(), "eps", shown);
+        pixel_levels(train_config(eps, 2.0 / 255.0).validate(), "eps", shown);
+    }
+    pixel_levels(train_config(8.0 / 255.0, 2.0).validate(), "step size", "2");
+    assert!(EvalSettings::reference(8.0, 16).validate().unwrap_err().to_string().contains("(8/255 = 0.03137)"));
+    for eps in [1.0, 8.0 / 255.0, 0.0] {
+        EvalSettings::reference(eps, 16).validate().unwrap();
+        train_config(eps, eps / 4.0).validate().unwrap();
+    }
+    let negative = EvalSettings::reference(-0.1, 16).validate().unwrap_err();
+    assert!(matches!(negative, cifs::CifsError::InvalidSetting { name: "eps", .. }), "{negative}");
+}
+
+/// A training run's settings (CIFAR-10's recipe, small) with the given attack radius and step.
+fn train_config(eps: f32, step_size: f32) -> cifs::training::run::TrainConfig {
+    use cifs::training::run::{Adversary, Method, TrainConfig};
+    let recipe = cifs::training::recipe::Recipe::cifar10();
+    TrainConfig {
+        dataset: "folder".into(),
+        data_dir: "data".into(),
+        model: recipe.model,
+        width: 8,
+        depth: None,
+        epochs: 2,
+        clean_epochs: 1,
+        batch_size: 16,
+        lr: recipe.lr,
+        momentum: 0.9,
+        weight_decay: 2e-4,
+        milestones: vec![1],
+        adversary: Adversary::Pgd,
+        method: Method::PgdAt,
+        trades_beta: 6.0,
+        eps,
+        step_size,
+        attack_steps: 2,
+        beta: 2.0,
+        eval_every: 1,
+        eval_limit: 6,
+        limit_train: None,
+        limit_test: None,
+        seed: 3,
+        init_from: None,
+        augment: true,
+        precision: "f32".into(),
+    }
 }
