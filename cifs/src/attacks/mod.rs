@@ -3,6 +3,7 @@
 
 pub mod apgd;
 pub mod evaluate;
+pub mod fab;
 pub mod hostloss;
 pub mod pgd;
 pub mod square;
