@@ -617,3 +617,32 @@ fn train_config(eps: f32, step_size: f32) -> cifs::training::run::TrainConfig {
         precision: "f32".into(),
     }
 }
+
+/// Restarts after the first (AutoAttack's standard FAB-T has none): each target's second run
+/// attacks only the images its first run left, from a random start inside eps / 2 (so other
+/// distances than the first run's, from the clean image), and what it returns stays in the
+/// eps-ball and is misclassified exactly where reported broken.
+#[test]
+fn fab_restarts_attack_what_the_first_run_left_from_elsewhere() {
+    let rt = rt();
+    let r = Reference::open(&rt);
+    let n = r.n();
+    let xt = Tensor::from_f32(&rt, &r.shape, &r.x).unwrap();
+    let yt = Tensor::from_u32(&rt, &[n], &r.labels).unwrap();
+    let ids: Vec<u64> = (0..n as u64).collect();
+    let b = Batch { x: &xt, x_host: &r.x, labels: &yt, labels_host: &r.labels, ids: &ids };
+    let fab = Fab { iterations: 3, restarts: 2, targets: 1, ..Fab::standard(r.eps, 0) };
+    let (mut ours, mut log) = (vec![true; n], Vec::new());
+    let adv = fab.run_logged(&rt, &r.model, &b, &mut ours, &mut log).unwrap();
+    stay_in_the_box_and_break_what_they_report(&rt, &r, "fab-t with restarts", &adv, &ours);
+    let shape: Vec<(usize, usize)> = log.iter().map(|run| (run.rank, run.restart)).collect();
+    assert_eq!(shape, [(2, 0), (2, 1)], "one target, two restarts");
+    let first_broken = broken_by(&log[..1], r.eps);
+    assert!(!first_broken.is_empty(), "the first run should break some image, or the second run's selection is untested");
+    assert_eq!(log[1].images, indices((0..n).map(|i| !first_broken.contains(&i))), "the restart attacks what the first run left");
+    let moved = log[1].images.iter().enumerate().filter(|&(k, i)| {
+        let first = log[0].images.iter().position(|j| j == i).unwrap();
+        log[1].distances[k] != log[0].distances[first]
+    });
+    assert!(moved.count() > 0, "a random start should lead elsewhere than the clean image does");
+}
