@@ -183,13 +183,19 @@ fn train_resume_eval_and_bad_input() {
         "--json",
         json.to_str().unwrap(),
     ]);
-    assert!(table.contains("autoattack/square"), "{table}");
     let rows: Vec<serde_json::Value> = read_json(&json);
-    assert_eq!(rows.len(), 6);
+    let stages = ["autoattack/apgd-ce", "autoattack/apgd-t", "autoattack/fab-t", "autoattack/square"];
+    let names: Vec<&str> = rows.iter().map(|r| r["attack"].as_str().unwrap()).collect();
+    assert_eq!(names, [&["natural", "apgd-ce"][..], &stages, &["autoattack"]].concat(), "AutoAttack's stages, in order");
+    assert!(stages.iter().all(|st| table.contains(st)), "{table}");
     assert!(rows[0]["per_class"].as_array().unwrap().iter().all(|c| c["images"] == 1), "{}", rows[0]);
     assert_eq!(rows[1]["loss"], "ce");
+    assert!(rows[3]["loss"].as_str().unwrap().starts_with("skipped"), "APGD-T needs 4 classes: {}", rows[3]);
+    // Each stage attacks what the ones before left: the robust count never rises, and the chain
+    // ends at its last stage's.
     let correct = |r: &serde_json::Value| r["correct"].as_u64().unwrap();
-    assert!(rows[2..5].iter().all(|r| correct(&rows[5]) <= correct(r)));
+    assert!(rows[2..6].windows(2).all(|w| correct(&w[1]) <= correct(&w[0])), "{rows:?}");
+    assert_eq!(correct(&rows[6]), correct(&rows[5]));
 
     // TRADES instead of PGD-AT, in f16: one adversarial epoch, both recorded in config.json
     // (the default run above in f32: `auto` on an adapter without tensor cores).

@@ -9,7 +9,7 @@ use engine::{no_grad, Runtime, Tensor};
 
 use crate::attacks::hostloss::predictions;
 use crate::attacks::loss::AttackLoss;
-use crate::error::{check_setting, Result};
+use crate::error::{check_image_fraction, check_setting, Result};
 use crate::models::{Mode, Model};
 
 /// One line of `crate::attacks::ATTACKS`: a name as `--attacks` spells it (`pgd<steps>`) and the
@@ -132,7 +132,7 @@ impl EvalSettings {
     /// Refuses shared settings that would run but mean nothing (each attack checks its own:
     /// [`Attack::validate`]).
     pub fn validate(&self) -> Result<()> {
-        check_setting(self.eps.is_finite() && self.eps >= 0.0, "eps", self.eps, "the attack radius must be finite and at least 0")?;
+        check_image_fraction("eps", self.eps, "the attack radius must be finite and at least 0")?;
         check_setting(self.batch_size >= 1, "batch size", self.batch_size, "must be at least 1")?;
         self.loss.validate()
     }
