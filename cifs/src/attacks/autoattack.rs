@@ -47,3 +47,16 @@ impl Attack for AutoAttack {
 pub fn parse(name: &str) -> Option<Arc<dyn Attack>> {
     (name == "autoattack").then(|| Arc::new(AutoAttack) as Arc<dyn Attack>)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stages_are_standard_autoattacks_in_its_order() {
+        let names: Vec<String> = AutoAttack.stages().iter().map(|st| st.name()).collect();
+        assert_eq!(names, ["apgd-ce", "apgd-t", "fab-t", "square"]);
+        let s = EvalSettings::reference(8.0 / 255.0, 16);
+        assert_eq!((s.queries, s.target_classes, s.iterations, s.restarts), (5000, 9, 100, 1), "the standard run's budgets");
+    }
+}
