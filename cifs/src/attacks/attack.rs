@@ -1,4 +1,4 @@
-//! What an evaluation attack is: one file per attack (`natural`, `pgd`, `apgd`, `square`,
+//! What an evaluation attack is: one file per attack (`natural`, `pgd`, `apgd`, `fab`, `square`,
 //! `autoattack`) implementing [`Attack`], and one line in `crate::attacks::ATTACKS`. The evaluation
 //! (`attacks::evaluate`) runs any of them over a test set, chains included, and tallies the
 //! results per class; nothing there names an attack.
@@ -101,10 +101,10 @@ pub struct EvalSettings {
     pub batch_size: usize,
     /// CW-inf margin.
     pub confidence: f32,
-    /// APGD iterations and restarts.
+    /// APGD's and FAB-T's iterations and restarts.
     pub iterations: usize,
     pub restarts: usize,
-    /// APGD-T's target classes: the most likely wrong classes, this many (9 in AutoAttack).
+    /// APGD-T's and FAB-T's target classes: the most likely wrong classes, this many (9 in AutoAttack).
     pub target_classes: usize,
     /// Square's queries.
     pub queries: usize,
