@@ -166,10 +166,10 @@ pub struct AttackArgs {
     /// Weight of the probe losses in the joint attack loss (the reference used 2 and 1000).
     #[arg(long, alias = "beta", default_value = "2", value_parser = non_negative)]
     pub attack_beta: f32,
-    /// APGD iterations per restart.
+    /// APGD's and FAB-T's iterations per restart.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub iterations: u32,
-    /// APGD restarts (per target class for APGD-T).
+    /// APGD's and FAB-T's restarts (per target class for APGD-T and FAB-T).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub restarts: u32,
     /// Square's queries.

@@ -53,6 +53,11 @@ impl Events for TrainDisplay {
             (Some(n), Some(p)) => format!(" | test natural {:.2}% PGD-20 {:.2}% ({} images)", 100.0 * n, 100.0 * p, m.eval_images),
             _ => String::new(),
         };
+        let val = match (m.val_natural_acc, m.val_pgd20_acc) {
+            (Some(n), Some(p)) => format!(" | held-out natural {:.2}% PGD-20 {:.2}% ({} images)", 100.0 * n, 100.0 * p, m.val_images),
+            _ => String::new(),
+        };
+        let eval = eval + &val;
         println!(
             "epoch {} {} lr {:.4}: loss {:.4} acc {:.2}%{eval} | {:.1} s, {:.0} img/s",
             m.epoch,

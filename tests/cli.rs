@@ -85,9 +85,18 @@ fn train_resume_eval_and_bad_input() {
     let (a, b) = (root.join("a"), root.join("b"));
     let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
 
-    // Uninterrupted: 1 warm-up epoch + 1 adversarial epoch.
-    let log = ok(&train_args(d, a_s, &["--epochs", "1"]));
+    // Uninterrupted: 1 warm-up epoch + 1 adversarial epoch. Without --val-split the test images
+    // choose best.safetensors, as in the reference; the log and config.json say so.
+    let log = ok_log(&train_args(d, a_s, &["--epochs", "1"]));
     assert!(log.contains("epoch 2 adversarial"), "{log}");
+    assert!(
+        log.contains("training on 30 images; best.safetensors chosen by PGD-20 accuracy on 6 test images, as the reference does"),
+        "{log}"
+    );
+    let record: serde_json::Value = read_json(a.join("config.json"));
+    assert!(record.get("val_split").is_none() && record.get("validation_images").is_none(), "{record}");
+    assert!(record["best_chosen_on"].as_str().unwrap().contains("6 test images"), "{record}");
+    assert_eq!(best_metadata(&a)["chosen_on"], "test images");
     for f in ["config.json", "metrics.jsonl", "curves.svg", "curves.png", "last.safetensors", "best.safetensors"] {
         assert!(a.join(f).is_file(), "{f} missing");
     }
@@ -100,6 +109,7 @@ fn train_resume_eval_and_bad_input() {
         for k in ["train_loss", "train_acc", "natural_acc", "pgd20_acc", "seconds", "images_per_s", "lr"] {
             assert!(m[k].as_f64().is_some_and(f64::is_finite), "{k} in {m}");
         }
+        assert!(m.get("val_pgd20_acc").is_none(), "{m}");
     }
     assert!(std::fs::read_to_string(a.join("curves.svg")).unwrap().contains("<polyline"));
     let curves = image::open(a.join("curves.png")).unwrap();
@@ -183,13 +193,19 @@ fn train_resume_eval_and_bad_input() {
         "--json",
         json.to_str().unwrap(),
     ]);
-    assert!(table.contains("autoattack/square"), "{table}");
     let rows: Vec<serde_json::Value> = read_json(&json);
-    assert_eq!(rows.len(), 6);
+    let stages = ["autoattack/apgd-ce", "autoattack/apgd-t", "autoattack/fab-t", "autoattack/square"];
+    let names: Vec<&str> = rows.iter().map(|r| r["attack"].as_str().unwrap()).collect();
+    assert_eq!(names, [&["natural", "apgd-ce"][..], &stages, &["autoattack"]].concat(), "AutoAttack's stages, in order");
+    assert!(stages.iter().all(|st| table.contains(st)), "{table}");
     assert!(rows[0]["per_class"].as_array().unwrap().iter().all(|c| c["images"] == 1), "{}", rows[0]);
     assert_eq!(rows[1]["loss"], "ce");
+    assert!(rows[3]["loss"].as_str().unwrap().starts_with("skipped"), "APGD-T needs 4 classes: {}", rows[3]);
+    // Each stage attacks what the ones before left: the robust count never rises, and the chain
+    // ends at its last stage's.
     let correct = |r: &serde_json::Value| r["correct"].as_u64().unwrap();
-    assert!(rows[2..5].iter().all(|r| correct(&rows[5]) <= correct(r)));
+    assert!(rows[2..6].windows(2).all(|w| correct(&w[1]) <= correct(&w[0])), "{rows:?}");
+    assert_eq!(correct(&rows[6]), correct(&rows[5]));
 
     // TRADES instead of PGD-AT, in f16: one adversarial epoch, both recorded in config.json
     // (the default run above in f32: `auto` on an adapter without tensor cores).
@@ -326,6 +342,66 @@ fn train_resume_eval_and_bad_input() {
 /// chance (1 in 3). Measured on lavapipe: 12 of 12; the same run at lr 0, which never moves the
 /// weights, answers one class for every image (4 of 12), as do 2 epochs at batch 16 (the run
 /// above) and 4 epochs at lr 0.05.
+/// What a successful run printed, stdout and stderr (the log lines).
+fn ok_log(args: &[&str]) -> String {
+    let out = cli(args);
+    assert!(out.status.success(), "cifs-wgpu {} failed", args.join(" "));
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The metadata `best.safetensors` carries (epoch, PGD-20 accuracy, which images chose it).
+fn best_metadata(run: &Path) -> std::collections::HashMap<String, String> {
+    let bytes = std::fs::read(run.join("best.safetensors")).unwrap();
+    safetensors::SafeTensors::read_metadata(&bytes).unwrap().1.metadata().clone().unwrap_or_default()
+}
+
+/// `--val-split 6` on the folder (30 training images, 10 per class): 6 training images, 2 per
+/// class, are held out and never trained on (the run trains on the other 24), evaluated each
+/// epoch (natural and PGD-20 in metrics.jsonl), and choose best.safetensors; config.json records
+/// the split and the log says what chose the best model. A resumed run keeps the same images; a
+/// resume with another --val-split, or none, is refused. (Without the flag:
+/// `train_resume_eval_and_bad_input`.)
+#[test]
+fn val_split_holds_out_training_images_that_choose_the_best_model_and_survives_resume() {
+    let root = tmpdir("val");
+    let data = root.join("data");
+    make_folder(&data);
+    let d = data.to_str().unwrap();
+    let v = root.join("v");
+    let v_s = v.to_str().unwrap();
+    // 4 test images against 6 held-out ones: their accuracies can agree only at 0, 50 or 100%,
+    // so the metadata's accuracy shows which chose the model.
+    let log = ok_log(&train_args(d, v_s, &["--epochs", "0", "--val-split", "6", "--eval-limit", "4"]));
+    assert!(log.contains("training on 24 images; best.safetensors chosen by PGD-20 accuracy on 6 held-out training images"), "{log}");
+    let config: serde_json::Value = read_json(v.join("config.json"));
+    assert_eq!(config["val_split"], 6);
+    assert!(config["best_chosen_on"].as_str().unwrap().contains("6 held-out training images"), "{config}");
+    let held: Vec<u64> = config["validation_images"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap()).collect();
+    let per_class: Vec<usize> = (0..3).map(|c| held.iter().filter(|&&i| i / 10 == c).count()).collect();
+    assert_eq!((held.len(), per_class), (6, vec![2, 2, 2]), "{held:?}: class-balanced (the folder is class-sorted)");
+
+    ok(&train_args(d, v_s, &["--epochs", "1", "--val-split", "6", "--eval-limit", "4", "--resume"]));
+    let resumed: serde_json::Value = read_json(v.join("config.json"));
+    assert_eq!(resumed["validation_images"], config["validation_images"], "a resumed run holds out the same images");
+    let metrics: Vec<serde_json::Value> =
+        std::fs::read_to_string(v.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(metrics.len(), 2);
+    for m in &metrics {
+        assert!(["val_natural_acc", "val_pgd20_acc"].iter().all(|k| m[k].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a))), "{m}");
+        assert_eq!((m["val_images"].as_u64(), m["eval_images"].as_u64()), (Some(6), Some(4)));
+    }
+    // best.safetensors: the first epoch of the best held-out PGD-20 accuracy.
+    let val_pgd = |m: &serde_json::Value| m["val_pgd20_acc"].as_f64().unwrap();
+    let best = metrics.iter().fold(&metrics[0], |b, m| if val_pgd(m) > val_pgd(b) { m } else { b });
+    let meta = best_metadata(&v);
+    assert_eq!(meta["chosen_on"], "held-out training images");
+    assert_eq!((meta["epoch"].as_str(), meta["pgd20_acc"].parse::<f64>().unwrap()), (best["epoch"].to_string().as_str(), val_pgd(best)));
+    for other in [&["--val-split", "3"][..], &[]] {
+        let e = fails(&train_args(d, v_s, &[&["--epochs", "2", "--eval-limit", "4", "--resume"][..], other].concat()));
+        assert!(e.contains("val_split 6 -> "), "{e}");
+    }
+}
+
 #[test]
 fn a_short_clean_run_learns_the_separable_folder() {
     let root = tmpdir("learn");

@@ -445,3 +445,23 @@ fn fashion_mnist_downloads_verifies_and_reads_idx_files() {
     std::fs::write(dir.join("train-labels-idx1-ubyte"), idx(0x801, &[3], &[0, 12, 2])).unwrap();
     assert!(fashion_mnist::load_from(&dir, None, &remotes).unwrap_err().to_string().contains("label 12"));
 }
+
+#[test]
+fn held_out_takes_the_classes_in_turn_in_the_given_order() {
+    let labels: Vec<u8> = [vec![0u8; 5], vec![1; 3], vec![2; 4]].concat();
+    let d = Dataset {
+        images: (0..12).flat_map(|i| vec![i as u8; IMAGE_BYTES]).collect(),
+        labels,
+        classes: vec!["a".into(), "b".into(), "c".into()],
+        shape: datasets::ImageShape::RGB32,
+    };
+    let order = [11, 4, 7, 0, 9, 6, 3, 5, 8, 1, 2, 10];
+    // Classes in turn, each its next image in `order`: a4 b7 c11, a0 b6 c9, a3; sorted.
+    let held = d.held_out(7, &order);
+    assert_eq!(held, [0, 3, 4, 6, 7, 9, 11]);
+    let rest = d.without(&held);
+    assert_eq!(rest.images.chunks(IMAGE_BYTES).map(|im| im[0]).collect::<Vec<_>>(), [1, 2, 5, 8, 10]);
+    assert_eq!(rest.labels, [0, 0, 1, 2, 2]);
+    assert_eq!(d.subset(&held).labels, [0, 0, 0, 1, 1, 2, 2]);
+    assert_eq!(d.held_out(100, &order), (0..12).collect::<Vec<_>>(), "more than the split holds: all of it");
+}

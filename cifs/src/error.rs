@@ -41,6 +41,9 @@ pub enum CifsError {
     #[error("{name} = {value}: {rule}")]
     InvalidSetting { name: &'static str, value: String, rule: &'static str },
 
+    #[error("{name} = {value} is larger than the images' whole range [0, 1]: counted in pixel levels, write it over 255 ({value}/255 = {scaled:.5})")]
+    AbovePixelRange { name: &'static str, value: f32, scaled: f32 },
+
     #[error(
         "batch size {batch} needs {need_mib} MiB activation buffers, but adapter `{adapter}` binds at most {limit_mib} MiB; use --batch-size {max} or less"
     )]
@@ -86,6 +89,18 @@ pub fn check_setting(ok: bool, name: &'static str, value: impl std::fmt::Display
     } else {
         Err(CifsError::InvalidSetting { name, value: value.to_string(), rule })
     }
+}
+
+/// Fails unless `value`, an attack's radius or step on images in [0, 1], is finite and in
+/// [0, 1] ([`CifsError::InvalidSetting`] with `rule` when negative or not finite). A value above 1
+/// would let every pixel take any value, so it is almost surely meant in pixel levels (8 for
+/// 8/255): [`CifsError::AbovePixelRange`] says how to write it.
+pub fn check_image_fraction(name: &'static str, value: f32, rule: &'static str) -> Result<()> {
+    check_setting(value.is_finite() && value >= 0.0, name, value, rule)?;
+    if value > 1.0 {
+        return Err(CifsError::AbovePixelRange { name, value, scaled: value / 255.0 });
+    }
+    Ok(())
 }
 
 /// The error of an I/O operation on `path`, for `map_err`.

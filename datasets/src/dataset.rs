@@ -61,28 +61,46 @@ impl Dataset {
         if n >= self.len() {
             return self;
         }
+        let file_order: Vec<usize> = (0..self.len()).collect();
+        self.subset(&self.held_out(n, &file_order))
+    }
+
+    /// The examples at `indices`, in that order.
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        Dataset {
+            images: indices.iter().flat_map(|&i| self.image(i).iter().copied()).collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            classes: self.classes.clone(),
+            shape: self.shape,
+        }
+    }
+
+    /// The indices of `n` examples (all if fewer) held out class-balanced: the classes take
+    /// turns, each giving its next example in the order `order` (a permutation of the indices,
+    /// the caller's seeded shuffle) lists them, until `n` are chosen; a class that runs out drops
+    /// out. Returned sorted. [`Dataset::without`] is the rest.
+    pub fn held_out(&self, n: usize, order: &[usize]) -> Vec<usize> {
         let classes = self.classes.len().max(1);
         let mut by_class: Vec<std::collections::VecDeque<usize>> = vec![Default::default(); classes];
-        for (i, &l) in self.labels.iter().enumerate() {
-            by_class[l as usize % classes].push_back(i);
+        for &i in order {
+            by_class[self.labels[i] as usize % classes].push_back(i);
         }
-        let mut chosen = Vec::with_capacity(n);
-        while chosen.len() < n {
+        let mut chosen = Vec::with_capacity(n.min(self.len()));
+        while chosen.len() < n.min(self.len()) {
             for queue in by_class.iter_mut() {
-                if let Some(i) = queue.pop_front() {
-                    if chosen.len() < n {
-                        chosen.push(i);
-                    }
+                if let Some(i) = queue.pop_front().filter(|_| chosen.len() < n) {
+                    chosen.push(i);
                 }
             }
         }
         chosen.sort_unstable();
-        Dataset {
-            images: chosen.iter().flat_map(|&i| self.image(i).iter().copied()).collect(),
-            labels: chosen.iter().map(|&i| self.labels[i]).collect(),
-            classes: self.classes,
-            shape: self.shape,
-        }
+        chosen
+    }
+
+    /// Every example but those at `indices` (sorted), in file order.
+    pub fn without(&self, indices: &[usize]) -> Dataset {
+        let kept: Vec<usize> = (0..self.len()).filter(|i| indices.binary_search(i).is_err()).collect();
+        self.subset(&kept)
     }
 }
 

@@ -61,6 +61,7 @@ families! {
     Conv2dCoop16 => first "coop16.wgsl" => "conv2d_coop.wgsl" + "conv2d.wgsl" + "div_exact.wgsl",
     CrossEntropy => "cross_entropy.wgsl" + "workgroup_sum.wgsl",
     DlrLoss => "dlr_loss.wgsl" + "workgroup_sum.wgsl",
+    Fab => "fab.wgsl",
     Index => "index.wgsl",
     KlDiv => "kl_div.wgsl" + "workgroup_sum.wgsl",
     MarginLoss => "margin_loss.wgsl" + "workgroup_sum.wgsl",

@@ -17,8 +17,9 @@ use crate::display;
 pub struct EvalArgs {
     #[command(flatten)]
     pub trained: Trained,
-    /// Comma-separated: natural, fgsm, pgd<steps>, cw<steps>, apgd-ce, apgd-dlr, apgd-t, square,
-    /// autoattack (APGD-CE, then APGD-T, then Square, each on the images still robust).
+    /// Comma-separated: natural, fgsm, pgd<steps>, cw<steps>, apgd-ce, apgd-dlr, apgd-t, fab-t,
+    /// square, autoattack (APGD-CE, then APGD-T, then FAB-T, then Square, each on the images
+    /// still robust).
     #[arg(long, value_delimiter = ',', default_value = "natural,fgsm,pgd20,pgd100,cw30", value_parser = registry::parse)]
     pub attacks: Vec<Arc<dyn Attack>>,
     /// Evaluate N test images only: a fixed, class-balanced subset (classes taken in turn, each

@@ -82,6 +82,11 @@ pub struct TrainArgs {
     pub limit_test: Option<usize>,
     #[arg(long, default_value_t = DEFAULT.seed)]
     pub seed: u64,
+    /// Hold out N training images (class-balanced, chosen by --seed), never trained on, evaluated
+    /// each epoch (natural and PGD-20); best.safetensors is chosen on them. Without it the test
+    /// images choose it, as in the reference.
+    #[arg(long, value_parser = images)]
+    pub val_split: Option<usize>,
     /// Output directory. Default: runs/<dataset>-<model>-w<width>-s<seed>.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -142,6 +147,7 @@ impl TrainArgs {
             limit_test: self.limit_test,
             seed: self.seed,
             init_from: self.init_from.as_ref().map(|p| p.display().to_string()),
+            val_split: self.val_split,
         }
     }
 

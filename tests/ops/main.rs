@@ -17,6 +17,7 @@ mod coop;
 mod cross_entropy;
 mod dlr_loss;
 mod f16;
+mod fab;
 mod index;
 mod kl_div;
 mod limits;

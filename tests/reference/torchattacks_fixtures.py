@@ -28,8 +28,18 @@ What it records, each straight from torchattacks' own code:
                       evaluation's: from zero, step 0.1 eps) with CE and with the joint loss, with
                       the margins it leaves. The Rust test runs our attacks on the same model and
                       images and compares image by image.
+                      Under "fab": torchattacks' FAB-T as AutoAttack's standard run uses it (FAB
+                      with multi_targeted: the 9 most likely other classes in turn, 100 iterations,
+                      1 restart, so no random draw; alpha_max 0.1, eta 1.05, beta 0.9) on the same
+                      batch: which images survive, and for each target run the images it attacked
+                      and the L-inf distance of the closest misclassified point it found for each
+                      (null: none), recorded from inside torchattacks' own loop. The same again
+                      with the network evaluated in float64 ("float64": only the logits and the
+                      gradient differ, at rounding level) shows how far the distances move with
+                      rounding alone.
 """
 
+import copy
 import json
 import math
 import os
@@ -262,6 +272,56 @@ def select(r, n):
     return chosen
 
 
+# FAB-T's settings in AutoAttack's standard run.
+FAB = {"iterations": 100, "target_classes": 9, "alpha_max": 0.1, "eta": 1.05, "beta": 0.9}
+
+
+def fab_t(net, x, y):
+    """torchattacks' FAB-T on the batch (every image starts classified correctly): which images
+    survive, and per target run (the target's rank among the clean image's classes), the images
+    still robust that it attacked, with the L-inf distance of the closest misclassified point it
+    found for each (None: none). An image counts as broken when that point lies within eps."""
+    eps = SUCCESS["eps"]
+    attack = torchattacks.FAB(
+        net, norm="Linf", eps=eps, steps=FAB["iterations"], n_restarts=1, alpha_max=FAB["alpha_max"], eta=FAB["eta"], beta=FAB["beta"],
+        multi_targeted=True, n_classes=FAB["target_classes"] + 1,
+    )
+    live, runs = list(range(len(y))), []
+    single = attack.attack_single_run_targeted
+
+    def traced(xs, ys, use_rand_start=False):
+        adv = single(xs, ys, use_rand_start)
+        with torch.no_grad():
+            found = net(adv).argmax(1) != ys
+        distance = (adv - xs).abs().flatten(1).max(1).values
+        broken = found & ~(distance > eps)  # as torchattacks' perturb decides it
+        runs.append({"rank": attack.target_class, "images": list(live), "distances": [d if f else None for d, f in zip(distance.tolist(), found.tolist())]})
+        live[:] = [i for i, b in zip(live, broken.tolist()) if not b]
+        return adv
+
+    attack.attack_single_run_targeted = traced
+    robust = (margins(net, attack(x, y), y) > 0).tolist()
+    assert robust == [i in live for i in range(len(y))], "the traced runs decide what FAB-T returns"
+    return robust, runs
+
+
+class Float64Logits(nn.Module):
+    """The model evaluated in float64, its logits returned in float32 (as the attack expects)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = copy.deepcopy(model).double()
+
+    def forward(self, x):
+        return self.model(x.double())[0].float()
+
+
+def fab_fixture(net, model, x, y):
+    robust, runs = fab_t(net, x, y)
+    robust64, runs64 = fab_t(Float64Logits(model).eval(), x, y)
+    return {**FAB, "robust": robust, "runs": runs, "float64": {"robust": robust64, "runs": runs64}}
+
+
 def success_fixture():
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benches", "reference"))
     from pytorch_step import ResNet18, joint_loss
@@ -301,7 +361,9 @@ def success_fixture():
     state["input.x"] = x
     state["input.y"] = labels
     save_file(state, os.path.join(OUT, "success.safetensors"))
-    return {**SUCCESS, "pool_indices": chosen, "clean_margin": margins(net, x, labels).tolist(), "pgd_margin": pgd_margins, "robust": robust}
+    # Last: torchattacks' FAB seeds torch's generator, which nothing above may see.
+    fab = fab_fixture(net, model, x, labels)
+    return {**SUCCESS, "pool_indices": chosen, "clean_margin": margins(net, x, labels).tolist(), "pgd_margin": pgd_margins, "robust": robust, "fab": fab}
 
 
 def main():

@@ -26,7 +26,7 @@ use engine::{autodiff, Rng, Runtime, Tensor};
 use crate::attacks::attack::{Attack, Batch, EvalSettings, Images};
 use crate::attacks::hostloss;
 use crate::attacks::loss::AttackLoss;
-use crate::error::{check_setting, Result};
+use crate::error::{check_image_fraction, check_setting, Result};
 use crate::models::{Mode, Model};
 
 /// Which loss an APGD run ascends.
@@ -61,7 +61,7 @@ impl Apgd {
     }
 
     pub fn validate(&self) -> Result<()> {
-        check_setting(self.eps.is_finite() && self.eps >= 0.0, "eps", self.eps, "the attack radius must be finite and at least 0")?;
+        check_image_fraction("eps", self.eps, "the attack radius must be finite and at least 0")?;
         check_setting(self.iterations >= 1, "iterations", self.iterations, "APGD needs at least one iteration")?;
         check_setting(self.restarts >= 1, "restarts", self.restarts, "APGD needs at least one restart")
     }

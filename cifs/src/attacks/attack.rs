@@ -1,4 +1,4 @@
-//! What an evaluation attack is: one file per attack (`natural`, `pgd`, `apgd`, `square`,
+//! What an evaluation attack is: one file per attack (`natural`, `pgd`, `apgd`, `fab`, `square`,
 //! `autoattack`) implementing [`Attack`], and one line in `crate::attacks::ATTACKS`. The evaluation
 //! (`attacks::evaluate`) runs any of them over a test set, chains included, and tallies the
 //! results per class; nothing there names an attack.
@@ -9,7 +9,7 @@ use engine::{no_grad, Runtime, Tensor};
 
 use crate::attacks::hostloss::predictions;
 use crate::attacks::loss::AttackLoss;
-use crate::error::{check_setting, Result};
+use crate::error::{check_image_fraction, check_setting, Result};
 use crate::models::{Mode, Model};
 
 /// One line of `crate::attacks::ATTACKS`: a name as `--attacks` spells it (`pgd<steps>`) and the
@@ -101,10 +101,10 @@ pub struct EvalSettings {
     pub batch_size: usize,
     /// CW-inf margin.
     pub confidence: f32,
-    /// APGD iterations and restarts.
+    /// APGD's and FAB-T's iterations and restarts.
     pub iterations: usize,
     pub restarts: usize,
-    /// APGD-T's target classes: the most likely wrong classes, this many (9 in AutoAttack).
+    /// APGD-T's and FAB-T's target classes: the most likely wrong classes, this many (9 in AutoAttack).
     pub target_classes: usize,
     /// Square's queries.
     pub queries: usize,
@@ -132,7 +132,7 @@ impl EvalSettings {
     /// Refuses shared settings that would run but mean nothing (each attack checks its own:
     /// [`Attack::validate`]).
     pub fn validate(&self) -> Result<()> {
-        check_setting(self.eps.is_finite() && self.eps >= 0.0, "eps", self.eps, "the attack radius must be finite and at least 0")?;
+        check_image_fraction("eps", self.eps, "the attack radius must be finite and at least 0")?;
         check_setting(self.batch_size >= 1, "batch size", self.batch_size, "must be at least 1")?;
         self.loss.validate()
     }

@@ -1,7 +1,7 @@
-//! `autoattack`: Croce and Hein's standard evaluation as the reference ran it, a chain of
-//! APGD-CE, then APGD-T, then Square, each on the images still robust after the ones before
-//! (FAB-T is not implemented). The evaluation reports the robust accuracy after each stage; a
-//! stage the dataset has too few classes for (APGD-T: 4) is skipped and its row says so.
+//! `autoattack`: Croce and Hein's standard evaluation, a chain of APGD-CE, then APGD-T, then
+//! FAB-T, then Square, each on the images still robust after the ones before. The evaluation
+//! reports the robust accuracy after each stage; a stage the dataset has too few classes for
+//! (APGD-T: 4) is skipped and its row says so.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use engine::Runtime;
 
 use crate::attacks::apgd::ApgdAttack;
 use crate::attacks::attack::{run_chain, Attack, Batch, EvalSettings, Images};
+use crate::attacks::fab::FabT;
 use crate::attacks::square::SquareAttack;
 use crate::error::Result;
 use crate::models::Model;
@@ -39,10 +40,23 @@ impl Attack for AutoAttack {
     }
 
     fn stages(&self) -> Vec<Arc<dyn Attack>> {
-        vec![Arc::new(ApgdAttack::Ce), Arc::new(ApgdAttack::Targeted), Arc::new(SquareAttack)]
+        vec![Arc::new(ApgdAttack::Ce), Arc::new(ApgdAttack::Targeted), Arc::new(FabT), Arc::new(SquareAttack)]
     }
 }
 
 pub fn parse(name: &str) -> Option<Arc<dyn Attack>> {
     (name == "autoattack").then(|| Arc::new(AutoAttack) as Arc<dyn Attack>)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stages_are_standard_autoattacks_in_its_order() {
+        let names: Vec<String> = AutoAttack.stages().iter().map(|st| st.name()).collect();
+        assert_eq!(names, ["apgd-ce", "apgd-t", "fab-t", "square"]);
+        let s = EvalSettings::reference(8.0 / 255.0, 16);
+        assert_eq!((s.queries, s.target_classes, s.iterations, s.restarts), (5000, 9, 100, 1), "the standard run's budgets");
+    }
 }

@@ -5,7 +5,7 @@
 //!   settings every attack receives; [`ATTACKS`]: the attacks by name, one line each (below);
 //!   [`registry`]: a name to its attack.
 //! - The attacks: [`natural`]; [`pgd`] (PGD, FGSM, CW-inf); [`apgd`] (APGD-CE, -DLR, -T as
-//!   AutoAttack runs them); [`square`]; [`autoattack`] (the chain of them).
+//!   AutoAttack runs them); [`fab`] (FAB-T); [`square`]; [`autoattack`] (the chain of them).
 //! - [`loss`]: the loss an attack ascends; [`hostloss`]: per-image losses on the host.
 //! - [`evaluate`]: accuracy under a list of attacks, per class, chains stage by stage.
 
@@ -29,6 +29,7 @@ attacks! {
     natural: "natural" => parse;
     pgd: "fgsm" => parse_fgsm, "pgd<steps>" => parse_pgd, "cw<steps>" => parse_cw;
     apgd: "apgd-ce" => parse, "apgd-dlr" => parse, "apgd-t" => parse;
+    fab: "fab-t" => parse;
     square: "square" => parse;
     autoattack: "autoattack" => parse;
 }

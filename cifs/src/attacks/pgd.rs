@@ -12,7 +12,7 @@ use engine::{autodiff, Rng, Runtime, Tensor};
 
 use crate::attacks::attack::{judge, Attack, Batch, EvalSettings, Images};
 pub use crate::attacks::loss::AttackLoss;
-use crate::error::{check_setting, CifsError, Result};
+use crate::error::{check_image_fraction, check_setting, CifsError, Result};
 use crate::models::{Mode, Model};
 
 #[derive(Debug, Clone, Copy)]
@@ -36,8 +36,8 @@ impl Pgd {
     /// Refuses settings that would run but mean nothing: a negative or non-finite radius or
     /// step, no steps, a negative or non-finite loss weight.
     pub fn validate(&self) -> Result<()> {
-        check_setting(self.eps.is_finite() && self.eps >= 0.0, "eps", self.eps, "the attack radius must be finite and at least 0")?;
-        check_setting(self.step.is_finite() && self.step >= 0.0, "step size", self.step, "the attack step must be finite and at least 0")?;
+        check_image_fraction("eps", self.eps, "the attack radius must be finite and at least 0")?;
+        check_image_fraction("step size", self.step, "the attack step must be finite and at least 0")?;
         check_setting(self.steps >= 1, "attack steps", self.steps, "an attack needs at least one step")?;
         self.loss.validate()
     }

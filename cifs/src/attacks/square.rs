@@ -19,7 +19,7 @@ use engine::{no_grad, Rng, Runtime, Tensor};
 
 use crate::attacks::attack::{Attack, Batch, EvalSettings, Images};
 use crate::attacks::hostloss;
-use crate::error::{check_setting, Result};
+use crate::error::{check_image_fraction, check_setting, Result};
 use crate::models::{Mode, Model};
 
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +69,7 @@ impl Square {
     }
 
     pub fn validate(&self) -> Result<()> {
-        check_setting(self.eps.is_finite() && self.eps >= 0.0, "eps", self.eps, "the attack radius must be finite and at least 0")?;
+        check_image_fraction("eps", self.eps, "the attack radius must be finite and at least 0")?;
         check_setting(self.queries >= 1, "queries", self.queries, "Square needs at least one query")?;
         check_setting(self.p_init > 0.0 && self.p_init <= 1.0, "p_init", self.p_init, "must be in (0, 1]")
     }

@@ -68,6 +68,8 @@ pub struct Settings {
     pub limit_test: Option<usize>,
     pub seed: u64,
     pub init_from: Option<String>,
+    /// Training images held out to choose the best model (`training::validation`).
+    pub val_split: Option<usize>,
 }
 
 impl Settings {
@@ -87,6 +89,7 @@ impl Settings {
         limit_test: None,
         seed: 0,
         init_from: None,
+        val_split: None,
     };
 }
 
@@ -137,6 +140,10 @@ pub struct TrainConfig {
     /// runs recorded before there was a choice ran the SIMT tiles.
     #[serde(default = "simt", with = "by_name")]
     pub gemm_kernels: GemmKernels,
+    /// Training images held out, never trained on, whose PGD-20 accuracy chooses the best model
+    /// (`training::validation`); none: the test images choose it, as in the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_split: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -212,6 +219,7 @@ impl TrainConfig {
             augment: recipe.augment,
             precision,
             gemm_kernels,
+            val_split: settings.val_split,
         }
     }
 
@@ -234,6 +242,7 @@ impl TrainConfig {
         check_setting(self.eval_limit >= 1, "eval limit", self.eval_limit, "must be at least 1: 0 selects no test images")?;
         check_setting(self.limit_train != Some(0), "limit train", 0, "must be at least 1: 0 selects no training images")?;
         check_setting(self.limit_test != Some(0), "limit test", 0, "must be at least 1: 0 selects no test images")?;
+        check_setting(self.val_split != Some(0), "val split", 0, "must be at least 1: 0 holds out no training images")?;
         check_setting(self.lr.is_finite() && self.lr >= 0.0, "lr", self.lr, "the learning rate must be finite and at least 0")?;
         check_setting(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum), "momentum", self.momentum, "must be in [0, 1)")?;
         check_setting(

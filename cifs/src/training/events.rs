@@ -16,8 +16,19 @@ pub struct EpochMetrics {
     pub natural_acc: Option<f64>,
     pub pgd20_acc: Option<f64>,
     pub eval_images: usize,
+    /// Natural and PGD-20 accuracy on the held-out training images (`--val-split`), when evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_natural_acc: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_pgd20_acc: Option<f64>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub val_images: usize,
     pub seconds: f64,
     pub images_per_s: f64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// What the caller shows while a run goes on.

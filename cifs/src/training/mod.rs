@@ -5,7 +5,8 @@
 //! - The methods: [`objective`] (what a method does in a step), [`pgd_at`], [`trades`], and
 //!   [`methods`], which maps the configured method to its objective.
 //! - The run: [`trainer`] (start or resume, then per epoch: the pass of [`epoch`], one [`step`]
-//!   per batch with [`optim`]'s SGD, the evaluation, the checkpoint), its [`events`] and [`files`].
+//!   per batch with [`optim`]'s SGD, the evaluation, the checkpoint), its [`events`] and [`files`];
+//!   [`validation`]: the held-out training images that choose the best model.
 //! - [`bench`]: timed steps for `bench` and `tune`.
 
 pub mod batch;
@@ -23,3 +24,4 @@ pub mod resume;
 pub mod step;
 pub mod trades;
 pub mod trainer;
+pub mod validation;

@@ -62,6 +62,12 @@ pub struct RunRecord {
     /// Batch-norm statistics summed over the ranks (`--sync-bn`); written only when on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sync_bn: bool,
+    /// Which images choose `best.safetensors`, in words (`training::validation`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub best_chosen_on: String,
+    /// With `val_split`: the held-out images, by their index in the training split.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_images: Vec<usize>,
 }
 
 fn one() -> usize {
@@ -70,7 +76,7 @@ fn one() -> usize {
 
 impl RunRecord {
     pub fn new(config: TrainConfig) -> RunRecord {
-        RunRecord { config, history: Vec::new(), ranks: 1, sync_bn: false }
+        RunRecord { config, history: Vec::new(), ranks: 1, sync_bn: false, best_chosen_on: String::new(), validation_images: Vec::new() }
     }
 
     pub fn read(path: &Path) -> Result<RunRecord> {

@@ -40,6 +40,7 @@ use crate::training::methods::objective;
 use crate::training::optim::Sgd;
 use crate::training::resume::{check_ranks, resumed, Resume, RunRecord};
 use crate::training::step::Learner;
+use crate::training::validation;
 
 /// Runs (or, with `resume`, continues) training `cfg` on `splits` into `out`, as one process
 /// (`Parallel::single()`) or one rank of several: every rank returns the same metrics of every
@@ -71,15 +72,27 @@ pub struct Trainer<'a> {
     train: Arc<Dataset>,
     /// The test images of the per-epoch evaluation.
     test: Arc<Dataset>,
+    /// The held-out training images (`--val-split`) and their indices in the training split.
+    val: Option<(Arc<Dataset>, Vec<usize>)>,
     files: RunFiles,
     state: RunState,
     history: Vec<EpochMetrics>,
     exchange: Exchange,
 }
 
-/// The data a run trains and evaluates on: `limit_train` and the evaluation's limits applied as
-/// class-balanced subsets. Refuses an empty split.
-fn run_data(cfg: &TrainConfig, splits: Splits) -> Result<(Arc<Dataset>, Arc<Dataset>)> {
+/// The held-out training images of `val_split` (and their indices), then the data a run trains
+/// and evaluates on: the rest of the training split with `limit_train` and the test split with
+/// the evaluation's limits applied as class-balanced subsets. Refuses an empty split.
+type RunData = (Arc<Dataset>, Option<(Arc<Dataset>, Vec<usize>)>, Arc<Dataset>);
+fn run_data(cfg: &TrainConfig, mut splits: Splits) -> Result<RunData> {
+    let val = match cfg.val_split {
+        Some(n) => {
+            let (rest, val, indices) = validation::split_off(splits.train, n, cfg.seed);
+            splits.train = rest;
+            Some((Arc::new(val), indices))
+        }
+        None => None,
+    };
     let train = match cfg.limit_train {
         Some(n) => splits.train.balanced(n),
         None => splits.train,
@@ -91,7 +104,7 @@ fn run_data(cfg: &TrainConfig, splits: Splits) -> Result<(Arc<Dataset>, Arc<Data
     if test.is_empty() {
         return Err(CifsError::EmptySplit { split: "test" });
     }
-    Ok((Arc::new(train), Arc::new(test)))
+    Ok((Arc::new(train), val, Arc::new(test)))
 }
 
 /// Refuses, before any work, what cannot run on these ranks: a method whose random draws are
@@ -144,13 +157,14 @@ impl<'a> Trainer<'a> {
         let config = ModelConfig::resolve(cfg.model, Some(cfg.width), cfg.depth, classes)?;
         check_batch_fits(rt, cfg.batch_size, &config)?;
         check_images_fit(cfg.model, &cfg.dataset, splits.train.shape)?;
-        let (train, test) = run_data(cfg, splits)?;
+        let (train, val, test) = run_data(cfg, splits)?;
         check_ranks_can_run(cfg, train.len(), &par)?;
         let model = Model::new(rt, config, &mut Rng::new(cfg.seed))?;
         let sgd = Sgd::new(rt, &model, cfg.lr, cfg.momentum, cfg.weight_decay)?;
         let files = RunFiles::create(out)?;
         let state = RunState { epoch: 0, best_pgd20: -1.0 };
-        let mut t = Trainer { rt, cfg, par, model, sgd, train, test, files, state, history: Vec::new(), exchange: Exchange::default() };
+        let mut t =
+            Trainer { rt, cfg, par, model, sgd, train, test, val, files, state, history: Vec::new(), exchange: Exchange::default() };
         let record = t.restore(resume)?;
         t.begin(record)?;
         Ok(t)
@@ -183,10 +197,14 @@ impl<'a> Trainer<'a> {
     /// metrics of the epochs kept.
     fn begin(&mut self, mut record: RunRecord) -> Result<()> {
         (record.ranks, record.sync_bn) = (self.par.coll.size(), self.par.sync_bn);
+        let val_len = self.val.as_ref().map_or(0, |v| v.0.len());
+        record.best_chosen_on = validation::best_chosen_on(self.cfg, val_len, self.test.len());
+        record.validation_images = self.val.as_ref().map(|v| v.1.clone()).unwrap_or_default();
         let json = record.to_json();
         agree_on_start(self.rt, self.par.coll, &json, self.state.epoch, &self.model, &self.sgd.velocity)?;
         self.history = self.files.read_metrics(self.state.epoch)?;
         if self.writes() {
+            crate::say!("training on {} images; best.safetensors chosen by {}", self.train.len(), record.best_chosen_on);
             self.files.write_config(&json)?;
             self.files.write_metrics(&self.history)?;
         }
@@ -225,7 +243,12 @@ impl<'a> Trainer<'a> {
         if self.writes() && self.exchange.steps > 0 {
             crate::say!("{}", std::mem::take(&mut self.exchange).summary());
         }
-        let (natural, pgd20) = if cfg.evaluates_after(epoch) { self.evaluate(events)? } else { (None, None) };
+        let due = cfg.evaluates_after(epoch);
+        let (natural, pgd20) = if due { self.evaluate(&self.test, events)? } else { (None, None) };
+        let (val_natural, val_pgd20) = match &self.val {
+            Some((val, _)) if due => self.evaluate(val, events)?,
+            _ => (None, None),
+        };
         let m = EpochMetrics {
             epoch: epoch + 1,
             phase,
@@ -235,33 +258,43 @@ impl<'a> Trainer<'a> {
             natural_acc: natural,
             pgd20_acc: pgd20,
             eval_images: if natural.is_some() { self.test.len() } else { 0 },
+            val_natural_acc: val_natural,
+            val_pgd20_acc: val_pgd20,
+            val_images: if val_natural.is_some() { self.val.as_ref().map_or(0, |v| v.0.len()) } else { 0 },
             seconds: started.elapsed().as_secs_f64(),
             images_per_s: tally.images_per_s(),
         };
         self.checkpoint(m, events)
     }
 
-    /// Natural and PGD-20 accuracy (the joint loss weighted as in training) on the test images,
-    /// sharded over the ranks.
-    fn evaluate(&self, events: &mut dyn Events) -> Result<(Option<f64>, Option<f64>)> {
+    /// Natural and PGD-20 accuracy (the joint loss weighted as in training) on `data` (the test
+    /// images or the held-out training images), sharded over the ranks.
+    fn evaluate(&self, data: &Arc<Dataset>, events: &mut dyn Events) -> Result<(Option<f64>, Option<f64>)> {
         let cfg = self.cfg;
         let settings = EvalSettings { loss: AttackLoss::Joint { beta: cfg.beta }, ..EvalSettings::reference(cfg.eps, cfg.batch_size) };
         let attacks: [Arc<dyn Attack>; 2] = [Arc::new(Natural), Arc::new(PgdAttack { steps: 20 })];
-        let res = crate::distributed::evaluate(self.rt, self.par.coll, &self.model, &self.test, &attacks, settings, |d, t| {
-            events.evaluating(d, t)
-        })?;
+        let res =
+            crate::distributed::evaluate(self.rt, self.par.coll, &self.model, data, &attacks, settings, |d, t| events.evaluating(d, t))?;
         Ok((Some(res[0].accuracy), Some(res[1].accuracy)))
     }
 
-    /// The epoch's end: the best model when its PGD-20 accuracy is the best yet, the training
-    /// checkpoint, the metrics and the curves (rank 0), then the caller is told.
+    /// The epoch's end: the best model when its PGD-20 accuracy (on the held-out training images
+    /// with `--val-split`, else on the test images) is the best yet, the training checkpoint, the
+    /// metrics and the curves (rank 0), then the caller is told.
     fn checkpoint(&mut self, m: EpochMetrics, events: &mut dyn Events) -> Result<()> {
         let rt = self.rt;
         self.state.epoch = m.epoch;
-        if let Some(p) = m.pgd20_acc.filter(|&p| p > self.state.best_pgd20) {
+        let chooser = if self.val.is_some() { m.val_pgd20_acc } else { m.pgd20_acc };
+        if let Some(p) = chooser.filter(|&p| p > self.state.best_pgd20) {
             self.state.best_pgd20 = p;
             if self.writes() {
-                save_model(rt, &self.model, &self.files.best(), &[("epoch", self.state.epoch.to_string()), ("pgd20_acc", p.to_string())])?;
+                let on = if self.val.is_some() { "held-out training images" } else { "test images" };
+                save_model(
+                    rt,
+                    &self.model,
+                    &self.files.best(),
+                    &[("epoch", self.state.epoch.to_string()), ("pgd20_acc", p.to_string()), ("chosen_on", on.into())],
+                )?;
             }
         }
         self.history.push(m);

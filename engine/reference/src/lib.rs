@@ -341,6 +341,96 @@ pub fn apgd_step(x: &[f64], g: &[f64], steps: &[f64], x_adv: &mut [f64], x_old: 
     }
 }
 
+/// AutoAttack's `projection_linf` (fab_projections.py) on rows of `cols` elements, written as
+/// it is there: the smallest L-inf step d with `<w, t + d> = b` and `t + d` in [0, 1] (all the
+/// way to the box's side where the plane is out of reach), found by sorting each coordinate's
+/// room, prefix sums of the weights and a binary search over the sorted breakpoints.
+pub fn projection_linf(t: &[f64], w: &[f64], b: &[f64], cols: usize) -> Vec<f64> {
+    t.chunks(cols).zip(w.chunks(cols)).zip(b).flat_map(|((t, w), &b)| projection_linf_row(t, w, b)).collect()
+}
+
+fn cumsum(v: impl Iterator<Item = f64>) -> Vec<f64> {
+    v.scan(0.0, |acc, x| {
+        *acc += x;
+        Some(*acc)
+    })
+    .collect()
+}
+
+fn projection_linf_row(t: &[f64], w: &[f64], b: f64) -> Vec<f64> {
+    let n = t.len();
+    let dot = |a: &[f64], c: &[f64]| a.iter().zip(c).map(|(x, y)| x * y).sum::<f64>();
+    let sign = if dot(w, t) - b >= 0.0 { 1.0 } else { -1.0 };
+    let w: Vec<f64> = w.iter().map(|v| v * sign).collect();
+    let a: Vec<f64> = w.iter().map(|&v| if v < 0.0 { 1.0 } else { 0.0 }).collect();
+    let mut d: Vec<f64> = (0..n).map(|i| if w[i] != 0.0 { a[i] - t[i] } else { 0.0 }).collect();
+    let p: Vec<f64> = (0..n).map(|i| a[i] - t[i] * (2.0 * a[i] - 1.0)).collect();
+    let mut indp: Vec<usize> = (0..n).collect();
+    indp.sort_by(|&i, &j| p[i].total_cmp(&p[j]));
+    let b = b * sign - dot(&w, t);
+    let b0 = dot(&w, &d);
+    // Descending room: the prefix sums of |w| and of |w| p, from the coordinate with most room.
+    let s = cumsum(indp.iter().rev().map(|&i| w[i].abs()));
+    let sb: Vec<f64> = cumsum(indp.iter().rev().map(|&i| -w[i] * d[i])).iter().map(|v| v + b0).collect();
+    let c_l = b - (sb[n - 1] - s[n - 1] * p[indp[0]]) > 0.0;
+    let c2 = b - b0 > 0.0 && !c_l;
+    if c_l {
+        let lmbd = ((b - sb[n - 1]) / -s[n - 1]).max(0.0);
+        d = a.iter().map(|ai| (2.0 * ai - 1.0) * lmbd).collect();
+    } else if c2 {
+        let (mut lb, mut ub) = (0, n - 1);
+        for _ in 0..(n as f64).log2().ceil() as usize {
+            let mid = (lb + ub) / 2;
+            if b - (sb[mid] - s[mid] * p[indp[n - 1 - mid]]) > 0.0 {
+                lb = mid;
+            } else {
+                ub = mid;
+            }
+        }
+        let lmbd = ((b - sb[lb]) / -s[lb]).max(0.0);
+        for i in 0..n {
+            d[i] = lmbd.min(d[i]) * a[i] + (-lmbd).max(d[i]) * (1.0 - a[i]);
+        }
+    }
+    d.iter().zip(&w).map(|(di, wi)| if *wi != 0.0 { *di } else { 0.0 }).collect()
+}
+
+/// One FAB iteration (see `ops::fab::fab_step`) as AutoAttack's fab_base.py writes it, on rows
+/// of `cols` elements with logit differences `df` (N,) and their input gradient `g` at `x1`:
+/// `b = -df + <g, x1>`, both points projected with [`projection_linf`], mixed and clamped.
+/// Returns the new x1 and each row's `max |x1 - x0|`.
+pub fn fab_step(x1: &[f64], x0: &[f64], g: &[f64], df: &[f64], cols: usize, eta: f64, alpha_max: f64) -> (Vec<f64>, Vec<f64>) {
+    let (mut next, mut norms) = (Vec::with_capacity(x1.len()), Vec::with_capacity(df.len()));
+    for (r, &f) in df.iter().enumerate() {
+        let row = r * cols..(r + 1) * cols;
+        let (x1, x0, g) = (&x1[row.clone()], &x0[row.clone()], &g[row]);
+        let b = -f + x1.iter().zip(g).map(|(x, w)| x * w).sum::<f64>();
+        let d1 = projection_linf_row(x1, g, b);
+        let d2 = projection_linf_row(x0, g, b);
+        let largest = |d: &[f64]| d.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-8);
+        let (a1, a2) = (largest(&d1), largest(&d2));
+        let alpha = (a1 / (a1 + a2)).max(0.0).min(alpha_max);
+        let mut norm = 0.0f64;
+        for i in 0..cols {
+            let v = ((x1[i] + eta * d1[i]) * (1.0 - alpha) + (x0[i] + d2[i] * eta) * alpha).clamp(0.0, 1.0);
+            norm = norm.max((v - x0[i]).abs());
+            next.push(v);
+        }
+        norms.push(norm);
+    }
+    (next, norms)
+}
+
+/// FAB's backward step (see `ops::fab::fab_shrink`), in place on the masked rows.
+pub fn fab_shrink(mask: &[u32], x0: &[f64], x1: &mut [f64], beta: f64) {
+    let cols = x0.len() / mask.len();
+    for (i, v) in x1.iter_mut().enumerate() {
+        if mask[i / cols] != 0 {
+            *v = x0[i] + (*v - x0[i]) * beta;
+        }
+    }
+}
+
 /// `act(BN(x) + residual)` with the given statistics: the fused batch norm's forward.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_act(

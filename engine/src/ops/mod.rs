@@ -11,6 +11,7 @@ pub mod channel_scale;
 pub mod conv2d;
 pub mod cross_entropy;
 pub mod dlr_loss;
+pub mod fab;
 pub mod index;
 pub mod kl_div;
 pub mod linear;
@@ -39,6 +40,7 @@ pub(crate) fn param_sizes() -> Vec<(Shader, usize)> {
         (Shader::Conv2d, size_of::<conv2d::Params>()),
         (Shader::CrossEntropy, size_of::<cross_entropy::Params>()),
         (Shader::DlrLoss, size_of::<dlr_loss::Params>()),
+        (Shader::Fab, size_of::<fab::Params>()),
         (Shader::Index, size_of::<index::Params>()),
         (Shader::KlDiv, size_of::<kl_div::Params>()),
         (Shader::MarginLoss, size_of::<margin_loss::Params>()),
