@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod optim;
+pub mod overfitting;
 pub mod recipe;
 pub mod resume;
 pub mod run;
