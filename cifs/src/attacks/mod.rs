@@ -5,4 +5,5 @@ pub mod apgd;
 pub mod evaluate;
 pub mod hostloss;
 pub mod pgd;
+pub mod single_step;
 pub mod square;

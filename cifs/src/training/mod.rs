@@ -8,6 +8,7 @@ pub mod overfitting;
 pub mod recipe;
 pub mod resume;
 pub mod run;
+pub mod single_step;
 pub mod step;
 pub mod trades;
 

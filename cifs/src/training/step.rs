@@ -31,13 +31,26 @@ pub fn train_step(
     beta: f32,
     rng: &mut Rng,
 ) -> Result<StepResult> {
+    train_step_on(rt, model, sgd, labels, beta, || match attack {
+        Some(pgd) => pgd.attack(rt, model, x, labels, Start::Random(rng)),
+        None => Ok(x.clone()),
+    })
+}
+
+/// The step on the training images `images()` makes (an attack, or the clean batch): train-mode
+/// forward with `labels`, joint loss weighted by `beta`, backward, SGD.
+pub fn train_step_on(
+    rt: &Runtime,
+    model: &Model,
+    sgd: &Sgd,
+    labels: &Tensor,
+    beta: f32,
+    images: impl FnOnce() -> Result<Tensor>,
+) -> Result<StepResult> {
     // The weights change only at the optimizer step: until then the attack's backward passes
     // and the training backward share the weights' derived layouts.
     let (output, loss, grads) = rt.weights_frozen(|| -> Result<_> {
-        let input = match attack {
-            Some(pgd) => pgd.attack(rt, model, x, labels, Start::Random(rng))?,
-            None => x.clone(),
-        };
+        let input = images()?;
         let output = model.forward(rt, &input, Some(labels), Mode::Train)?;
         let loss = joint_loss(rt, &output, labels, beta)?;
         let grads = autodiff::backward(rt, &loss)?;
