@@ -179,10 +179,15 @@ fn check_pixels(fx: &Fixture, adv: &[f32], failures: &mut Vec<String>) {
         want.len(),
         fx.sides.pgd_undecided.len()
     );
-    for &&(i, d) in &differ {
-        if !fx.sides.pgd_undecided.contains(&i) || d > most {
-            failures.push(format!("{} x_adv: pixel {i} differs by {d:.3e}", fx.name));
-        }
+    let wrong: Vec<String> =
+        differ.iter().filter(|(i, d)| !fx.sides.pgd_undecided.contains(i) || *d > most).map(|(i, d)| format!("{i} by {d:.3e}")).collect();
+    if !wrong.is_empty() {
+        failures.push(format!(
+            "{} x_adv: {} pixels differ, e.g. pixel {}",
+            fx.name,
+            wrong.len(),
+            wrong[..wrong.len().min(3)].join(", pixel ")
+        ));
     }
 }
 
@@ -243,7 +248,11 @@ fn check_train_step(rt: &Runtime, fx: &Fixture, x: &Tensor, y: &Tensor, adv: &Te
         state(rt, &stepped).into_iter().zip(state(rt, &by_hand)).filter(|(a, b)| a.1 != b.1).map(|(a, _)| a.0).collect();
     println!("  {name} train_step: {} tensors differ from the step by hand", differ.len());
     if !differ.is_empty() {
-        failures.push(format!("{name}: after train_step {differ:?} differ from the step run by hand"));
+        failures.push(format!(
+            "{name}: after train_step {} tensors differ from the step run by hand, e.g. {:?}",
+            differ.len(),
+            &differ[..differ.len().min(3)]
+        ));
     }
 }
 

@@ -3,6 +3,7 @@
 //! the steps.
 
 pub mod bench;
+pub mod ema;
 pub mod optim;
 pub mod overfitting;
 pub mod recipe;
