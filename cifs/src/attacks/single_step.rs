@@ -1,5 +1,5 @@
 //! The single-step attacks of fast adversarial training: one signed-gradient step from a random
-//! start, two passes (forward and backward) instead of PGD-10's twenty.
+//! start: one forward and one backward pass where PGD-10 takes ten of each.
 //!
 //! - FGSM with a random start (Wong, Rice and Kolter, "Fast is better than free", 2020):
 //!   `δ₀ ~ U(-ε, ε)`, kept so that `x + δ₀` is in [0, 1]; `δ = clip_ε(δ₀ + 1.25 ε sign(∇))`, then
