@@ -49,7 +49,8 @@ pub struct TrainArgs {
     #[arg(long = "adv", value_enum, default_value_t = DEFAULT.adversary)]
     pub adversary: Adversary,
     /// The adversarial objective: pgd-at (the reference's) or trades (its KL attack takes
-    /// --eps, --step-size and --attack-steps; the natural part is the joint loss for CIFS models).
+    /// --eps, --step-size and --attack-steps; the natural part is the joint loss for CIFS models);
+    /// fgsm-rs or n-fgsm: one step from a random start (--eps only; step 1.25 eps, and eps).
     #[arg(long, value_enum, default_value_t = DEFAULT.method)]
     pub method: Method,
     /// TRADES's KL weight.
