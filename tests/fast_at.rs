@@ -4,7 +4,8 @@
 //! - `--method fgsm-rs` and `--method n-fgsm` each learn: a plain width-8 ResNet-18, 3 epochs of
 //!   5 single-step batches at lr 0.1 (no warm-up), ends with a training accuracy (on its own
 //!   adversarial images, train mode) of at least 70%, where chance is 1 in 3 (measured on lavapipe:
-//!   fgsm-rs 40%, 73%, 87% over the 3 epochs); `config.json` records the method.
+//!   fgsm-rs 40%, 73%, 87% over the 3 epochs); `config.json` records the method, and
+//!   `metrics.jsonl` the collapse flag of every epoch, unset.
 //!
 //! Not checked: test accuracy after these runs. In eval mode, on 12 test images, every tiny run
 //! tried (ResNet18-CIFS and ResNet-18, fgsm-rs, n-fgsm, PGD-AT at eps 2/255, lr 0.02 to 0.1, up to
@@ -60,5 +61,7 @@ fn each_single_step_method_learns_the_separable_folder() {
         let acc: Vec<f64> = metrics.iter().map(|m| m["train_acc"].as_f64().unwrap()).collect();
         eprintln!("{method}: training accuracy per epoch {acc:?}");
         assert!(acc[2] >= 0.7, "{method}: training accuracy {acc:?} (chance 1/3)");
+        // One evaluation: nothing before it to collapse from, so the flag is there and quiet.
+        assert!(metrics.iter().all(|m| m["collapsed"] == false), "{method}: {metrics:?}");
     }
 }

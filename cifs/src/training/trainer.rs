@@ -38,6 +38,7 @@ use crate::training::events::{EpochMetrics, Events};
 use crate::training::files::RunFiles;
 use crate::training::methods::objective;
 use crate::training::optim::Sgd;
+use crate::training::overfitting::CollapseRule;
 use crate::training::resume::{check_ranks, resumed, Resume, RunRecord};
 use crate::training::step::Learner;
 
@@ -237,7 +238,10 @@ impl<'a> Trainer<'a> {
             eval_images: if natural.is_some() { self.test.len() } else { 0 },
             seconds: started.elapsed().as_secs_f64(),
             images_per_s: tally.images_per_s(),
+            collapsed: false,
         };
+        let pgd20: Vec<Option<f64>> = self.history.iter().map(|h| h.pgd20_acc).chain([m.pgd20_acc]).collect();
+        let m = EpochMetrics { collapsed: CollapseRule::default().check(&pgd20).is_some(), ..m };
         self.checkpoint(m, events)
     }
 
