@@ -1,5 +1,5 @@
 //! Fast adversarial training through the binary on lavapipe, on the colour-separable image
-//! folder with a width-8 ResNet18-CIFS:
+//! folder:
 //!
 //! - `--method fgsm-rs` and `--method n-fgsm` each learn: a plain width-8 ResNet-18, 3 epochs of
 //!   5 single-step batches at lr 0.1 (no warm-up), ends with a training accuracy (on its own
