@@ -105,6 +105,11 @@ pub struct TrainArgs {
     /// otherwise each rank's share has its own.
     #[arg(long)]
     pub sync_bn: bool,
+    /// Keep an exponential moving average of the weights with this decay, in (0, 1) (e.g.
+    /// 0.999): updated after every step, evaluated each epoch beside the weights, saved as
+    /// OUT/ema.safetensors (batch-norm statistics averaged as the weights are).
+    #[arg(long, value_name = "DECAY")]
+    pub ema: Option<f32>,
 }
 
 impl TrainArgs {
@@ -143,6 +148,7 @@ impl TrainArgs {
             limit_test: self.limit_test,
             seed: self.seed,
             init_from: self.init_from.as_ref().map(|p| p.display().to_string()),
+            ema: self.ema,
         }
     }
 

@@ -77,6 +77,8 @@ pub struct Settings {
     pub limit_test: Option<usize>,
     pub seed: u64,
     pub init_from: Option<String>,
+    /// The decay of the weight average kept beside the weights (`training::ema`); `None`: none.
+    pub ema: Option<f32>,
 }
 
 impl Settings {
@@ -96,6 +98,7 @@ impl Settings {
         limit_test: None,
         seed: 0,
         init_from: None,
+        ema: None,
     };
 }
 
@@ -146,6 +149,10 @@ pub struct TrainConfig {
     /// runs recorded before there was a choice ran the SIMT tiles.
     #[serde(default = "simt", with = "by_name")]
     pub gemm_kernels: GemmKernels,
+    /// The decay of the exponential moving average of the weights (`--ema`, `training::ema`),
+    /// written only when one is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f32>,
 }
 
 fn yes() -> bool {
@@ -221,6 +228,7 @@ impl TrainConfig {
             augment: recipe.augment,
             precision,
             gemm_kernels,
+            ema: settings.ema,
         }
     }
 
@@ -262,6 +270,9 @@ impl TrainConfig {
             self.weight_decay,
             "must be finite and at least 0",
         )?;
+        if let Some(d) = self.ema {
+            check_setting(d > 0.0 && d < 1.0, "ema", d, "the weight average's decay must be in (0, 1), e.g. 0.999")?;
+        }
         self.attack().validate()?;
         self.single_step().map_or(Ok(()), |a| a.validate())?;
         self.trades().validate()

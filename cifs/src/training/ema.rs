@@ -14,10 +14,14 @@
 //! update (counted from 0), so that the first updates follow the weights closely instead of
 //! holding on to the weights the average started from.
 
+use std::path::Path;
+
 use engine::ops::optim::ema_update;
 use engine::{Rng, Runtime, Tensor};
 
-use crate::error::{check_setting, CifsError, Result};
+use crate::checkpoint::state::{self, Entry};
+use crate::checkpoint::save_model;
+use crate::error::{check_setting, io, CifsError, Result};
 use crate::models::Model;
 
 pub struct WeightAverage {
@@ -66,6 +70,42 @@ impl WeightAverage {
         Ok(())
     }
 }
+
+impl WeightAverage {
+    /// Writes the averaged model as a model checkpoint (loadable by `eval`, under the model's
+    /// names), atomically, with its decay, its update count and the epochs completed.
+    pub fn save(&self, rt: &Runtime, path: &Path, epoch: usize) -> Result<()> {
+        let meta = [("ema_decay", self.decay.to_string()), ("ema_updates", self.updates.to_string()), ("epoch", epoch.to_string())];
+        save_model(rt, &self.model, path, &meta)
+    }
+
+    /// The average's tensors as a training checkpoint stores them beside the model's
+    /// (`ema.<name>`), with its update count and decay for the checkpoint's metadata.
+    pub fn checkpoint_part(&self, rt: &Runtime) -> Result<(Vec<Entry>, [(&'static str, String); 2])> {
+        let (floats, _) = state::state_dict(rt, &self.model)?;
+        let entries = floats.into_iter().map(|e| Entry { name: format!("{PREFIX}{}", e.name), ..e }).collect();
+        Ok((entries, [(UPDATES, self.updates.to_string()), ("ema_decay", self.decay.to_string())]))
+    }
+
+    /// Restores the average stored in a training checkpoint (`path`) by
+    /// [`checkpoint_part`](Self::checkpoint_part), with its update count; its batch counters are
+    /// `live`'s (restored from the same checkpoint), as every update leaves them. Returns false,
+    /// changing nothing, for a checkpoint without one.
+    pub fn restore(&mut self, rt: &Runtime, live: &Model, path: &Path) -> Result<bool> {
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        let p = path.display().to_string();
+        let Some(updates) = state::metadata(&bytes, &p)?.remove(UPDATES) else { return Ok(false) };
+        self.updates = updates.parse().map_err(|_| CifsError::NotTrainingCheckpoint { path: p.clone(), key: UPDATES })?;
+        state::load_state_dict(rt, &self.model, &bytes, PREFIX, &p)?;
+        copy_counters(&self.model, live);
+        Ok(true)
+    }
+}
+
+/// The names of the average's tensors in a training checkpoint start with this.
+const PREFIX: &str = "ema.";
+/// The metadata key of the average's update count in a training checkpoint.
+const UPDATES: &str = "ema_updates";
 
 /// Every parameter, then every batch norm's running mean and variance.
 fn tensors(model: &Model) -> Vec<&Tensor> {

@@ -22,6 +22,12 @@ pub struct EpochMetrics {
     /// (`training::overfitting::CollapseRule`'s default rule); absent in runs recorded before.
     #[serde(default)]
     pub collapsed: bool,
+    /// The weight average's (`--ema`) natural and PGD-20 accuracy on the same images; written
+    /// only for runs that keep one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_natural_acc: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_pgd20_acc: Option<f64>,
 }
 
 /// What the caller shows while a run goes on.
