@@ -3,9 +3,18 @@
 //! follows `avg = d avg + (1 - d) w` (the float64 recurrence on the live tensors read back, to
 //! float32 precision) with the warm-up decays `min(decay, (1 + t) / (10 + t))`; the batch counters
 //! are the live model's; an average of another configuration is refused.
+//!
+//! Through the binary (`train --ema`): a run of a width-4 ResNet18-CIFS on a tiny image folder
+//! (one warm-up and one PGD epoch) interrupted after its first epoch and resumed writes the
+//! uninterrupted run's `ema.safetensors` byte for byte (tensors, update count and all), which is
+//! not the weights themselves; each epoch's metrics carry the average's accuracies;
+//! `eval --checkpoint ema.safetensors` runs; a decay outside (0, 1) and a changed `--ema` on
+//! resume are refused.
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/files.rs"]
+mod files;
 
 use cifs::attacks::pgd::AttackLoss;
 use cifs::attacks::single_step::SingleStep;
@@ -78,4 +87,90 @@ fn without_warm_up_the_decay_is_constant_and_must_be_a_fraction() {
     assert_eq!(avg.next_decay(), 0.999);
     assert!(WeightAverage::new(&rt, &live, 1.5, false).is_err());
     assert!(WeightAverage::new(&rt, &live, f32::NAN, false).is_err());
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    let tune = std::env::temp_dir().join(format!("cifs-wgpu-ema-tune-{}.json", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cifs-wgpu"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .env("CIFS_WGPU_TUNE_CACHE", tune)
+        .output()
+        .unwrap();
+    eprintln!("$ cifs-wgpu {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = cli(args);
+    assert!(out.status.success(), "cifs-wgpu {} failed", args.join(" "));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = cli(args);
+    assert!(!out.status.success(), "cifs-wgpu {} should fail", args.join(" "));
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The tensors of a safetensors file by name, as bytes.
+fn tensors(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(n, t)| (n, t.data().to_vec())).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_resumed_run_continues_the_average_bit_for_bit_and_eval_loads_it() {
+    let root = files::tmpdir("ema-run");
+    let data = root.join("data");
+    files::make_folder(&data);
+    let d = data.to_str().unwrap();
+    let run = |out: &std::path::Path, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["train", "folder", "--data-dir", d, "--out", out.to_str().unwrap()].map(String::from).to_vec();
+        let base = ["--width", "4", "--batch-size", "10", "--attack-steps", "2", "--eval-limit", "6", "--clean-epochs", "1", "--seed", "5"];
+        v.extend(base.iter().chain(extra).map(|s| s.to_string()));
+        v
+    };
+    let (a, b) = (root.join("a"), root.join("b"));
+
+    let log = ok(&args(&run(&a, &["--epochs", "1", "--ema", "0.9"])));
+    assert!(log.contains("| EMA natural"), "the epoch line shows the average's accuracies: {log}");
+    let metrics: Vec<serde_json::Value> =
+        std::fs::read_to_string(a.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for m in &metrics {
+        for k in ["ema_natural_acc", "ema_pgd20_acc"] {
+            assert!(m[k].as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)), "{k} in {m}");
+        }
+    }
+    let config: serde_json::Value = files::read_json(a.join("config.json"));
+    assert_eq!(config["ema"], 0.9);
+    let live: std::collections::BTreeMap<String, Vec<u8>> = tensors(&a.join("best.safetensors")).into_iter().collect();
+    let averaged = tensors(&a.join("ema.safetensors"));
+    assert_eq!(averaged.iter().map(|(n, _)| n).collect::<Vec<_>>(), live.keys().collect::<Vec<_>>(), "the model's names");
+    assert!(averaged.iter().any(|(n, t)| n.ends_with(".weight") && live[n] != *t), "the average is not the weights");
+
+    // Interrupted after the warm-up epoch, then resumed.
+    ok(&args(&run(&b, &["--epochs", "0", "--ema", "0.9"])));
+    let e = fails(&args(&run(&b, &["--epochs", "1", "--ema", "0.8", "--resume"])));
+    assert!(e.contains("ema 0.9 -> 0.8"), "{e}");
+    ok(&args(&run(&b, &["--epochs", "1", "--ema", "0.9", "--resume"])));
+    assert_eq!(std::fs::read(b.join("ema.safetensors")).unwrap(), std::fs::read(a.join("ema.safetensors")).unwrap(), "resumed average differs");
+    assert_eq!(tensors(&b.join("last.safetensors")), tensors(&a.join("last.safetensors")));
+
+    let ema = a.join("ema.safetensors");
+    let table = ok(&["eval", "--checkpoint", ema.to_str().unwrap(), "folder", "--data-dir", d, "--attacks", "natural", "--limit", "6"]);
+    assert!(table.contains("natural"), "{table}");
+
+    for bad in ["0", "1", "1.5", "-0.1", "nan"] {
+        let flag = format!("--ema={bad}");
+        let e = fails(&args(&run(&root.join("c"), &["--epochs", "1", &flag])));
+        assert!(e.contains("(0, 1)"), "--ema {bad}: {e}");
+    }
 }
