@@ -19,8 +19,8 @@ use std::path::Path;
 use engine::ops::optim::ema_update;
 use engine::{Rng, Runtime, Tensor};
 
-use crate::checkpoint::state::{self, Entry};
 use crate::checkpoint::save_model;
+use crate::checkpoint::state::{self, Entry};
 use crate::error::{check_setting, io, CifsError, Result};
 use crate::models::Model;
 

@@ -283,9 +283,8 @@ impl<'a> Trainer<'a> {
         let cfg = self.cfg;
         let settings = EvalSettings { loss: AttackLoss::Joint { beta: cfg.beta }, ..EvalSettings::reference(cfg.eps, cfg.batch_size) };
         let attacks: [Arc<dyn Attack>; 2] = [Arc::new(Natural), Arc::new(PgdAttack { steps: 20 })];
-        let res = crate::distributed::evaluate(self.rt, self.par.coll, model, &self.test, &attacks, settings, |d, t| {
-            events.evaluating(d, t)
-        })?;
+        let res =
+            crate::distributed::evaluate(self.rt, self.par.coll, model, &self.test, &attacks, settings, |d, t| events.evaluating(d, t))?;
         Ok((Some(res[0].accuracy), Some(res[1].accuracy)))
     }
 
