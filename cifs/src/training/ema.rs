@@ -81,7 +81,7 @@ impl WeightAverage {
 
     /// The average's tensors as a training checkpoint stores them beside the model's
     /// (`ema.<name>`), with its update count and decay for the checkpoint's metadata.
-    pub fn checkpoint_part(&self, rt: &Runtime) -> Result<(Vec<Entry>, [(&'static str, String); 2])> {
+    pub fn checkpoint_part(&self, rt: &Runtime) -> Result<(Vec<Entry>, MetadataPairs)> {
         let (floats, _) = state::state_dict(rt, &self.model)?;
         let entries = floats.into_iter().map(|e| Entry { name: format!("{PREFIX}{}", e.name), ..e }).collect();
         Ok((entries, [(UPDATES, self.updates.to_string()), ("ema_decay", self.decay.to_string())]))
@@ -101,6 +101,9 @@ impl WeightAverage {
         Ok(true)
     }
 }
+
+/// Metadata keys and values a training checkpoint stores for the average.
+pub type MetadataPairs = [(&'static str, String); 2];
 
 /// The names of the average's tensors in a training checkpoint start with this.
 const PREFIX: &str = "ema.";
