@@ -75,7 +75,7 @@ impl WeightAverage {
     /// Writes the averaged model as a model checkpoint (loadable by `eval`, under the model's
     /// names), atomically, with its decay, its update count and the epochs completed.
     pub fn save(&self, rt: &Runtime, path: &Path, epoch: usize) -> Result<()> {
-        let meta = [("ema_decay", self.decay.to_string()), ("ema_updates", self.updates.to_string()), ("epoch", epoch.to_string())];
+        let meta = [(DECAY, self.decay.to_string()), (UPDATES, self.updates.to_string()), ("epoch", epoch.to_string())];
         save_model(rt, &self.model, path, &meta)
     }
 
@@ -84,7 +84,7 @@ impl WeightAverage {
     pub fn checkpoint_part(&self, rt: &Runtime) -> Result<(Vec<Entry>, MetadataPairs)> {
         let (floats, _) = state::state_dict(rt, &self.model)?;
         let entries = floats.into_iter().map(|e| Entry { name: format!("{PREFIX}{}", e.name), ..e }).collect();
-        Ok((entries, [(UPDATES, self.updates.to_string()), ("ema_decay", self.decay.to_string())]))
+        Ok((entries, [(UPDATES, self.updates.to_string()), (DECAY, self.decay.to_string())]))
     }
 
     /// Restores the average stored in a training checkpoint (`path`) by
@@ -107,8 +107,9 @@ pub type MetadataPairs = [(&'static str, String); 2];
 
 /// The names of the average's tensors in a training checkpoint start with this.
 const PREFIX: &str = "ema.";
-/// The metadata key of the average's update count in a training checkpoint.
+/// The metadata keys of the average's update count and decay.
 const UPDATES: &str = "ema_updates";
+const DECAY: &str = "ema_decay";
 
 /// Every parameter, then every batch norm's running mean and variance.
 fn tensors(model: &Model) -> Vec<&Tensor> {
