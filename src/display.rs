@@ -58,8 +58,13 @@ impl Events for TrainDisplay {
             _ => String::new(),
         };
         let eval = eval + &val;
+        let ema = match (m.ema_natural_acc, m.ema_pgd20_acc) {
+            (Some(n), Some(p)) => format!(" | EMA natural {:.2}% PGD-20 {:.2}%", 100.0 * n, 100.0 * p),
+            _ => String::new(),
+        };
+        let collapsed = if m.collapsed { " | COLLAPSED: PGD-20 under half its best (catastrophic overfitting)" } else { "" };
         println!(
-            "epoch {} {} lr {:.4}: loss {:.4} acc {:.2}%{eval} | {:.1} s, {:.0} img/s",
+            "epoch {} {} lr {:.4}: loss {:.4} acc {:.2}%{eval}{ema}{collapsed} | {:.1} s, {:.0} img/s",
             m.epoch,
             phase_name(m.phase),
             m.lr,

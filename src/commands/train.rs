@@ -49,7 +49,8 @@ pub struct TrainArgs {
     #[arg(long = "adv", value_enum, default_value_t = DEFAULT.adversary)]
     pub adversary: Adversary,
     /// The adversarial objective: pgd-at (the reference's) or trades (its KL attack takes
-    /// --eps, --step-size and --attack-steps; the natural part is the joint loss for CIFS models).
+    /// --eps, --step-size and --attack-steps; the natural part is the joint loss for CIFS models);
+    /// fgsm-rs or n-fgsm: one step from a random start (--eps only; step 1.25 eps, and eps).
     #[arg(long, value_enum, default_value_t = DEFAULT.method)]
     pub method: Method,
     /// TRADES's KL weight.
@@ -109,6 +110,11 @@ pub struct TrainArgs {
     /// otherwise each rank's share has its own.
     #[arg(long)]
     pub sync_bn: bool,
+    /// Keep an exponential moving average of the weights with this decay, in (0, 1) (e.g.
+    /// 0.999): updated after every step, evaluated each epoch beside the weights, saved as
+    /// OUT/ema.safetensors (batch-norm statistics averaged as the weights are).
+    #[arg(long, value_name = "DECAY")]
+    pub ema: Option<f32>,
 }
 
 impl TrainArgs {
@@ -148,6 +154,7 @@ impl TrainArgs {
             seed: self.seed,
             init_from: self.init_from.as_ref().map(|p| p.display().to_string()),
             val_split: self.val_split,
+            ema: self.ema,
         }
     }
 

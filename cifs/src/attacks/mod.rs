@@ -6,6 +6,7 @@
 //!   [`registry`]: a name to its attack.
 //! - The attacks: [`natural`]; [`pgd`] (PGD, FGSM, CW-inf); [`apgd`] (APGD-CE, -DLR, -T as
 //!   AutoAttack runs them); [`fab`] (FAB-T); [`square`]; [`autoattack`] (the chain of them).
+//! - [`single_step`]: the one-step attacks fast adversarial training makes its images with.
 //! - [`loss`]: the loss an attack ascends; [`hostloss`]: per-image losses on the host.
 //! - [`evaluate`]: accuracy under a list of attacks, per class, chains stage by stage.
 
@@ -14,6 +15,7 @@ pub mod evaluate;
 pub mod hostloss;
 pub mod loss;
 pub mod registry;
+pub mod single_step;
 
 /// Declares each attack's module and lists its names in [`ATTACKS`]: one line per module
 /// (`module: "name" => parse_function, ...;`, `<steps>` where a name carries a count).

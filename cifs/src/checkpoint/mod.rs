@@ -1,7 +1,8 @@
 //! Checkpoint files. A model checkpoint is a safetensors state dict under PyTorch names (readable
 //! by the reference code) with our metadata (`arch`, `width`, `classes`); a training checkpoint
 //! adds the SGD momentum buffers (`optim.velocity.<name>`) and where the run stands (`epoch`,
-//! `best_pgd20`). The model's shape is read from the tensors themselves, so a checkpoint made by
+//! `best_pgd20`), and with `--ema` the weight average (`ema.<name>`, `ema_updates`, `ema_decay`).
+//! The model's shape is read from the tensors themselves, so a checkpoint made by
 //! the reference code (no metadata, maybe a `module.` prefix) loads too.
 
 pub mod state;
@@ -15,6 +16,7 @@ use crate::error::{io, CifsError, Result};
 use crate::models::family::TensorShapes;
 use crate::models::registry;
 use crate::models::{Model, ModelConfig};
+use crate::training::ema::WeightAverage;
 use crate::training::optim::Sgd;
 use state::{load_state_dict, read_f32, to_safetensors, write_atomic, Entry};
 
@@ -93,20 +95,27 @@ pub struct RunState {
     pub best_pgd20: f64,
 }
 
-/// Writes model, momentum buffers and run state atomically.
-pub fn save_training(rt: &Runtime, model: &Model, sgd: &Sgd, run: &RunState, path: &Path) -> Result<()> {
+/// Writes model, momentum buffers, run state and the weight average, if any, atomically: the
+/// average rides in the same file, so a resumed run never pairs weights and an average of
+/// different epochs.
+pub fn save_training(rt: &Runtime, model: &Model, sgd: &Sgd, run: &RunState, average: Option<&WeightAverage>, path: &Path) -> Result<()> {
     let mut meta = model_metadata(model);
     meta.insert("epoch".into(), run.epoch.to_string());
     meta.insert("best_pgd20".into(), format!("{}", run.best_pgd20));
     let values = engine::Tensor::read_all(rt, &sgd.velocity.iter().collect::<Vec<_>>())?;
-    let momentum = model
+    let mut extra: Vec<Entry> = model
         .params()
         .iter()
         .zip(&sgd.velocity)
         .zip(values)
         .map(|((p, v), values)| Entry { name: format!("optim.velocity.{}", p.name), shape: v.shape().to_vec(), values })
         .collect();
-    let bytes = to_safetensors(rt, model, momentum, meta)?;
+    if let Some(average) = average {
+        let (entries, keys) = average.checkpoint_part(rt)?;
+        extra.extend(entries);
+        meta.extend(keys.map(|(k, v)| (k.to_string(), v)));
+    }
+    let bytes = to_safetensors(rt, model, extra, meta)?;
     write_atomic(path, &bytes).map_err(io(path))
 }
 

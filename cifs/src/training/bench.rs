@@ -1,5 +1,5 @@
-//! Whole-step benchmarks behind `cifs-wgpu bench`: the PGD-10 adversarial training step, the clean
-//! training step and the eval forward, at a given model, width and batch, on random 32x32 inputs
+//! Whole-step benchmarks behind `cifs-wgpu bench`: the PGD-10 adversarial training step, the
+//! single-step ones (FGSM-RS, N-FGSM), the clean training step and the eval forward, at a given model, width and batch, on random 32x32 inputs
 //! (as the PyTorch anchors in PERF-ANCHORS.md were measured).
 //!
 //! Each step is timed twice over: by the wall clock from the start of recording to the end of the
@@ -12,13 +12,15 @@ use engine::{no_grad, Rng, Runtime, Tensor};
 use serde::Serialize;
 
 use crate::attacks::pgd::{AttackLoss, Pgd};
+use crate::attacks::single_step::SingleStep;
 use crate::error::Result;
 use crate::models::{Mode, Model, ModelConfig};
 use crate::training::optim::Sgd;
+use crate::training::single_step;
 use crate::training::step::train_step;
 
 /// The steps measured, in order, under their JSON names.
-pub const STEPS: [&str; 3] = ["pgd10-at-step", "clean-train-step", "eval-forward"];
+pub const STEPS: [&str; 5] = ["pgd10-at-step", "fgsm-rs-step", "n-fgsm-step", "clean-train-step", "eval-forward"];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepTiming {
@@ -56,7 +58,9 @@ pub fn bench_steps(
     let x = Tensor::from_f32(rt, &[batch, c, side, side], &rng.uniform_vec(batch * c * side * side, 0.0, 1.0))?;
     let labels: Vec<u32> = (0..batch).map(|_| rng.below(config.classes as u64) as u32).collect();
     let y = Tensor::from_u32(rt, &[batch], &labels)?;
-    let pgd = Pgd { eps: 8.0 / 255.0, step: 2.0 / 255.0, steps: 10, loss: AttackLoss::Joint { beta: 2.0 } };
+    let (eps, loss) = (8.0 / 255.0, AttackLoss::Joint { beta: 2.0 });
+    let pgd = Pgd { eps, step: 2.0 / 255.0, steps: 10, loss };
+    let (fgsm_rs, n_fgsm) = (SingleStep::fgsm_rs(eps, loss), SingleStep::n_fgsm(eps, loss));
     let mut out = Vec::new();
     for kind in STEPS {
         let (mut wall, mut gpu) = (Vec::new(), Vec::new());
@@ -66,6 +70,8 @@ pub fn bench_steps(
             let (r, timing) = rt.timed_both(|| -> Result<()> {
                 match kind {
                     "pgd10-at-step" => train_step(rt, &model, &sgd, &x, &y, Some(&pgd), 2.0, &mut rng).map(|_| ()),
+                    "fgsm-rs-step" => single_step::train_step(rt, &model, &sgd, &x, &y, &fgsm_rs, 2.0, &mut rng).map(|_| ()),
+                    "n-fgsm-step" => single_step::train_step(rt, &model, &sgd, &x, &y, &n_fgsm, 2.0, &mut rng).map(|_| ()),
                     "clean-train-step" => train_step(rt, &model, &sgd, &x, &y, None, 2.0, &mut rng).map(|_| ()),
                     _ => no_grad(|| model.forward(rt, &x, None, Mode::Eval)).map(|_| ()),
                 }

@@ -6,6 +6,7 @@ use engine::{GemmKernels, Precision};
 use serde::{Deserialize, Serialize};
 
 use crate::attacks::pgd::{AttackLoss, Pgd};
+use crate::attacks::single_step::SingleStep;
 use crate::error::{check_setting, Result};
 use crate::models::ModelKind;
 use crate::training::recipe::Recipe;
@@ -22,8 +23,8 @@ pub enum Adversary {
     None,
 }
 
-/// The adversarial training method of the main phase. Each is an [`crate::training::method::Objective`];
-/// `training::method::objective` is the one place that maps a method to it.
+/// The adversarial training method of the main phase. Each is an [`crate::training::objective::Objective`];
+/// `training::methods::objective` is the one place that maps a method to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Method {
@@ -34,6 +35,14 @@ pub enum Method {
     /// TRADES: natural loss + trades-beta x KL(f(x) || f(x')), x' from PGD on that KL.
     #[serde(rename = "trades")]
     Trades,
+    /// FGSM with a random start (Wong et al. 2020): U(-eps, eps) start, one step of 1.25 eps.
+    #[serde(rename = "fgsm-rs")]
+    #[cfg_attr(feature = "cli", value(name = "fgsm-rs"))]
+    FgsmRs,
+    /// N-FGSM (de Jorge et al. 2022): U(-2 eps, 2 eps) start, one step of eps, no projection.
+    #[serde(rename = "n-fgsm")]
+    #[cfg_attr(feature = "cli", value(name = "n-fgsm"))]
+    NFgsm,
 }
 
 /// What an epoch trains on.
@@ -70,6 +79,8 @@ pub struct Settings {
     pub init_from: Option<String>,
     /// Training images held out to choose the best model (`training::validation`).
     pub val_split: Option<usize>,
+    /// The decay of the weight average kept beside the weights (`training::ema`); `None`: none.
+    pub ema: Option<f32>,
 }
 
 impl Settings {
@@ -90,6 +101,7 @@ impl Settings {
         seed: 0,
         init_from: None,
         val_split: None,
+        ema: None,
     };
 }
 
@@ -144,6 +156,10 @@ pub struct TrainConfig {
     /// (`training::validation`); none: the test images choose it, as in the reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_split: Option<usize>,
+    /// The decay of the exponential moving average of the weights (`--ema`, `training::ema`),
+    /// written only when one is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f32>,
 }
 
 fn yes() -> bool {
@@ -220,12 +236,24 @@ impl TrainConfig {
             precision,
             gemm_kernels,
             val_split: settings.val_split,
+            ema: settings.ema,
         }
     }
 
     /// The attack of the main phase (whether or not it is used), as configured.
     pub fn attack(&self) -> Pgd {
         Pgd { eps: self.eps, step: self.step_size, steps: self.attack_steps, loss: AttackLoss::Joint { beta: self.beta } }
+    }
+
+    /// The single-step attack of `fgsm-rs` or `n-fgsm` at the configured eps, on the joint loss
+    /// (`None` for the multi-step methods).
+    pub fn single_step(&self) -> Option<SingleStep> {
+        let loss = AttackLoss::Joint { beta: self.beta };
+        match self.method {
+            Method::FgsmRs => Some(SingleStep::fgsm_rs(self.eps, loss)),
+            Method::NFgsm => Some(SingleStep::n_fgsm(self.eps, loss)),
+            Method::PgdAt | Method::Trades => None,
+        }
     }
 
     /// TRADES with the configured attack settings.
@@ -251,7 +279,11 @@ impl TrainConfig {
             self.weight_decay,
             "must be finite and at least 0",
         )?;
+        if let Some(d) = self.ema {
+            check_setting(d > 0.0 && d < 1.0, "ema", d, "the weight average's decay must be in (0, 1), e.g. 0.999")?;
+        }
         self.attack().validate()?;
+        self.single_step().map_or(Ok(()), |a| a.validate())?;
         self.trades().validate()
     }
 

@@ -17,6 +17,7 @@ use crate::distributed::shard::share_of;
 use crate::error::{CifsError, Result};
 use crate::training::batch::StepBatch;
 use crate::training::config::Phase;
+use crate::training::ema::WeightAverage;
 use crate::training::events::Events;
 use crate::training::objective::Objective;
 use crate::training::step::Learner;
@@ -80,7 +81,7 @@ struct InFlight {
     step: usize,
 }
 
-/// Trains one pass of `plan` over `train`. Step i's loss and logits are read while step i+1
+/// Trains one pass of `plan` over `train`, updating `average` (if any) after every step. Step i's loss and logits are read while step i+1
 /// runs: the host records the next step instead of waiting for the GPU (one step of delay in
 /// the progress display). A loss that is not finite stops the pass; `kept` says what the run
 /// keeps then.
@@ -91,6 +92,7 @@ pub fn train_epoch(
     events: &mut dyn Events,
     exchange: &mut Exchange,
     kept: &dyn Fn() -> String,
+    mut average: Option<&mut WeightAverage>,
 ) -> Result<Tally> {
     let rt = learner.rt;
     let order = train_pass(train.len(), plan.batch_size, epoch_rng(plan.seed, plan.epoch, 0).next_u64(), plan.augment);
@@ -119,6 +121,9 @@ pub fn train_epoch(
         let x = Tensor::from_f32(rt, &batch.dims(), &batch.images)?;
         let y = Tensor::from_u32(rt, &[batch.len()], &batch.labels)?;
         let r = learner.step(plan.objective, &StepBatch { x: &x, labels: &y, share }, &mut attack_rng, exchange)?;
+        if let Some(average) = average.as_deref_mut() {
+            average.update(rt, learner.model)?;
+        }
         let reads = rt.read_later(&[&r.loss, &r.output.logits])?;
         if let Some(previous) = in_flight.replace(InFlight { reads, labels: batch.labels, step }) {
             settle(previous)?;

@@ -25,6 +25,16 @@ pub struct EpochMetrics {
     pub val_images: usize,
     pub seconds: f64,
     pub images_per_s: f64,
+    /// Catastrophic overfitting: PGD-20 accuracy far under its best before this epoch
+    /// (`training::overfitting::CollapseRule`'s default rule); absent in runs recorded before.
+    #[serde(default)]
+    pub collapsed: bool,
+    /// The weight average's (`--ema`) natural and PGD-20 accuracy on the same images; written
+    /// only for runs that keep one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_natural_acc: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_pgd20_acc: Option<f64>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -47,4 +57,18 @@ impl Events for Quiet {
     fn batch(&mut self, _: usize, _: f64, _: f64, _: f64) {}
     fn evaluating(&mut self, _: usize, _: usize) {}
     fn epoch_end(&mut self, _: &EpochMetrics) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_recorded_before_the_collapse_flag_read_as_not_collapsed() {
+        let line = r#"{"epoch":1,"phase":"adversarial","lr":0.1,"train_loss":1.0,"train_acc":0.5,"natural_acc":0.4,"pgd20_acc":0.2,"eval_images":6,"seconds":1.0,"images_per_s":5.0}"#;
+        let m: EpochMetrics = serde_json::from_str(line).unwrap();
+        assert!(!m.collapsed);
+        let flagged = EpochMetrics { collapsed: true, ..m };
+        assert!(serde_json::to_string(&flagged).unwrap().contains(r#""collapsed":true"#));
+    }
 }

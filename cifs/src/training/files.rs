@@ -1,6 +1,7 @@
 //! A run's output directory: `config.json` (the run's record), `metrics.jsonl` (one line per
 //! epoch), `curves.svg|png`, `last.safetensors` (model, momentum and where the run stands:
-//! resumable) and `best.safetensors` (the model of the best PGD-20 accuracy). Every file is
+//! resumable), `best.safetensors` (the model of the best PGD-20 accuracy) and, with `--ema`,
+//! `ema.safetensors` (the weight average as a model, with its update count). Every file is
 //! written whole or not at all (a temporary file, then a rename).
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,9 @@ impl RunFiles {
     }
     pub fn best(&self) -> PathBuf {
         self.out.join("best.safetensors")
+    }
+    pub fn ema(&self) -> PathBuf {
+        self.out.join("ema.safetensors")
     }
     pub fn metrics(&self) -> PathBuf {
         self.out.join("metrics.jsonl")

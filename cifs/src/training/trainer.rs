@@ -33,11 +33,13 @@ use crate::distributed::{DistributedError, Parallel};
 use crate::error::{CifsError, Result};
 use crate::models::{Model, ModelConfig, ModelKind};
 use crate::training::config::{Adversary, Method, TrainConfig};
+use crate::training::ema::WeightAverage;
 use crate::training::epoch::{train_epoch, EpochPlan};
 use crate::training::events::{EpochMetrics, Events};
 use crate::training::files::RunFiles;
 use crate::training::methods::objective;
 use crate::training::optim::Sgd;
+use crate::training::overfitting::CollapseRule;
 use crate::training::resume::{check_ranks, resumed, Resume, RunRecord};
 use crate::training::step::Learner;
 use crate::training::validation;
@@ -78,6 +80,9 @@ pub struct Trainer<'a> {
     state: RunState,
     history: Vec<EpochMetrics>,
     exchange: Exchange,
+    /// The weight average of `--ema` (every rank keeps the same one: the weights it averages
+    /// are the same on every rank after each step's all-reduce).
+    average: Option<WeightAverage>,
 }
 
 /// The held-out training images of `val_split` (and their indices), then the data a run trains
@@ -163,18 +168,26 @@ impl<'a> Trainer<'a> {
         let sgd = Sgd::new(rt, &model, cfg.lr, cfg.momentum, cfg.weight_decay)?;
         let files = RunFiles::create(out)?;
         let state = RunState { epoch: 0, best_pgd20: -1.0 };
+        let history = Vec::new();
         let mut t =
-            Trainer { rt, cfg, par, model, sgd, train, test, val, files, state, history: Vec::new(), exchange: Exchange::default() };
+            Trainer { rt, cfg, par, model, sgd, train, test, val, files, state, history, exchange: Exchange::default(), average: None };
+        let resuming = t.resumes(resume);
         let record = t.restore(resume)?;
+        t.average = t.start_average(resuming, resume)?;
         t.begin(record)?;
         Ok(t)
+    }
+
+    /// Whether `resume` continues a run: one asked for, with a checkpoint to continue from.
+    fn resumes(&self, resume: Resume) -> bool {
+        resume != Resume::No && self.files.last().is_file()
     }
 
     /// Loads `last.safetensors` when resuming a run that has one (checking the run's record
     /// allows it), else the initial weights of `init_from`, if any. Returns the run's record.
     fn restore(&mut self, resume: Resume) -> Result<RunRecord> {
         let (rt, cfg) = (self.rt, self.cfg);
-        if resume == Resume::No || !self.files.last().is_file() {
+        if !self.resumes(resume) {
             if let Some(init) = &cfg.init_from {
                 load_weights_into(rt, &self.model, Path::new(init))?;
             }
@@ -191,6 +204,19 @@ impl<'a> Trainer<'a> {
             Err(_) if resume == Resume::AllowChanges => Ok(RunRecord::new(cfg.clone())),
             Err(e) => Err(CifsError::Invalid(format!("cannot check the settings of the run to resume: {e}"))),
         }
+    }
+
+    /// The weight average of `--ema`, if asked for: when `resuming`, the one the run's checkpoint
+    /// holds (with `--allow-changes`, a run that kept none starts one here), else a copy of the
+    /// weights as the run starts. Its decay warms up (`WeightAverage::next_decay`).
+    fn start_average(&self, resuming: bool, resume: Resume) -> Result<Option<WeightAverage>> {
+        let Some(decay) = self.cfg.ema else { return Ok(None) };
+        let mut average = WeightAverage::new(self.rt, &self.model, decay, true)?;
+        if resuming && !average.restore(self.rt, &self.model, &self.files.last())? && resume != Resume::AllowChanges {
+            let last = self.files.last().display().to_string();
+            return Err(CifsError::Invalid(format!("{last} holds no weight average: the run was trained without --ema")));
+        }
+        Ok(Some(average))
     }
 
     /// Every rank agrees on the record and the starting state; rank 0 writes the record and the
@@ -239,14 +265,18 @@ impl<'a> Trainer<'a> {
         };
         let learner = Learner { rt: self.rt, model: &self.model, sgd: &self.sgd, par: self.par };
         let kept = || self.files.kept_on_divergence();
-        let tally = train_epoch(&learner, &plan, &self.train, events, &mut self.exchange, &kept)?;
+        let tally = train_epoch(&learner, &plan, &self.train, events, &mut self.exchange, &kept, self.average.as_mut())?;
         if self.writes() && self.exchange.steps > 0 {
             crate::say!("{}", std::mem::take(&mut self.exchange).summary());
         }
         let due = cfg.evaluates_after(epoch);
-        let (natural, pgd20) = if due { self.evaluate(&self.test, events)? } else { (None, None) };
+        let (natural, pgd20) = if due { self.evaluate(&self.model, &self.test, events)? } else { (None, None) };
         let (val_natural, val_pgd20) = match &self.val {
-            Some((val, _)) if due => self.evaluate(val, events)?,
+            Some((val, _)) if due => self.evaluate(&self.model, val, events)?,
+            _ => (None, None),
+        };
+        let (ema_natural, ema_pgd20) = match &self.average {
+            Some(a) if due => self.evaluate(&a.model, &self.test, events)?,
             _ => (None, None),
         };
         let m = EpochMetrics {
@@ -263,18 +293,23 @@ impl<'a> Trainer<'a> {
             val_images: if val_natural.is_some() { self.val.as_ref().map_or(0, |v| v.0.len()) } else { 0 },
             seconds: started.elapsed().as_secs_f64(),
             images_per_s: tally.images_per_s(),
+            collapsed: false,
+            ema_natural_acc: ema_natural,
+            ema_pgd20_acc: ema_pgd20,
         };
+        let pgd20: Vec<Option<f64>> = self.history.iter().map(|h| h.pgd20_acc).chain([m.pgd20_acc]).collect();
+        let m = EpochMetrics { collapsed: CollapseRule::default().check(&pgd20).is_some(), ..m };
         self.checkpoint(m, events)
     }
 
-    /// Natural and PGD-20 accuracy (the joint loss weighted as in training) on `data` (the test
-    /// images or the held-out training images), sharded over the ranks.
-    fn evaluate(&self, data: &Arc<Dataset>, events: &mut dyn Events) -> Result<(Option<f64>, Option<f64>)> {
+    /// `model`'s (the weights' or their average's) natural and PGD-20 accuracy (the joint loss
+    /// weighted as in training) on `data` (the test images or the held-out training images),
+    /// sharded over the ranks.
+    fn evaluate(&self, model: &Model, data: &Arc<Dataset>, events: &mut dyn Events) -> Result<(Option<f64>, Option<f64>)> {
         let cfg = self.cfg;
         let settings = EvalSettings { loss: AttackLoss::Joint { beta: cfg.beta }, ..EvalSettings::reference(cfg.eps, cfg.batch_size) };
         let attacks: [Arc<dyn Attack>; 2] = [Arc::new(Natural), Arc::new(PgdAttack { steps: 20 })];
-        let res =
-            crate::distributed::evaluate(self.rt, self.par.coll, &self.model, data, &attacks, settings, |d, t| events.evaluating(d, t))?;
+        let res = crate::distributed::evaluate(self.rt, self.par.coll, model, data, &attacks, settings, |d, t| events.evaluating(d, t))?;
         Ok((Some(res[0].accuracy), Some(res[1].accuracy)))
     }
 
@@ -299,7 +334,10 @@ impl<'a> Trainer<'a> {
         }
         self.history.push(m);
         if self.writes() {
-            save_training(rt, &self.model, &self.sgd, &self.state, &self.files.last())?;
+            save_training(rt, &self.model, &self.sgd, &self.state, self.average.as_ref(), &self.files.last())?;
+            if let Some(average) = &self.average {
+                average.save(rt, &self.files.ema(), self.state.epoch)?;
+            }
             self.files.write_metrics(&self.history)?;
             self.files.plot_curves(self.cfg, &self.history)?;
         }

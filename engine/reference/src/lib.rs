@@ -238,6 +238,13 @@ pub fn sgd_step(p: &mut [f64], v: &mut [f64], g: &[f64], lr: f64, mu: f64, wd: f
     }
 }
 
+/// One exponential-moving-average update in place: ema = decay ema + (1 - decay) w.
+pub fn ema_update(ema: &mut [f64], w: &[f64], decay: f64) {
+    for (e, &w) in ema.iter_mut().zip(w) {
+        *e = decay * *e + (1.0 - decay) * w;
+    }
+}
+
 /// One PGD step in place on delta: delta = clamp(delta + step sign(g), -eps, eps), then the [0, 1] box.
 pub fn pgd_step(x: &[f64], g: &[f64], delta: &mut [f64], eps: f64, step: f64) {
     for i in 0..x.len() {

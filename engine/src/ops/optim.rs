@@ -1,5 +1,7 @@
-//! SGD with momentum and weight decay (`shaders/optim.wgsl`), PyTorch semantics:
-//! `g += wd p; v = mu v + g; p -= lr v` (dampening 0), in place on the parameter's buffer.
+//! In-place updates (`shaders/optim.wgsl`): SGD with momentum and weight decay in PyTorch
+//! semantics, `g += wd p; v = mu v + g; p -= lr v` (dampening 0), and the exponential moving
+//! average of a weight, `ema = decay ema + (1 - decay) w`. Both run on the GPU in the step's
+//! command stream; nothing is read back.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -14,7 +16,8 @@ use crate::tensor::Tensor;
 pub(crate) struct Params {
     pub n: u32,
     pub lr: f32,
-    pub momentum: f32,
+    /// SGD: the momentum; EMA: the decay.
+    pub decay: f32,
     pub weight_decay: f32,
 }
 
@@ -28,6 +31,19 @@ pub fn sgd_step(rt: &Runtime, param: &Tensor, velocity: &Tensor, grad: &Tensor, 
         ));
     }
     let n = param.numel();
-    let p = Params { n: n as u32, lr, momentum, weight_decay };
+    let p = Params { n: n as u32, lr, decay: momentum, weight_decay };
     rt.dispatch(Shader::Optim, "sgd_step", &[grad.buffer(), param.buffer(), velocity.buffer()], &p, Work::Items(n as u64))
+}
+
+/// `ema = decay * ema + (1 - decay) * weight`, in place on `ema`: one dispatch. In f32 as the
+/// shader writes it (`c = 1 - decay`, the two products, their sum); a GPU compiler may fuse
+/// one product into the sum, which changes the last bit of some elements (see
+/// `shaders/optim.wgsl`), never more.
+pub fn ema_update(rt: &Runtime, ema: &Tensor, weight: &Tensor, decay: f32) -> Result<()> {
+    if ema.shape() != weight.shape() {
+        return Err(shape_err("ema_update", &[ema.shape(), weight.shape()], "an average and a weight of one shape"));
+    }
+    let n = ema.numel();
+    let p = Params { n: n as u32, lr: 0.0, decay, weight_decay: 0.0 };
+    rt.dispatch(Shader::Optim, "ema_update", &[weight.buffer(), ema.buffer()], &p, Work::Items(n as u64))
 }
