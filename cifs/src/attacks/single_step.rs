@@ -11,8 +11,10 @@
 //!
 //! Both are one step of the PGD machinery ([`Pgd`]): the gradient is that of the attack's loss
 //! in evaluation mode with frozen parameters, as in PGD-AT, and the step and projections are
-//! PGD's kernels. "No projection" is a projection radius no perturbation reaches (`f32::MAX`),
-//! so the clamp to it is the identity.
+//! PGD's kernels. "No projection" is a projection radius of 1, the whole image range: for a
+//! pixel x in [0, 1], a perturbation outside [-1, 1] puts x + δ outside [0, 1] either way, so
+//! after the clamp to the image range the result is the same bits as with no radius at all (and
+//! the radius stays a fraction of the pixel range, as every attack's must).
 
 use engine::{Rng, Runtime, Tensor};
 
@@ -60,7 +62,7 @@ impl SingleStep {
 
     /// The step as one PGD iteration.
     fn pgd(&self) -> Pgd {
-        Pgd { eps: self.radius.unwrap_or(f32::MAX), step: self.step, steps: 1, loss: self.loss }
+        Pgd { eps: self.radius.unwrap_or(1.0), step: self.step, steps: 1, loss: self.loss }
     }
 
     /// The random start `U(-noise, noise)` of `shape`, drawn on the GPU from a seed drawn from
@@ -98,7 +100,7 @@ mod tests {
         assert_eq!(SingleStep::fgsm_rs(eps, loss), SingleStep { noise: eps, step: 1.25 * eps, radius: Some(eps), loss });
         assert_eq!(SingleStep::n_fgsm(eps, loss), SingleStep { noise: 2.0 * eps, step: eps, radius: None, loss });
         assert!(SingleStep::n_fgsm(eps, loss).validate().is_ok());
-        assert_eq!(SingleStep::n_fgsm(eps, loss).pgd().eps, f32::MAX);
+        assert_eq!(SingleStep::n_fgsm(eps, loss).pgd().eps, 1.0);
     }
 
     #[test]
