@@ -1,7 +1,9 @@
 //! End to end through the binary on lavapipe: a width-8 ResNet18-CIFS trains on a tiny image
 //! folder (one warm-up and one PGD epoch), a run interrupted after its first epoch and resumed
 //! ends with exactly the same weights and metrics, a resume refuses changed settings and records
-//! safe ones, the checkpoint evaluates under attacks, a short clean run learns the folder, and
+//! safe ones, the checkpoint evaluates under attacks, a short clean run learns the folder, a
+//! RobustBench card carries the whole test split's natural and AutoAttack accuracy as `eval`
+//! measures them and is refused for a subset, and
 //! bad input (including selections of no images) ends with a one-line error and a non-zero exit,
 //! losing nothing.
 
