@@ -15,7 +15,7 @@ use cifs::distributed::Collective;
 use clap::{Parser, Subcommand};
 use engine::{RuntimeOptions, TuneCache, Tuning};
 
-use commands::{analyze, bench, eval, info, train, tune};
+use commands::{analyze, bench, card, eval, info, train, tune};
 
 #[derive(Parser)]
 #[command(name = "cifs-wgpu", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CIFS_WGPU_COMMIT"), ")"), args_override_self = true)]
@@ -50,6 +50,9 @@ enum Command {
     /// (and, for CIFS models, each mask) on natural and adversarial images, sorted by relevance;
     /// negatively-relevant activation shares; accuracy per class. SVG, PNG and CSV.
     Analyze(analyze::AnalyzeArgs),
+    /// A RobustBench model card (JSON) of a checkpoint: standard AutoAttack and natural accuracy
+    /// on the whole test split, run here or read from `eval --json`. Refused for a subset.
+    Card(card::CardArgs),
     /// Per-step wall-clock and GPU time, dispatches and submits of the PGD-10 AT step, the clean
     /// training step and the eval forward.
     Bench(bench::BenchArgs),
@@ -105,6 +108,7 @@ fn run(options: &RuntimeOptions, command: Command, coll: &dyn Collective) -> Res
         Command::Info => info::run(options),
         Command::Analyze(a) => analyze::run(options, a),
         Command::Bench(a) => bench::run(options, a),
+        Command::Card(a) => card::run(options, a, coll),
         Command::Tune(a) if options.tuning == Tuning::Heuristic => {
             Err(format!("`tune --no-tune` has nothing to do (model {})", a.m.kind()))
         }

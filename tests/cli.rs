@@ -1,7 +1,9 @@
 //! End to end through the binary on lavapipe: a width-8 ResNet18-CIFS trains on a tiny image
 //! folder (one warm-up and one PGD epoch), a run interrupted after its first epoch and resumed
 //! ends with exactly the same weights and metrics, a resume refuses changed settings and records
-//! safe ones, the checkpoint evaluates under attacks, a short clean run learns the folder, and
+//! safe ones, the checkpoint evaluates under attacks, a short clean run learns the folder, a
+//! RobustBench card carries the whole test split's natural and AutoAttack accuracy as `eval`
+//! measures them and is refused for a subset, and
 //! bad input (including selections of no images) ends with a one-line error and a non-zero exit,
 //! losing nothing.
 
@@ -557,4 +559,70 @@ fn fashion_mnist_trains_resnet10_cifs_by_default_and_evaluates() {
     assert!(e.contains("test images not found") && e.contains("split is empty"), "{e}");
     // Only the WideResNet takes a depth.
     assert!(fails(&["bench", "--model", "resnet18", "--depth", "28"]).contains("--depth 28"));
+}
+
+/// `card` on a width-2 model after four clean epochs: the card's accuracies are the whole test
+/// split's, as `eval` measures them (read from its JSON, or evaluated by `card` itself), and an
+/// evaluation of a subset is refused with nothing written.
+#[test]
+fn card_from_the_whole_test_split_and_refused_for_a_subset() {
+    let root = tmpdir("card");
+    let data = root.join("data");
+    make_folder(&data);
+    let (d, run) = (data.to_str().unwrap(), root.join("run"));
+    let r = run.to_str().unwrap();
+    let clean = ["--width", "2", "--batch-size", "6", "--clean-epochs", "0", "--epochs", "4", "--adv", "none", "--eval-limit", "3"];
+    ok(&[&["train", "folder", "--data-dir", d, "--out", r, "--seed", "3", "--milestones", ""][..], &clean].concat());
+    let ckpt = run.join("last.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let few = ["--iterations", "2", "--queries", "3"];
+    let path = |name: &str| root.join(name).to_str().unwrap().to_string();
+    let (whole, subset) = (path("eval.json"), path("subset.json"));
+    let eval = |json: &str, extra: &[&str]| {
+        let args = [
+            &["eval", "--checkpoint", c, "folder", "--data-dir", d, "--attacks", "natural,autoattack", "--attack-loss", "ce"][..],
+            &few,
+            &["--json", json],
+            extra,
+        ];
+        ok(&args.concat());
+        let rows: Vec<serde_json::Value> = read_json(json);
+        let pct = |attack: &str| {
+            let r = rows.iter().find(|r| r["attack"] == attack).unwrap();
+            format!("{:.2}", 100.0 * r["correct"].as_f64().unwrap() / r["images"].as_f64().unwrap())
+        };
+        (pct("natural"), pct("autoattack"))
+    };
+    let measured = eval(&whole, &[]);
+    assert_ne!(measured.0, measured.1, "the attack breaks some images, so the card's two accuracies can be told apart");
+    let card = |run: fn(&[&str]) -> String, out: &str, extra: &[&str]| {
+        run(&[&["card", "--checkpoint", c, "folder", "--data-dir", d, "--out", out][..], &few, extra].concat())
+    };
+
+    let from_json = path("card-json.json");
+    card(ok, &from_json, &["--eval-json", &whole, "--name", "Tiny", "--reported-clean", "91.5", "--reported-aa", "50"]);
+    let v: serde_json::Value = read_json(&from_json);
+    assert_eq!((v["clean_acc"].as_str().unwrap(), v["autoattack_acc"].as_str().unwrap()), (measured.0.as_str(), measured.1.as_str()));
+    assert_eq!((&v["reported"], &v["reported_clean_acc"]), (&"50.00".into(), &"91.50".into()));
+    assert_eq!((&v["name"], &v["architecture"], &v["dataset"]), (&"Tiny".into(), &"resnet18-cifs (width 2)".into(), &"folder".into()));
+    assert_eq!((&v["eps"], &v["threat_model"], &v["number_forward_passes"]), (&"8/255".into(), &"Linf".into(), &1.into()));
+    assert_eq!((&v["additional_data"], &v["unreliable"]), (&false.into(), &false.into()));
+    let footnote = v["footnote"].as_str().unwrap();
+    assert!(footnote.contains("NOT standard") && footnote.contains("2 iterations") && footnote.contains("Square 3"), "{footnote}");
+
+    // Evaluated by `card` itself: the same numbers, and the measured ones reported.
+    let evaluated = path("card.json");
+    card(ok, &evaluated, &[]);
+    let v: serde_json::Value = read_json(&evaluated);
+    assert_eq!((v["clean_acc"].as_str().unwrap(), v["autoattack_acc"].as_str().unwrap()), (measured.0.as_str(), measured.1.as_str()));
+    assert_eq!(v["reported"], v["autoattack_acc"]);
+
+    // A subset, from eval --limit or card --limit: refused, nothing written.
+    eval(&subset, &["--limit", "6"]);
+    let refused = path("refused.json");
+    let e = card(fails, &refused, &["--eval-json", &subset]);
+    assert!(e.contains("6 of the test split's 12 images") && e.contains("whole test set"), "{e}");
+    let e = card(fails, &refused, &["--limit", "6"]);
+    assert!(e.contains("--limit 6") && e.contains("whole test set"), "{e}");
+    assert!(!Path::new(&refused).exists(), "a refused card was written");
 }

@@ -9,6 +9,7 @@
 //!   evaluation, checkpoint), SGD, and the step benchmarks.
 //! - [`distributed`]: the seam between the ranks of a data-parallel run (one process, or MPI).
 //! - [`analysis`]: the paper's channel analysis and its figures.
+//! - [`card`]: a RobustBench model card from an AutoAttack evaluation of the whole test set.
 //! - [`checkpoint`]: weights and training state in safetensors, under PyTorch's names.
 //! - [`console`]: lines for the user on stderr, each written whole (several ranks share one stream).
 //!
@@ -16,6 +17,7 @@
 
 pub mod analysis;
 pub mod attacks;
+pub mod card;
 pub mod checkpoint;
 pub mod console;
 pub mod distributed;

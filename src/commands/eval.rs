@@ -5,10 +5,13 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use cifs::attacks::attack::Attack;
+use cifs::attacks::attack::{Attack, EvalSettings};
 use cifs::attacks::evaluate::AttackResult;
 use cifs::attacks::registry;
 use cifs::distributed::Collective;
+use cifs::Model;
+use datasets::Dataset;
+use engine::Runtime;
 
 use crate::args::{images, AttackArgs, Trained};
 use crate::display;
@@ -40,11 +43,7 @@ pub fn run(options: &engine::RuntimeOptions, a: EvalArgs, coll: &dyn Collective)
         Some(n) => splits.test.balanced(n),
         None => splits.test,
     });
-    let bar = display::bar(test.len() as u64, "evaluating [{bar:25}] {pos}/{len} images ETA {eta}");
-    let results =
-        cifs::distributed::evaluate(&rt, coll, &model, &test, &a.attacks, a.settings.settings(), |d, _| bar.set_position(d as u64))
-            .map_err(|e| e.to_string())?;
-    bar.finish_and_clear();
+    let results = evaluate(&rt, coll, &model, &test, &a.attacks, a.settings.settings())?;
     if coll.rank() > 0 {
         return Ok(());
     }
@@ -54,6 +53,22 @@ pub fn run(options: &engine::RuntimeOptions, a: EvalArgs, coll: &dyn Collective)
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// `attacks` on the images of `test`, with a progress bar (`eval`, `card`).
+pub fn evaluate(
+    rt: &Runtime,
+    coll: &dyn Collective,
+    model: &Model,
+    test: &Arc<Dataset>,
+    attacks: &[Arc<dyn Attack>],
+    settings: EvalSettings,
+) -> Result<Vec<AttackResult>, String> {
+    let bar = display::bar(test.len() as u64, "evaluating [{bar:25}] {pos}/{len} images ETA {eta}");
+    let results = cifs::distributed::evaluate(rt, coll, model, test, attacks, settings, |d, _| bar.set_position(d as u64))
+        .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    Ok(results)
 }
 
 /// The table of an evaluation: each attack's accuracy and loss, then accuracy per class.

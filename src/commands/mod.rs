@@ -3,6 +3,7 @@
 
 pub mod analyze;
 pub mod bench;
+pub mod card;
 pub mod eval;
 pub mod info;
 pub mod train;

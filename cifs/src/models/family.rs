@@ -142,6 +142,11 @@ impl ModelKind {
         }
     }
 
+    /// Whether `--depth` chooses this architecture's depth (the WideResNets) or it is fixed.
+    pub fn depth_is_chosen(self) -> bool {
+        matches!(self.arch.depth, Depth::Chosen { .. })
+    }
+
     /// Refuses a chosen depth for an architecture whose depth is fixed.
     pub fn check_depth(self, depth: Option<usize>) -> Result<()> {
         match (depth, self.arch.depth) {
