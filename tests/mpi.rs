@@ -134,18 +134,30 @@ fn two_ranks_equal_the_reference_of_their_shares() {
 
 #[test]
 fn with_sync_bn_two_ranks_end_with_the_weights_of_one_process() {
-    let root = tmpdir("syncbn");
+    sync_bn_two_ranks_against_one_process("syncbn", &[]);
+}
+
+/// As above for `--method n-fgsm`: each rank draws its share's part of the one random start
+/// (2 eps noise, no projection back to the eps-ball), so the two runs attack the same images.
+#[test]
+fn with_sync_bn_two_ranks_of_n_fgsm_end_with_the_weights_of_one_process() {
+    let two = sync_bn_two_ranks_against_one_process("syncbn-nfgsm", &["--method", "n-fgsm"]);
+    let config: serde_json::Value = read_json(two.join("config.json"));
+    assert_eq!(config["method"], "n-fgsm");
+}
+
+/// One epoch of `train_args` plus `extra` in one process and on two ranks with `--sync-bn`; the
+/// final weights agree within [`SYNC_BN_TOL`]. Returns the two-rank run's folder.
+fn sync_bn_two_ranks_against_one_process(name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let root = tmpdir(name);
     let (data, one, two) = (root.join("data"), root.join("one"), root.join("two"));
     make_folder(&data);
-    let single = Command::new(bin())
-        .args(train_args(&data, &one, &["--epochs", "1"]))
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .unwrap();
+    let args = |out: &Path, more: &[&str]| train_args(&data, out, &[&["--epochs", "1"], extra, more].concat());
+    let single = Command::new(bin()).args(args(&one, &[])).env("XDG_RUNTIME_DIR", std::env::temp_dir()).output().unwrap();
     show("train", &single);
     assert!(single.status.success());
     let mut c = mpirun(&["-n", "2", bin()]);
-    c.args(train_args(&data, &two, &["--epochs", "1", "--sync-bn"]));
+    c.args(args(&two, &["--sync-bn"]));
     let res = wait_at_most(spawn(c), Duration::from_secs(600), "mpirun -n 2 train --sync-bn");
     show("mpirun -n 2 train --sync-bn", &res);
     assert!(res.status.success(), "two-rank training with --sync-bn failed");
@@ -154,8 +166,9 @@ fn with_sync_bn_two_ranks_end_with_the_weights_of_one_process() {
     let rt = Runtime::new(engine::RuntimeOptions::from_env().expect("the environment's settings"))
         .expect("a Vulkan device (lavapipe is enough)");
     let (err, at) = worst(&checkpoint_state(&rt, &one.join("last.safetensors")), &checkpoint_state(&rt, &two.join("last.safetensors")));
-    eprintln!("two ranks with --sync-bn vs one process: {err:.3e} ({at})");
-    assert!(err <= SYNC_BN_TOL, "two ranks with --sync-bn differ from one process by {err:.3e} in {at}");
+    eprintln!("two ranks with --sync-bn {extra:?} vs one process: {err:.3e} ({at})");
+    assert!(err <= SYNC_BN_TOL, "two ranks with --sync-bn {extra:?} differ from one process by {err:.3e} in {at}");
+    two
 }
 
 #[test]
