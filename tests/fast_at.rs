@@ -66,3 +66,36 @@ fn each_single_step_method_learns_the_separable_folder() {
         assert!(metrics.iter().all(|m| m["collapsed"] == false), "{method}: {metrics:?}");
     }
 }
+
+/// The collapse flag fires on a run made to collapse and not before: a clean run (the
+/// default model, which the separable folder makes robust at eps 8/255) evaluated on all 12
+/// test images each epoch, then resumed for one epoch at lr 5, which wrecks the weights. Its
+/// PGD-20 accuracy falls to where the model answers one class (4 of 12 at most), under half its
+/// best and at least 10 points under it: `collapsed` in metrics.jsonl and `COLLAPSED` in the
+/// log line; the healthy epochs carry neither.
+#[test]
+fn the_collapse_flag_fires_on_a_run_made_to_collapse() {
+    let root = tmpdir("fast-at-collapse");
+    let data = root.join("data");
+    make_folder(&data);
+    let out = root.join("run");
+    let healthy = ["--adv", "none", "--epochs", "6", "--eval-every", "1", "--eval-limit", "12"];
+    let log = train(&data, &out, &healthy);
+    assert!(!log.contains("COLLAPSED"), "{log}");
+    let metrics = |out: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let before = metrics(&out);
+    let best = before.iter().map(|m| m["pgd20_acc"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert!(best >= 0.75, "the healthy run must be robust for a collapse to show: best PGD-20 {best}");
+    assert!(before.iter().all(|m| m["collapsed"] == false), "{before:?}");
+    let wrecked = ["--adv", "none", "--epochs", "7", "--eval-every", "1", "--eval-limit", "12", "--lr", "5"];
+    let log = train(&data, &out, &[&wrecked[..], &["--resume", "--allow-changes"]].concat());
+    let after = metrics(&out);
+    let last = after.last().unwrap();
+    eprintln!("best PGD-20 {best}, after lr 5: {last}");
+    assert_eq!(last["epoch"], 7);
+    assert!(last["pgd20_acc"].as_f64().unwrap() < 0.5 * best - 1e-9, "the wrecked epoch did not collapse: {last}");
+    assert_eq!(last["collapsed"], true, "{last}");
+    assert!(log.contains("COLLAPSED"), "{log}");
+}

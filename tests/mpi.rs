@@ -146,6 +146,34 @@ fn with_sync_bn_two_ranks_of_n_fgsm_end_with_the_weights_of_one_process() {
     assert_eq!(config["method"], "n-fgsm");
 }
 
+/// With `--ema`, every rank updates its copy of the weight average from the same all-reduced
+/// weights, and rank 0 writes it: the two-rank run's `ema.safetensors` holds one process's
+/// average (every tensor within [`SYNC_BN_TOL`], as the weights are).
+#[test]
+fn with_sync_bn_two_ranks_keep_the_weight_average_of_one_process() {
+    let two = sync_bn_two_ranks_against_one_process("syncbn-ema", &["--ema", "0.9"]);
+    let one = two.parent().unwrap().join("one");
+    let (a, b) = (safetensors_f32(&one.join("ema.safetensors")), safetensors_f32(&two.join("ema.safetensors")));
+    assert!(!a.is_empty() && a.iter().map(|t| &t.0).eq(b.iter().map(|t| &t.0)), "the averages hold different tensors");
+    let (err, at) = worst(&a, &b);
+    eprintln!("the weight average, two ranks with --sync-bn vs one process: {err:.3e} ({at})");
+    assert!(err <= SYNC_BN_TOL, "the two-rank weight average differs from one process's by {err:.3e} in {at}");
+}
+
+/// Every f32 tensor of a safetensors file, by name.
+fn safetensors_f32(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut named: Vec<(String, Vec<f32>)> = file
+        .tensors()
+        .into_iter()
+        .filter(|(_, t)| t.dtype() == safetensors::Dtype::F32)
+        .map(|(n, t)| (n, t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()))
+        .collect();
+    named.sort_by(|x, y| x.0.cmp(&y.0));
+    named
+}
+
 /// One epoch of `train_args` plus `extra` in one process and on two ranks with `--sync-bn`; the
 /// final weights agree within [`SYNC_BN_TOL`]. Returns the two-rank run's folder.
 fn sync_bn_two_ranks_against_one_process(name: &str, extra: &[&str]) -> std::path::PathBuf {
